@@ -1,0 +1,1 @@
+"""The ``ctmusclebone`` command line."""

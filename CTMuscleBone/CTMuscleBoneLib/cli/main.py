@@ -1,0 +1,63 @@
+"""Entry point of the ``ctmusclebone`` command.
+
+Each sub-command lives in its own module ``cmd_<name>.py`` exposing
+``register(subparsers) -> None``, which adds an ``argparse`` sub-parser whose
+``func`` default is called with the parsed arguments and returns the exit code.
+
+Errors the user can act on (:class:`~CTMuscleBoneLib.errors.CTMuscleBoneError`,
+unreadable files) are printed as one line ``ctmusclebone: error: ...`` with exit
+code 2; anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import CTMuscleBoneError
+
+#: Sub-command modules, in the order ``--help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "cmd_measure",
+    "cmd_fit_alm",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ctmusclebone",
+        description="Bone mineral density and muscle mass from routine CT "
+        "(CTMuscleBone core, Slicer-free).",
+    )
+    parser.add_argument("--version", action="version", version=f"ctmusclebone {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f".{name}", __package__)
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CTMuscleBoneError as exc:
+        print(f"ctmusclebone: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"ctmusclebone: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ctmusclebone: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
