@@ -1,0 +1,438 @@
+"""Appendicular lean mass (ALM), skeletal muscle index (SMI) and sarcopenia flags.
+
+CT covers only part of the limbs, so DXA ALM is *estimated* from CT muscle mass by a
+linear model fitted on paired data::
+
+    ALM_kg = intercept_kg + slope * predictor_kg + male_offset_kg * (sex == 'M')
+
+where the predictor is a CT muscle total (default: lower-limb muscle mass, both sides,
+see :func:`CTMuscleBoneLib.muscle.group_totals`). The model lives in a JSON file with
+its provenance (:class:`ALMModel`). The shipped default is **not validated**: every
+output that uses it says so. ``ctmusclebone fit-alm`` fits a validated model from a
+hospital's own paired CT/DXA data (:func:`fit_alm_model`).
+
+SMI = ALM / height^2 (kg/m2). Sarcopenia (low muscle mass) cut-offs:
+
+* AWGS 2019 (Chen et al., J Am Med Dir Assoc 21:300-307, 2020): DXA ALM/height^2
+  < 7.0 kg/m2 in men, < 5.4 kg/m2 in women.
+* EWGSOP2 (Cruz-Jentoft et al., Age Ageing 48:16-31, 2019): ALM/height^2
+  < 7.0 kg/m2 in men, < 5.5 kg/m2 in women.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import stats
+from .atomic import atomic_write_text
+from .errors import InputError
+from .results import ResultRow, sha256_of_path
+
+SCHEMA = "ctmusclebone-alm-model/1"
+
+
+@dataclass(frozen=True)
+class SarcopeniaCriteria:
+    """Low-muscle-mass cut-offs on SMI, kg/m2, by sex."""
+
+    name: str
+    men_kg_m2: float
+    women_kg_m2: float
+    source: str
+
+    def cutoff(self, sex: str) -> float:
+        return self.men_kg_m2 if sex == "M" else self.women_kg_m2
+
+
+CRITERIA: dict[str, SarcopeniaCriteria] = {
+    "awgs2019": SarcopeniaCriteria(
+        "AWGS 2019", 7.0, 5.4, "Chen et al., J Am Med Dir Assoc 21:300-307, 2020"
+    ),
+    "ewgsop2": SarcopeniaCriteria(
+        "EWGSOP2", 7.0, 5.5, "Cruz-Jentoft et al., Age Ageing 48:16-31, 2019"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ALMModel:
+    """A linear CT-muscle -> DXA-ALM model with provenance.
+
+    Attributes
+    ----------
+    name : str
+    predictor : str
+        Results row ``<structure>/<quantity>`` used as predictor, e.g.
+        ``lower_limb_total/mass`` (converted g -> kg).
+    intercept_kg, slope, male_offset_kg : float
+        Coefficients (slope is kg ALM per kg CT muscle).
+    validated : bool
+        True only for models fitted on paired CT and DXA data with cross-validation.
+    provenance : dict
+        Source, data checksum, date, n, validation figures.
+    path : str or None
+        File the model was read from.
+    """
+
+    name: str
+    predictor: str
+    intercept_kg: float
+    slope: float
+    male_offset_kg: float = 0.0
+    validated: bool = False
+    provenance: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    def predict_alm_kg(self, predictor_kg: float, sex: str | None) -> float:
+        """ALM estimate (kg) for a predictor value (kg); sex 'M', 'F' or None.
+
+        A model with a sex term and unknown sex raises InputError.
+        """
+        if self.male_offset_kg != 0.0 and sex not in ("M", "F"):
+            raise InputError(
+                f"The ALM model '{self.name}' has a sex term; give the patient's sex "
+                "(--sex M or F)."
+            )
+        male = 1.0 if sex == "M" else 0.0
+        return self.intercept_kg + self.slope * predictor_kg + self.male_offset_kg * male
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("path")
+        return {"schema": SCHEMA, **d}
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return Path(path)
+
+    def provenance_entry(self) -> dict[str, Any]:
+        """What a Results provenance records about this model."""
+        return {
+            "kind": "ALM model",
+            "name": self.name,
+            "path": self.path,
+            "validated": self.validated,
+            "predictor": self.predictor,
+            "coefficients": {
+                "intercept_kg": self.intercept_kg,
+                "slope": self.slope,
+                "male_offset_kg": self.male_offset_kg,
+            },
+            "source": self.provenance.get("source"),
+        }
+
+
+def load_alm_model(path: str | os.PathLike[str] | None = None) -> ALMModel:
+    """Read an ALM model JSON; ``None`` gives the shipped (unvalidated) default."""
+    if path is None:
+        ref = resources.files("CTMuscleBoneLib").joinpath("data/alm_default.json")
+        text, where = ref.read_text(encoding="utf-8"), "built-in default (alm_default.json)"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"ALM model file not found: {p}")
+        text, where = p.read_text(encoding="utf-8"), str(p)
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"ALM model {where} is not valid JSON: {exc.msg} (line {exc.lineno})"
+        ) from None
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        raise InputError(
+            f"{where} is not a CTMuscleBone ALM model (expected \"schema\": \"{SCHEMA}\"); "
+            "create one with `ctmusclebone fit-alm`."
+        )
+    try:
+        model = ALMModel(
+            name=str(d["name"]),
+            predictor=str(d["predictor"]),
+            intercept_kg=float(d["intercept_kg"]),
+            slope=float(d["slope"]),
+            male_offset_kg=float(d.get("male_offset_kg", 0.0)),
+            validated=bool(d.get("validated", False)),
+            provenance=dict(d.get("provenance", {})),
+            path=where,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"ALM model {where} lacks or has a bad field: {exc}") from None
+    if "/" not in model.predictor:
+        raise InputError(f"ALM model {where}: predictor must be 'structure/quantity'.")
+    if not all(math.isfinite(v) for v in (model.intercept_kg, model.slope, model.male_offset_kg)):
+        raise InputError(f"ALM model {where} has non-finite coefficients.")
+    return model
+
+
+def smi_kg_m2(alm_kg: float, height_m: float) -> float:
+    """Skeletal muscle index: ALM (kg) / height (m) squared."""
+    if not (0.5 <= height_m <= 2.6):
+        raise InputError(f"Height {height_m} m is implausible; give the height in metres.")
+    return alm_kg / height_m**2
+
+
+def parse_height_m(value: float) -> tuple[float, str | None]:
+    """Height in metres from a number given in metres or centimetres.
+
+    Returns the height in m and a note when the unit was inferred as cm.
+    """
+    v = float(value)
+    if 0.5 <= v <= 2.6:
+        return v, None
+    if 50.0 <= v <= 260.0:
+        return v / 100.0, f"height {v:g} read as centimetres ({v / 100:g} m)"
+    raise InputError(
+        f"Height {value} is implausible: give it in metres (e.g. 1.62) or centimetres (162)."
+    )
+
+
+def normalise_sex(value: str | None) -> str | None:
+    """'M', 'F' or None from common spellings; other values raise InputError."""
+    if value is None:
+        return None
+    v = str(value).strip().upper()
+    if v in ("", "O", "U", "UNKNOWN"):
+        return None
+    if v in ("M", "MALE", "MAN"):
+        return "M"
+    if v in ("F", "FEMALE", "W", "WOMAN"):
+        return "F"
+    raise InputError(f"Sex '{value}' not understood: use M or F.")
+
+
+def alm_rows(
+    totals: dict[str, dict[str, Any]],
+    model: ALMModel,
+    height_m: float | None,
+    sex: str | None,
+    criteria: SarcopeniaCriteria,
+) -> list[ResultRow]:
+    """ALM, SMI and sarcopenia rows for one patient.
+
+    Parameters
+    ----------
+    totals : dict
+        Muscle group totals from :func:`CTMuscleBoneLib.muscle.group_totals`.
+    model : ALMModel
+    height_m : float or None
+        Patient height; without it SMI and the flag are reported as not measurable.
+    sex : {'M', 'F'} or None
+    criteria : SarcopeniaCriteria
+    """
+    structure_name, quantity = model.predictor.split("/", 1)
+    base_flags = [] if model.validated else [
+        f"unvalidated: default ALM coefficients ({model.name}); fit your own with "
+        "`ctmusclebone fit-alm`"
+    ]
+    method = (
+        f"ALM = {model.intercept_kg:.4g} + {model.slope:.4g} x {model.predictor} [kg]"
+        + (f" + {model.male_offset_kg:.4g} x male" if model.male_offset_kg else "")
+        + f" (model {model.name})"
+    )
+    total = totals.get(structure_name)
+    unit_key = {"mass": "mass_g", "lean_mass": "lean_mass_g"}.get(quantity)
+    if total is None or unit_key is None:
+        reason = (
+            f"not_measurable: the ALM model needs {model.predictor}, which this case does not "
+            "have (no muscles of that group labelled)"
+        )
+        return [
+            ResultRow("patient", "alm", None, "kg", method, [reason, *base_flags]),
+            ResultRow("patient", "smi", None, "kg/m2", "ALM / height^2", [reason, *base_flags]),
+        ]
+    flags = list(base_flags)
+    if total["partial"]:
+        flags.append("partial: the predictor includes muscles cut by the field of view")
+    try:
+        alm = model.predict_alm_kg(total[unit_key] / 1000.0, sex)
+    except InputError as exc:
+        return [ResultRow("patient", "alm", None, "kg", method, [f"not_measurable: {exc}", *flags])]
+    rows = [ResultRow("patient", "alm", alm, "kg", method, list(flags))]
+    if height_m is None:
+        reason = "not_measurable: no height (give --height or a DICOM PatientSize)"
+        rows.append(ResultRow("patient", "smi", None, "kg/m2", "ALM / height^2",
+                              [reason, *flags]))
+        rows.append(ResultRow("patient", "sarcopenia_low_muscle_mass", None, "",
+                              criteria.name, [reason, *flags]))
+        return rows
+    smi = smi_kg_m2(alm, height_m)
+    rows.append(ResultRow("patient", "smi", smi, "kg/m2", f"ALM / height^2 (height {height_m:g} m)",
+                          list(flags)))
+    if sex is None:
+        rows.append(ResultRow(
+            "patient", "sarcopenia_low_muscle_mass", None, "", criteria.name,
+            ["not_measurable: sex unknown (cut-offs differ by sex; give --sex)", *flags],
+        ))
+    else:
+        cut = criteria.cutoff(sex)
+        low = smi < cut
+        rows.append(ResultRow(
+            "patient", "sarcopenia_low_muscle_mass", "yes" if low else "no", "",
+            f"{criteria.name}: SMI < {cut:g} kg/m2 ({'men' if sex == 'M' else 'women'}); "
+            f"{criteria.source}",
+            list(flags),
+        ))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Fitting from paired data
+
+
+@dataclass
+class PairedData:
+    """Paired CT and DXA values, one entry per patient."""
+
+    case_ids: list[str]
+    predictor_kg: np.ndarray  # (n,)
+    dxa_alm_kg: np.ndarray  # (n,)
+    height_m: np.ndarray  # (n,)
+    sex: list[str]  # 'M' / 'F'
+
+
+def read_pairs_csv(path: str | os.PathLike[str], predictor_column: str) -> PairedData:
+    """Read a paired-data CSV for :func:`fit_alm_model`.
+
+    Required columns: ``sex`` (M/F), ``height_m`` (or ``height_cm``), ``dxa_alm_kg``
+    and the predictor column (CT muscle mass in kg, e.g. ``ct_lower_limb_mass_kg``).
+    Optional: ``case_id``. Rows with any empty required value are refused with their
+    line number.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"Paired-data file not found: {p}")
+    with open(p, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+        height_col = next((c for c in ("height_m", "height_cm") if c in cols), None)
+        missing = [c for c in ("sex", "dxa_alm_kg", predictor_column) if c not in cols]
+        if height_col is None:
+            missing.append("height_m (or height_cm)")
+        if missing:
+            raise InputError(
+                f"{p.name}: missing column(s) {', '.join(missing)}; "
+                f"found {', '.join(cols) or 'none'}."
+            )
+        ids, x, y, h, s = [], [], [], [], []
+        for line, row in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            try:
+                xv = float(row[predictor_column])
+                yv = float(row["dxa_alm_kg"])
+                hv = float(row[height_col])
+            except ValueError:
+                raise InputError(
+                    f"{p.name} line {line}: {predictor_column}, dxa_alm_kg and {height_col} "
+                    "must be numbers."
+                ) from None
+            hv = hv / 100.0 if height_col == "height_cm" else hv
+            sx = normalise_sex(row["sex"])
+            if sx is None:
+                raise InputError(f"{p.name} line {line}: sex must be M or F.")
+            if not (0.5 <= hv <= 2.6) or xv <= 0 or yv <= 0:
+                raise InputError(f"{p.name} line {line}: implausible height or mass values.")
+            ids.append(row.get("case_id") or str(line - 1))
+            x.append(xv)
+            y.append(yv)
+            h.append(hv)
+            s.append(sx)
+    if len(x) < 5:
+        raise InputError(f"{p.name}: at least 5 paired cases are needed, got {len(x)}.")
+    return PairedData(ids, np.array(x), np.array(y), np.array(h), s)
+
+
+def _design(x: np.ndarray, male: np.ndarray, use_sex: bool) -> np.ndarray:
+    cols = [np.ones_like(x), x] + ([male] if use_sex else [])
+    return np.stack(cols, axis=1)
+
+
+@dataclass
+class FitReport:
+    """Coefficients and cross-validated performance of a fitted ALM model."""
+
+    intercept_kg: float
+    slope: float
+    male_offset_kg: float
+    n: int
+    folds: int
+    cv_pearson_r: float
+    cv_rmse_kg: float
+    cv_smi_auc: float | None
+    in_sample_r: float
+    criteria: str
+    n_sarcopenic: int
+
+
+def fit_alm_model(
+    data: PairedData,
+    criteria: SarcopeniaCriteria,
+    folds: int = 5,
+    use_sex: bool | None = None,
+    seed: int = 0,
+) -> FitReport:
+    """Least-squares fit of ALM on the CT predictor (+ sex), with K-fold validation.
+
+    Cross-validated figures use out-of-fold predictions: Pearson r and RMSE of
+    predicted vs DXA ALM, and ROC AUC of predicted SMI (lower = more likely) for the
+    sarcopenia cut-off applied to DXA SMI. ``use_sex`` defaults to True when both
+    sexes occur.
+    """
+    male = np.array([1.0 if s == "M" else 0.0 for s in data.sex])
+    if use_sex is None:
+        use_sex = 0 < male.sum() < male.size
+    folds = min(folds, data.predictor_kg.size)
+    design = _design(data.predictor_kg, male, use_sex)
+    coef, *_ = np.linalg.lstsq(design, data.dxa_alm_kg, rcond=None)
+    predicted = np.empty_like(data.dxa_alm_kg)
+    for train, test in stats.kfold_indices(data.predictor_kg.size, folds, seed):
+        c, *_ = np.linalg.lstsq(design[train], data.dxa_alm_kg[train], rcond=None)
+        predicted[test] = design[test] @ c
+    dxa_smi = data.dxa_alm_kg / data.height_m**2
+    pred_smi = predicted / data.height_m**2
+    cutoffs = np.array([criteria.cutoff(s) for s in data.sex])
+    positive = dxa_smi < cutoffs
+    auc = None
+    if 0 < positive.sum() < positive.size:
+        auc = stats.roc_auc(-pred_smi, positive)
+    return FitReport(
+        intercept_kg=float(coef[0]),
+        slope=float(coef[1]),
+        male_offset_kg=float(coef[2]) if use_sex else 0.0,
+        n=int(data.predictor_kg.size),
+        folds=folds,
+        cv_pearson_r=stats.pearson_r(predicted, data.dxa_alm_kg),
+        cv_rmse_kg=stats.rmse(predicted, data.dxa_alm_kg),
+        cv_smi_auc=auc,
+        in_sample_r=stats.pearson_r(design @ coef, data.dxa_alm_kg),
+        criteria=criteria.name,
+        n_sarcopenic=int(positive.sum()),
+    )
+
+
+def model_from_fit(
+    report: FitReport, name: str, predictor: str, source_csv: str | os.PathLike[str]
+) -> ALMModel:
+    """An :class:`ALMModel` (validated, with provenance) from a fit report."""
+    return ALMModel(
+        name=name,
+        predictor=predictor,
+        intercept_kg=report.intercept_kg,
+        slope=report.slope,
+        male_offset_kg=report.male_offset_kg,
+        validated=True,
+        provenance={
+            "source": f"fitted by ctmusclebone fit-alm on {Path(source_csv).name}",
+            "data_sha256": sha256_of_path(source_csv),
+            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "fit": asdict(report),
+        },
+    )

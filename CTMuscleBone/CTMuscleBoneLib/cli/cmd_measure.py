@@ -1,0 +1,67 @@
+"""``ctmusclebone measure``: measure a CT with a label map."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..alm import CRITERIA, normalise_sex, parse_height_m
+from ..analysis import MeasureOptions
+from ..density_models import DENSITY_MODELS
+from ..progress import stderr_progress
+from .common import add_patient_arguments, load_inputs, run_measurement, write_results
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "measure",
+        help="measure muscles (and bones) of a CT from a label map",
+        description="Measure a CT from a label map on the same physical space: per-muscle "
+        "volume, HU, fat infiltration and mass, group totals, ALM and SMI; writes "
+        "results.csv and results.json to --out.",
+    )
+    p.add_argument("--ct", required=True, help="CT: NIfTI, NRRD, MHA file or a DICOM folder")
+    p.add_argument("--labels", required=True,
+                   help="label map (NIfTI/NRRD/MHA, Slicer .seg.nrrd, TotalSegmentator output)")
+    p.add_argument("--label-format", default="auto",
+                   choices=["auto", "totalseg", "totalseg-folder", "json", "csv", "seg.nrrd",
+                            "canonical"],
+                   help="how label values map to structures (default: detect)")
+    p.add_argument("--names", help="JSON or CSV of label value -> structure name")
+    p.add_argument("--series", help="DICOM SeriesInstanceUID to use when the folder has several")
+    add_patient_arguments(p)
+    p.add_argument("--density-model", default="constant", choices=sorted(DENSITY_MODELS),
+                   help="muscle density for mass (default: constant 1.06 g/cm3)")
+    p.add_argument("--alm-model", help="ALM model JSON from `ctmusclebone fit-alm` "
+                   "(default: shipped, UNVALIDATED coefficients)")
+    p.add_argument("--criteria", default="awgs2019", choices=sorted(CRITERIA),
+                   help="sarcopenia cut-offs (default: AWGS 2019)")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--quiet", action="store_true", help="no progress and no table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    progress = stderr_progress(args.quiet)
+    ct, labels, prov = load_inputs(args.ct, args.labels, args.label_format, args.names,
+                                   args.series, progress)
+    options = options_from_args(args)
+    results = run_measurement(ct, labels, options, prov, progress)
+    write_results(results, Path(args.out), quiet=args.quiet)
+    return 0
+
+
+def options_from_args(args: argparse.Namespace) -> MeasureOptions:
+    """MeasureOptions from parsed arguments (sex, height, age, models)."""
+    height_m, note = (None, None)
+    if args.height is not None:
+        height_m, note = parse_height_m(args.height)
+    return MeasureOptions(
+        sex=normalise_sex(args.sex),
+        height_m=height_m,
+        age_years=args.age,
+        density_model=args.density_model,
+        alm_model=args.alm_model,
+        criteria=args.criteria,
+        notes=[note] if note else [],
+    )

@@ -1,0 +1,77 @@
+"""Pieces shared by the sub-commands: argument groups, input loading, result writing."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..image import CTImage, LabelMap
+from ..progress import ProgressCallback
+from ..results import Provenance, Results, sha256_of_path
+
+
+def add_patient_arguments(p: argparse.ArgumentParser) -> None:
+    """--sex, --height, --age (override the DICOM header)."""
+    g = p.add_argument_group("patient (overrides the DICOM header)")
+    g.add_argument("--sex", help="M or F (needed for sarcopenia cut-offs)")
+    g.add_argument("--height", type=float,
+                   help="height in metres (1.62) or centimetres (162); needed for SMI")
+    g.add_argument("--age", type=float, help="age in years")
+
+
+def load_ct(
+    ct_path: str, series: str | None, progress: ProgressCallback
+) -> tuple[CTImage, Provenance]:
+    """Read and check a CT; provenance with its checksum. Warnings go to the CT notes."""
+    from ..io_ct import read_ct
+    from ..validation import check_ct
+
+    progress(0.0, f"reading CT {ct_path}")
+    ct = read_ct(ct_path, series_uid=series)
+    warnings = check_ct(ct)
+    if warnings:
+        ct.metadata = ct.metadata.with_notes(*warnings)
+    prov = Provenance(input_ct=str(ct_path), input_ct_sha256=sha256_of_path(ct_path))
+    return ct, prov
+
+
+def load_inputs(
+    ct_path: str,
+    labels_path: str,
+    label_format: str,
+    names: str | None,
+    series: str | None,
+    progress: ProgressCallback,
+) -> tuple[CTImage, LabelMap, Provenance]:
+    """Read the CT and a label map onto its grid, with provenance."""
+    from ..io_labels import read_labels
+
+    ct, prov = load_ct(ct_path, series, progress)
+    progress(0.2, f"reading labels {labels_path}")
+    labels = read_labels(labels_path, ct.geometry, label_format=label_format, names=names)
+    prov.input_labels = str(labels_path)
+    prov.input_labels_sha256 = sha256_of_path(labels_path)
+    prov.label_source = labels.source
+    return ct, labels, prov
+
+
+def run_measurement(ct: CTImage, labels: LabelMap, options, prov: Provenance,
+                    progress: ProgressCallback) -> Results:
+    """Run :func:`CTMuscleBoneLib.analysis.measure_case` with provenance."""
+    from ..analysis import measure_case
+
+    return measure_case(ct, labels, options, progress=progress, provenance=prov)
+
+
+def write_results(results: Results, out_dir: Path, quiet: bool = False) -> tuple[Path, Path]:
+    """Write results.csv and results.json into ``out_dir``; print the summary table."""
+    from ..summary import format_summary
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = results.write_csv(out_dir / "results.csv")
+    json_path = results.write_json(out_dir / "results.json")
+    if not quiet:
+        print(format_summary(results))
+        print(f"\nWrote {csv_path} and {json_path}", file=sys.stderr)
+    return csv_path, json_path
