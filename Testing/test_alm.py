@@ -14,10 +14,10 @@ from CTMuscleBoneLib.cli.main import main
 from CTMuscleBoneLib.errors import InputError
 
 
-def totals(mass_g: float, partial: bool = False) -> dict:
-    return {"lower_limb_total": {"volume_cm3": mass_g / 1.06, "mass_g": mass_g,
-                                 "lean_mass_g": mass_g * 0.9, "partial": partial,
-                                 "members": ["x"]}}
+def totals(mass_g: float, partial: bool = False, regions=("gluteal", "thigh")) -> dict:
+    entry = {"volume_cm3": mass_g / 1.06, "mass_g": mass_g, "lean_mass_g": mass_g * 0.9,
+             "partial": partial, "members": ["x"]}
+    return {"lower_limb_total": entry, **{f"{r}_total": dict(entry) for r in regions}}
 
 
 def rows_by_quantity(rows):
@@ -31,6 +31,14 @@ def test_default_model_is_flagged_unvalidated_everywhere() -> None:
     assert rows
     for r in rows:
         assert any(f.startswith("unvalidated") for f in r.flags), r
+
+
+def test_default_model_refuses_a_ct_without_gluteal_and_thigh_muscles() -> None:
+    model = alm.load_alm_model()
+    q = rows_by_quantity(alm.alm_rows(totals(20.0, regions=("hip_flexor",)), model, 1.7, "M",
+                                      alm.CRITERIA["awgs2019"]))
+    assert q["alm"].value is None and q["smi"].value is None
+    assert any("gluteal, thigh muscles" in f for f in q["alm"].flags)
 
 
 def test_smi_arithmetic_and_awgs_flag() -> None:
@@ -80,7 +88,7 @@ def test_partial_predictor_is_flagged() -> None:
 
 
 def test_missing_predictor_group_is_not_measurable() -> None:
-    model = alm.ALMModel("t", "thigh_total/mass", 0.0, 1.0, validated=True)
+    model = alm.ALMModel("t", "trunk_total/mass", 0.0, 1.0, validated=True)
     q = rows_by_quantity(alm.alm_rows(totals(5000.0), model, 1.5, "M", alm.CRITERIA["awgs2019"]))
     assert q["alm"].value is None and q["smi"].value is None
 

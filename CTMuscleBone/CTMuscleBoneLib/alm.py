@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
+from .anatomy import MUSCLE_REGIONS
 from .atomic import atomic_write_text
 from .errors import InputError
 from .results import ResultRow, sha256_of_path
@@ -78,6 +79,10 @@ class ALMModel:
         Coefficients (slope is kg ALM per kg CT muscle).
     validated : bool
         True only for models fitted on paired CT and DXA data with cross-validation.
+    required_regions : tuple of str
+        Muscle regions (keys of :data:`CTMuscleBoneLib.anatomy.MUSCLE_REGIONS`) the CT
+        must show for the model to apply; a case without them gets no ALM (a lumbar
+        crop with only the top of the psoas is no lower limb).
     provenance : dict
         Source, data checksum, date, n, validation figures.
     path : str or None
@@ -90,6 +95,7 @@ class ALMModel:
     slope: float
     male_offset_kg: float = 0.0
     validated: bool = False
+    required_regions: tuple[str, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
@@ -161,11 +167,15 @@ def load_alm_model(path: str | os.PathLike[str] | None = None) -> ALMModel:
             slope=float(d["slope"]),
             male_offset_kg=float(d.get("male_offset_kg", 0.0)),
             validated=bool(d.get("validated", False)),
+            required_regions=tuple(str(r) for r in d.get("required_regions", ())),
             provenance=dict(d.get("provenance", {})),
             path=where,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"ALM model {where} lacks or has a bad field: {exc}") from None
+    unknown = [r for r in model.required_regions if r not in MUSCLE_REGIONS]
+    if unknown:
+        raise InputError(f"ALM model {where}: unknown required region(s) {', '.join(unknown)}.")
     if "/" not in model.predictor:
         raise InputError(f"ALM model {where}: predictor must be 'structure/quantity'.")
     if not all(math.isfinite(v) for v in (model.intercept_kg, model.slope, model.male_offset_kg)):
@@ -240,10 +250,13 @@ def alm_rows(
     )
     total = totals.get(structure_name)
     unit_key = {"mass": "mass_g", "lean_mass": "lean_mass_g"}.get(quantity)
-    if total is None or unit_key is None:
+    missing = [r for r in model.required_regions if f"{r}_total" not in totals]
+    if total is None or unit_key is None or missing:
+        what = (f"{', '.join(missing)} muscles" if missing
+                else f"{model.predictor} (no muscles of that group labelled)")
         reason = (
-            f"not_measurable: the ALM model needs {model.predictor}, which this case does not "
-            "have (no muscles of that group labelled)"
+            f"not_measurable: the ALM model {model.name} needs {what}, which this CT does "
+            "not show"
         )
         return [
             ResultRow("patient", "alm", None, "kg", method, [reason, *base_flags]),
@@ -419,7 +432,11 @@ def fit_alm_model(
 
 
 def model_from_fit(
-    report: FitReport, name: str, predictor: str, source_csv: str | os.PathLike[str]
+    report: FitReport,
+    name: str,
+    predictor: str,
+    source_csv: str | os.PathLike[str],
+    required_regions: tuple[str, ...] = (),
 ) -> ALMModel:
     """An :class:`ALMModel` (validated, with provenance) from a fit report."""
     return ALMModel(
@@ -429,6 +446,7 @@ def model_from_fit(
         slope=report.slope,
         male_offset_kg=report.male_offset_kg,
         validated=True,
+        required_regions=required_regions,
         provenance={
             "source": f"fitted by ctmusclebone fit-alm on {Path(source_csv).name}",
             "data_sha256": sha256_of_path(source_csv),

@@ -45,6 +45,50 @@ LATERALITY: dict[str, Code] = {
     "left": ("7771000", "SCT", "Left"),
     "right": ("24028007", "SCT", "Right"),
 }
+#: Generic type for lower-limb muscles whose own SNOMED CT code could not be verified
+#: (DICOM CID 7151 "Muscle of lower limb"); the segment label still names the muscle.
+MUSCLE_OF_LOWER_LIMB: Code = ("102292000", "SCT", "Muscle of lower limb")
+
+SNOMED_SOURCE = """Where the SNOMED CT codes in this table were checked (2026):
+
+Verified against
+  [TS] wasserth/TotalSegmentator totalsegmentator/resources/totalsegmentator_snomed_mapping.csv
+       (commit 0e65a448d557382b1e925276212b3bec7f5aff83);
+  [SL] lassoan/SlicerTotalSegmentator
+       TotalSegmentator/Resources/SegmentationCategoryTypeModifier-TotalSegmentator.term.json
+       (commit 6a82370b44a864bc855fcde7abf683c5191df011) and Slicer/Slicer
+       Modules/Loadable/Terminologies/Resources/SegmentationCategoryTypeModifier-DICOM-Master.json
+       (commit 583e9b37d50ead7daf7b783dce465ccaecec8809);
+  [DICOM] DICOM PS3.16 context groups as shipped in pydicom 3.0.2 (pydicom.sr._concepts_dict,
+       _cid_dict): CID 7150, 7151, 244, 4031.
+
+Verified codes: femur 71341001 [TS, SL, DICOM]; hip 29836001 "Hip" [TS, DICOM; the hip
+region, the code TotalSegmentator uses for the hip bone]; sacrum 54735007 [TS, SL, DICOM];
+L1-L5 66794005, 14293000, 36470004, 11994002, 49668003 [TS, SL, DICOM]; iliopsoas
+68455001 [TS, SL]; gluteus maximus 181674001, medius 78333006, minimus 75297007 [TS, SL];
+psoas major 64038003 [SL]; erector spinae 44947003 [SL, DICOM CID 7151]; aorta 15825003,
+inferior vena cava 64131007 [TS, SL, DICOM]; subcutaneous fatty tissue 67769002 [TS];
+phantom 706342009 [DICOM CID 7151]; muscle of lower limb 102292000 [DICOM]; categories
+Anatomical Structure 123037004 [TS, SL; current DICOM CID 7150 lists 91723000 for
+"Anatomical Structure" and SNOMED names 123037004 "Body structure"; 123037004 is kept for
+compatibility with 3D Slicer, dcmqi and TotalSegmentator], Tissue 85756007 and Physical
+object 260787004 [SL, DICOM CID 7150]; laterality Left 7771000, Right 24028007 [TS, DICOM
+CID 244].
+
+Corrected (the old code meant something else): iliacus 22356005 is "Ilium" [DICOM CID
+4031] -> 102292000; vastus medialis 22823000 is "Sternocleidomastoid muscle" [DICOM] ->
+102292000; sartorius 71616004 is "Muscle" [DICOM] -> 102292000; psoas major 71915001
+(not found in any source) -> 64038003; erector spinae 22921004 (not found) -> 44947003;
+calibration rods 102418009 (not found) -> 706342009 "Phantom".
+
+Unverified (kept; no source at hand listed them): tensor fasciae latae 63141008,
+piriformis 46813001, obturator internus 5375003, obturator externus 20094009, rectus
+femoris 55427005, vastus lateralis 51405008, vastus intermedius 24300007, quadriceps
+femoris 43867007, adductor longus 50421002, adductor brevis 37776009, adductor magnus
+57933004, pectineus 10303001, gracilis 31813006, biceps femoris 54094001, semitendinosus
+71295009, semimembranosus 48979004, adductor muscle group 75708003, hamstring muscle group
+61167004. Check them in a SNOMED CT browser before relying on them in DICOM SEG exports.
+"""
 
 
 @dataclass(frozen=True)
@@ -147,9 +191,9 @@ def _build_table() -> tuple[Structure, ...]:
         ))
     # --- muscles: (base, name, snomed, region, colour, aliases) ----------------------
     muscles: list[tuple[str, str, Code, str, tuple[int, int, int], tuple[str, ...]]] = [
-        ("iliacus", "Iliacus", ("22356005", "SCT", "Iliacus muscle"), "hip_flexor",
+        ("iliacus", "Iliacus", MUSCLE_OF_LOWER_LIMB, "hip_flexor",
          (200, 90, 90), ()),
-        ("psoas_major", "Psoas major", ("71915001", "SCT", "Psoas major muscle"),
+        ("psoas_major", "Psoas major", ("64038003", "SCT", "Psoas major muscle"),
          "hip_flexor", (210, 100, 110), ("psoas",)),
         ("iliopsoas", "Iliopsoas", ("68455001", "SCT", "Iliopsoas muscle"), "hip_flexor",
          (220, 110, 100), ("iliopsoas_muscle",)),
@@ -174,12 +218,12 @@ def _build_table() -> tuple[Structure, ...]:
          ("51405008", "SCT", "Vastus lateralis muscle"), "thigh", (70, 150, 70), ()),
         ("vastus_intermedius", "Vastus intermedius",
          ("24300007", "SCT", "Vastus intermedius muscle"), "thigh", (60, 130, 90), ()),
-        ("vastus_medialis", "Vastus medialis", ("22823000", "SCT", "Vastus medialis muscle"),
+        ("vastus_medialis", "Vastus medialis", MUSCLE_OF_LOWER_LIMB,
          "thigh", (80, 190, 110), ()),
         ("quadriceps_femoris", "Quadriceps femoris",
          ("43867007", "SCT", "Quadriceps femoris muscle"), "thigh", (100, 200, 100),
          ("quadriceps",)),
-        ("sartorius", "Sartorius", ("71616004", "SCT", "Sartorius muscle"), "thigh",
+        ("sartorius", "Sartorius", MUSCLE_OF_LOWER_LIMB, "thigh",
          (200, 200, 80), ()),
         ("adductor_longus", "Adductor longus", ("50421002", "SCT", "Adductor longus muscle"),
          "thigh", (80, 180, 200), ()),
@@ -204,7 +248,7 @@ def _build_table() -> tuple[Structure, ...]:
          ("61167004", "SCT", "Hamstring muscle group"), "thigh", (220, 110, 160),
          ("hamstrings", "hamstring_group")),
         ("autochthon", "Erector spinae (autochthonous back muscles)",
-         ("22921004", "SCT", "Erector spinae muscle"), "trunk", (180, 140, 90),
+         ("44947003", "SCT", "Erector spinae muscle"), "trunk", (180, 140, 90),
          ("erector_spinae",)),
     ]
     for n, (base, name, code, region, color, aliases) in enumerate(muscles):
@@ -216,13 +260,13 @@ def _build_table() -> tuple[Structure, ...]:
     s.append(Structure("inferior_vena_cava", "Inferior vena cava", 101, "none", "other",
                        ("64131007", "SCT", "Inferior vena cava"), (0, 151, 206)))
     s.append(Structure("subcutaneous_fat", "Subcutaneous fat", 102, "none", "other",
-                       ("67769002", "SCT", "Subcutaneous fat"), (250, 250, 210),
+                       ("67769002", "SCT", "Subcutaneous fatty tissue"), (250, 250, 210),
                        snomed_category=CATEGORY_TISSUE,
                        aliases=("subcutaneous_adipose_tissue",)))
     for n in range(6):
         s.append(Structure(
             f"calibration_rod_{n + 1}", f"Calibration phantom rod {n + 1}", 110 + n, "none",
-            "other", ("102418009", "SCT", "Reference phantom"),
+            "other", ("706342009", "SCT", "Phantom"),
             (120 + 20 * n, 120 + 20 * n, 255), snomed_category=CATEGORY_PHYSICAL_OBJECT,
         ))
     return tuple(s)

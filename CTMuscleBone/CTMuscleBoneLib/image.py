@@ -290,6 +290,8 @@ class LabelMap:
     source : str
         Where the labels came from ("TotalSegmentator v2", "CTMuscleBone demo model",
         "phantom ground truth", a file path, ...).
+    notes : tuple of str
+        Messages from reading (e.g. "resampled onto the CT grid"), for the report.
     """
 
     array: np.ndarray
@@ -297,6 +299,7 @@ class LabelMap:
     structures: dict[int, str]
     unknown: dict[int, str] = field(default_factory=dict)
     source: str = "unspecified"
+    notes: tuple[str, ...] = ()  # messages from reading (resampling, merged labels, ...)
 
     def __post_init__(self) -> None:
         if tuple(self.array.shape) != self.geometry.shape:

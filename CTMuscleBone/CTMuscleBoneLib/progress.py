@@ -29,3 +29,12 @@ def stderr_progress(quiet: bool = False) -> ProgressCallback:
 
 def no_progress(fraction: float, message: str) -> None:
     """A progress callback that does nothing."""
+
+
+def sub_progress(progress: ProgressCallback, start: float, end: float) -> ProgressCallback:
+    """A callback mapping a step's own 0..1 onto ``start..end`` of ``progress``."""
+
+    def report(fraction: float, message: str) -> None:
+        progress(start + (end - start) * min(max(fraction, 0.0), 1.0), message)
+
+    return report

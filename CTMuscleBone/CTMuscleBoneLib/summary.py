@@ -74,9 +74,16 @@ def format_summary(results: Results) -> str:
              if not (r.structure in muscles or r.structure in totals)]
     if other:
         body = [[f"{_name(r.structure)}: {r.quantity}", _fmt(r.value, 3), r.unit,
-                 "; ".join(r.flags)] for r in other]
+                 _short_flags([r])] for r in other]
         parts.append("Other results\n" + format_table(["quantity", "value", "unit", "flags"],
                                                        body))
+    notes: list[str] = []
+    for r in results.rows:
+        for f in r.flags:
+            if f not in notes:
+                notes.append(f)
+    if notes:
+        parts.append("Flags\n" + "\n".join(f"- {f}" for f in notes))
     if results.warnings:
         parts.append("Warnings\n" + "\n".join(f"- {w}" for w in results.warnings))
     if results.unknown_labels:

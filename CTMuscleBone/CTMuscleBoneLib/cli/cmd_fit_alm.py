@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", default="lower_limb_total/mass",
                    help="results row the predictor column holds, as structure/quantity "
                    "(default lower_limb_total/mass)")
+    p.add_argument("--require-regions", default="gluteal,thigh",
+                   help="muscle regions a CT must show for the model to apply "
+                   "(comma-separated; default gluteal,thigh; '' for none)")
     p.add_argument("--criteria", default="awgs2019", choices=sorted(CRITERIA))
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--no-sex-term", action="store_true", help="fit without a sex term")
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     criteria = CRITERIA[args.criteria]
     report = fit_alm_model(data, criteria, folds=args.folds,
                            use_sex=False if args.no_sex_term else None, seed=args.seed)
-    model = model_from_fit(report, args.name, args.predictor, args.pairs)
+    regions = tuple(r.strip() for r in args.require_regions.split(",") if r.strip())
+    model = model_from_fit(report, args.name, args.predictor, args.pairs, regions)
     out = Path(args.out)
     model.write(out)
     auc = "n/a (no sarcopenic or no non-sarcopenic case)" if report.cv_smi_auc is None \

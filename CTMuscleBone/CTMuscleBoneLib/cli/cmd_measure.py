@@ -8,7 +8,7 @@ from pathlib import Path
 from ..alm import CRITERIA, normalise_sex, parse_height_m
 from ..analysis import MeasureOptions
 from ..density_models import DENSITY_MODELS
-from ..progress import stderr_progress
+from ..progress import stderr_progress, sub_progress
 from .common import add_patient_arguments, load_inputs, run_measurement, write_results
 
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     ct, labels, prov = load_inputs(args.ct, args.labels, args.label_format, args.names,
                                    args.series, progress)
     options = options_from_args(args)
-    results = run_measurement(ct, labels, options, prov, progress)
+    results = run_measurement(ct, labels, options, prov, sub_progress(progress, 0.3, 1.0))
     write_results(results, Path(args.out), quiet=args.quiet)
     return 0
 

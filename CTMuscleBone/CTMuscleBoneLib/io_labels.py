@@ -1,0 +1,588 @@
+"""Reading label maps from other tools onto the CT grid.
+
+:func:`read_labels` returns a :class:`~CTMuscleBoneLib.image.LabelMap` on the CT's
+voxel grid whose label values are mapped to anatomy keys
+(:func:`CTMuscleBoneLib.anatomy.key_for_name`); labels the anatomy table does not know
+go to ``LabelMap.unknown`` (listed, never measured).
+
+Formats (``label_format``):
+
+``totalseg``
+    TotalSegmentator v2 multilabel NIfTI, task ``total`` (ids 1-117, table below).
+``totalseg-folder``
+    A TotalSegmentator output folder of per-structure masks ``<name>.nii.gz``.
+``json`` / ``csv``
+    Any integer label map plus a value -> name table: JSON ``{"1": "spleen", ...}``
+    (or ``{"spleen": 1}``, or a list of ``{"value": 1, "name": "spleen"}``), or CSV
+    rows ``value,name`` (a header row is allowed). Found automatically beside the file
+    as ``<stem>.labels.json``, ``<stem>.json`` or ``<stem>.csv``, or given as ``names``.
+``seg.nrrd``
+    A 3D Slicer segmentation (``Segment{N}_Name/_LabelValue/_Layer/_ID`` header
+    fields). Several layers (4-D) are merged when their segments do not overlap.
+``canonical``
+    CTMuscleBone's own label values (:func:`anatomy.canonical_label_names`).
+``auto``
+    Folder -> ``totalseg-folder``; ``*.seg.nrrd`` or a NRRD with ``Segment0_*`` fields
+    -> ``seg.nrrd``; ``names`` given or a sidecar found -> ``json``/``csv``; a file name
+    containing ``totalseg`` -> ``totalseg``; otherwise an :class:`InputError` asks for
+    the format (TotalSegmentator and CTMuscleBone values cannot be told apart safely).
+
+Grid policy: a label map on the CT grid is used as is. A label map on another grid in
+the same physical space (its labelled voxels lie, at least partly, inside the CT's
+physical extent) is resampled onto the CT grid with nearest-neighbour interpolation
+(SimpleITK) and a note says so (and how many labelled voxels fell outside the CT). A
+label map whose labelled voxels lie wholly outside the CT is refused.
+
+Several label values mapping to one anatomy key (e.g. TotalSegmentator ``sacrum`` and
+``vertebrae_S1``, both the sacrum here) are merged into the smallest value, with a note.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import anatomy
+from .errors import InputError
+from .image import Geometry, LabelMap, array_from_sitk
+
+#: TotalSegmentator v2 task "total": label id -> structure name. Copied from
+#: wasserth/TotalSegmentator totalsegmentator/map_to_binary.py, class_map["total"]
+#: (checked against commit 0e65a448d557382b1e925276212b3bec7f5aff83, 2026-08-13).
+TOTALSEG_V2_TOTAL: dict[int, str] = {
+    1: "spleen", 2: "kidney_right", 3: "kidney_left", 4: "gallbladder", 5: "liver",
+    6: "stomach", 7: "pancreas", 8: "adrenal_gland_right", 9: "adrenal_gland_left",
+    10: "lung_upper_lobe_left", 11: "lung_lower_lobe_left", 12: "lung_upper_lobe_right",
+    13: "lung_middle_lobe_right", 14: "lung_lower_lobe_right", 15: "esophagus",
+    16: "trachea", 17: "thyroid_gland", 18: "small_bowel", 19: "duodenum", 20: "colon",
+    21: "urinary_bladder", 22: "prostate", 23: "kidney_cyst_left", 24: "kidney_cyst_right",
+    25: "sacrum", 26: "vertebrae_S1", 27: "vertebrae_L5", 28: "vertebrae_L4",
+    29: "vertebrae_L3", 30: "vertebrae_L2", 31: "vertebrae_L1", 32: "vertebrae_T12",
+    33: "vertebrae_T11", 34: "vertebrae_T10", 35: "vertebrae_T9", 36: "vertebrae_T8",
+    37: "vertebrae_T7", 38: "vertebrae_T6", 39: "vertebrae_T5", 40: "vertebrae_T4",
+    41: "vertebrae_T3", 42: "vertebrae_T2", 43: "vertebrae_T1", 44: "vertebrae_C7",
+    45: "vertebrae_C6", 46: "vertebrae_C5", 47: "vertebrae_C4", 48: "vertebrae_C3",
+    49: "vertebrae_C2", 50: "vertebrae_C1", 51: "heart", 52: "aorta", 53: "pulmonary_vein",
+    54: "brachiocephalic_trunk", 55: "subclavian_artery_right",
+    56: "subclavian_artery_left", 57: "common_carotid_artery_right",
+    58: "common_carotid_artery_left", 59: "brachiocephalic_vein_left",
+    60: "brachiocephalic_vein_right", 61: "atrial_appendage_left",
+    62: "superior_vena_cava", 63: "inferior_vena_cava", 64: "portal_vein_and_splenic_vein",
+    65: "iliac_artery_left", 66: "iliac_artery_right", 67: "iliac_vena_left",
+    68: "iliac_vena_right", 69: "humerus_left", 70: "humerus_right", 71: "scapula_left",
+    72: "scapula_right", 73: "clavicula_left", 74: "clavicula_right", 75: "femur_left",
+    76: "femur_right", 77: "hip_left", 78: "hip_right", 79: "spinal_cord",
+    80: "gluteus_maximus_left", 81: "gluteus_maximus_right", 82: "gluteus_medius_left",
+    83: "gluteus_medius_right", 84: "gluteus_minimus_left", 85: "gluteus_minimus_right",
+    86: "autochthon_left", 87: "autochthon_right", 88: "iliopsoas_left",
+    89: "iliopsoas_right", 90: "brain", 91: "skull",
+    **{92 + i: f"rib_left_{i + 1}" for i in range(12)},
+    **{104 + i: f"rib_right_{i + 1}" for i in range(12)},
+    116: "sternum", 117: "costal_cartilages",
+}
+
+LABEL_FORMATS = ("auto", "totalseg", "totalseg-folder", "json", "csv", "seg.nrrd",
+                 "canonical")
+_IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _sitk() -> Any:
+    import SimpleITK as sitk
+
+    return sitk
+
+
+def _strip_suffix(path: Path) -> str:
+    name = path.name
+    for s in _IMAGE_SUFFIXES:
+        if name.lower().endswith(s):
+            return name[: -len(s)]
+    return path.stem
+
+
+# ------------------------------------------------------------------------------------
+# names tables
+# ------------------------------------------------------------------------------------
+def _int_key(value: Any, where: str) -> int:
+    try:
+        f = float(str(value).strip())
+    except ValueError:
+        raise InputError(f"{where}: label value '{value}' is not a number.") from None
+    if not f.is_integer() or f < 0:
+        raise InputError(f"{where}: label value '{value}' is not a non-negative integer.")
+    return int(f)
+
+
+def read_names(path: str | os.PathLike[str]) -> dict[int, str]:
+    """Label value -> name from a JSON or CSV names file (formats: module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Label names file '{path}' does not exist.")
+    where = f"Label names file '{path.name}'"
+    text = path.read_text(encoding="utf-8-sig")
+    table: dict[int, str] = {}
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where} is not valid JSON ({exc}).") from None
+        if isinstance(data, dict) and isinstance(data.get("labels"), list | dict):
+            data = data["labels"]
+        if isinstance(data, dict):
+            for k, v in data.items():
+                if isinstance(v, int | float) and not re.fullmatch(r"\s*\d+\s*", str(k)):
+                    table[_int_key(v, where)] = str(k)  # {"spleen": 1}
+                elif isinstance(v, str):
+                    table[_int_key(k, where)] = v
+                elif isinstance(v, dict) and "name" in v:
+                    table[_int_key(k, where)] = str(v["name"])
+                else:
+                    raise InputError(f"{where}: entry {k!r}: {v!r} is not value -> name.")
+        elif isinstance(data, list):
+            for item in data:
+                if not isinstance(item, dict):
+                    raise InputError(f"{where}: list entries must be objects.")
+                value = item.get("value", item.get("label", item.get("labelValue")))
+                name = item.get("name", item.get("key"))
+                if value is None or name is None:
+                    raise InputError(f"{where}: entry {item!r} lacks 'value' or 'name'.")
+                table[_int_key(value, where)] = str(name)
+        else:
+            raise InputError(f"{where}: expected an object or a list.")
+    else:
+        rows = list(csv.reader(line for line in text.splitlines()
+                               if line.strip() and not line.lstrip().startswith("#")))
+        for n, row in enumerate(rows):
+            if len(row) < 2:
+                raise InputError(f"{where}: row {n + 1} needs 'value,name'.")
+            if n == 0 and not re.fullmatch(r"\s*\d+(\.0*)?\s*", row[0]):
+                continue  # header row
+            table[_int_key(row[0], where)] = row[1].strip()
+    if not table:
+        raise InputError(f"{where} holds no label names.")
+    return table
+
+
+def _find_sidecar(path: Path) -> Path | None:
+    stem = _strip_suffix(path)
+    for name in (f"{stem}.labels.json", f"{stem}.json", f"{stem}.csv"):
+        cand = path.with_name(name)
+        if cand.is_file():
+            return cand
+    return None
+
+
+# ------------------------------------------------------------------------------------
+# grid policy
+# ------------------------------------------------------------------------------------
+def _as_label_array(array: np.ndarray, where: str, notes: list[str]) -> np.ndarray:
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or not np.all(np.equal(np.mod(array, 1), 0)):
+            raise InputError(
+                f"{where} holds non-integer values; a label map holds whole numbers "
+                "(one per structure). Did you pass a CT or a probability map? Save the "
+                "segmentation as an integer label map."
+            )
+        notes.append(f"{where} stores labels as floating point; read as integers.")
+    elif array.dtype.kind not in "iu":
+        raise InputError(f"{where} holds {array.dtype} values, not integer labels.")
+    if array.size and float(array.min()) < 0:
+        raise InputError(f"{where} holds negative values; label values are >= 0.")
+    hi = int(array.max()) if array.size else 0
+    dtype = np.uint8 if hi <= 255 else (np.uint16 if hi <= 65535 else np.int32)
+    return array.astype(dtype, copy=False)
+
+
+def _nonzero_extent_mm(array: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """LPS corners (8, 3) of the bounding box of the nonzero voxels (voxel edges)."""
+    idx = np.argwhere(array != 0)
+    lo = idx.min(axis=0) - 0.5
+    hi = idx.max(axis=0) + 0.5
+    corners = np.array([[(lo, hi)[b >> a & 1][a] for a in range(3)] for b in range(8)],
+                       dtype=float)
+    return geometry.index_to_physical(corners)
+
+
+def to_ct_grid(array: np.ndarray, geometry: Geometry, ct_geometry: Geometry,
+               what: str = "The label map") -> tuple[np.ndarray, list[str]]:
+    """Put an integer label array onto the CT grid (the grid policy in the docstring).
+
+    Parameters
+    ----------
+    array : np.ndarray of int, (m0, m1, m2)
+        Labels in ITK index order on ``geometry``; must contain a nonzero voxel.
+    geometry, ct_geometry : Geometry
+        Grid of ``array``; the CT grid.
+
+    Returns
+    -------
+    array : np.ndarray of int, ct_geometry.shape
+    notes : list of str
+    """
+    if geometry.same_grid(ct_geometry):
+        return array, []
+    sitk = _sitk()
+    # Where are the labelled voxels, in CT index space?
+    corners_idx = ct_geometry.physical_to_index(_nonzero_extent_mm(array, geometry))
+    lo = corners_idx.min(axis=0)
+    hi = corners_idx.max(axis=0)
+    ct_hi = np.asarray(ct_geometry.shape, dtype=float) - 0.5
+    if np.any(hi < -0.5) or np.any(lo > ct_hi):
+        raise InputError(
+            f"{what} does not overlap the CT in physical space (its labelled region "
+            f"lies outside the CT's field of view). It belongs to another image or its "
+            f"position header is wrong. CT: {ct_geometry.describe()}; labels: "
+            f"{geometry.describe()}."
+        )
+    from .image import sitk_from_array
+
+    image = sitk_from_array(array, geometry)
+    f = sitk.ResampleImageFilter()
+    f.SetSize([int(s) for s in ct_geometry.shape])
+    f.SetOutputSpacing(ct_geometry.spacing_mm)
+    f.SetOutputOrigin(ct_geometry.origin_mm)
+    f.SetOutputDirection(tuple(ct_geometry.direction.ravel()))
+    f.SetInterpolator(sitk.sitkNearestNeighbor)
+    f.SetDefaultPixelValue(0)
+    f.SetOutputPixelType(image.GetPixelID())
+    out = array_from_sitk(f.Execute(image))
+    notes = [
+        f"{what} was on a different voxel grid ({geometry.describe()}) from the CT "
+        f"({ct_geometry.describe()}); it was resampled onto the CT grid with "
+        "nearest-neighbour interpolation."
+    ]
+    if np.any(lo < -0.5 - 1e-6) or np.any(hi > ct_hi + 1e-6):
+        before = float(np.count_nonzero(array)) * geometry.voxel_volume_mm3
+        after = float(np.count_nonzero(out)) * ct_geometry.voxel_volume_mm3
+        lost = max(0.0, 1.0 - after / before) if before > 0 else 0.0
+        notes.append(
+            f"Part of the labelled region lies outside the CT field of view; about "
+            f"{100 * lost:.1f} % of the labelled volume was dropped."
+        )
+    return out, notes
+
+
+# ------------------------------------------------------------------------------------
+# building the LabelMap
+# ------------------------------------------------------------------------------------
+def _build_label_map(array: np.ndarray, names: dict[int, str], ct_geometry: Geometry,
+                     geometry: Geometry, source: str, notes: list[str],
+                     what: str) -> LabelMap:
+    if not np.any(array):
+        raise InputError(
+            f"{what} is empty (no nonzero voxel): there is nothing to measure. Check "
+            "that the segmentation ran and that the right file was given."
+        )
+    array, grid_notes = to_ct_grid(array, geometry, ct_geometry, what)
+    notes = notes + grid_notes
+    present = [int(v) for v in np.unique(array) if v != 0]
+    if not present:
+        raise InputError(f"{what} has no labelled voxel inside the CT field of view.")
+    structures: dict[int, str] = {}
+    unknown: dict[int, str] = {}
+    by_key: dict[str, list[int]] = {}
+    for v in present:
+        name = names.get(v)
+        key = anatomy.key_for_name(name) if name else None
+        if key is None:
+            unknown[v] = name if name else f"unnamed label {v}"
+        else:
+            by_key.setdefault(key, []).append(v)
+    merged_array = array
+    for key, values in by_key.items():
+        keep = min(values)
+        structures[keep] = key
+        if len(values) > 1:
+            if merged_array is array:
+                merged_array = array.copy()
+            merged_array[np.isin(merged_array, values)] = keep
+            notes.append(
+                f"Labels {', '.join(f'{v} ({names[v]})' for v in values)} all mean "
+                f"'{key}' and were merged into label {keep}."
+            )
+    if not structures:
+        listed = ", ".join(f"{v}: {n}" for v, n in sorted(unknown.items())[:30])
+        more = "" if len(unknown) <= 30 else f" and {len(unknown) - 30} more"
+        raise InputError(
+            f"None of the labels in {what.lower() if what.startswith('The') else what} is "
+            f"a structure CTMuscleBone knows ({listed}{more}). Check the label format "
+            "(label_format) or the names table."
+        )
+    if unknown:
+        shown = ", ".join(sorted(set(unknown.values()))[:20])
+        notes.append(f"{len(unknown)} label(s) not in the anatomy table are listed but not "
+                     f"measured: {shown}{' ...' if len(unknown) > 20 else ''}.")
+    return LabelMap(array=merged_array, geometry=ct_geometry, structures=structures,
+                    unknown=unknown, source=source, notes=tuple(notes))
+
+
+def _read_label_image(path: Path) -> tuple[Any, dict[str, str]]:
+    from .io_ct import _read_image_file, _squeeze_to_3d
+
+    image, header = _read_image_file(path)
+    if image.GetDimension() == 4:
+        image = _squeeze_to_3d(image)
+    return image, header
+
+
+def _scalar_array(image: Any, where: str, notes: list[str]) -> tuple[np.ndarray, Geometry]:
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{where} has several values per voxel; expected a label map.")
+    geometry = Geometry.from_sitk(image)
+    return _as_label_array(array_from_sitk(image), where, notes), geometry
+
+
+def _read_simple(path: Path, names: dict[int, str], ct_geometry: Geometry, source: str,
+                 extra_notes: list[str] | None = None) -> LabelMap:
+    notes = list(extra_notes or [])
+    image, _ = _read_label_image(path)
+    array, geometry = _scalar_array(image, f"The label map '{path.name}'", notes)
+    return _build_label_map(array, names, ct_geometry, geometry, source, notes,
+                            f"The label map '{path.name}'")
+
+
+def _read_totalseg_folder(folder: Path, ct_geometry: Geometry) -> LabelMap:
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.name.lower().endswith((".nii.gz", ".nii")))
+    if not files:
+        raise InputError(
+            f"'{folder}' holds no .nii.gz masks; expected a TotalSegmentator output folder "
+            "(one <structure>.nii.gz per structure)."
+        )
+    name_to_id = {n: i for i, n in TOTALSEG_V2_TOTAL.items()}
+    next_free = max(TOTALSEG_V2_TOTAL) + 1
+    names: dict[int, str] = {}
+    notes: list[str] = []
+    array: np.ndarray | None = None
+    geometry: Geometry | None = None
+    overlap = 0
+    for p in files:
+        name = _strip_suffix(p)
+        image, _ = _read_label_image(p)
+        mask_arr, g = _scalar_array(image, f"Mask '{p.name}'", notes)
+        if geometry is None:
+            geometry = g
+            array = np.zeros(g.shape, dtype=np.uint16)
+        elif not g.same_grid(geometry):
+            raise InputError(
+                f"Mask '{p.name}' is on a different grid from the other masks in "
+                f"'{folder}'; a TotalSegmentator folder has one grid for all masks."
+            )
+        del image
+        mask = mask_arr != 0
+        if not mask.any():
+            continue
+        value = name_to_id.get(name)
+        if value is None:
+            value = next_free
+            next_free += 1
+        names[value] = name
+        assert array is not None
+        clash = mask & (array != 0)
+        overlap += int(np.count_nonzero(clash))
+        array[mask & ~clash] = value
+    if overlap:
+        notes.append(f"{overlap} voxels belonged to two masks; each kept its first mask "
+                     "(alphabetical order).")
+    if array is None or geometry is None or not names:
+        raise InputError(f"All masks in '{folder}' are empty: nothing to measure.")
+    return _build_label_map(array, names, ct_geometry, geometry,
+                            f"TotalSegmentator folder {folder}", notes,
+                            f"The TotalSegmentator folder '{folder.name}'")
+
+
+# -- Slicer .seg.nrrd -----------------------------------------------------------------
+def _segment_fields(header: dict[str, str]) -> dict[int, dict[str, str]]:
+    segs: dict[int, dict[str, str]] = {}
+    for k, v in header.items():
+        m = re.fullmatch(r"Segment(\d+)_(\w+)", k)
+        if m:
+            segs.setdefault(int(m.group(1)), {})[m.group(2)] = v
+    return dict(sorted(segs.items()))
+
+
+def _key_from_terminology(term: str | None) -> str | None:
+    """Anatomy key from a Slicer terminology string when its codes match one entry."""
+    if not term:
+        return None
+    parts = term.split("~")
+    codes = [p.split("^") for p in parts]
+    type_code = codes[2][1] if len(codes) > 2 and len(codes[2]) > 1 else None
+    modifier = codes[3][1] if len(codes) > 3 and len(codes[3]) > 1 else None
+    if not type_code:
+        return None
+    side = {c[0]: s for s, c in anatomy.LATERALITY.items()}.get(modifier or "", "none")
+    hits = [st.key for st in anatomy.ANATOMY
+            if st.snomed_type[0] == type_code and st.side == side]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _read_seg_nrrd(path: Path, ct_geometry: Geometry) -> LabelMap:
+    where = f"The Slicer segmentation '{path.name}'"
+    image, header = _read_label_image(path)
+    segs = _segment_fields(header)
+    if not segs:
+        raise InputError(f"{where} has no Segment0_* header fields; it is not a Slicer "
+                         ".seg.nrrd. Give the label format explicitly.")
+    notes: list[str] = []
+    geometry = Geometry.from_sitk(image)
+    n_layers = image.GetNumberOfComponentsPerPixel()
+    if n_layers == 1:
+        layers = [_as_label_array(array_from_sitk(image), where, notes)]
+    else:
+        sitk = _sitk()
+        layers = [
+            _as_label_array(array_from_sitk(sitk.VectorIndexSelectionCast(image, c)),
+                            where, notes)
+            for c in range(n_layers)
+        ]
+    del image
+    # Old Slicer files (no LabelValue/Layer): one binary layer per segment.
+    legacy = all("LabelValue" not in f for f in segs.values())
+    out = np.zeros(geometry.shape, dtype=np.uint16)
+    names: dict[int, str] = {}
+    used_values: set[int] = set()
+    plan = []
+    for n, (idx, f) in enumerate(segs.items()):
+        layer = int(f.get("Layer", n if legacy and n_layers == len(segs) else 0))
+        value = int(f.get("LabelValue", 1))
+        if layer >= len(layers):
+            raise InputError(f"{where}: segment {idx} refers to layer {layer}, but the file "
+                             f"has {len(layers)} layer(s).")
+        plan.append((idx, f, layer, value))
+    all_unique = len({v for *_, v in plan}) == len(plan)
+    for n, (idx, f, layer, value) in enumerate(plan):
+        out_value = value if all_unique and value > 0 else n + 1
+        while out_value in used_values:
+            out_value += 1
+        used_values.add(out_value)
+        mask = layers[layer] == value
+        if not mask.any():
+            continue
+        clash = mask & (out != 0)
+        if clash.any():
+            raise InputError(
+                f"{where}: segment '{f.get('Name', idx)}' overlaps another segment in "
+                f"{int(np.count_nonzero(clash))} voxels (segments on separate layers). "
+                "CTMuscleBone needs non-overlapping segments: remove the overlap in "
+                "Segment Editor (masking: 'Overwrite other segments') and save again."
+            )
+        out[mask] = out_value
+        name = f.get("Name") or f.get("ID") or f"Segment_{idx}"
+        if anatomy.key_for_name(name) is None:
+            key = _key_from_terminology(f.get("Terminology"))
+            if key is not None:
+                notes.append(f"Segment '{name}' identified as '{key}' by its terminology "
+                             "codes.")
+                name = key
+        names[out_value] = name
+    if len(layers) > 1:
+        notes.append(f"{where} had {len(layers)} layers; merged (segments do not overlap).")
+    return _build_label_map(out, names, ct_geometry, geometry,
+                            f"3D Slicer segmentation {path}", notes, where)
+
+
+# ------------------------------------------------------------------------------------
+# public entry point
+# ------------------------------------------------------------------------------------
+def _detect_format(path: Path, names: Path | None) -> str:
+    if path.is_dir():
+        return "totalseg-folder"
+    lower = path.name.lower()
+    if lower.endswith(".seg.nrrd"):
+        return "seg.nrrd"
+    if names is not None:
+        return "csv" if names.suffix.lower() == ".csv" else "json"
+    sidecar = _find_sidecar(path)
+    if sidecar is not None:
+        return "csv" if sidecar.suffix.lower() == ".csv" else "json"
+    if lower.endswith((".nrrd", ".nhdr")):
+        _, header = _read_label_image(path)
+        if _segment_fields(header):
+            return "seg.nrrd"
+    if "totalseg" in lower:
+        return "totalseg"
+    raise InputError(
+        f"Cannot tell which label table '{path.name}' uses: no names file was found "
+        f"beside it ({_strip_suffix(path)}.labels.json/.json/.csv). Give the label format "
+        "('totalseg' for TotalSegmentator v2 'total', 'canonical' for CTMuscleBone label "
+        "values) or a names file (value -> name)."
+    )
+
+
+def read_labels(path: str | os.PathLike[str], ct_geometry: Geometry,
+                label_format: str = "auto",
+                names: str | os.PathLike[str] | None = None) -> LabelMap:
+    """Read a label map and put it on the CT grid with anatomy keys.
+
+    Parameters
+    ----------
+    path : path-like
+        Label-map file or TotalSegmentator output folder.
+    ct_geometry : Geometry
+        Grid of the CT the labels belong to; the result is on this grid.
+    label_format : str
+        One of :data:`LABEL_FORMATS` (see the module docstring).
+    names : path-like, optional
+        JSON/CSV value -> name table (overrides a sidecar found beside the file).
+
+    Returns
+    -------
+    LabelMap
+        ``array`` (n0, n1, n2) on ``ct_geometry``; ``structures`` for labels the anatomy
+        table knows, ``unknown`` for the rest (only labels present in the array);
+        ``notes`` say what was done (resampling, merges, unknown labels).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, unknown format, non-integer or negative labels, an empty map,
+        no known structure, labels outside the CT, overlapping Slicer segments.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"Label map '{p}' does not exist. Check the path.")
+    fmt = label_format.strip().lower().replace("_", "-")
+    if fmt == "seg-nrrd":
+        fmt = "seg.nrrd"
+    if fmt not in LABEL_FORMATS:
+        raise InputError(f"Unknown label format '{label_format}'; use one of "
+                         f"{', '.join(LABEL_FORMATS)}.")
+    names_path = Path(names) if names is not None else None
+    if fmt == "auto":
+        fmt = _detect_format(p, names_path)
+    if fmt == "totalseg-folder":
+        if not p.is_dir():
+            raise InputError(f"'{p}' is not a folder; 'totalseg-folder' expects "
+                             "TotalSegmentator's folder of per-structure masks.")
+        return _read_totalseg_folder(p, ct_geometry)
+    if p.is_dir():
+        raise InputError(f"'{p}' is a folder; give a label-map file, or label_format "
+                         "'totalseg-folder' for a TotalSegmentator output folder.")
+    if fmt == "seg.nrrd":
+        return _read_seg_nrrd(p, ct_geometry)
+    if fmt == "totalseg":
+        return _read_simple(p, TOTALSEG_V2_TOTAL, ct_geometry,
+                            f"TotalSegmentator v2 (total) {p}")
+    if fmt == "canonical":
+        return _read_simple(p, anatomy.canonical_label_names(), ct_geometry,
+                            f"CTMuscleBone label map {p}")
+    # json / csv
+    if names_path is None:
+        names_path = _find_sidecar(p)
+        if names_path is None:
+            raise InputError(
+                f"No names file for '{p.name}': expected {_strip_suffix(p)}.labels.json, "
+                ".json or .csv beside it, or pass names=."
+            )
+    table = read_names(names_path)
+    return _read_simple(p, table, ct_geometry, f"{p} (names: {names_path.name})",
+                        [f"Label names read from '{names_path.name}'."])
