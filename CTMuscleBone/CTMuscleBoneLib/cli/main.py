@@ -23,6 +23,11 @@ from ..errors import CTMuscleBoneError
 COMMAND_MODULES: tuple[str, ...] = (
     "cmd_measure",
     "cmd_fit_alm",
+    "cmd_phantom",
+    "cmd_segment",
+    "cmd_models",
+    "cmd_train",
+    "cmd_evaluate",
 )
 
 

@@ -15,7 +15,7 @@ holds up to the voxelisation of the boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -62,8 +62,25 @@ class PaintBuffer:
 
 
 class Component(Protocol):
-    """Something that paints part of a phantom."""
+    """Something that paints part of a phantom.
+
+    The rasteriser (:mod:`CTMuscleBoneLib.phantoms.rasterize`) calls :meth:`bounds_mm`
+    once and then :meth:`paint` on buffers holding only voxel centres inside that box,
+    in chunks of slices, so a component must paint each point independently of the
+    others in the buffer (no assumption about which points or how many arrive).
+    """
 
     def paint(self, buf: PaintBuffer) -> None:
         """Overwrite ``buf.labels`` and ``buf.hu`` where this component is."""
+        ...
+
+    def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
+        """LPS min and max corner (mm, each shape (3,)) of a box containing the component.
+
+        Points outside the box are never passed to :meth:`paint`.
+        """
+        ...
+
+    def truth(self) -> Any:
+        """Analytic ground truth of the component (a dict or a dataclass)."""
         ...
