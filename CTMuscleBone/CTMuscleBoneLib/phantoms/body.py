@@ -18,7 +18,6 @@ from . import layout
 from .base import PaintBuffer
 from .shapes import SweptEllipse, Union
 
-
 Shafts = dict[str, layout.ShaftLine] | None
 
 

@@ -19,7 +19,7 @@ The phantom is one analytic object in the LPS patient frame (mm; +x patient LEFT
   sartorius, adductors, gracilis, hamstrings) around the femoral shaft, z -290..-95;
 * aorta (x +15) and inferior vena cava (x -20) anterior of the spine, z 100..280;
 * body outline: trunk z -40..280 (ellipse 190 x 140 mm, 18 mm subcutaneous fat),
-  thighs z -300..-40 (74 x 86 mm ellipses following the shafts, 12 mm fat);
+  thighs z -300..-40 (76 x 88 mm ellipses following the shafts, 12 mm fat);
 * calibration phantom (optional) under the body: rod row centred at (0, +182, zc).
 
 Regions (z ranges, mm): 'hip' -110..70, 'lumbar' 45..260, 'thigh' -300..-90,
@@ -33,8 +33,11 @@ imported when used; when one is not available the phantom is built without it an
 ``truth.notes`` says so.
 
 Painting order: body (fat, soft tissue), aorta / IVC, muscles, hip bones and sacrum,
-vertebrae, femurs, calibration phantom; then streaks and metal (HU only); then the
-truncation cut; then Gaussian noise (seeded). ``truth.overwrites`` lists labelled
+vertebrae, femurs, calibration phantom; then streaks and metal (HU only); then every
+voxel whose centre lies outside the field-of-view box (after truncation) is set to
+air and label 0 (this matters for oblique grids, which cover the rotated box, and for
+truncation), so every orientation holds the same physical content; then Gaussian
+noise (seeded). ``truth.overwrites`` lists labelled
 voxels that a later component took over: empty for the default layout (the tests
 check it).
 """
@@ -53,10 +56,17 @@ from ..image import CTImage, CTMetadata, Geometry, LabelMap
 from . import layout
 from .base import ScannerModel
 from .body import BodyComponent
-from .metal import MetalComponent, StreakComponent
+from .metal import MetalComponent, StreakComponent, implant_shape
 from .muscles import MUSCLE_BASES, MuscleComponent, muscle_shape
 from .pelvis import pelvis_components
-from .rasterize import RasterResult, geometry_for, index_box, rasterize, voxel_centres_mm
+from .rasterize import (
+    RasterResult,
+    direction_for,
+    geometry_for,
+    index_box,
+    rasterize,
+    voxel_centres_mm,
+)
 from .shapes import SweptEllipse
 from .solid import SolidComponent
 
@@ -225,8 +235,9 @@ class PhantomTruth:
     structures : dict[str, StructureTruth]
         Per anatomy key present in the phantom's design (also those cut away).
     components : dict[str, Any]
-        (A :class:`LazyTruths`: each entry is computed on first access.) Truth of the femur (``femur_left``...), vertebra (``vertebrae_L3``...),
-        calibration (``calibration``), pelvis, body and metal components.
+        Truth of the femur (``femur_left``...), vertebra (``vertebrae_L3``...),
+        calibration (``calibration``), pelvis, body and metal components; a
+        :class:`LazyTruths` (each entry is computed on first access).
     scanner : ScannerModel
     spec : PhantomSpec
     fov_min_mm, fov_max_mm : (3,) LPS box the phantom was built for (after truncation).
@@ -294,7 +305,8 @@ def muscle_components(spec: PhantomSpec, shafts: dict[str, layout.ShaftLine] | N
         for side in spec.sides:
             key = f"{base}_{side}"
             out.append(MuscleComponent(
-                key, muscle_shape(base, side, (shafts or {}).get(side)), spec.hu_muscle, spec.hu_fat,
+                key, muscle_shape(base, side, (shafts or {}).get(side)), spec.hu_muscle,
+                spec.hu_fat,
                 _fat_fraction(spec, key, base),
                 seed=int(spec.seed) * 1000 + structure(key).label_value,
             ))
@@ -502,6 +514,7 @@ def make_phantom(spec: PhantomSpec | None = None, **overrides: Any) -> Phantom:
         ``.truth``.
     """
     spec = dataclasses.replace(spec or PhantomSpec(), **overrides)
+    _validate(spec)
     notes: list[str] = []
     femurs = femur_components(spec, notes)
     shafts = shaft_lines(femurs)
@@ -519,7 +532,7 @@ def make_phantom(spec: PhantomSpec | None = None, **overrides: Any) -> Phantom:
     anatomy = [body, *vessels, *muscles, *bones, *vertebrae, *femurs, *calib]
 
     res = rasterize(anatomy, geometry, background_hu=spec.hu_air)
-    cut = _cut_mask(geometry, spec)
+    cut = _outside_fov_mask(geometry, lo, hi)
     if cut is not None:
         res.labels[cut] = 0
         res.hu[cut] = spec.hu_air
@@ -599,23 +612,47 @@ def make_phantom(spec: PhantomSpec | None = None, **overrides: Any) -> Phantom:
     return Phantom(ct=ct, labels=labels, truth=truth)
 
 
-def _cut_mask(geometry: Geometry, spec: PhantomSpec) -> np.ndarray | None:
-    """Voxels beyond the truncation plane (bool, geometry.shape), or None."""
-    if spec.truncation is None:
-        return None
-    where, z = spec.truncation
+def _validate(spec: PhantomSpec) -> None:
+    """Raise InputError on a spec that cannot be built, before any work is done."""
+    _z_range(spec)
+    direction_for(spec.orientation)
+    for m in spec.metal:
+        implant_shape(m)
+    if spec.dtype not in ("int16", "float32"):
+        raise InputError(f"Phantom dtype '{spec.dtype}' unknown: use 'int16' or 'float32'.")
+    if spec.truncation is not None and spec.truncation[0] not in ("inferior", "superior"):
+        raise InputError(f"Truncation '{spec.truncation[0]}' unknown: use 'inferior' or "
+                         "'superior'.")
+    bad = set(spec.sides) - {"left", "right"}
+    if bad:
+        raise InputError(f"Unknown side(s) {sorted(bad)}: use 'left' and/or 'right'.")
+    bad = set(spec.bones) - {"femur", "vertebrae", "hip", "sacrum"}
+    if bad:
+        raise InputError(f"Unknown bone(s) {sorted(bad)}: use femur, vertebrae, hip, sacrum.")
+    if spec.fractured_level is not None and spec.fractured_level not in layout.LUMBAR_LEVELS:
+        raise InputError(f"Fractured level '{spec.fractured_level}' must be one of L1..L5.")
+    if spec.noise_sd_hu < 0:
+        raise InputError("noise_sd_hu must be >= 0.")
+
+
+def _outside_fov_mask(geometry: Geometry, lo: np.ndarray, hi: np.ndarray
+                      ) -> np.ndarray | None:
+    """Voxels whose centres lie outside the LPS box ``[lo, hi]`` (bool, geometry.shape),
+    or None when there are none (always for axis-aligned grids from :func:`geometry_for`;
+    an oblique grid covers the rotated box and so has corners outside it)."""
     out = np.zeros(geometry.shape, dtype=bool)
     step = max(1, (1 << 21) // max(1, geometry.shape[0] * geometry.shape[1]))
     for k0 in range(0, geometry.shape[2], step):
         k1 = min(k0 + step, geometry.shape[2])
-        pz = voxel_centres_mm(geometry, (0, 0, k0), (*geometry.shape[:2], k1))[:, 2]
-        m = pz < z if where == "inferior" else pz > z
+        p = voxel_centres_mm(geometry, (0, 0, k0), (*geometry.shape[:2], k1))
+        m = np.any((p < lo - 1e-6) | (p > hi + 1e-6), axis=1)
         out[:, :, k0:k1] = m.reshape(geometry.shape[0], geometry.shape[1], k1 - k0)
-    return out
+    return out if out.any() else None
 
 
 def _structure_truth(spec: PhantomSpec, geometry: Geometry, res: RasterResult,
-                     body: BodyComponent, muscles: list[MuscleComponent], solids: list[SolidComponent],
+                     body: BodyComponent, muscles: list[MuscleComponent],
+                     solids: list[SolidComponent],
                      vertebrae: list[Any], femurs: list[Any], calib: list[Any],
                      lo: np.ndarray, hi: np.ndarray, truths: dict[int, Any]
                      ) -> dict[str, StructureTruth]:

@@ -20,7 +20,7 @@ hip bone                  acetabulum around the head, ilium wing above it at
                           x ~ +100, pubic and ischial rami below
 trunk outline             elliptic cylinder centre (0, +20), semi-axes 190 x 140,
                           z from -40 to +280; subcutaneous fat 18 mm
-thigh outlines            ellipses 74 x 86 (fat 12 mm) that follow the femoral
+thigh outlines            ellipses 76 x 88 (fat 12 mm) that follow the femoral
                           shaft, z from -300 to -40
 calibration phantom       under the body (posterior, y > +160), placed by its module
 ========================  =====================================================
@@ -55,7 +55,7 @@ TRUNK_SEMI_MM = (190.0, 140.0)
 TRUNK_FAT_MM = 18.0
 #: Thigh outline relative to the shaft axis (dx lateral-positive, dy) and size, mm.
 THIGH_OFFSET_MM = (-12.0, -12.0)
-THIGH_SEMI_MM = (74.0, 86.0)
+THIGH_SEMI_MM = (76.0, 88.0)
 THIGH_FAT_MM = 12.0
 
 #: Lumbar vertebral body centres (x, y, z) mm, L5 first; 37 mm pitch (synthetic:

@@ -4,10 +4,10 @@ Layout (LPS mm, left side; the right side is mirrored through x = 0). Thigh musc
 are :class:`~.shapes.SweptEllipse` cross-sections that follow the femoral shaft axis
 S(z) (:func:`.layout.shaft_line`), given as offsets (dx lateral-positive, dy
 posterior-positive) from S, so they keep their arrangement in every axial slice and
-stay >= 22 mm (less the shear, 2.5 mm) from the shaft axis (clear of a shaft of radius <= 16 mm). They run
-from z = -290 to -95 (below the lesser trochanter), with a small common shear
-(:data:`THIGH_MUSCLE_SHEAR`). Hip and trunk muscles are fixed
-shapes. All values are synthetic design choices; volumes are analytic.
+stay >= 22 mm less the shear (2.5 mm) from the shaft axis, clear of a shaft of radius
+<= 16 mm. They run from z = -290 to -95 (below the lesser trochanter), with a small
+common shear (:data:`THIGH_MUSCLE_SHEAR`). Hip and trunk muscles are fixed shapes.
+All values are synthetic design choices; volumes are analytic.
 
 =====================  =============================================================
 muscle                 shape (left)

@@ -159,7 +159,8 @@ class EllipticCylinder:
     def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
         a, b = self.semi_axes_mm
         r = self.rotation
-        ext = np.sqrt((r[:, 0] * a) ** 2 + (r[:, 1] * b) ** 2) + np.abs(r[:, 2]) * self.half_length_mm
+        ext = (np.sqrt((r[:, 0] * a) ** 2 + (r[:, 1] * b) ** 2)
+               + np.abs(r[:, 2]) * self.half_length_mm)
         return self.center_mm - ext, self.center_mm + ext
 
 
