@@ -544,7 +544,7 @@ class FemurPhantom:
         # mg/cm3 x mm x mm2 = mg/cm3 x mm3 = 1e-3 mg
         return mass * area * 1e-3, vol * area * 1e-3
 
-    def truth(self, pixel_mm: float = 0.2) -> FemurTruth:
+    def truth(self, pixel_mm: float = 0.25) -> FemurTruth:
         """Analytic landmarks and region densities (cached per pixel size)."""
         cache = self.__dict__.setdefault("_truth_cache", {})
         if pixel_mm in cache:

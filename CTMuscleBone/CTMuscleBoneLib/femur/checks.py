@@ -1,0 +1,98 @@
+"""Validity checks of a femur before its BMD is measured.
+
+* **metal** (prosthesis, screws, nails): voxels above :data:`METAL_HU` inside the
+  femur label or within :data:`METAL_MARGIN_MM` of it make every BMD value of that
+  femur not measurable (metal and its streaks corrupt the HU);
+* **too few voxels**: a femur label below :data:`MIN_VOLUME_CM3` is not a proximal
+  femur;
+* **head cut by the field of view**: femur voxels on the image border within the head
+  (checked once the head is found, in :mod:`.measure`);
+* **slice thickness** above :data:`MAX_SLICE_MM` gives a warning (coarse BMD).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ..image import CTImage, Geometry
+
+#: HU above which a voxel is taken as metal. Cortical bone stays below ~2000 HU at
+#: 120 kVp; metal implants are > 2000-3000 HU (project domain notes). CTMuscleBone
+#: default, not validated.
+METAL_HU = 2500.0
+#: Margin around the femur searched for metal, mm (CTMuscleBone default).
+METAL_MARGIN_MM = 5.0
+#: Minimum number of metal voxels to act on (isolated noise spikes are ignored).
+METAL_MIN_VOXELS = 3
+#: Smallest femur label volume accepted, cm3 (a femoral head alone is ~40 cm3).
+MIN_VOLUME_CM3 = 20.0
+#: Slice thickness above which BMD is flagged as coarse, mm (project domain notes:
+#: 5 mm slices make volumes and BMD coarse).
+MAX_SLICE_MM = 3.0
+
+
+@dataclass
+class FemurChecks:
+    """Result of the checks: ``blocking`` reasons make every value not measurable."""
+
+    blocking: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    metal_voxels: int = 0
+
+
+def slice_thickness_mm(ct: CTImage) -> float:
+    """Slice thickness from the header, else the spacing along the superior axis."""
+    if ct.metadata.slice_thickness_mm:
+        return float(ct.metadata.slice_thickness_mm)
+    axis, _ = ct.geometry.axis_for("superior")
+    return float(ct.geometry.spacing_mm[axis])
+
+
+def touches_border(mask: np.ndarray) -> np.ndarray:
+    """Boolean mask of the voxels of ``mask`` on the image border."""
+    border = np.zeros(mask.shape, dtype=bool)
+    for a in range(3):
+        idx = [slice(None)] * 3
+        idx[a] = 0
+        border[tuple(idx)] = True
+        idx[a] = -1
+        border[tuple(idx)] = True
+    return mask & border
+
+
+def check_femur(ct: CTImage, mask: np.ndarray, side: str) -> FemurChecks:
+    """Run the checks on one femur mask (bool, ITK order, on the CT grid)."""
+    out = FemurChecks()
+    g: Geometry = ct.geometry
+    vol = float(mask.sum()) * g.voxel_volume_cm3
+    if vol == 0:
+        out.blocking.append(f"femur_{side} not in the label map (no voxels)")
+        return out
+    if vol < MIN_VOLUME_CM3:
+        out.blocking.append(
+            f"femur_{side} label too small ({vol:.1f} cm3 < {MIN_VOLUME_CM3:.0f} cm3): "
+            "the proximal femur is not in the image or not segmented")
+        return out
+    nz = np.argwhere(mask)
+    pad = np.ceil(METAL_MARGIN_MM / np.asarray(g.spacing_mm)).astype(int) + 1
+    lo = np.maximum(nz.min(axis=0) - pad, 0)
+    hi = np.minimum(nz.max(axis=0) + pad + 1, mask.shape)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    m = mask[sl]
+    dist = ndimage.distance_transform_edt(~m, sampling=g.spacing_mm)
+    metal = (np.asarray(ct.hu[sl]) > METAL_HU) & (dist <= METAL_MARGIN_MM)
+    out.metal_voxels = int(metal.sum())
+    if out.metal_voxels >= METAL_MIN_VOXELS:
+        out.blocking.append(
+            f"metal in or near the {side} femur ({out.metal_voxels} voxels > "
+            f"{METAL_HU:.0f} HU within {METAL_MARGIN_MM:.0f} mm): implant or foreign body "
+            "corrupts the BMD")
+    st = slice_thickness_mm(ct)
+    if st > MAX_SLICE_MM:
+        out.warnings.append(
+            f"coarse: slice thickness {st:.1f} mm > {MAX_SLICE_MM:.0f} mm; BMD and landmarks "
+            "are less accurate")
+    return out
