@@ -197,7 +197,10 @@ class VertebraPhantom:
     # -- geometry --------------------------------------------------------------------
     def local(self, points_mm: np.ndarray) -> np.ndarray:
         """Coordinates (N, 3) of LPS points in the vertebra frame (u, v, w), mm."""
-        return (np.asarray(points_mm, dtype=float) - self.centre) @ self.rotation
+        d = np.asarray(points_mm, dtype=float) - self.centre
+        r = self.rotation
+        return np.stack([d[:, 0] * r[0, k] + d[:, 1] * r[1, k] + d[:, 2] * r[2, k]
+                         for k in range(3)], axis=1)
 
     def local_height(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Body height (mm) at local (u, v) positions (inside the ellipse)."""
@@ -213,14 +216,18 @@ class VertebraPhantom:
 
     def body_mask(self, points_mm: np.ndarray) -> np.ndarray:
         """Which points (N, 3) lie in the vertebral body (cortex + trabecular), bool (N,)."""
-        q = self.local(points_mm)
+        return self._body(self.local(points_mm))
+
+    def _body(self, q: np.ndarray) -> np.ndarray:
         u, v, w = q[:, 0], q[:, 1], q[:, 2]
         inside = (u / self.a_mm) ** 2 + (v / self.b_mm) ** 2 <= 1.0
         return inside & (np.abs(w) <= self.local_height(u, v) / 2.0)
 
     def trabecular_mask(self, points_mm: np.ndarray, margin_mm: float = 0.0) -> np.ndarray:
         """Points (N, 3) inside the trabecular core shrunk by ``margin_mm``, bool (N,)."""
-        q = self.local(points_mm)
+        return self._trabecular(self.local(points_mm), margin_mm)
+
+    def _trabecular(self, q: np.ndarray, margin_mm: float = 0.0) -> np.ndarray:
         u, v, w = q[:, 0], q[:, 1], q[:, 2]
         t = self.spec.cortical_thickness_mm + margin_mm
         a, b = self.a_mm - t, self.b_mm - t
@@ -229,7 +236,9 @@ class VertebraPhantom:
 
     def posterior_mask(self, points_mm: np.ndarray) -> np.ndarray:
         """Points (N, 3) in the posterior elements (outside the body), bool (N,)."""
-        q = self.local(points_mm)
+        return self._posterior(self.local(points_mm))
+
+    def _posterior(self, q: np.ndarray) -> np.ndarray:
         u, v, w = q[:, 0], q[:, 1], q[:, 2]
         h = self.h_mm
         # pedicles: elliptic cylinders along v, from inside the posterior wall to the canal
@@ -283,15 +292,15 @@ class VertebraPhantom:
             in_ell = (u / self.a_mm) ** 2 + (v / self.b_mm) ** 2 <= 1.0
             lo = -self.h_mm / 2.0 - s.disc_below_height_mm
             disc = in_ell & (w > lo) & (w < -self.h_mm / 2.0) & (buf.labels == 0)
-            disc &= ~self.body_mask(pts)
+            disc &= ~self._body(q)
             buf.hu[disc] = s.disc_hu
-        post = self.posterior_mask(pts)
+        post = self._posterior(q)
         buf.labels[post] = self.label_value
         buf.hu[post] = float(sc.hu_for_bmd(s.posterior_bmd_mg_cm3))
-        body = self.body_mask(pts)
+        body = self._body(q)
         buf.labels[body] = self.label_value
         buf.hu[body] = float(sc.hu_for_bmd(s.cortical_bmd_mg_cm3))
-        trab = self.trabecular_mask(pts)
+        trab = self._trabecular(q)
         buf.hu[trab] = float(sc.hu_for_bmd(s.trabecular_bmd_mg_cm3))
         if s.cement_radius_mm > 0:
             cem = np.sum(q**2, axis=1) <= s.cement_radius_mm**2
