@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from CTMuscleBoneLib import alm
 from CTMuscleBoneLib.cli.main import main
 from CTMuscleBoneLib.errors import InputError

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from CTMuscleBoneLib.analysis import MeasureOptions, measure_case
 from CTMuscleBoneLib.anatomy import BY_KEY
 from CTMuscleBoneLib.cli.main import main
@@ -140,3 +139,32 @@ def test_real_ct_volumes_are_voxel_counts(real_data_dir: Path, tmp_path: Path) -
         assert res.value(key, "volume") == pytest.approx(n * voxel_cm3, rel=1e-12)
         assert 0.0 < res.value(key, "mean_hu") < 80.0, key  # plausible skeletal muscle HU
     assert "rib_left_7" in res.unknown_labels.values()
+
+
+def test_bones_through_the_pipeline_with_phantom_calibration(tmp_path: Path) -> None:
+    assert main(["phantom", "--out", str(tmp_path / "ph"), "--region", "lumbar",
+                 "--spacing", "2", "--calibration-phantom", "--seed", "2"]) == 0
+    out = tmp_path / "res"
+    assert main(["measure", "--ct", str(tmp_path / "ph" / "ct.nii.gz"), "--labels",
+                 str(tmp_path / "ph" / "labels.nii.gz"), "--phantom", "B-MAS200",
+                 "--quiet", "--out", str(out)]) == 0
+    from CTMuscleBoneLib.results import Results
+
+    res = Results.read_json(out / "results.json")
+    truth = json.loads((tmp_path / "ph" / "truth.json").read_text())
+    assert truth["spec"]["vertebra_bmd_mg_cm3"] == 120.0
+    for level in ("L1", "L2", "L3"):
+        row = res.get(f"vertebrae_{level}", "trabecular_vbmd")
+        assert row.value == pytest.approx(120.0, rel=0.02)
+        assert "phantom calibration" in row.method
+    cal = [c for c in res.provenance.coefficients if c["kind"] == "HU-to-BMD calibration"]
+    assert cal and cal[0]["method"] == "phantom"
+    assert cal[0]["slope_mg_cm3_per_hu"] == pytest.approx(0.80, rel=0.01)
+
+
+def test_uncalibrated_bones_report_hu_only(tmp_path: Path) -> None:
+    p = make_phantom(PhantomSpec(region="hip", spacing_mm=2.5, seed=1))
+    res = measure_case(p.ct, p.labels, MeasureOptions(calibration="none"))
+    abmd = res.get("femur_left", "abmd_total_hip")
+    assert abmd.value is None and any("not_measurable" in f for f in abmd.flags)
+    assert res.get("femur_left", "mean_hu_total_proximal").value > 200

@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import pytest
-
 from CTMuscleBoneLib.anatomy import BY_KEY
 from CTMuscleBoneLib.density_models import constant_density, hu_linear_density
 from CTMuscleBoneLib.image import CTImage, Geometry, LabelMap
@@ -104,8 +103,8 @@ def test_anisotropic_spacing(spacing) -> None:
     assert m.volume_cm3 == pytest.approx(4.0 / 3.0 * math.pi * 8.0, rel=0.02)
 
 
-def box_case(fat_voxels: int, direction=np.eye(3)) -> tuple[CTImage, LabelMap, int]:
-    g = Geometry((30, 30, 30), (1.0, 1.0, 2.0), (0, 0, 0), direction)
+def box_case(fat_voxels: int) -> tuple[CTImage, LabelMap, int]:
+    g = Geometry((30, 30, 30), (1.0, 1.0, 2.0))
     labels = np.zeros(g.shape, np.int16)
     labels[5:25, 5:25, 5:15] = GMAX_R  # 20 x 20 x 10 voxels = 8 cm3
     hu = np.full(g.shape, -1000.0)

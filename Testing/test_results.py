@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from CTMuscleBoneLib import stats
 from CTMuscleBoneLib.atomic import atomic_write_text
 from CTMuscleBoneLib.errors import InputError

@@ -20,3 +20,7 @@ class NotMeasurableError(CTMuscleBoneError):
 
 class ModelError(CTMuscleBoneError):
     """A model card or its weights are invalid, mismatched or untrusted."""
+
+
+class CancelledError(CTMuscleBoneError):
+    """A long step (e.g. segmentation) was cancelled by the user."""

@@ -93,6 +93,9 @@ class Results:
     provenance: Provenance = field(default_factory=Provenance)
     unknown_labels: dict[int, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: In-memory products for reports and display (e.g. femur projections); not
+    #: serialised.
+    artifacts: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def add(self, row: ResultRow) -> ResultRow:
         self.rows.append(row)

@@ -109,3 +109,48 @@ def kfold_indices(n: int, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.nd
     idx = np.random.default_rng(seed).permutation(n)
     folds = np.array_split(idx, k)
     return [(np.concatenate(folds[:i] + folds[i + 1 :]), folds[i]) for i in range(k)]
+
+
+def bootstrap_ci(
+    statistic,
+    *arrays: np.ndarray,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of a statistic of paired cases.
+
+    Parameters
+    ----------
+    statistic : callable
+        ``statistic(*resampled_arrays) -> float``.
+    *arrays : np.ndarray, (n,) each
+        Paired per-case values, resampled together (cases with replacement).
+    n_boot : int
+        Bootstrap resamples; those where the statistic is undefined (e.g. a resample
+        with no positive case for an AUC) are skipped.
+    level : float
+        Confidence level (0.95: 2.5th and 97.5th percentiles; Efron & Tibshirani 1993).
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        NaN, NaN when fewer than 100 resamples gave a value.
+    """
+    arrs = [np.asarray(a) for a in arrays]
+    n = arrs[0].shape[0]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        try:
+            v = float(statistic(*(a[idx] for a in arrs)))
+        except InputError:
+            continue
+        if np.isfinite(v):
+            values.append(v)
+    if len(values) < 100:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)

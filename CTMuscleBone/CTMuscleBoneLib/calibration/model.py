@@ -88,3 +88,8 @@ class Calibration:
         """Flags every calibrated value carries (uncalibrated, warnings)."""
         out = [] if self.calibrated else ["uncalibrated: HU only"]
         return out + [f"calibration: {w}" for w in self.warnings]
+
+
+class CalibrationRefused(NotMeasurableError):
+    """A calibration was attempted but its data cannot be trusted (the message says why:
+    poor fit, missing rods, metal near the rods, no usable reference tissue)."""

@@ -9,7 +9,13 @@ from ..alm import CRITERIA, normalise_sex, parse_height_m
 from ..analysis import MeasureOptions
 from ..density_models import DENSITY_MODELS
 from ..progress import stderr_progress, sub_progress
-from .common import add_patient_arguments, load_inputs, run_measurement, write_results
+from .common import (
+    add_calibration_arguments,
+    add_patient_arguments,
+    load_inputs,
+    run_measurement,
+    write_results,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: shipped, UNVALIDATED coefficients)")
     p.add_argument("--criteria", default="awgs2019", choices=sorted(CRITERIA),
                    help="sarcopenia cut-offs (default: AWGS 2019)")
+    add_calibration_arguments(p)
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress and no table")
     p.set_defaults(func=run)
@@ -63,5 +70,9 @@ def options_from_args(args: argparse.Namespace) -> MeasureOptions:
         density_model=args.density_model,
         alm_model=args.alm_model,
         criteria=args.criteria,
+        calibration=args.calibration,
+        phantom=args.phantom,
+        references=args.references,
+        bones=not args.no_bones,
         notes=[note] if note else [],
     )

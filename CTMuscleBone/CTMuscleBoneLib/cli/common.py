@@ -20,6 +20,20 @@ def add_patient_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--age", type=float, help="age in years")
 
 
+def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
+    """--calibration, --phantom, --references, --no-bones."""
+    g = p.add_argument_group("bone density calibration")
+    g.add_argument("--calibration", default="auto",
+                   choices=["auto", "phantom", "internal", "none"],
+                   help="HU -> BMD: auto (phantom when --phantom is given, internal when "
+                   "--references is given, else HU only), phantom, internal (bundled "
+                   "UNVALIDATED reference values unless --references) or none")
+    g.add_argument("--phantom", help="calibration phantom: B-MAS200, 'Mindways Model 3', "
+                   "QRM-BDC or a definition JSON")
+    g.add_argument("--references", help="reference-tissue table JSON for internal calibration")
+    g.add_argument("--no-bones", action="store_true", help="measure muscles only")
+
+
 def load_ct(
     ct_path: str, series: str | None, progress: ProgressCallback
 ) -> tuple[CTImage, Provenance]:

@@ -1,0 +1,250 @@
+"""Phantomless (internal) HU -> BMD calibration from reference tissues in the scan.
+
+Reference tissues (air outside the body, subcutaneous fat, skeletal muscle, aortic
+blood) are measured in the same scan and given equivalent mineral densities; a line
+``density = slope * HU + intercept`` is fitted through them (approach 1 of the review
+by Engelke et al., Curr Osteoporos Rep 2023, PMC9925590; air with blood or adipose as
+in Lee et al., Bone 2017; air, adipose, blood and muscle among the references of
+Michalski et al., Med Eng Phys 2020).
+
+The equivalent densities come from a JSON table (``internal_references.json`` by
+default). The bundled table is an UNVALIDATED DEFAULT (see its ``derivation``): every
+calibration made with it carries a warning. Internal calibration is scanner- and
+kVp-specific; a site should derive its own table from phantom-calibrated scans.
+
+Contrast-enhanced scans: blood is excluded (and a warning given) when the metadata
+name a contrast agent or the aorta is brighter than :data:`CONTRAST_BLOOD_HU`
+(Kaesmacher et al., J Comput Assist Tomogr 2017: contrast biases blood-based
+calibration by > 6 mg/mL).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..anatomy import keys_in
+from ..errors import InputError
+from ..image import CTImage, LabelMap
+from .fit import fit_hu_to_density
+from .model import MATERIALS, Calibration, CalibrationRefused
+from .phantom_fit import BODY_HU, robust_mean_sd
+
+#: Aortic blood above this CT number is taken as contrast-enhanced. Unvalidated default:
+#: unenhanced blood is about 30-50 HU, enhanced aorta usually far above 150 HU.
+CONTRAST_BLOOD_HU = 150.0
+#: HU windows of the fallbacks when tissue labels are absent (docs/domain.md, Muscle:
+#: adipose -190..-30 HU, lean muscle -29..150 HU); air: -1100..-900 HU.
+FAT_WINDOW_HU = (-190.0, -30.0)
+MUSCLE_WINDOW_HU = (-29.0, 150.0)
+AIR_WINDOW_HU = (-1100.0, -900.0)
+#: Distance kept from the body surface when sampling air (mm), avoiding the skin edge.
+AIR_MARGIN_MM = 10.0
+#: Minimum voxels for a reference tissue to be used.
+MIN_VOXELS = 50
+#: Minimum Pearson r of the internal fit (unvalidated default).
+MIN_R_INTERNAL = 0.99
+
+REFERENCE_KEYS = ("air", "subcutaneous_fat", "skeletal_muscle", "blood")
+
+
+def load_internal_references(path: str | Path | dict | None = None) -> dict[str, Any]:
+    """Read the reference-tissue table (bundled default when ``path`` is None).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, unknown material, or a tissue without a numeric
+        ``equivalent_density_mg_cm3``.
+    """
+    if isinstance(path, dict):
+        data, where = path, "internal reference table"
+    elif path is None:
+        text = resources.files(__package__).joinpath("internal_references.json").read_text(
+            "utf-8")
+        data, where = json.loads(text), "bundled internal reference table"
+    else:
+        where = f"internal reference table {path}"
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"Cannot read {where}: {exc}.") from None
+    if not isinstance(data, dict) or data.get("material") not in MATERIALS:
+        raise InputError(f"{where}: needs 'material' ({' or '.join(MATERIALS)}) and "
+                         "'references'.")
+    refs = data.get("references")
+    if not isinstance(refs, dict) or not refs:
+        raise InputError(f"{where}: 'references' must map tissue names "
+                         f"({', '.join(REFERENCE_KEYS)}) to objects.")
+    for name, ref in refs.items():
+        if name not in REFERENCE_KEYS:
+            raise InputError(f"{where}: unknown tissue '{name}'; use {REFERENCE_KEYS}.")
+        v = ref.get("equivalent_density_mg_cm3") if isinstance(ref, dict) else None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise InputError(f"{where}: tissue '{name}' needs a numeric "
+                             "'equivalent_density_mg_cm3'.")
+    return data
+
+
+def _body_mask(hu: np.ndarray) -> np.ndarray:
+    """Largest connected region above -300 HU, holes (lungs, bowel gas) filled."""
+    fg = hu > BODY_HU
+    lab, n = ndimage.label(fg)
+    if n == 0:
+        return fg
+    sizes = ndimage.sum_labels(fg, lab, index=np.arange(1, n + 1))
+    body = lab == (int(np.argmax(sizes)) + 1)
+    # fill holes slice by slice along each axis (3-D fill misses holes open at the ends)
+    filled = ndimage.binary_fill_holes(body)
+    return filled
+
+
+def measure_reference_tissues(
+    ct: CTImage, labels: LabelMap | None = None
+) -> tuple[dict[str, tuple[float, int]], list[str]]:
+    """Robust mean CT number (and voxel count) of each reference tissue found.
+
+    Returns
+    -------
+    values : dict of str -> (mean_hu, n_voxels)
+    notes : list of str
+        How each tissue was found (labels or HU-window fallback).
+    """
+    hu = ct.hu
+    body = _body_mask(hu)
+    notes: list[str] = []
+    out: dict[str, tuple[float, int]] = {}
+    # air: outside the body, away from its surface, within the air window
+    sp = np.asarray(ct.spacing_mm)
+    it = max(1, int(round(AIR_MARGIN_MM / float(sp.min()))))
+    near_body = ndimage.binary_dilation(body, iterations=it)
+    air = ~near_body & (hu >= AIR_WINDOW_HU[0]) & (hu <= AIR_WINDOW_HU[1])
+    if air.sum() >= MIN_VOXELS:
+        m, _, n = robust_mean_sd(hu[air])
+        out["air"] = (m, n)
+    inner = ndimage.binary_erosion(body, iterations=1)
+
+    def labelled(keys: list[str]) -> np.ndarray | None:
+        if labels is None:
+            return None
+        mask = np.zeros(hu.shape, dtype=bool)
+        for k in keys:
+            if k in labels.structures.values():
+                mask |= labels.mask(k)
+        if mask.sum() < MIN_VOXELS:
+            return None
+        eroded = ndimage.binary_erosion(mask)
+        return eroded if eroded.sum() >= MIN_VOXELS else mask
+
+    fat = labelled(["subcutaneous_fat"])
+    if fat is None:
+        fat = inner & (hu >= FAT_WINDOW_HU[0]) & (hu <= FAT_WINDOW_HU[1])
+        notes.append(f"fat: HU window {FAT_WINDOW_HU[0]:g}..{FAT_WINDOW_HU[1]:g} inside the "
+                     "body (no subcutaneous_fat label)")
+    else:
+        notes.append("fat: subcutaneous_fat label")
+    if fat.sum() >= MIN_VOXELS:
+        out["subcutaneous_fat"] = robust_mean_sd(hu[fat])[::2]
+    muscle = labelled(keys_in("muscle"))
+    if muscle is None:
+        muscle = inner & (hu >= MUSCLE_WINDOW_HU[0]) & (hu <= MUSCLE_WINDOW_HU[1])
+        notes.append(f"muscle: HU window {MUSCLE_WINDOW_HU[0]:g}..{MUSCLE_WINDOW_HU[1]:g} "
+                     "inside the body (no muscle labels; includes other soft tissue)")
+    else:
+        notes.append("muscle: muscle labels")
+    if muscle.sum() >= MIN_VOXELS:
+        values = hu[muscle]
+        values = values[(values >= MUSCLE_WINDOW_HU[0]) & (values <= MUSCLE_WINDOW_HU[1])]
+        if values.size >= MIN_VOXELS:
+            out["skeletal_muscle"] = robust_mean_sd(values)[::2]
+    blood = labelled(["aorta"])
+    if blood is not None:
+        out["blood"] = robust_mean_sd(hu[blood])[::2]
+        notes.append("blood: aorta label")
+    return out, notes
+
+
+def internal_calibration(
+    ct: CTImage,
+    labels: LabelMap | None = None,
+    references: str | Path | dict | None = None,
+    min_r: float = MIN_R_INTERNAL,
+) -> Calibration:
+    """Phantomless calibration from reference tissues of the same scan.
+
+    Parameters
+    ----------
+    ct : CTImage
+    labels : LabelMap or None
+        Muscle labels, ``subcutaneous_fat`` and ``aorta`` are used when present; HU
+        windows otherwise (blood needs the ``aorta`` label).
+    references : path, dict or None
+        Equivalent-density table (see :func:`load_internal_references`).
+    min_r : float
+        Minimum Pearson r of the fit (with 3 or more tissues).
+
+    Raises
+    ------
+    CalibrationRefused
+        Fewer than 2 usable tissues, or a poor fit.
+    """
+    table = load_internal_references(references)
+    refs = table["references"]
+    measured, notes = measure_reference_tissues(ct, labels)
+    warnings: list[str] = []
+    if not table.get("verified", False):
+        warnings.append("internal calibration uses unvalidated default equivalent densities "
+                        "(not derived from phantom-calibrated scans of this scanner and kVp)")
+    kvp = ct.metadata.kvp
+    if kvp is not None and table.get("kvp") is not None and abs(kvp - table["kvp"]) > 1:
+        warnings.append(f"scan at {kvp:g} kVp but reference densities are for "
+                        f"{table['kvp']:g} kVp: internal calibration is kVp-specific")
+    if "blood" in measured:
+        contrast_reason = None
+        if ct.metadata.contrast_agent:
+            contrast_reason = f"contrast agent '{ct.metadata.contrast_agent}' in the metadata"
+        elif measured["blood"][0] > CONTRAST_BLOOD_HU:
+            contrast_reason = (f"aortic blood at {measured['blood'][0]:.0f} HU "
+                               f"(> {CONTRAST_BLOOD_HU:g} HU)")
+        if contrast_reason:
+            warnings.append(f"contrast-enhanced scan ({contrast_reason}): blood excluded from "
+                            "the calibration; contrast also raises bone HU")
+            del measured["blood"]
+    elif ct.metadata.contrast_agent:
+        warnings.append(f"contrast-enhanced scan (contrast agent "
+                        f"'{ct.metadata.contrast_agent}'): contrast raises bone HU")
+    names = [k for k in REFERENCE_KEYS if k in measured and k in refs]
+    if len(names) < 2:
+        raise CalibrationRefused(
+            f"internal calibration needs at least 2 reference tissues; found "
+            f"{', '.join(names) or 'none'} (air outside the body, fat, muscle, aorta): the "
+            "field of view may be cut at the skin, or labels are missing."
+        )
+    hu = np.array([measured[k][0] for k in names])
+    rho = np.array([float(refs[k]["equivalent_density_mg_cm3"]) for k in names])
+    fit = fit_hu_to_density(hu, rho)
+    if not np.isfinite(fit.slope_mg_cm3_per_hu) or (len(names) > 2 and fit.r < min_r):
+        raise CalibrationRefused(
+            f"internal calibration fit is poor (r = {fit.r:.4f}): reference tissue CT "
+            f"numbers {dict(zip(names, np.round(hu, 1).tolist(), strict=True))} do not lie "
+            "on a line; check for artefacts or contrast."
+        )
+    if len(names) == 2:
+        warnings.append("only 2 reference tissues: the line passes through both exactly; "
+                        "its quality cannot be checked")
+    return Calibration(
+        method="internal",
+        material=str(table["material"]),
+        slope_mg_cm3_per_hu=fit.slope_mg_cm3_per_hu,
+        intercept_mg_cm3=fit.intercept_mg_cm3,
+        r=fit.r,
+        n_points=len(names),
+        description=f"internal: {', '.join(names)} ({'; '.join(notes)})",
+        warnings=tuple(warnings),
+        points=tuple((k, float(h), float(d)) for k, h, d in zip(names, hu, rho, strict=True)),
+    )
