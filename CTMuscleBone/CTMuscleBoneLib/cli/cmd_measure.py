@@ -36,16 +36,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--names", help="JSON or CSV of label value -> structure name")
     p.add_argument("--series", help="DICOM SeriesInstanceUID to use when the folder has several")
     add_patient_arguments(p)
-    p.add_argument("--density-model", default="constant", choices=sorted(DENSITY_MODELS),
-                   help="muscle density for mass (default: constant 1.06 g/cm3)")
-    p.add_argument("--alm-model", help="ALM model JSON from `ctmusclebone fit-alm` "
-                   "(default: shipped, UNVALIDATED coefficients)")
-    p.add_argument("--criteria", default="awgs2019", choices=sorted(CRITERIA),
-                   help="sarcopenia cut-offs (default: AWGS 2019)")
+    add_measure_model_arguments(p)
     add_calibration_arguments(p)
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress and no table")
     p.set_defaults(func=run)
+
+
+def add_measure_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--density-model, --alm-model, --criteria."""
+    g = p.add_argument_group("muscle mass and SMI")
+    g.add_argument("--density-model", default="constant", choices=sorted(DENSITY_MODELS),
+                   help="muscle density for mass (default: constant 1.06 g/cm3)")
+    g.add_argument("--alm-model", help="ALM model JSON from `ctmusclebone fit-alm` "
+                   "(default: shipped, UNVALIDATED coefficients)")
+    g.add_argument("--criteria", default="awgs2019", choices=sorted(CRITERIA),
+                   help="sarcopenia cut-offs (default: AWGS 2019)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,10 +24,13 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cmd_measure",
     "cmd_fit_alm",
     "cmd_phantom",
+    "cmd_analyze",
+    "cmd_demo",
     "cmd_segment",
     "cmd_models",
     "cmd_train",
     "cmd_evaluate",
+    "cmd_validate_bmd",
 )
 
 

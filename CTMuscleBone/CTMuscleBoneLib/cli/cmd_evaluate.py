@@ -1,0 +1,216 @@
+"""``ctmusclebone evaluate``: Dice, surface distance and uncertainty AUROC against references.
+
+Inputs
+------
+``--pred`` and ``--ref`` are each a label-map file, or a folder. Folders are matched by
+case name: ``<case>.nii.gz`` files, or ``<case>/`` sub-folders holding the output of
+``ctmusclebone segment`` (``labels.nii.gz`` + ``review.json``), or the segment output
+folder itself. Label values are mapped to anatomy keys by the sidecar
+``<name>.labels.json`` (written by CTMuscleBone), else by ``--pred-names`` /
+``--ref-names`` (JSON value -> name), else as CTMuscleBone canonical values.
+
+When a prediction folder holds ``review.json`` (structure-wise uncertainty from
+``ctmusclebone segment``), the AUROC of that uncertainty for detecting Dice < 0.8 is
+reported too (Soufi et al., Sci Rep 2025).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import anatomy
+from ..atomic import atomic_write_text
+from ..errors import InputError
+from ..image import LabelMap
+
+_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+SEGMENT_LABELS = "labels.nii.gz"
+SEGMENT_REVIEW = "review.json"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score predicted label maps against references (Dice, ASSD, uncertainty AUROC)",
+        description="Per-structure Dice and average symmetric surface distance (mm) of "
+        "predicted label maps against reference label maps, and the AUROC of the "
+        "structure-wise uncertainty for flagging failures (Dice < threshold).",
+    )
+    p.add_argument("--pred", required=True, nargs="+",
+                   help="predicted label map file(s), a folder of <case>.nii.gz, or folder(s) "
+                   "written by `ctmusclebone segment`")
+    p.add_argument("--ref", required=True, nargs="+",
+                   help="reference label map file(s) or a folder of <case>.nii.gz")
+    p.add_argument("--pred-names", help="JSON label value -> name for the predictions")
+    p.add_argument("--ref-names", help="JSON label value -> name for the references")
+    p.add_argument("--structures", nargs="+", help="anatomy keys to score (default: every "
+                   "structure the predictions name)")
+    p.add_argument("--failure-dice", type=float, default=0.8,
+                   help="Dice below which a structure counts as failed (default 0.8)")
+    p.add_argument("--no-surface", action="store_true", help="skip the surface distance")
+    p.add_argument("--out", help="folder for evaluation.csv and evaluation.json")
+    p.set_defaults(func=run)
+
+
+def _strip(name: str) -> str | None:
+    for s in _SUFFIXES:
+        if name.endswith(s):
+            return name[: -len(s)]
+    return None
+
+
+def _collect(items: list[str]) -> dict[str, tuple[Path, Path | None]]:
+    """Case name -> (label file, review.json or None)."""
+    out: dict[str, tuple[Path, Path | None]] = {}
+
+    def add_segment_dir(d: Path, name: str) -> None:
+        rev = d / SEGMENT_REVIEW
+        out[name] = (d / SEGMENT_LABELS, rev if rev.is_file() else None)
+
+    for item in items:
+        p = Path(item)
+        if not p.exists():
+            raise InputError(f"'{p}' does not exist.")
+        if p.is_file():
+            stem = _strip(p.name)
+            if stem is None:
+                raise InputError(f"'{p.name}' is not a label-map file (.nii.gz, .nrrd, .mha).")
+            name = p.parent.name if p.name == SEGMENT_LABELS else stem
+            rev = p.parent / SEGMENT_REVIEW
+            out[name] = (p, rev if p.name == SEGMENT_LABELS and rev.is_file() else None)
+        elif (p / SEGMENT_LABELS).is_file():
+            add_segment_dir(p, p.name)
+        else:
+            found = False
+            for q in sorted(p.iterdir()):
+                if q.is_dir() and (q / SEGMENT_LABELS).is_file():
+                    add_segment_dir(q, q.name)
+                    found = True
+                elif q.is_file() and _strip(q.name) is not None:
+                    out[_strip(q.name)] = (q, None)  # type: ignore[index]
+                    found = True
+            if not found:
+                raise InputError(f"No label maps in folder {p}.")
+    return out
+
+
+def _read_names(path: Path) -> dict[int, str]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {int(k): str(v) for k, v in raw.items()}
+    except (json.JSONDecodeError, ValueError, AttributeError, OSError) as exc:
+        raise InputError(f"Label names file {path} cannot be read: {exc}") from None
+
+
+def read_label_file(path: Path, names_file: str | None = None) -> LabelMap:
+    """A label-map file with values mapped to anatomy keys (see module docstring)."""
+    from ..io_ct import label_sidecar_path
+    from ..segmentation.training.datasets import read_image
+
+    arr, geom = read_image(path)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.allclose(arr, np.round(arr)):
+            raise InputError(f"{path} holds non-integer values; it is not a label map.")
+        arr = np.round(arr).astype(np.int32)
+    side = label_sidecar_path(path)
+    if names_file:
+        names = _read_names(Path(names_file))
+    elif side.is_file():
+        names = _read_names(side)
+    else:
+        names = {v: st.key for v, st in anatomy.BY_LABEL_VALUE.items()}
+    structures, unknown = {}, {}
+    for v in np.unique(arr).tolist():
+        if v == 0:
+            continue
+        key = anatomy.key_for_name(names[v]) if v in names else None
+        if key is None:
+            unknown[int(v)] = names.get(v, f"label {v}")
+        else:
+            structures[int(v)] = key
+    return LabelMap(arr, geom, structures, unknown, source=str(path))
+
+
+def _read_review(path: Path | None) -> dict[str, float] | None:
+    if path is None:
+        return None
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    items = raw.get("structures", raw.get("review", [])) if isinstance(raw, dict) else raw
+    out: dict[str, float] = {}
+    for it in items:
+        key = it.get("key") or it.get("structure")
+        score = it.get("score", it.get("mean_uncertainty"))
+        if key is not None and score is not None:
+            out[str(key)] = float(score)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..segmentation.evaluate import (
+        evaluate_label_maps,
+        failure_detection_auroc,
+        summarise,
+    )
+
+    preds, refs = _collect(args.pred), _collect(args.ref)
+    if len(preds) == 1 and len(refs) == 1:
+        pairs = [(next(iter(preds)), next(iter(preds.values())), next(iter(refs.values())))]
+    else:
+        common = sorted(set(preds) & set(refs))
+        if not common:
+            raise InputError("No case names in common between --pred and --ref "
+                             f"(pred: {sorted(preds)[:5]}, ref: {sorted(refs)[:5]}).")
+        pairs = [(c, preds[c], refs[c]) for c in common]
+    scores = []
+    for case, (pfile, review), (rfile, _) in pairs:
+        pred = read_label_file(pfile, args.pred_names)
+        ref = read_label_file(rfile, args.ref_names)
+        keys = args.structures or sorted(set(pred.structures.values()), key=_order)
+        scores += evaluate_label_maps(pred, ref, keys, case=case,
+                                      uncertainty=_read_review(review),
+                                      with_surface=not args.no_surface)
+    summary = summarise(scores)
+    auroc = failure_detection_auroc(scores, args.failure_dice)
+    print(f"{'structure':32s} {'n':>3s} {'Dice':>7s} {'(SD)':>7s} {'min':>6s} {'ASSD mm':>8s}")
+    for s in summary:
+        print(f"{s.structure:32s} {s.n_cases:3d} {_f(s.dice_mean, 4):>7s} "
+              f"{_f(s.dice_sd, 4):>7s} {_f(s.dice_min, 3):>6s} {_f(s.assd_mean_mm, 3):>8s}")
+    n_fail = sum(1 for s in scores if s.dice is not None and s.dice < args.failure_dice)
+    print(f"failed structures (Dice < {args.failure_dice:g}): {n_fail} of "
+          f"{sum(1 for s in scores if s.dice is not None)}")
+    if any(s.uncertainty is not None for s in scores):
+        print("uncertainty AUROC for failures: " + (
+            f"{auroc:.3f}" if auroc is not None else "undefined (needs failed and successful "
+            "structures)"))
+    if args.out:
+        out = Path(args.out)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        cols = ["case", "structure", "dice", "assd_mm", "pred_voxels", "ref_voxels",
+                "uncertainty"]
+        w.writerow(cols)
+        for s in scores:
+            d = s.to_dict()
+            w.writerow(["" if d[c] is None else d[c] for c in cols])
+        atomic_write_text(out / "evaluation.csv", buf.getvalue())
+        doc = {"failure_dice": args.failure_dice, "uncertainty_auroc": auroc,
+               "summary": [s.__dict__ for s in summary],
+               "scores": [s.to_dict() for s in scores]}
+        atomic_write_text(out / "evaluation.json", json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {out / 'evaluation.csv'} and {out / 'evaluation.json'}")
+    return 0
+
+
+def _order(key: str) -> int:
+    st = anatomy.BY_KEY.get(key)
+    return st.label_value if st else 10_000
+
+
+def _f(v: float | None, nd: int) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"

@@ -1,0 +1,427 @@
+"""Monte-Carlo dropout inference of the Bayesian U-Net on a CT, with uncertainty maps.
+
+Steps of :func:`predict`:
+
+1. Preprocess (:mod:`.preprocess`): resample the CT (linear) onto the model grid
+   (model spacing, model orientation by nearest-axis permutation / flip of the CT's own
+   axes), clip HU to the window and normalise to ``normalized_range`` ((0, 1) default).
+2. Sliding window over the model grid (:func:`mc_sliding_window`): windows of
+   ``patch_size`` with ``overlap``; per window the deterministic part of the network
+   runs once (:meth:`BayesianUNet.forward_features`) and the stochastic remainder T
+   times (:meth:`BayesianUNet.forward_stochastic`), with dropout masks seeded from
+   ``(seed, window index)``. Per window, Welford running statistics over the T softmax
+   samples (:class:`.uncertainty.MCAccumulator`) give the mean softmax, the
+   class-averaged variance and the mean per-sample entropy; these are blended into
+   volume accumulators with Gaussian importance weights (sigma = 0.125 x patch, MONAI's
+   default). Predictive entropy and mutual information come from the blended mean
+   softmax and mean entropy at the end.
+3. Labels = argmax of the mean softmax on the model grid, mapped to canonical anatomy
+   label values, resampled to the **original CT grid** by nearest neighbour;
+   uncertainty maps (and optional probabilities) resampled to the CT grid linearly.
+4. Review list: structure-wise uncertainty on the model grid (physical band widths).
+
+Memory (float32, model grid of N voxels, C classes): volume accumulators (C + 3) x 4 N
+bytes, the input 4 N, and per window O(mc_batch_size x activations); none of them grows
+with T. Outputs on the CT grid (M voxels): labels M bytes (uint8), 3 x 4 M bytes for
+the uncertainty maps, + C x 4 M with ``return_probabilities``. Peak RSS is therefore
+about 4 N (C + 5) + 13 M bytes + the network's window activations + the caller's CT.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import product
+
+import numpy as np
+import torch
+
+from ..anatomy import BY_KEY
+from ..errors import CancelledError, InputError, ModelError
+from ..image import CTImage, Geometry, LabelMap
+from .config import InferenceConfig, InputConfig
+from .network import BayesianUNet
+from .preprocess import prepare_input, resample
+from .uncertainty import MCAccumulator, StructureUncertainty, entropy, review_list
+
+ProgressCallback = Callable[[float, str], None]
+
+#: Key of the background channel in a model's labels.
+BACKGROUND = "background"
+#: Names of the uncertainty maps, in the order they are computed.
+UNCERTAINTY_NAMES: tuple[str, ...] = (
+    "predictive_variance", "predictive_entropy", "mutual_information",
+)
+
+
+@dataclass
+class ModelGridOutput:
+    """Result of :func:`mc_sliding_window` on the model grid.
+
+    Attributes
+    ----------
+    mean_probability : np.ndarray of float32, (C, n0, n1, n2)
+        Mean softmax over the T samples (Gaussian-blended over windows); sums to 1.
+    predictive_variance, predictive_entropy, mutual_information : np.ndarray of float32
+        Shape (n0, n1, n2); see :mod:`.uncertainty` for definitions (entropies in nats).
+    n_windows : int
+    accumulator_bytes : int
+        Bytes of the volume accumulators (independent of T).
+    """
+
+    mean_probability: np.ndarray
+    predictive_variance: np.ndarray
+    predictive_entropy: np.ndarray
+    mutual_information: np.ndarray
+    n_windows: int
+    accumulator_bytes: int
+
+    def uncertainty(self) -> dict[str, np.ndarray]:
+        return {n: getattr(self, n) for n in UNCERTAINTY_NAMES}
+
+
+@dataclass
+class SegmentationResult:
+    """Output of :func:`predict`, on the original CT grid.
+
+    Attributes
+    ----------
+    label_map : LabelMap
+        Canonical anatomy label values (:data:`CTMuscleBoneLib.anatomy.BY_KEY`), on the
+        CT geometry; ``source`` names the model.
+    uncertainty : dict[str, np.ndarray of float32, (n0, n1, n2)]
+        ``predictive_variance``, ``predictive_entropy`` (nats), ``mutual_information``
+        (nats) on the CT grid (linear interpolation from the model grid).
+    review : list of StructureUncertainty
+        Structures ranked for review, most uncertain (or absent) first.
+    probabilities : np.ndarray of float32, (C, n0, n1, n2) or None
+        Mean softmax per output channel on the CT grid (only with
+        ``InferenceConfig.return_probabilities``).
+    channel_keys : dict[int, str]
+        Output channel -> anatomy key (``background`` for channel 0).
+    model_grid : Geometry
+        The grid the network ran on.
+    mc_samples : int
+    seed : int
+    device : str
+    dropout_placement : str
+    timings_s : dict[str, float]
+        Wall time of each step, seconds.
+    accumulator_bytes : int
+        Bytes of the model-grid accumulators (independent of T).
+    """
+
+    label_map: LabelMap
+    uncertainty: dict[str, np.ndarray]
+    review: list[StructureUncertainty]
+    probabilities: np.ndarray | None = None
+    channel_keys: dict[int, str] = field(default_factory=dict)
+    model_grid: Geometry | None = None
+    mc_samples: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    dropout_placement: str = ""
+    timings_s: dict[str, float] = field(default_factory=dict)
+    accumulator_bytes: int = 0
+
+
+# -- helpers -----------------------------------------------------------------------------
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def window_starts(n: int, patch: int, overlap: float) -> list[int]:
+    """Start indices of windows of size ``patch`` covering ``n`` voxels.
+
+    Step ``round(patch * (1 - overlap))`` (>= 1); the last window ends at ``n``.
+    """
+    if n <= patch:
+        return [0]
+    step = max(1, int(round(patch * (1.0 - overlap))))
+    starts = list(range(0, n - patch + 1, step))
+    if starts[-1] != n - patch:
+        starts.append(n - patch)
+    return starts
+
+
+def window_seed(seed: int, window_index: int) -> int:
+    """Seed of the dropout masks of one window, from the run seed and the window index."""
+    ss = np.random.SeedSequence([int(seed), int(window_index)])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def importance_map(patch3: tuple[int, int, int], spatial_dims: int, mode: str) -> torch.Tensor:
+    """Blending weights of one window, shape ``patch3`` (float32, > 0)."""
+    from monai.data.utils import compute_importance_map
+
+    spatial = patch3 if spatial_dims == 3 else patch3[:2]
+    if mode == "gaussian":
+        w = compute_importance_map(spatial, mode="gaussian", sigma_scale=0.125)
+    else:
+        w = torch.ones(spatial)
+    w = w.float()
+    return w if spatial_dims == 3 else w.unsqueeze(-1)
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("Segmentation cancelled by the user; nothing was written.")
+
+
+# -- core: sliding window with MC samples ------------------------------------------------
+def mc_sliding_window(
+    volume: np.ndarray,
+    model: BayesianUNet,
+    cfg: InferenceConfig,
+    *,
+    device: str | torch.device = "auto",
+    pad_value: float = 0.0,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    progress_range: tuple[float, float] = (0.0, 1.0),
+) -> ModelGridOutput:
+    """Monte-Carlo sliding-window inference on a normalised volume (model grid).
+
+    Parameters
+    ----------
+    volume : np.ndarray of float32, (n0, n1, n2)
+        Network input (already resampled and normalised), ITK index order in the model's
+        orientation. 2-D models run on the (n0, n1) planes.
+    model : BayesianUNet
+    cfg : InferenceConfig
+        ``mc_samples = 1`` runs one deterministic pass (dropout off).
+    device : 'auto', 'cpu', 'cuda', ...
+    pad_value : float
+        Input value used where a window reaches beyond a small volume (air).
+    progress, cancel
+        Progress callback ``(fraction, message)``; a ``threading.Event`` that, when set,
+        stops the run with :class:`~CTMuscleBoneLib.errors.CancelledError` at the next
+        window.
+    """
+    net_cfg = model.config
+    cfg.check_against(net_cfg)
+    dims = net_cfg.spatial_dims
+    patch3 = tuple(cfg.patch_size) if dims == 3 else (*cfg.patch_size, 1)
+    n_classes = net_cfg.out_channels
+    T = cfg.mc_samples
+    dev = resolve_device(device)
+    was_training = model.training
+    was_mc = model.mc_dropout
+    model.to(dev)
+    model.eval()
+    model.set_mc_dropout(T > 1)
+
+    vol = np.asarray(volume, dtype=np.float32)
+    shape = vol.shape
+    padded = tuple(max(n, p) for n, p in zip(shape, patch3, strict=True))
+    if padded != shape:
+        vol = np.pad(vol, [(0, P - n) for n, P in zip(shape, padded, strict=True)],
+                     constant_values=pad_value)
+    vol_t = torch.from_numpy(np.ascontiguousarray(vol))
+    windows = list(product(*(window_starts(n, p, cfg.overlap)
+                             for n, p in zip(padded, patch3, strict=True))))
+    wmap = importance_map(patch3, dims, cfg.blend_mode)
+
+    acc_p = torch.zeros((n_classes, *padded), dtype=torch.float32)
+    acc_var = torch.zeros(padded, dtype=torch.float32)
+    acc_ent = torch.zeros(padded, dtype=torch.float32)
+    acc_w = torch.zeros(padded, dtype=torch.float32)
+    acc_bytes = sum(int(a.nelement() * a.element_size()) for a in (acc_p, acc_var, acc_ent, acc_w))
+
+    f0, f1 = progress_range
+    fork_devices = [dev.index or 0] if dev.type == "cuda" else []
+    try:
+        with torch.inference_mode():
+            for b0 in range(0, len(windows), cfg.sw_batch_size):
+                _check_cancel(cancel)
+                batch = windows[b0:b0 + cfg.sw_batch_size]
+                slices = [tuple(slice(s, s + p) for s, p in zip(st, patch3, strict=True))
+                          for st in batch]
+                x = torch.stack([vol_t[sl] for sl in slices])[:, None]
+                if dims == 2:
+                    x = x[..., 0]
+                feats = model.forward_features(x.to(dev))
+                for bi, sl in enumerate(slices):
+                    f = feats.select(slice(bi, bi + 1))
+                    acc = MCAccumulator()
+                    with torch.random.fork_rng(devices=fork_devices):
+                        torch.manual_seed(window_seed(cfg.seed, b0 + bi))
+                        done = 0
+                        while done < T:
+                            k = min(cfg.mc_batch_size, T - done)
+                            logits = model.forward_stochastic(f, k)[:, 0]
+                            acc.update(torch.softmax(logits.float(), dim=1))
+                            done += k
+                    mean_p = acc.mean_probability
+                    ent = acc.expected_entropy
+                    var = acc.predictive_variance if T > 1 else None
+                    if dims == 2:
+                        mean_p, ent = mean_p.unsqueeze(-1), ent.unsqueeze(-1)
+                        var = var.unsqueeze(-1) if var is not None else None
+                    acc_p[(slice(None), *sl)] += (mean_p.cpu() * wmap)
+                    acc_ent[sl] += ent.cpu() * wmap
+                    if var is not None:
+                        acc_var[sl] += var.cpu() * wmap
+                    acc_w[sl] += wmap
+                if progress is not None:
+                    done_w = min(b0 + cfg.sw_batch_size, len(windows))
+                    progress(f0 + (f1 - f0) * done_w / len(windows),
+                             f"window {done_w}/{len(windows)} ({T} MC sample(s) each)")
+    finally:
+        model.set_mc_dropout(was_mc)
+        model.train(was_training)
+
+    crop = tuple(slice(0, n) for n in shape)
+    acc_w = acc_w[crop]
+    mean_p = acc_p[(slice(None), *crop)]
+    mean_p /= acc_w
+    acc_var = acc_var[crop]
+    acc_var /= acc_w
+    acc_ent = acc_ent[crop]
+    acc_ent /= acc_w
+    h = entropy(mean_p, axis=0)
+    mi = (h - acc_ent).clamp_(min=0)
+    del acc_ent
+    return ModelGridOutput(
+        mean_probability=mean_p.numpy(),
+        predictive_variance=acc_var.numpy(),
+        predictive_entropy=h.numpy(),
+        mutual_information=mi.numpy(),
+        n_windows=len(windows),
+        accumulator_bytes=acc_bytes,
+    )
+
+
+# -- full pipeline -----------------------------------------------------------------------
+def _channel_values(labels: dict[int, str], n_classes: int) -> tuple[np.ndarray, dict[int, str]]:
+    """Lookup table output channel -> label value, and label value -> anatomy key."""
+    lut = np.zeros(n_classes, dtype=np.int32)
+    structures: dict[int, str] = {}
+    for ch, key in labels.items():
+        ch = int(ch)
+        if not 0 <= ch < n_classes:
+            raise ModelError(f"Label channel {ch} is outside the network's {n_classes} "
+                             "output channels.")
+        if key == BACKGROUND:
+            continue
+        if key not in BY_KEY:
+            raise ModelError(f"Channel {ch} is '{key}', which is not in the anatomy table.")
+        value = BY_KEY[key].label_value
+        lut[ch] = value
+        structures[value] = key
+    return lut, structures
+
+
+def predict(
+    ct: CTImage,
+    model: BayesianUNet,
+    input_cfg: InputConfig,
+    inference_cfg: InferenceConfig,
+    labels: dict[int, str],
+    *,
+    device: str | torch.device = "auto",
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    source: str | None = None,
+) -> SegmentationResult:
+    """Segment a CT with Monte-Carlo dropout; labels and uncertainty on the CT grid.
+
+    Parameters
+    ----------
+    ct : CTImage
+        Any orientation (LPS, RAS, permuted, oblique) and spacing.
+    model : BayesianUNet
+        Trained network (its mode is restored afterwards; it is moved to ``device``).
+    input_cfg, inference_cfg : InputConfig, InferenceConfig
+        From the model card.
+    labels : dict[int, str]
+        Output channel -> anatomy key; channel 0 is ``background``.
+    device : 'auto' (CUDA when available, else CPU), 'cpu', 'cuda', ...
+    progress : callable (fraction, message), optional
+    cancel : threading.Event, optional
+        When set, the run stops with :class:`~CTMuscleBoneLib.errors.CancelledError`.
+    source : str, optional
+        Name of the model for ``LabelMap.source``.
+
+    Returns
+    -------
+    SegmentationResult
+    """
+    if not isinstance(model, BayesianUNet):
+        raise ModelError("predict() needs a BayesianUNet (see segmentation.network).")
+    if ct.hu.size == 0:
+        raise InputError("The CT volume is empty.")
+    n_classes = model.config.out_channels
+    lut, structures = _channel_values(labels, n_classes)
+    inference_cfg.check_against(model.config)
+    dev = resolve_device(device)
+    timings: dict[str, float] = {}
+
+    def report(f: float, msg: str) -> None:
+        if progress is not None:
+            progress(float(min(max(f, 0.0), 1.0)), msg)
+
+    t0 = time.perf_counter()
+    report(0.0, "resampling the CT to the model grid")
+    _check_cancel(cancel)
+    x, grid = prepare_input(ct, input_cfg)
+    x = np.ascontiguousarray(x)
+    timings["preprocess"] = time.perf_counter() - t0
+    _check_cancel(cancel)
+
+    t1 = time.perf_counter()
+    out = mc_sliding_window(x, model, inference_cfg, device=dev,
+                            pad_value=input_cfg.normalized_range[0], progress=report,
+                            cancel=cancel, progress_range=(0.05, 0.85))
+    del x
+    timings["network"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    _check_cancel(cancel)
+    report(0.86, "labels and uncertainty back to the CT grid")
+    label_dtype = np.uint8 if lut.max() <= 255 else np.int16
+    lab_model = lut.astype(label_dtype)[np.argmax(out.mean_probability, axis=0)]
+    review_unc = getattr(out, inference_cfg.review_map)
+    review = review_list(lab_model, review_unc, grid.spacing_mm, structures,
+                         map_name=inference_cfg.review_map)
+    timings["review"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    lab = resample(lab_model, grid, ct.geometry, "nearest", 0, label_dtype)
+    del lab_model
+    label_map = LabelMap(lab, ct.geometry, dict(structures),
+                         source=source or "CTMuscleBone Bayesian U-Net")
+    unc: dict[str, np.ndarray] = {}
+    for i, name in enumerate(UNCERTAINTY_NAMES):
+        _check_cancel(cancel)
+        unc[name] = resample(getattr(out, name), grid, ct.geometry, "linear", 0.0)
+        setattr(out, name, None)
+        report(0.88 + 0.03 * i, f"{name} on the CT grid")
+    probs = None
+    if inference_cfg.return_probabilities:
+        probs = np.empty((n_classes, *ct.geometry.shape), dtype=np.float32)
+        for c in range(n_classes):
+            _check_cancel(cancel)
+            probs[c] = resample(out.mean_probability[c], grid, ct.geometry, "linear", 0.0)
+    timings["to_ct_grid"] = time.perf_counter() - t3
+    timings["total"] = time.perf_counter() - t0
+    report(1.0, "segmentation done")
+    return SegmentationResult(
+        label_map=label_map,
+        uncertainty=unc,
+        review=review,
+        probabilities=probs,
+        channel_keys={int(k): v for k, v in labels.items()},
+        model_grid=grid,
+        mc_samples=inference_cfg.mc_samples,
+        seed=inference_cfg.seed,
+        device=str(dev),
+        dropout_placement=model.config.dropout_placement,
+        timings_s=timings,
+        accumulator_bytes=out.accumulator_bytes,
+    )

@@ -1,0 +1,143 @@
+"""Segment a CT with an installed model and write the outputs: the one place that does it.
+
+Used by ``ctmusclebone segment``, ``analyze`` and ``demo`` and by the Slicer module's
+logic, so every caller gets the same checks, outputs and synthetic-model warnings.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_text
+from ..errors import InputError
+from ..image import CTImage
+from ..progress import ProgressCallback
+from .inference import SegmentationResult, predict
+from .model_card import ModelCard
+from .registry import DEFAULT_MODEL, load_model
+
+REVIEW_COLUMNS = ("rank", "key", "label_value", "present", "volume_cm3", "mean_inside",
+                  "mean_boundary", "score", "map_name")
+
+
+@dataclass
+class Segmentation:
+    """A segmentation and the model card that made it."""
+
+    card: ModelCard
+    result: SegmentationResult
+
+    def provenance_entry(self) -> dict[str, Any]:
+        """What a Results provenance records about the model run."""
+        return {
+            "kind": "segmentation model",
+            "name": self.card.name,
+            "version": self.card.version,
+            "synthetic": self.card.synthetic,
+            "weights_sha256": self.card.weights.sha256,
+            "mc_samples": self.result.mc_samples,
+            "seed": self.result.seed,
+            "device": self.result.device,
+            "dropout_placement": self.result.dropout_placement,
+            "warning": self.card.clinical_use_warning if self.card.synthetic else None,
+        }
+
+
+def segment_ct(
+    ct: CTImage,
+    model: str | None = None,
+    samples: int | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Segmentation:
+    """Segment ``ct`` with an installed model (default: the bundled demo model).
+
+    Parameters
+    ----------
+    ct : CTImage
+    model : str, optional
+        Installed model name or model folder.
+    samples : int, optional
+        Monte-Carlo samples T (default: the card's).
+    seed : int, optional
+        Seed of the dropout masks (default: the card's).
+    device : {'auto', 'cpu', 'cuda'}
+    progress, cancel
+        Progress callback and cancellation event, passed to inference.
+    """
+    import torch
+
+    if samples is not None and samples < 1:
+        raise InputError(f"The number of Monte-Carlo samples must be >= 1, got {samples}.")
+    if seed is not None and seed < 0:
+        raise InputError(f"The seed must be >= 0, got {seed}.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA was asked for but no CUDA GPU is available; use cpu or auto.")
+    card, network = load_model(model or DEFAULT_MODEL)
+    inf = card.inference
+    changes: dict[str, Any] = {}
+    if samples is not None:
+        changes["mc_samples"] = samples
+        changes["mc_batch_size"] = min(inf.mc_batch_size, samples)
+    if seed is not None:
+        changes["seed"] = seed
+    inf = replace(inf, **changes) if changes else inf
+    result = predict(ct, network, card.input, inf, card.labels, device=device,
+                     progress=progress, cancel=cancel, source=f"{card.name} {card.version}")
+    return Segmentation(card, result)
+
+
+def write_segmentation(seg: Segmentation, ct: CTImage, out: Path,
+                       input_ct: str | None = None,
+                       input_sha256: str | None = None) -> dict[str, Path]:
+    """Write labels, uncertainty maps and the review list into ``out`` (atomically).
+
+    Files: ``labels.nii.gz`` + ``labels.labels.json``, ``uncertainty_<map>.nii.gz``,
+    ``review.json``, ``review.csv``.
+    """
+    from ..io_ct import write_image, write_label_map
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    paths["labels"], paths["names"] = write_label_map(seg.result.label_map, out / "labels.nii.gz")
+    for name, arr in seg.result.uncertainty.items():
+        paths[f"uncertainty_{name}"] = write_image(arr, ct.geometry,
+                                                   out / f"uncertainty_{name}.nii.gz")
+    rows = [r.to_dict() for r in seg.result.review]
+    doc = {
+        "model": seg.provenance_entry(),
+        "input_ct": input_ct,
+        "input_ct_sha256": input_sha256,
+        "review_map": seg.card.inference.review_map,
+        "structures": rows,
+    }
+    paths["review_json"] = out / "review.json"
+    atomic_write_text(paths["review_json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(REVIEW_COLUMNS)
+    for i, r in enumerate(rows, 1):
+        w.writerow([i] + ["" if r.get(c) is None else r.get(c) for c in REVIEW_COLUMNS[1:]])
+    paths["review_csv"] = out / "review.csv"
+    atomic_write_text(paths["review_csv"], buf.getvalue())
+    return paths
+
+
+def format_review(seg: Segmentation, top: int | None = None) -> str:
+    """The review list as text, most uncertain first."""
+    r0 = seg.result
+    lines = [f"Review list ({seg.card.inference.review_map}, T = {r0.mc_samples}, "
+             f"seed {r0.seed}); check the first structures first:",
+             f"{'rank':>4s}  {'structure':32s} {'volume cm3':>10s} {'uncertainty':>12s}"]
+    for i, r in enumerate(r0.review[:top] if top else r0.review, 1):
+        unc = "ABSENT" if not r.present else f"{r.score:.4g}"
+        lines.append(f"{i:4d}  {r.key:32s} {r.volume_cm3:10.1f} {unc:>12s}")
+    return "\n".join(lines)

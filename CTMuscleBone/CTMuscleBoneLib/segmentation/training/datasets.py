@@ -1,0 +1,322 @@
+"""Training datasets: (CT, label map) pairs mapped onto the anatomy table.
+
+Three sources, each a sequence of :class:`TrainingCase` read lazily:
+
+* :class:`TotalSegmentatorDataset`: the public TotalSegmentator dataset layout
+  (Wasserthal et al., Radiol Artif Intell 2023; CC BY 4.0), one folder per subject::
+
+      root/s0001/ct.nii.gz
+      root/s0001/segmentations/femur_left.nii.gz   (binary mask, one file per structure)
+      ...
+
+  Each mask file name is mapped to an anatomy key by :func:`anatomy.key_for_name`;
+  masks of structures the model does not ask for (``structures``) are ignored.
+* :class:`ImagesLabelsDataset`: a plain layout a hospital can export::
+
+      root/images/<case>.nii.gz
+      root/labels/<case>.nii.gz          (integer label map on the image's grid)
+      root/labels.json                   ({"1": "femur_left", "2": "Gluteus medius (left)", ...})
+      root/labels/<case>.labels.json     (optional, overrides labels.json for that case)
+
+  Names are mapped by :func:`anatomy.key_for_name`; unknown names are ignored.
+* :class:`SyntheticPhantomDataset`: synthetic phantoms built in memory from
+  :class:`~CTMuscleBoneLib.phantoms.PhantomSpec` objects.
+
+Every case's label map uses the canonical label values of the anatomy table and holds
+only the requested structures; everything else is background. A mask file that is
+missing for a requested structure is recorded in :attr:`TrainingCase.missing`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ... import anatomy
+from ...errors import InputError
+from ...image import CTImage, CTMetadata, Geometry, LabelMap, array_from_sitk
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+@dataclass
+class TrainingCase:
+    """One training or validation case.
+
+    Attributes
+    ----------
+    name : str
+    ct : CTImage
+    labels : LabelMap
+        Canonical label values, on the CT's grid; only the requested structures.
+    missing : list of str
+        Requested anatomy keys the source had no annotation file for.
+    """
+
+    name: str
+    ct: CTImage
+    labels: LabelMap
+    missing: list[str] = field(default_factory=list)
+
+
+def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, Geometry]:
+    """Read a NIfTI / NRRD / MetaImage volume: (array in ITK index order, geometry)."""
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"Cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from None
+    return array_from_sitk(img), Geometry.from_sitk(img)
+
+
+def _strip_suffix(name: str) -> str | None:
+    for s in NIFTI_SUFFIXES:
+        if name.endswith(s):
+            return name[: -len(s)]
+    return None
+
+
+def _requested(structures: Sequence[str] | None) -> list[str]:
+    if structures is None:
+        return [st.key for st in anatomy.ANATOMY]
+    bad = [k for k in structures if k not in anatomy.BY_KEY]
+    if bad:
+        raise InputError(f"Unknown anatomy key(s) {bad}: use keys of CTMuscleBoneLib.anatomy.")
+    return list(structures)
+
+
+def _ct(path: Path) -> CTImage:
+    hu, geom = read_image(path)
+    return CTImage(hu.astype(np.float32, copy=False), geom, CTMetadata(source=str(path)))
+
+
+class _LazyCases(Sequence[TrainingCase]):
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> TrainingCase:  # type: ignore[override]
+        return self.load(self.names[i])
+
+    def __iter__(self) -> Iterator[TrainingCase]:
+        for n in self.names:
+            yield self.load(n)
+
+    def load(self, name: str) -> TrainingCase:
+        raise KeyError(name)
+
+
+class TotalSegmentatorDataset(_LazyCases):
+    """Subjects of a TotalSegmentator-layout folder (see module docstring).
+
+    Parameters
+    ----------
+    root : path
+    structures : sequence of str, optional
+        Anatomy keys to keep (a model card's structures); default every key.
+    subjects : sequence of str, optional
+        Subject folder names to use (e.g. a split); default every folder with a CT.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], structures: Sequence[str] | None = None,
+                 subjects: Sequence[str] | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputError(f"TotalSegmentator dataset folder {root} does not exist.")
+        self.structures = _requested(structures)
+        found = sorted(p.name for p in self.root.iterdir()
+                       if p.is_dir() and (p / "ct.nii.gz").is_file())
+        if subjects is not None:
+            absent = sorted(set(subjects) - set(found))
+            if absent:
+                raise InputError(f"Subjects {absent[:5]} have no ct.nii.gz under {root}.")
+            found = [s for s in found if s in set(subjects)]
+        if not found:
+            raise InputError(
+                f"No subjects under {root}: the TotalSegmentator layout is one folder per "
+                "subject holding ct.nii.gz and segmentations/<structure>.nii.gz."
+            )
+        self.names = found
+
+    def load(self, name: str) -> TrainingCase:
+        folder = self.root / name
+        ct = _ct(folder / "ct.nii.gz")
+        arr = np.zeros(ct.geometry.shape, dtype=np.int16)
+        files: dict[str, Path] = {}
+        seg_dir = folder / "segmentations"
+        if seg_dir.is_dir():
+            for p in sorted(seg_dir.iterdir()):
+                stem = _strip_suffix(p.name)
+                key = anatomy.key_for_name(stem) if stem else None
+                if key in self.structures and key not in files:
+                    files[key] = p
+        for key in self.structures:
+            if key not in files:
+                continue
+            mask, geom = read_image(files[key])
+            if not geom.same_grid(ct.geometry, tol_mm=1e-2):
+                raise InputError(f"{files[key]} is not on the grid of {folder / 'ct.nii.gz'}.")
+            arr[mask > 0] = anatomy.structure(key).label_value
+        present = [k for k in self.structures if k in files]
+        labels = LabelMap(arr, ct.geometry,
+                          {anatomy.structure(k).label_value: k for k in present},
+                          source=f"TotalSegmentator dataset {name}")
+        return TrainingCase(name, ct, labels, [k for k in self.structures if k not in files])
+
+
+def _read_names(path: Path) -> dict[int, str]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError) as exc:
+        raise InputError(f"Label names file {path} cannot be read: {exc}") from None
+    if isinstance(raw, dict) and "labels" in raw and isinstance(raw["labels"], dict):
+        raw = raw["labels"]
+    if not isinstance(raw, dict):
+        raise InputError(f"Label names file {path} must map label values to names.")
+    try:
+        return {int(v): str(n) for v, n in raw.items()}
+    except ValueError:
+        raise InputError(f"Label names file {path}: keys must be integer label values.") from None
+
+
+class ImagesLabelsDataset(_LazyCases):
+    """Cases of an ``images/`` + ``labels/`` folder with a names JSON (module docstring).
+
+    Parameters
+    ----------
+    root : path
+    structures : sequence of str, optional
+        Anatomy keys to keep; default every key.
+    names_file : path, optional
+        Label value -> name JSON; default ``root/labels.json``.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], structures: Sequence[str] | None = None,
+                 names_file: str | os.PathLike[str] | None = None,
+                 cases: Sequence[str] | None = None) -> None:
+        self.root = Path(root)
+        self.images, self.labels_dir = self.root / "images", self.root / "labels"
+        if not self.images.is_dir() or not self.labels_dir.is_dir():
+            raise InputError(f"{root} must hold the folders images/ and labels/ "
+                             "(images/<case>.nii.gz + labels/<case>.nii.gz).")
+        self.structures = _requested(structures)
+        nf = Path(names_file) if names_file else self.root / "labels.json"
+        self.names_default = _read_names(nf) if nf.is_file() else None
+        self._files: dict[str, tuple[Path, Path]] = {}
+        for p in sorted(self.images.iterdir()):
+            stem = _strip_suffix(p.name)
+            if stem is None:
+                continue
+            lab = next((self.labels_dir / f"{stem}{s}" for s in NIFTI_SUFFIXES
+                        if (self.labels_dir / f"{stem}{s}").is_file()), None)
+            if lab is None:
+                raise InputError(f"Image {p.name} has no label map in {self.labels_dir}.")
+            self._files[stem] = (p, lab)
+        names = sorted(self._files) if cases is None else list(cases)
+        if not names:
+            raise InputError(f"No images under {self.images}.")
+        absent = [n for n in names if n not in self._files]
+        if absent:
+            raise InputError(f"Cases {absent[:5]} are not in {self.images}.")
+        self.names = names
+
+    def load(self, name: str) -> TrainingCase:
+        img_path, lab_path = self._files[name]
+        per_case = self.labels_dir / f"{name}.labels.json"
+        names = _read_names(per_case) if per_case.is_file() else self.names_default
+        if names is None:
+            raise InputError(
+                f"No label names for case {name}: write {self.root / 'labels.json'} "
+                '({"1": "femur_left", ...}) or labels/<case>.labels.json.'
+            )
+        ct = _ct(img_path)
+        raw, geom = read_image(lab_path)
+        if not geom.same_grid(ct.geometry, tol_mm=1e-2):
+            raise InputError(f"Label map {lab_path} is not on the grid of image {img_path}.")
+        if not np.issubdtype(raw.dtype, np.integer):
+            if not np.allclose(raw, np.round(raw)):
+                raise InputError(f"Label map {lab_path} holds non-integer values.")
+            raw = np.round(raw).astype(np.int32)
+        arr = np.zeros(ct.geometry.shape, dtype=np.int16)
+        present: dict[int, str] = {}
+        for value, label_name in sorted(names.items()):
+            key = anatomy.key_for_name(label_name)
+            if value == 0 or key not in self.structures:
+                continue
+            m = raw == value
+            lv = anatomy.structure(key).label_value
+            arr[m] = lv
+            present[lv] = key
+        labels = LabelMap(arr, ct.geometry, present, source=str(lab_path))
+        missing = [k for k in self.structures if k not in present.values()]
+        return TrainingCase(name, ct, labels, missing)
+
+
+class SyntheticPhantomDataset(_LazyCases):
+    """Synthetic phantoms built in memory (cached) from phantom specifications.
+
+    Parameters
+    ----------
+    specs : sequence of PhantomSpec
+    structures : sequence of str, optional
+        Anatomy keys to keep; the others become background.
+    cache : bool
+        Keep built phantoms in memory (they are rebuilt otherwise).
+    """
+
+    def __init__(self, specs: Sequence[Any], structures: Sequence[str] | None = None,
+                 cache: bool = True) -> None:
+        self.specs = list(specs)
+        self.structures = _requested(structures)
+        self.names = [f"phantom{i:03d}" for i in range(len(self.specs))]
+        self._cache: dict[str, TrainingCase] = {}
+        self.cache = cache
+
+    def load(self, name: str) -> TrainingCase:
+        if name in self._cache:
+            return self._cache[name]
+        from ...phantoms import make_phantom
+
+        spec = self.specs[self.names.index(name)]
+        ph = make_phantom(spec)
+        case = TrainingCase(name, ph.ct, keep_structures(ph.labels, self.structures),
+                            source_missing(ph.labels, self.structures))
+        if self.cache:
+            self._cache[name] = case
+        return case
+
+
+def keep_structures(labels: LabelMap, structures: Sequence[str]) -> LabelMap:
+    """A label map with canonical values holding only ``structures`` (others -> 0)."""
+    arr = np.zeros(labels.array.shape, dtype=np.int16)
+    present: dict[int, str] = {}
+    for value, key in labels.structures.items():
+        if key in structures:
+            lv = anatomy.structure(key).label_value
+            arr[labels.array == value] = lv
+            present[lv] = key
+    return LabelMap(arr, labels.geometry, present, source=labels.source)
+
+
+def source_missing(labels: LabelMap, structures: Sequence[str]) -> list[str]:
+    have = set(labels.structures.values())
+    return [k for k in structures if k not in have]
+
+
+def open_dataset(root: str | os.PathLike[str] | None, layout: str,
+                 structures: Sequence[str] | None = None, **kwargs: Any) -> Sequence[TrainingCase]:
+    """A dataset by layout name: ``totalseg``, ``images-labels`` (synthetic: see train)."""
+    if layout == "totalseg":
+        return TotalSegmentatorDataset(root, structures, **kwargs)  # type: ignore[arg-type]
+    if layout == "images-labels":
+        return ImagesLabelsDataset(root, structures, **kwargs)  # type: ignore[arg-type]
+    raise InputError(f"Unknown dataset layout '{layout}': use totalseg, images-labels or "
+                     "synthetic.")

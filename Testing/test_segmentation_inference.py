@@ -1,0 +1,333 @@
+"""Bayesian U-Net: network, Monte-Carlo inference, uncertainty maps and review list.
+
+Tiny volumes (24^3 voxels at 2 mm) and a tiny network (channels 4, 8, 16) trained for
+100 steps on a synthetic two-class problem (bright ellipsoid vs soft tissue).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from CTMuscleBoneLib.errors import CancelledError, ModelError  # noqa: E402
+from CTMuscleBoneLib.image import CTImage, Geometry  # noqa: E402
+from CTMuscleBoneLib.segmentation.config import (  # noqa: E402
+    InferenceConfig,
+    InputConfig,
+    NetworkConfig,
+)
+from CTMuscleBoneLib.segmentation.inference import mc_sliding_window, predict  # noqa: E402
+from CTMuscleBoneLib.segmentation.network import build_network  # noqa: E402
+from CTMuscleBoneLib.segmentation.preprocess import (  # noqa: E402
+    labels_to_grid,
+    normalize_hu,
+)
+from CTMuscleBoneLib.segmentation.uncertainty import (  # noqa: E402
+    MCAccumulator,
+    review_list,
+    structure_uncertainty,
+)
+
+LABELS = {0: "background", 1: "femur_left"}
+INPUT = InputConfig(spacing_mm=(2.0, 2.0, 2.0))
+CENTRE_MM = np.array([4.0, -6.0, 2.0])
+RADII_MM = np.array([14.0, 9.0, 11.0])
+HU_IN, HU_OUT = 300.0, 0.0
+
+
+def _ellipsoid(points_mm: np.ndarray, centre=CENTRE_MM, radii=RADII_MM) -> np.ndarray:
+    return (((points_mm - centre) / radii) ** 2).sum(-1) <= 1.0
+
+
+def _phantom(geometry: Geometry) -> tuple[CTImage, np.ndarray]:
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in geometry.shape], indexing="ij"), -1)
+    inside = _ellipsoid(geometry.index_to_physical(idx))
+    hu = np.where(inside, HU_IN, HU_OUT).astype(np.int16)
+    return CTImage(hu, geometry), inside
+
+
+def _lps_geometry(n: int = 24) -> Geometry:
+    return Geometry((n, n, n), (2.0, 2.0, 2.0), (-23.0, -23.0, -23.0))
+
+
+def _random_training_batch(rng: np.random.Generator, n: int = 16) -> tuple[np.ndarray, ...]:
+    x = np.empty((2, 1, n, n, n), np.float32)
+    y = np.empty((2, n, n, n), np.int64)
+    grid = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).astype(float)
+    for b in range(2):
+        c = rng.uniform(3, n - 3, 3)
+        r = rng.uniform(2.5, 6.0, 3)
+        inside = (((grid - c) / r) ** 2).sum(-1) <= 1
+        hu = np.where(inside, HU_IN, HU_OUT) + rng.normal(0, 20, inside.shape)
+        x[b, 0] = normalize_hu(hu, INPUT)
+        y[b] = inside
+    return x, y
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: the test machine's cores are shared (avoids oversubscription)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trained_net():
+    torch.manual_seed(0)
+    cfg = NetworkConfig(out_channels=2, channels=(4, 8, 16), strides=(2, 2),
+                        dropout_p=0.3, dropout_placement="decoder")
+    net = build_network(cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    rng = np.random.default_rng(0)
+    net.train()
+    for _ in range(100):
+        x, y = _random_training_batch(rng)
+        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    return net
+
+
+def _icfg(**kw) -> InferenceConfig:
+    base = dict(patch_size=(16, 16, 16), overlap=0.25, mc_samples=6, mc_batch_size=3, seed=1)
+    base.update(kw)
+    return InferenceConfig(**base)
+
+
+# -- configuration ------------------------------------------------------------------------
+def test_configs_round_trip_json_and_reject_bad_values():
+    for obj in (NetworkConfig(out_channels=3, channels=(8, 16), strides=(2,)), InputConfig(),
+                InferenceConfig()):
+        again = type(obj).from_dict(json.loads(json.dumps(obj.to_dict())))
+        assert again == obj
+    with pytest.raises(ModelError, match="dropout_placement"):
+        NetworkConfig(out_channels=2, dropout_placement="everywhere")
+    with pytest.raises(ModelError, match="strides"):
+        NetworkConfig(out_channels=2, channels=(4, 8, 16), strides=(2,))
+    with pytest.raises(ModelError, match="orientation"):
+        InputConfig(orientation="LLS")
+    with pytest.raises(ModelError, match="unknown field"):
+        InferenceConfig.from_dict({"patch": [16, 16, 16]})
+    net = NetworkConfig(out_channels=2, channels=(4, 8, 16), strides=(2, 2))
+    with pytest.raises(ModelError, match="multiples"):
+        InferenceConfig(patch_size=(18, 16, 16)).check_against(net)
+
+
+def test_core_import_does_not_import_torch():
+    code = ("import sys; import CTMuscleBoneLib, CTMuscleBoneLib.segmentation.config, "
+            "CTMuscleBoneLib.segmentation.uncertainty, CTMuscleBoneLib.segmentation.preprocess;"
+            "print('torch' in sys.modules, 'monai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]
+                                             / "CTMuscleBone"))
+    assert out.stdout.split() == ["False", "False"]
+
+
+# -- network ------------------------------------------------------------------------------
+@pytest.mark.parametrize("placement", ["all", "decoder", "bottleneck_decoder", "head"])
+def test_split_forward_equals_full_forward_with_same_masks(placement):
+    cfg = NetworkConfig(out_channels=3, channels=(4, 8, 16), strides=(2, 2),
+                        dropout_placement=placement)
+    net = build_network(cfg).eval()
+    x = torch.randn(2, 1, 8, 8, 8)
+    net.set_mc_dropout(True)
+    assert all(m.training for m in net.dropout_layers)
+    assert not any(m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d))
+    with torch.no_grad():
+        torch.manual_seed(5)
+        split = net.forward_stochastic(net.forward_features(x), 4)
+        torch.manual_seed(5)
+        naive = net(torch.cat([x] * 4))  # the naive loop's batch: same masks
+    assert split.shape == (4, 2, 3, 8, 8, 8)
+    assert torch.allclose(split.reshape(8, 3, 8, 8, 8), naive, atol=1e-5)
+    assert not torch.allclose(split[0], split[1])  # dropout is active: samples differ
+    net.eval()  # eval() keeps MC dropout on
+    assert all(m.training for m in net.dropout_layers)
+    net.set_mc_dropout(False)
+    with torch.no_grad():
+        det = net.forward_stochastic(net.forward_features(x), 3)
+        assert torch.allclose(det[0], net(x), atol=1e-6)
+        assert torch.equal(det[0], det[2])
+
+
+def test_deterministic_pass_equals_mc_mean_without_dropout():
+    cfg = NetworkConfig(out_channels=3, channels=(4, 8, 16), strides=(2, 2), dropout_p=0.0,
+                        dropout_placement="all")
+    torch.manual_seed(0)
+    net = build_network(cfg).eval()
+    vol = np.random.default_rng(0).random((16, 16, 16), dtype=np.float32)
+    mc = mc_sliding_window(vol, net, _icfg(mc_samples=4), device="cpu")
+    det = mc_sliding_window(vol, net, _icfg(mc_samples=1), device="cpu")
+    with torch.no_grad():
+        ref = torch.softmax(net(torch.from_numpy(vol)[None, None]), 1)[0].numpy()
+    np.testing.assert_allclose(det.mean_probability, ref, atol=1e-5)
+    np.testing.assert_allclose(mc.mean_probability, ref, atol=1e-5)
+    assert mc.predictive_variance.max() < 1e-6  # float32 rounding of sum-of-squares
+    assert mc.mutual_information.max() < 1e-5
+
+
+def test_accumulators_do_not_grow_with_samples(trained_net):
+    acc = MCAccumulator()
+    p = torch.softmax(torch.randn(2, 3, 8, 8, 8), 1)
+    acc.update(p)
+    size = acc.nbytes
+    for _ in range(10):
+        acc.update(p)
+    assert acc.nbytes == size and acc.count == 22
+    vol = np.zeros((20, 20, 20), np.float32)
+    a = mc_sliding_window(vol, trained_net, _icfg(mc_samples=2), device="cpu")
+    b = mc_sliding_window(vol, trained_net, _icfg(mc_samples=9), device="cpu")
+    assert a.accumulator_bytes == b.accumulator_bytes == (2 + 3) * 4 * 20**3
+
+
+def test_welford_matches_direct_statistics():
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(3), size=(7, 5)).transpose(0, 2, 1)  # (T=7, C=3, 5)
+    acc = MCAccumulator()
+    for chunk in (p[:2], p[2:3], p[3:]):
+        acc.update(chunk)
+    np.testing.assert_allclose(acc.predictive_variance, p.var(0).mean(0), atol=1e-12)
+    h = lambda q: -(q * np.log(q)).sum(0)  # noqa: E731
+    np.testing.assert_allclose(acc.predictive_entropy, h(p.mean(0)), atol=1e-12)
+    np.testing.assert_allclose(acc.mutual_information,
+                               h(p.mean(0)) - np.mean([h(q) for q in p], 0), atol=1e-12)
+
+
+# -- inference on the CT grid -------------------------------------------------------------
+def _orientations() -> dict[str, Geometry]:
+    lps = _lps_geometry()
+    n = lps.shape[0] - 1
+    ras = Geometry(lps.shape, lps.spacing_mm,
+                   tuple(lps.index_to_physical(np.array([n, n, 0]))), np.diag([-1.0, -1.0, 1.0]))
+    perm = Geometry(lps.shape, lps.spacing_mm, lps.origin_mm, np.eye(3)[:, [2, 0, 1]])
+    a = np.deg2rad(20.0)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]])
+    rot = rot @ np.array([[1, 0, 0], [0, np.cos(a / 2), -np.sin(a / 2)],
+                          [0, np.sin(a / 2), np.cos(a / 2)]])
+    centre = lps.index_to_physical(np.array([n / 2] * 3))
+    obl_origin = centre - rot @ (np.array(lps.spacing_mm) * n / 2)
+    oblique = Geometry(lps.shape, lps.spacing_mm, tuple(obl_origin), rot)
+    return {"LPS": lps, "RAS": ras, "permuted": perm, "oblique": oblique}
+
+
+def test_output_on_input_grid_in_any_orientation(trained_net):
+    results = {}
+    for name, geom in _orientations().items():
+        ct, truth = _phantom(geom)
+        res = predict(ct, trained_net, INPUT, _icfg(mc_samples=2), LABELS, device="cpu")
+        assert res.label_map.geometry.same_grid(geom)
+        assert res.label_map.array.shape == geom.shape
+        for u in res.uncertainty.values():
+            assert u.shape == geom.shape and u.dtype == np.float32
+        pred = res.label_map.array == 1
+        dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
+        assert dice > 0.8, (name, dice)
+        results[name] = res
+    # Same physical points -> same labels: compare every result with the LPS one
+    # resampled (nearest neighbour) onto its grid; exact for the axis-aligned storages.
+    ref = results["LPS"].label_map
+    for name, res in results.items():
+        ref_on_grid = labels_to_grid(ref, res.label_map.geometry)
+        agree = (ref_on_grid == res.label_map.array).mean()
+        assert agree > (0.999 if name != "oblique" else 0.95), (name, agree)
+
+
+def test_uncertainty_higher_where_input_is_ambiguous(trained_net):
+    geom = Geometry((32, 24, 24), (2.0, 2.0, 2.0), (-31.0, -23.0, -23.0))
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in geom.shape], indexing="ij"), -1)
+    pts = geom.index_to_physical(idx)
+    inside = _ellipsoid(pts, np.array([-16.0, 0, 0]), np.array([9.0, 9, 9])) | _ellipsoid(
+        pts, np.array([16.0, 0, 0]), np.array([9.0, 9, 9]))
+    hu = np.where(inside, HU_IN, HU_OUT).astype(np.float32)
+    rng = np.random.default_rng(0)
+    right = slice(16, 32)
+    # Right half made ambiguous: HU half-way between the two classes, plus noise.
+    hu[right] = 150.0 + rng.normal(0, 30, hu[right].shape)
+    res = predict(CTImage(hu, geom), trained_net, INPUT, _icfg(mc_samples=8), LABELS,
+                  device="cpu")
+    for name, u in res.uncertainty.items():
+        left_mean, right_mean = float(u[2:14].mean()), float(u[18:30].mean())
+        assert right_mean > 1.3 * left_mean, (name, left_mean, right_mean)
+
+
+def test_same_seed_same_output_different_seed_different_uncertainty(trained_net):
+    ct, _ = _phantom(_lps_geometry())
+    a = predict(ct, trained_net, INPUT, _icfg(seed=3), LABELS, device="cpu")
+    b = predict(ct, trained_net, INPUT, _icfg(seed=3, sw_batch_size=4), LABELS, device="cpu")
+    c = predict(ct, trained_net, INPUT, _icfg(seed=4), LABELS, device="cpu")
+    np.testing.assert_array_equal(a.label_map.array, b.label_map.array)
+    for name in a.uncertainty:
+        np.testing.assert_allclose(a.uncertainty[name], b.uncertainty[name], atol=1e-6)
+        assert not np.allclose(a.uncertainty[name], c.uncertainty[name], atol=1e-6)
+
+
+def test_progress_and_cancellation(trained_net):
+    ct, _ = _phantom(_lps_geometry())
+    seen: list[float] = []
+    predict(ct, trained_net, INPUT, _icfg(mc_samples=2), LABELS, device="cpu",
+            progress=lambda f, m: seen.append(f))
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) > 4
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CancelledError):
+        predict(ct, trained_net, INPUT, _icfg(), LABELS, device="cpu", cancel=cancel)
+    cancel2 = threading.Event()
+
+    def stop_midway(f: float, msg: str) -> None:
+        if "window" in msg:
+            cancel2.set()
+
+    with pytest.raises(CancelledError):
+        predict(ct, trained_net, INPUT, _icfg(), LABELS, device="cpu", progress=stop_midway,
+                cancel=cancel2)
+
+
+def test_two_d_model_runs_on_axial_slices():
+    cfg = NetworkConfig(out_channels=2, spatial_dims=2, channels=(4, 8), strides=(2,))
+    net = build_network(cfg)
+    ct, _ = _phantom(Geometry((20, 18, 6), (2.0, 2.0, 3.0)))
+    res = predict(ct, net, INPUT, InferenceConfig(patch_size=(16, 16), mc_samples=3),
+                  LABELS, device="cpu")
+    assert res.label_map.array.shape == (20, 18, 6)
+    assert res.uncertainty["predictive_variance"].max() > 0
+
+
+# -- review list --------------------------------------------------------------------------
+def test_corrupted_structure_comes_first_in_review():
+    labels = np.zeros((30, 30, 20), np.uint8)
+    labels[2:12, 2:12, 2:18] = 1  # femur_left
+    labels[16:28, 2:12, 2:18] = 2  # femur_right
+    labels[2:12, 16:28, 2:18] = 3  # hip_left
+    rng = np.random.default_rng(0)
+    umap = rng.uniform(0.0, 0.02, labels.shape).astype(np.float32)
+    umap[labels == 2] += 0.2  # the corrupted structure
+    keys = ["femur_left", "femur_right", "hip_left", "sacrum"]
+    ranked = review_list(labels, umap, (1.0, 1.0, 2.0), keys)
+    assert [s.key for s in ranked[:2]] == ["sacrum", "femur_right"]  # absent, then corrupt
+    assert not ranked[0].present and ranked[0].score is None
+    assert ranked[1].score == pytest.approx(float(umap[labels == 2].mean()))
+    assert ranked[1].volume_cm3 == pytest.approx(12 * 10 * 16 * 2.0 / 1000)
+
+
+def test_boundary_band_is_physical():
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[5:15, 5:15, 5:15] = 1
+    umap = np.zeros(labels.shape, np.float32)
+    umap[labels == 0] = 1.0  # uncertain only outside the structure
+    (item,) = structure_uncertainty(labels, umap, (1.0, 1.0, 1.0), ["femur_left"], band_mm=1.0)
+    # band = 1-voxel shells inside (10^3 - 8^3 = 488) and outside (12^3 - 10^3 - 8 corners
+    # at sqrt(2)..sqrt(3) mm are > 1 mm: 6 faces x 100 = 600 voxels)
+    assert item.mean_inside == 0.0
+    assert item.mean_boundary == pytest.approx(600 / (600 + 488))
