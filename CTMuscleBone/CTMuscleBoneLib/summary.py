@@ -72,11 +72,20 @@ def format_summary(results: Results) -> str:
             ["group", "volume cm3", "mass g", "flags"], body))
     other = [r for r in results.rows
              if not (r.structure in muscles or r.structure in totals)]
-    if other:
-        body = [[f"{_name(r.structure)}: {r.quantity}", _fmt(r.value, 3), r.unit,
-                 _short_flags([r])] for r in other]
-        parts.append("Other results\n" + format_table(["quantity", "value", "unit", "flags"],
-                                                       body))
+    sections = (
+        ("Lean mass and SMI", lambda r: r.structure == "patient"),
+        ("Femoral bone density", lambda r: r.structure.startswith("femur_")),
+        ("Lumbar spine bone density", lambda r: r.structure.startswith(("vertebrae_", "lumbar_"))),
+        ("Other results", lambda r: True),
+    )
+    for title, belongs in sections:
+        rows = [r for r in other if belongs(r)]
+        other = [r for r in other if not belongs(r)]
+        if rows:
+            body = [[f"{_name(r.structure)}: {r.quantity}", _fmt(r.value, 3), r.unit,
+                     _short_flags([r])] for r in rows]
+            parts.append(title + "\n" + format_table(["quantity", "value", "unit", "flags"],
+                                                      body))
     notes: list[str] = []
     for r in results.rows:
         for f in r.flags:
