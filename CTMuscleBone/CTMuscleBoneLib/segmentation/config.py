@@ -286,6 +286,15 @@ class InferenceConfig:
     review_map : str
         Uncertainty map used for the structure review list (default
         ``predictive_variance``, the reference group's measure).
+    label_resampling : {'probability', 'nearest'}
+        How the label map reaches the CT grid: 'probability' resamples the mean
+        softmax linearly and takes the argmax on the CT grid (smooth boundaries when
+        the CT is finer than the model grid; done in slabs, memory bounded); 'nearest'
+        resamples the model-grid argmax by nearest neighbour (fastest).
+    largest_component : bool
+        Keep only the largest connected component (26-connectivity) of each structure
+        on the CT grid; removed islands become background. Right for structures that
+        are one piece (a bone, a muscle); turn off for a model of scattered tissue.
     """
 
     patch_size: tuple[int, ...] = (96, 96, 96)
@@ -297,9 +306,16 @@ class InferenceConfig:
     seed: int = 0
     return_probabilities: bool = False
     review_map: str = "predictive_variance"
+    label_resampling: str = "probability"
+    largest_component: bool = True
 
     def __post_init__(self) -> None:
         w = "InferenceConfig"
+        if self.label_resampling not in ("probability", "nearest"):
+            raise ModelError(f"{w}: label_resampling must be 'probability' or 'nearest', "
+                             f"got {self.label_resampling!r}.")
+        if not isinstance(self.largest_component, bool):
+            raise ModelError(f"{w}: largest_component must be true or false.")
         ps = _int_tuple("patch_size", self.patch_size, w)
         if len(ps) not in (2, 3):
             raise ModelError(f"{w}: patch_size needs 2 (2-D model) or 3 values, got {ps}.")

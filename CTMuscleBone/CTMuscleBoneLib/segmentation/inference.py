@@ -128,6 +128,85 @@ class SegmentationResult:
 
 
 # -- helpers -----------------------------------------------------------------------------
+def argmax_on_grid(
+    mean_probability: np.ndarray,
+    source: Geometry,
+    target: Geometry,
+    lut: np.ndarray,
+    labels: np.ndarray,
+    max_slab_bytes: int = 256 << 20,
+) -> None:
+    """Label = argmax of the linearly resampled mean probability, on the target grid.
+
+    Only the bounding box of the foreground of ``labels`` (a nearest-neighbour first
+    guess on the target grid), widened by two model voxels, is recomputed; it is
+    processed in slabs of at most ``max_slab_bytes`` of probabilities, so memory stays
+    bounded on large CTs.
+
+    Parameters
+    ----------
+    mean_probability : np.ndarray of float32, (C, m0, m1, m2)
+        Mean softmax on the model grid ``source``.
+    source, target : Geometry
+    lut : np.ndarray of int, (C,)
+        Output channel -> label value.
+    labels : np.ndarray, target.shape
+        First-guess labels; updated in place.
+    """
+    import SimpleITK as sitk
+
+    fg = np.argwhere(labels != 0)
+    if fg.size == 0:
+        return
+    pad = np.ceil(2 * max(source.spacing_mm) / np.asarray(target.spacing_mm)).astype(int)
+    lo = np.maximum(fg.min(axis=0) - pad, 0)
+    hi = np.minimum(fg.max(axis=0) + pad + 1, np.asarray(target.shape))
+    n_classes = mean_probability.shape[0]
+    vec = sitk.GetImageFromArray(
+        np.ascontiguousarray(np.moveaxis(mean_probability, 0, -1).transpose(2, 1, 0, 3)),
+        isVector=True)
+    source.apply_to_sitk(vec)
+    per_k = int((hi[0] - lo[0]) * (hi[1] - lo[1]) * n_classes * 4)
+    step = max(1, max_slab_bytes // max(per_k, 1))
+    f = sitk.ResampleImageFilter()
+    f.SetOutputSpacing(target.spacing_mm)
+    f.SetOutputDirection(tuple(np.asarray(target.direction).ravel()))
+    f.SetInterpolator(sitk.sitkLinear)
+    f.SetDefaultPixelValue(0.0)
+    for k0 in range(int(lo[2]), int(hi[2]), step):
+        k1 = min(k0 + step, int(hi[2]))
+        f.SetSize([int(hi[0] - lo[0]), int(hi[1] - lo[1]), k1 - k0])
+        f.SetOutputOrigin(tuple(target.index_to_physical(np.array([lo[0], lo[1], k0]))))
+        slab = f.Execute(vec)  # keep the image alive while its buffer is viewed
+        p = sitk.GetArrayViewFromImage(slab)  # (k, j, i, C)
+        best = lut[np.argmax(p, axis=-1)].transpose(2, 1, 0)
+        del p, slab
+        labels[lo[0]:hi[0], lo[1]:hi[1], k0:k1] = best
+
+
+def keep_largest_components(labels: np.ndarray, values: list[int]) -> None:
+    """Keep the largest 26-connected component of each label value; others -> 0 (in place).
+
+    Parameters
+    ----------
+    labels : np.ndarray of int, (n0, n1, n2)
+    values : label values to clean (0 is never touched).
+    """
+    from scipy import ndimage
+
+    boxes = ndimage.find_objects(labels.astype(np.int32, copy=False))
+    structure = np.ones((3, 3, 3), dtype=bool)
+    for v in values:
+        if v <= 0 or v > len(boxes) or boxes[v - 1] is None:
+            continue
+        box = boxes[v - 1]
+        sub = labels[box]
+        comp, n = ndimage.label(sub == v, structure=structure)
+        if n <= 1:
+            continue
+        sizes = np.bincount(comp.ravel())
+        sizes[0] = 0
+        sub[(comp != 0) & (comp != int(np.argmax(sizes)))] = 0
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> CUDA when available, else CPU."""
     if isinstance(device, str) and device == "auto":
@@ -394,6 +473,11 @@ def predict(
     t3 = time.perf_counter()
     lab = resample(lab_model, grid, ct.geometry, "nearest", 0, label_dtype)
     del lab_model
+    if inference_cfg.label_resampling == "probability":
+        _check_cancel(cancel)
+        argmax_on_grid(out.mean_probability, grid, ct.geometry, lut, lab)
+    if inference_cfg.largest_component:
+        keep_largest_components(lab, list(structures))
     label_map = LabelMap(lab, ct.geometry, dict(structures),
                          source=source or "CTMuscleBone Bayesian U-Net")
     unc: dict[str, np.ndarray] = {}

@@ -91,6 +91,9 @@ class TrainConfig:
         Probability of each augmentation.
     amp : bool
         Mixed precision on CUDA.
+    batch_dice : bool
+        Dice term over the whole batch (as nnU-Net) rather than per patch: a class
+        absent from one patch then does not dominate the loss.
     cache : {'memory', 'disk', 'none'}
         ``memory``: every case prepared once and kept in memory (small data sets);
         ``disk``: prepared when first visited and kept as ``.npy`` in ``out/cache``
@@ -126,6 +129,7 @@ class TrainConfig:
     noise_std: float = 0.02
     aug_prob: float = 0.5
     amp: bool = True
+    batch_dice: bool = True
     cache: str = "memory"
     max_minutes: float | None = None
     seed: int = 0
@@ -495,7 +499,7 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
 
         model = DistributedDataParallel(
             network, device_ids=[dev.index] if dev.type == "cuda" else None)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=cfg.batch_dice)
     opt = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * cfg.epochs
