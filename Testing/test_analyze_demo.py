@@ -17,7 +17,7 @@ from CTMuscleBoneLib.cli.main import main  # noqa: E402
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--out", str(out), "--spacing", "3.5", "--samples", "2",
+    assert main(["demo", "--out", str(out), "--spacing", "3.0", "--samples", "2",
                  "--quiet"]) == 0
     return out
 

@@ -290,3 +290,15 @@ def test_internal_calibration_refuses_without_tissues_and_bad_table(tmp_path):
     p.write_text(json.dumps({"material": "K2HPO4", "references": {"bone": {}}}))
     with pytest.raises(InputError, match="unknown tissue"):
         load_internal_references(p)
+
+
+def test_rods_shorter_than_the_scan_are_found_in_the_full_phantom():
+    """A 200 mm phantom in a 310 mm scan: air slices must not hide or dilute the rods."""
+    from CTMuscleBoneLib.calibration import calibrate
+    from CTMuscleBoneLib.phantoms import PhantomSpec, make_phantom
+
+    p = make_phantom(PhantomSpec(region=(-110.0, 200.0), spacing_mm=2.0, orientation="RAS",
+                                 seed=7, calibration=True))
+    cal = calibrate(p.ct, None, "phantom", phantom="B-MAS200")
+    assert cal.slope_mg_cm3_per_hu == pytest.approx(0.80, rel=0.01)
+    assert abs(cal.intercept_mg_cm3 - (-2.0)) < 2.0

@@ -112,10 +112,11 @@ def _measure(ct: CTImage, mask: np.ndarray, near: np.ndarray, index: int) -> Rod
             meds.append(float(np.median(moved[..., k][m])))
             slices.append(k)
     meds_a = np.asarray(meds)
-    if meds_a.size == 0:
+    solid = meds_a > BODY_HU  # slices beyond the phantom's ends hold air
+    if not solid.any():
         raise CalibrationRefused("a calibration rod has no voxels left after erosion; the "
                                  "rod label is too small or empty.")
-    centre = np.median(meds_a)
+    centre = np.median(meds_a[solid])
     spread = 1.4826 * np.median(np.abs(meds_a - centre)) + 5.0
     keep = [s for s, md in zip(slices, meds_a, strict=True)
             if abs(md - centre) <= 5 * spread and md > BODY_HU]
@@ -216,7 +217,10 @@ def find_rods(
     hu = ct.hu.astype(np.float32, copy=False)
     nz = hu.shape[axis]
     mean_img = hu.mean(axis=axis)
-    fg = mean_img > BODY_HU
+    # anything solid in at least 5 % of the slices: a phantom shorter than the scan
+    # (or a long scan of the thighs and trunk) still shows up, where the slice mean
+    # would be pulled below the threshold by the air around it
+    fg = (hu > BODY_HU).mean(axis=axis) >= 0.05
     lab, n = ndimage.label(fg)
     if n == 0:
         raise CalibrationRefused("no body or phantom found (nothing above -300 HU).")
