@@ -11,7 +11,11 @@ measures, in one run:
   ``sliding_window_inference`` defaults (overlap 0.25, constant blending,
   sw_batch_size 1), dropout active, on the same preprocessed input (network time only,
   plus the running sums needed for the same uncertainty maps);
+* ``measure_case`` on the segmentation (muscles, bones uncalibrated): the end-to-end
+  time is segment (T = 10) + measure, as ``ctmusclebone analyze`` runs them;
 * peak RSS (``resource.getrusage``) after our runs and after the naive run.
+
+For a 2-D model the naive baseline runs MONAI's sliding window on every axial slice.
 
 Goals (2-core CPU): end to end <= 90 s, RSS <= 4 GB, MC(T=10) / deterministic <= 3.
 
@@ -99,9 +103,17 @@ def naive_mc(x: np.ndarray, net, patch, T: int) -> float:
     net.set_mc_dropout(True)
     t0 = time.perf_counter()
     sum_p = sum_p2 = sum_h = None
+
+    def one_pass() -> torch.Tensor:
+        if net.config.spatial_dims == 3:
+            return sliding_window_inference(xt, tuple(patch), 1, net)
+        # 2-D model: MONAI's sliding window over every axial slice (model axis 2)
+        return torch.stack([sliding_window_inference(xt[..., k], tuple(patch), 1, net)
+                            for k in range(xt.shape[-1])], dim=-1)
+
     with torch.inference_mode():
         for _ in range(T):
-            p = torch.softmax(sliding_window_inference(xt, tuple(patch), 1, net), 1)[0]
+            p = torch.softmax(one_pass(), 1)[0]
             h = entropy(p, axis=0)
             p2 = (p * p).sum(0)
             if sum_p is None:
@@ -152,10 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     mc_cfg = dataclasses.replace(inf_cfg, mc_samples=T)
     rss0 = rss_gb()
 
+    from CTMuscleBoneLib.analysis import MeasureOptions, measure_case
+
     det = [predict(ct, net, input_cfg, det_cfg, labels, device="cpu").timings_s
            for _ in range(args.repeats)]
-    mc = [predict(ct, net, input_cfg, mc_cfg, labels, device="cpu").timings_s
-          for _ in range(args.repeats)]
+    mc, measure_s, end_to_end_s = [], [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        res = predict(ct, net, input_cfg, mc_cfg, labels, device="cpu")
+        t1 = time.perf_counter()
+        measure_case(ct, res.label_map, MeasureOptions(calibration="none"))
+        t2 = time.perf_counter()
+        mc.append(res.timings_s)
+        measure_s.append(t2 - t1)
+        end_to_end_s.append(t2 - t0)
+        del res
     rss_ours = rss_gb()
 
     def med(runs, key):
@@ -171,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         "det_total_s": med(det, "total"), "det_network_s": med(det, "network"),
         "mc_total_s": med(mc, "total"), "mc_network_s": med(mc, "network"),
         "mc_preprocess_s": med(mc, "preprocess"), "mc_to_ct_grid_s": med(mc, "to_ct_grid"),
+        "measure_s": statistics.median(measure_s),
+        "end_to_end_segment_measure_s": statistics.median(end_to_end_s),
         "rss_before_gb": rss0, "peak_rss_ours_gb": rss_ours,
     }
     row["ratio_mc_over_det_network"] = row["mc_network_s"] / row["det_network_s"]
@@ -180,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         row["naive_network_s"] = naive_mc(x, net, inf_cfg.patch_size, T)
         row["speedup_vs_naive_network"] = row["naive_network_s"] / row["mc_network_s"]
         row["peak_rss_after_naive_gb"] = rss_gb()
-    row["goal_end_to_end_90s"] = row["mc_total_s"] <= 90
+    row["goal_end_to_end_90s"] = row["end_to_end_segment_measure_s"] <= 90
     row["goal_rss_4gb"] = row["peak_rss_ours_gb"] <= 4
     row["goal_ratio_3x"] = row["ratio_mc_over_det_network"] <= 3
 
