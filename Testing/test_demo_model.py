@@ -2,11 +2,11 @@
 phantom it has never seen, and the ``segment`` command's outputs and banner.
 (About 20-30 s on 2 cores.)
 
-The project's target is Dice >= 0.9 for every structure of the card. The committed model
-reaches it on average over its 3 held-out phantoms for 12 of 13 structures (iliopsoas
-left 0.8998) and not on every single phantom (gluteus medius down to 0.86): see the
-card's ``validation.held_out``. The thresholds below are what it achieves, so that a
-regression fails; raise them to 0.9 when a better model is committed.
+The project's target is Dice >= 0.9 for every structure of the card on phantoms the
+model was not trained on. The committed model reaches it on average over its 5 held-out
+phantoms for all 13 structures (lowest mean 0.924, iliopsoas right); single phantoms go
+down to 0.88 (see the card's ``validation.held_out``), so one fresh phantom is held to
+0.85 per structure and 0.9 on average.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from CTMuscleBoneLib.segmentation.model_card import ModelCard  # noqa: E402
 MODEL_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models" / \
     "ctmusclebone-demo-synthetic"
 
-#: Lowest per-structure mean Dice over the card's held-out phantoms (target 0.9).
-CARD_MEAN_DICE_MIN = 0.895
-#: Lowest per-structure Dice on one fresh phantom (held-out minimum was 0.862).
+#: Lowest per-structure mean Dice over the card's held-out phantoms (the target).
+CARD_MEAN_DICE_MIN = 0.9
+#: Lowest per-structure Dice on one fresh phantom (held-out minimum was 0.880).
 FRESH_DICE_MIN = 0.85
 
 
@@ -56,7 +56,6 @@ def test_card_is_synthetic_and_reports_held_out_dice():
     held = card.validation["held_out"]["structures"]
     assert set(held) == set(card.structure_keys)
     assert all(v["dice_mean"] >= CARD_MEAN_DICE_MIN for v in held.values())
-    assert sum(v["dice_mean"] >= 0.9 for v in held.values()) >= len(held) - 1
 
 
 def test_demo_model_dice_on_fresh_phantom(fresh_phantom):
