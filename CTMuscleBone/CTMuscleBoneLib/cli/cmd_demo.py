@@ -3,7 +3,8 @@
 Everything in the demo is synthetic: the CT is a phantom made by CTMuscleBone and the
 segmentation model is the bundled demo model trained on other synthetic phantoms. The
 demo checks itself: it compares the model's segmentation with the phantom's ground
-truth (Dice per structure) and the measured bone density with the phantom's set value.
+truth (Dice per structure, ``demo_check.csv``) and, when the model segments vertebrae,
+the measured L1 vBMD with the phantom's set value.
 """
 
 from __future__ import annotations
