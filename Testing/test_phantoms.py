@@ -113,7 +113,7 @@ def test_every_muscle_checked_somewhere() -> None:
     fovs = [np.array(f) for f in (((40.0, -90.0, -210.0), (215.0, 85.0, -175.0)),
                                   ((40.0, -80.0, -40.0), (168.0, 115.0, 112.0)),
                                   ((0.0, 0.0, 110.0), (60.0, 125.0, 150.0)))]
-    for m in muscle_components(spec, shaft_lines(femur_components(spec, []))):
+    for m in muscle_components(spec, shaft_lines(femur_components(spec))):
         lo, hi = m.bounds_mm()
         assert any(np.all(lo[:2] >= f[0][:2]) and np.all(hi[:2] <= f[1][:2])
                    and lo[2] < f[1][2] and hi[2] > f[0][2] for f in fovs), m.key
@@ -121,12 +121,11 @@ def test_every_muscle_checked_somewhere() -> None:
 
 # -- disjointness -----------------------------------------------------------------------
 def _components(spec: PhantomSpec) -> list:
-    notes: list[str] = []
-    femurs = femur_components(spec, notes)
+    femurs = femur_components(spec)
     shafts = shaft_lines(femurs)
     return [BodyComponent(spec.hu_fat, spec.hu_soft_tissue, shafts), *vessel_components(spec),
             *muscle_components(spec, shafts),
-            *pelvis_components(spec.scanner, 220.0, 180.0), *vertebra_components(spec, notes),
+            *pelvis_components(spec.scanner, 220.0, 180.0), *vertebra_components(spec),
             *femurs]
 
 

@@ -28,9 +28,7 @@ Regions (z ranges, mm): 'hip' -110..70, 'lumbar' 45..260, 'thigh' -300..-90,
 Tissue HU defaults (fat -100, muscle 50, blood 40, soft tissue 30, air -1000) are
 synthetic round numbers of the usual order at 120 kVp, not measurements; the bone
 densities are synthetic too. The femur, vertebrae and calibration rods come from
-their own modules (:mod:`.femur`, :mod:`.vertebra`, :mod:`.calibration_rods`),
-imported when used; when one is not available the phantom is built without it and
-``truth.notes`` says so.
+their own modules (:mod:`.femur`, :mod:`.vertebra`, :mod:`.calibration_rods`).
 
 Painting order: body (fat, soft tissue), aorta / IVC, muscles, hip bones and sacrum,
 vertebrae, femurs, calibration phantom; then streaks and metal (HU only); then every
@@ -56,6 +54,8 @@ from ..image import CTImage, CTMetadata, Geometry, LabelMap
 from . import layout
 from .base import ScannerModel
 from .body import BodyComponent
+from .calibration_rods import CalibrationRodsPhantom
+from .femur import FemurPhantom, FemurSpec
 from .metal import MetalComponent, StreakComponent, implant_shape
 from .muscles import MUSCLE_BASES, MuscleComponent, muscle_shape
 from .pelvis import pelvis_components
@@ -69,6 +69,7 @@ from .rasterize import (
 )
 from .shapes import SweptEllipse
 from .solid import SolidComponent
+from .vertebra import VertebraSpec, lumbar_spine
 
 #: Margin (mm) added around the body in x and y.
 FOV_MARGIN_MM = 10.0
@@ -247,7 +248,7 @@ class PhantomTruth:
         Per implant: voxels with metal HU and the labels they lie in.
     tissue_hu : dict[str, float]
     notes : list of str
-        Components left out (module missing) and other remarks.
+        Remarks made while building (e.g. adjusted parameters).
     """
 
     structures: dict[str, StructureTruth]
@@ -325,56 +326,37 @@ def vessel_components(spec: PhantomSpec) -> list[SolidComponent]:
     ]
 
 
-def _spec_kwargs(cls: type, wanted: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in wanted.items() if k in names}
-
-
-def femur_components(spec: PhantomSpec, notes: list[str]) -> list[Any]:
-    """FemurPhantom components of both sides (empty, with a note, when unavailable)."""
+def femur_components(spec: PhantomSpec) -> list[FemurPhantom]:
+    """FemurPhantom components of both sides at the layout's head centres."""
     if "femur" not in spec.bones:
-        return []
-    try:
-        from .femur import FemurPhantom, FemurSpec
-    except ImportError as exc:  # the femur module is developed separately
-        notes.append(f"femur not painted: {exc}")
         return []
     out = []
     for side in spec.sides:
         params = {**spec.femur, **(spec.femur_left if side == "left" else spec.femur_right)}
-        layout_kw = {"side": side, "head_center_mm": tuple(layout.head_center_mm(side)),
-                     "head_centre_mm": tuple(layout.head_center_mm(side))}
-        kwargs = {**_spec_kwargs(FemurSpec, layout_kw), **params}
+        kwargs = {"side": side, "head_centre_mm": tuple(layout.head_center_mm(side)), **params}
         femur = FemurPhantom(FemurSpec(**kwargs), spec.scanner)
-        if "shaft_length_mm" not in params and hasattr(femur, "meeting_point"):
+        if "shaft_length_mm" not in params:
             # extend the shaft to the bottom of the thigh outline (the femur module's
             # default is a proximal femur only)
-            length = float(femur.meeting_point[2]) - (layout.THIGH_Z_MM[0] + 5.0)
-            kwargs.update(_spec_kwargs(FemurSpec, {"shaft_length_mm": length}))
+            kwargs["shaft_length_mm"] = float(femur.meeting_point[2]) - (
+                layout.THIGH_Z_MM[0] + 5.0)
             femur = FemurPhantom(FemurSpec(**kwargs), spec.scanner)
         out.append(femur)
     return out
 
 
-def shaft_lines(femurs: list[Any]) -> dict[str, layout.ShaftLine]:
+def shaft_lines(femurs: list[FemurPhantom]) -> dict[str, layout.ShaftLine]:
     """Femoral shaft line (point, slope) per side from the femurs built; the layout's
     default for sides without a femur."""
     out = {side: layout.shaft_line(side) for side in ("left", "right")}
     for f in femurs:
-        side = getattr(getattr(f, "spec", None), "side", None)
-        if side and hasattr(f, "meeting_point") and hasattr(f, "shaft_axis"):
-            out[side] = layout.shaft_line_from_axis(f.meeting_point, f.shaft_axis)
+        out[f.spec.side] = layout.shaft_line_from_axis(f.meeting_point, f.shaft_axis)
     return out
 
 
-def vertebra_components(spec: PhantomSpec, notes: list[str]) -> list[Any]:
+def vertebra_components(spec: PhantomSpec) -> list[Any]:
     """VertebraPhantom components L5..L1 (with discs) at the layout positions."""
     if "vertebrae" not in spec.bones:
-        return []
-    try:
-        from .vertebra import VertebraSpec, lumbar_spine
-    except ImportError as exc:  # the vertebra module is developed separately
-        notes.append(f"vertebrae not painted: {exc}")
         return []
     specs = []
     for level in layout.LUMBAR_LEVELS:
@@ -389,15 +371,10 @@ def vertebra_components(spec: PhantomSpec, notes: list[str]) -> list[Any]:
     return list(lumbar_spine(specs, spec.scanner))
 
 
-def calibration_components(spec: PhantomSpec, z_range: tuple[float, float],
-                           notes: list[str]) -> list[Any]:
+def calibration_components(spec: PhantomSpec, z_range: tuple[float, float]
+                           ) -> list[CalibrationRodsPhantom]:
     """The calibration phantom under the body, spanning the FOV's z range."""
     if not spec.calibration:
-        return []
-    try:
-        from .calibration_rods import CalibrationRodsPhantom
-    except ImportError as exc:
-        notes.append(f"calibration phantom not painted: {exc}")
         return []
     zc = (z_range[0] + z_range[1]) / 2.0
     return [CalibrationRodsPhantom(
@@ -516,7 +493,7 @@ def make_phantom(spec: PhantomSpec | None = None, **overrides: Any) -> Phantom:
     spec = dataclasses.replace(spec or PhantomSpec(), **overrides)
     _validate(spec)
     notes: list[str] = []
-    femurs = femur_components(spec, notes)
+    femurs = femur_components(spec)
     shafts = shaft_lines(femurs)
     body = BodyComponent(spec.hu_fat, spec.hu_soft_tissue, shafts)
     lo, hi = _fov(spec, body.bounds_mm())
@@ -526,8 +503,8 @@ def make_phantom(spec: PhantomSpec | None = None, **overrides: Any) -> Phantom:
     bones: list[Any] = pelvis_components(
         spec.scanner, spec.hip_bmd_mg_cm3, spec.sacrum_bmd_mg_cm3, spec.sides,
         hip="hip" in spec.bones, sacrum="sacrum" in spec.bones)
-    vertebrae = vertebra_components(spec, notes)
-    calib = calibration_components(spec, (float(lo[2]), float(hi[2])), notes)
+    vertebrae = vertebra_components(spec)
+    calib = calibration_components(spec, (float(lo[2]), float(hi[2])))
     vessels = vessel_components(spec)
     anatomy = [body, *vessels, *muscles, *bones, *vertebrae, *femurs, *calib]
 
