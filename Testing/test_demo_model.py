@@ -1,4 +1,4 @@
-"""The committed demo model (Resources/Models/ctmusclebone-demo-synthetic) on a fresh
+"""The committed demo model (CTMuscleBone/Resources/Models/ctmusclebone-demo-synthetic) on a fresh
 phantom it has never seen, and the ``segment`` command's outputs and banner.
 (About 20-30 s on 2 cores.)
 
@@ -22,7 +22,7 @@ pytest.importorskip("monai")
 
 from CTMuscleBoneLib.segmentation.model_card import ModelCard  # noqa: E402
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models" / \
+MODEL_DIR = Path(__file__).resolve().parents[1] / "CTMuscleBone" / "Resources" / "Models" / \
     "ctmusclebone-demo-synthetic"
 
 #: Lowest per-structure mean Dice over the card's held-out phantoms (the target).
@@ -33,7 +33,7 @@ FRESH_DICE_MIN = 0.85
 
 
 def test_demo_model_is_committed():
-    assert (MODEL_DIR / "card.json").is_file(), "the demo model must be in Resources/Models"
+    assert (MODEL_DIR / "card.json").is_file(), "the demo model must be in CTMuscleBone/Resources/Models"
 
 
 @pytest.fixture(scope="module")

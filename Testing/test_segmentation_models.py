@@ -166,7 +166,7 @@ def test_install_rejects_missing_weights(model_dir):
 
 def test_bundled_models_found_from_source_tree():
     dirs = registry.bundled_models_dirs()
-    repo_models = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+    repo_models = Path(__file__).resolve().parents[1] / "CTMuscleBone" / "Resources" / "Models"
     if repo_models.is_dir():
         assert repo_models.resolve() in dirs
 

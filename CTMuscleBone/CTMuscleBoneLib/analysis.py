@@ -8,17 +8,30 @@ rows with units, methods and flags.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from . import alm as alm_mod
 from .anatomy import structure
+from .calibration.definitions import PhantomDefinition
 from .calibration.model import Calibration
 from .density_models import DENSITY_MODELS
 from .errors import InputError, NotMeasurableError
 from .image import CTImage, LabelMap
 from .muscle import group_totals, measure_muscles, muscle_rows
 from .progress import ProgressCallback, no_progress
-from .results import Provenance, Results
+from .results import Provenance, ResultRow, Results
+
+Sex = Literal["M", "F"]
+CalibrationMethod = Literal["auto", "phantom", "internal", "none"]
+DensityModelName = Literal["constant", "hu_linear"]
+CriteriaName = Literal["awgs2019", "ewgsop2"]
+
+#: Plausible ranges of the patient facts (outside: the value is a typo or a unit error).
+AGE_RANGE_YEARS = (0.0, 130.0)
+HEIGHT_RANGE_M = (0.5, 2.6)
 
 
 @dataclass
@@ -30,41 +43,101 @@ class MeasureOptions:
     sex : {'M', 'F'} or None
         Patient sex (overrides the DICOM header).
     height_m : float or None
-        Patient height in metres (overrides DICOM PatientSize).
+        Patient height in metres (overrides DICOM PatientSize); 0.5-2.6 m.
     age_years : float or None
-    density_model : str
+        Patient age in years (overrides the DICOM header); 0-130.
+    density_model : {'constant', 'hu_linear'}
         Muscle density model: 'constant' (1.06 g/cm3) or 'hu_linear'.
-    alm_model : str or None
-        Path of an ALM model JSON; None = shipped unvalidated default.
-    criteria : str
-        Sarcopenia criteria: 'awgs2019' or 'ewgsop2'.
-    calibration : str
+    alm_model : path, ALMModel or None
+        ALM model (a JSON file from ``fit-alm`` or a loaded :class:`~CTMuscleBoneLib.alm.ALMModel`);
+        None = the shipped unvalidated default.
+    criteria : {'awgs2019', 'ewgsop2'}
+        Sarcopenia criteria.
+    calibration : {'auto', 'phantom', 'internal', 'none'} or Calibration
         HU -> BMD calibration: 'auto' (phantom when ``phantom`` is given, internal when
         ``references`` is given, else none: HU only), 'phantom', 'internal' (bundled
-        unvalidated reference values unless ``references``) or 'none'.
-    phantom : str or None
+        unvalidated reference values unless ``references``), 'none', or a ready
+        :class:`~CTMuscleBoneLib.calibration.model.Calibration` (e.g. the one of an
+        earlier run, reused after an edit).
+    phantom : str, path, PhantomDefinition or None
         Calibration phantom definition: bundled name ('B-MAS200', 'Mindways Model 3',
-        'QRM-BDC') or a JSON file.
-    references : str or None
+        'QRM-BDC'), a JSON file or a loaded definition.
+    references : path or None
         Reference-tissue table for internal calibration (None: bundled default).
     bones : bool
         Measure bone density when femurs or vertebrae are labelled.
     notes : list of str
         Notes on how options were read (e.g. a height given in cm), copied into the
         results' warnings.
+
+    Raises
+    ------
+    InputError
+        On construction, for a choice outside its Literal or an implausible age or height.
     """
 
-    sex: str | None = None
+    sex: Sex | None = None
     height_m: float | None = None
     age_years: float | None = None
-    density_model: str = "constant"
-    alm_model: str | None = None
-    criteria: str = "awgs2019"
-    calibration: str = "auto"
-    phantom: str | None = None
-    references: str | None = None
+    density_model: DensityModelName = "constant"
+    alm_model: str | os.PathLike[str] | alm_mod.ALMModel | None = None
+    criteria: CriteriaName = "awgs2019"
+    calibration: CalibrationMethod | Calibration = "auto"
+    phantom: str | os.PathLike[str] | PhantomDefinition | None = None
+    references: str | os.PathLike[str] | None = None
     bones: bool = True
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.sex is not None:
+            sex = alm_mod.normalise_sex(self.sex)
+            if sex is None:
+                raise InputError(f"Sex '{self.sex}' is not understood: give M or F.")
+            self.sex = sex  # type: ignore[assignment]
+        _check_range("age", self.age_years, AGE_RANGE_YEARS, "years")
+        _check_range("height", self.height_m, HEIGHT_RANGE_M, "m")
+        _check_choice("density model", self.density_model, get_args(DensityModelName))
+        _check_choice("sarcopenia criteria", self.criteria, get_args(CriteriaName))
+        if not isinstance(self.calibration, Calibration):
+            _check_choice("calibration", self.calibration, get_args(CalibrationMethod))
+
+
+def checked_ct(ct: CTImage) -> CTImage:
+    """``ct`` after the CT input check: refused (InputError) or with its warnings in notes.
+
+    The check (:func:`CTMuscleBoneLib.validation.check_ct`: modality, HU scale, spacing,
+    non-finite voxels, thick slices, contrast, kVp, metal) runs once per image: the
+    returned image is marked ``metadata.checked``; an image already marked is returned
+    as it is. The voxels are not copied.
+    """
+    from dataclasses import replace
+
+    from .validation import check_ct
+
+    if ct.metadata.checked:
+        return ct
+    warnings = check_ct(ct)
+    meta = replace(ct.metadata, notes=ct.metadata.notes + tuple(warnings), checked=True)
+    return CTImage(ct.hu, ct.geometry, meta)
+
+
+def _check_range(what: str, value: float | None, bounds: tuple[float, float], unit: str) -> None:
+    if value is None:
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"The {what} '{value}' is not a number.") from None
+    if not math.isfinite(v) or not bounds[0] < v <= bounds[1]:
+        raise InputError(
+            f"The {what} {value:g} {unit} is not plausible (expected {bounds[0]:g}-"
+            f"{bounds[1]:g} {unit}); check the value and its unit."
+        )
+
+
+def _check_choice(what: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"Unknown {what} '{value}'; choose one of {', '.join(choices)}.")
 
 
 def measure_case(
@@ -73,6 +146,9 @@ def measure_case(
     options: MeasureOptions | None = None,
     progress: ProgressCallback = no_progress,
     provenance: Provenance | None = None,
+    *,
+    reuse: Results | None = None,
+    reuse_structures: frozenset[str] = frozenset(),
 ) -> Results:
     """Measure everything a labelled CT allows.
 
@@ -87,26 +163,29 @@ def measure_case(
         ``progress(fraction, message)``.
     provenance : Provenance, optional
         Filled in further (models, coefficients) and attached to the results.
+    reuse, reuse_structures : Results, set of str
+        After an edit: femurs named in ``reuse_structures`` are not measured again;
+        their rows (and projections) are copied from ``reuse``. Used by
+        :func:`CTMuscleBoneLib.pipeline.remeasure`.
 
     Returns
     -------
     Results
+        Rows, warnings and provenance; ``artifacts['calibration']`` holds the
+        calibration used and ``artifacts['options']`` the options.
+
+    Raises
+    ------
+    InputError
+        The CT is not a usable CT in HU (see :func:`CTMuscleBoneLib.validation.check_ct`),
+        the label map is not on its grid or holds nothing CTMuscleBone measures.
     """
     options = options or MeasureOptions()
+    ct = checked_ct(ct)
     if not labels.geometry.same_grid(ct.geometry):
         raise InputError(
             "The label map is not on the CT's voxel grid; read it with read_labels(), "
             "which resamples it when both share physical space."
-        )
-    if options.density_model not in DENSITY_MODELS:
-        raise InputError(
-            f"Unknown density model '{options.density_model}'; choose one of "
-            f"{', '.join(DENSITY_MODELS)}."
-        )
-    if options.criteria not in alm_mod.CRITERIA:
-        raise InputError(
-            f"Unknown sarcopenia criteria '{options.criteria}'; choose one of "
-            f"{', '.join(alm_mod.CRITERIA)}."
         )
     results = Results(provenance=provenance or Provenance())
     results.unknown_labels = dict(labels.unknown)
@@ -124,6 +203,8 @@ def measure_case(
         )
     sex = alm_mod.normalise_sex(options.sex or ct.metadata.patient_sex)
     height_m = options.height_m if options.height_m is not None else ct.metadata.patient_height_m
+    results.provenance.patient = patient_provenance(ct, options)
+    results.artifacts["options"] = options
 
     # --- muscles, lean mass, SMI -----------------------------------------------------
     density = DENSITY_MODELS[options.density_model]
@@ -137,7 +218,8 @@ def measure_case(
                 if r.quantity in ("mass", "lean_mass"):
                     r.flags.append(f"unvalidated: density model {density.name}")
         results.extend(rows)
-        model = alm_mod.load_alm_model(options.alm_model)
+        model = (options.alm_model if isinstance(options.alm_model, alm_mod.ALMModel)
+                 else alm_mod.load_alm_model(options.alm_model))
         results.provenance.coefficients.append(model.provenance_entry())
         results.provenance.coefficients.append(
             {"kind": "muscle density", "name": density.name, "description": density.description}
@@ -151,16 +233,18 @@ def measure_case(
     femurs = [k for k in present if k.startswith("femur_")]
     vertebrae = [k for k in present if k.startswith("vertebrae_L")]
     if options.bones and (femurs or vertebrae):
-        progress(0.4, f"calibrating HU to BMD ({options.calibration})")
-        calibration = choose_calibration(ct, labels, options, results)
+        if isinstance(options.calibration, Calibration):
+            calibration = options.calibration
+            results.warnings.append(f"calibration (given): {calibration.method_text()}")
+        else:
+            progress(0.4, f"calibrating HU to BMD ({options.calibration})")
+            calibration = choose_calibration(ct, labels, options, results)
+        results.artifacts["calibration"] = calibration
         results.provenance.coefficients.append(calibration_provenance(calibration))
         if femurs:
-            from .femur import measure_femurs
-
             progress(0.5, f"femoral BMD ({', '.join(femurs)})")
-            femur_out = measure_femurs(ct, labels, calibration)
-            results.extend(femur_out.rows)
-            results.artifacts["femur"] = femur_out
+            _measure_femurs(ct, labels, calibration, results, reuse,
+                            reuse_structures & set(femurs))
         if vertebrae:
             from .spine.measure import measure_spine
 
@@ -185,7 +269,9 @@ def choose_calibration(
     from .calibration.api import calibrate
 
     method = options.calibration
-    if method not in ("auto", "phantom", "internal", "none"):
+    if isinstance(method, Calibration):
+        return method
+    if method not in get_args(CalibrationMethod):
         raise InputError(
             f"Unknown calibration '{method}': use auto, phantom, internal or none."
         )
@@ -234,3 +320,57 @@ def calibration_provenance(cal: Calibration) -> dict[str, object]:
         "points": [list(p) for p in cal.points],
         "warnings": list(cal.warnings),
     }
+
+
+def _measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration, results: Results,
+                    reuse: Results | None, reuse_keys: set[str]) -> None:
+    """Femoral BMD rows into ``results``; sides in ``reuse_keys`` are copied from ``reuse``."""
+    from .femur import FemurOutput, measure_femurs
+
+    out = FemurOutput()
+    old = reuse.artifacts.get("femur") if reuse is not None else None
+    keep = {k for k in reuse_keys if reuse is not None}
+    if keep:
+        for r in reuse.rows:  # type: ignore[union-attr]
+            if r.structure in keep:
+                out.rows.append(ResultRow(r.structure, r.quantity, r.value, r.unit, r.method,
+                                          list(r.flags)))
+        for side in ("left", "right"):
+            if f"femur_{side}" in keep and old is not None:
+                if side in old.projections:
+                    out.projections[side] = old.projections[side]
+                if side in old.landmarks:
+                    out.landmarks[side] = old.landmarks[side]
+    todo = [k for k in ("femur_left", "femur_right")
+            if labels.value_of(k) is not None and k not in keep]
+    if todo:
+        sub = LabelMap(labels.array, labels.geometry,
+                       {v: k for v, k in labels.structures.items() if k in todo},
+                       source=labels.source,
+                       overlays={k: m for k, m in labels.overlays.items() if k in todo})
+        fresh = measure_femurs(ct, sub, calibration)
+        out.rows.extend(fresh.rows)
+        out.projections.update(fresh.projections)
+        out.landmarks.update(fresh.landmarks)
+    order = {"femur_left": 0, "femur_right": 1}
+    out.rows.sort(key=lambda r: order.get(r.structure, 2))  # stable: keeps quantity order
+    results.extend(out.rows)
+    results.artifacts["femur"] = out
+
+
+def patient_provenance(ct: CTImage, options: MeasureOptions) -> dict[str, object]:
+    """Sex, height and age used, each with its source ('option', 'DICOM header' or None)."""
+    meta = ct.metadata
+
+    def pick(opt: object, header: object) -> tuple[object, str | None]:
+        if opt is not None:
+            return opt, "option"
+        if header is not None:
+            return header, "DICOM header"
+        return None, None
+
+    sex, sex_src = pick(options.sex, alm_mod.normalise_sex(meta.patient_sex))
+    height, height_src = pick(options.height_m, meta.patient_height_m)
+    age, age_src = pick(options.age_years, meta.patient_age_years)
+    return {"sex": sex, "sex_source": sex_src, "height_m": height, "height_source": height_src,
+            "age_years": age, "age_source": age_src}

@@ -64,3 +64,63 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def check_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that ``path`` can become an output folder.
+
+    Returns the path. Raises :class:`~CTMuscleBoneLib.errors.InputError` when it names
+    an existing file, or when no folder can be created there (nearest existing parent
+    not a folder or not writable).
+    """
+    from .errors import InputError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"The output path {out} is an existing file; give a folder "
+                         "(it is created when absent).")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError(f"The output folder {out} cannot be created: {probe} is a file.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"The output folder {out} cannot be written: no write permission "
+                         f"on {probe}.")
+    return out
+
+
+@contextlib.contextmanager
+def staged_output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty staging folder; its files move into ``path`` only on success.
+
+    A run that fails (or is interrupted) leaves no partial output: the staging folder
+    (a hidden sibling of ``path``) is removed and ``path`` is as it was. On success
+    every entry of the staging folder replaces the entry of the same name in ``path``
+    (created when absent); other files already in ``path`` are kept.
+    """
+    import shutil
+
+    out = check_output_dir(path)
+    parent = out.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    try:
+        yield stage
+        if not out.exists():
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(stage, 0o777 & ~umask)
+            os.replace(stage, out)
+            return
+        for entry in sorted(stage.iterdir()):
+            dest = out / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(entry, dest)
+        stage.rmdir()
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise

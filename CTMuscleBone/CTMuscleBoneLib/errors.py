@@ -24,3 +24,8 @@ class ModelError(CTMuscleBoneError):
 
 class CancelledError(CTMuscleBoneError):
     """A long step (e.g. segmentation) was cancelled by the user."""
+
+
+class MissingDependencyError(CTMuscleBoneError):
+    """An optional package (an extra such as ``segmentation`` or ``reports``) is missing;
+    the message names the package and how to install it."""

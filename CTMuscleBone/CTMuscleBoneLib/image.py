@@ -231,6 +231,9 @@ class CTMetadata:
     patient_id: str | None = None
     source: str | None = None  # path or description of where the image came from
     notes: tuple[str, ...] = ()  # messages from reading (e.g. which series was chosen)
+    #: True once :func:`CTMuscleBoneLib.pipeline.check_ct` accepted the image (its
+    #: warnings are then in ``notes``), so the check runs once per image.
+    checked: bool = False
 
     def with_notes(self, *notes: str) -> CTMetadata:
         return replace(self, notes=self.notes + tuple(notes))
@@ -292,6 +295,11 @@ class LabelMap:
         "phantom ground truth", a file path, ...).
     notes : tuple of str
         Messages from reading (e.g. "resampled onto the CT grid"), for the report.
+    overlays : dict[str, np.ndarray of bool, (n0, n1, n2)]
+        Full masks of structures whose voxels overlap another structure (e.g. two
+        segments of a hand-edited Slicer segmentation that share voxels). The single
+        ``array`` cannot hold a voxel twice; :meth:`mask` returns the overlay of such a
+        structure, so every structure is measured on its own, complete mask.
     """
 
     array: np.ndarray
@@ -300,6 +308,7 @@ class LabelMap:
     unknown: dict[int, str] = field(default_factory=dict)
     source: str = "unspecified"
     notes: tuple[str, ...] = ()  # messages from reading (resampling, merged labels, ...)
+    overlays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if tuple(self.array.shape) != self.geometry.shape:
@@ -309,6 +318,12 @@ class LabelMap:
                 f"A label map must hold integer labels; this one holds {self.array.dtype} "
                 "values. Save the segmentation as an integer label map."
             )
+        for key, m in self.overlays.items():
+            if tuple(np.shape(m)) != self.geometry.shape or np.asarray(m).dtype != bool:
+                raise ValueError(f"overlay of {key} must be a bool array of shape "
+                                 f"{self.geometry.shape}")
+            if self.value_of(key) is None:
+                raise ValueError(f"overlay of {key}: the structure has no label value")
 
     def value_of(self, key: str) -> int | None:
         """Label value of an anatomy key, or None when the map does not contain it."""
@@ -319,12 +334,15 @@ class LabelMap:
 
     def mask(self, key: str) -> np.ndarray:
         """Boolean mask (n0, n1, n2) of one anatomy structure (all False when absent)."""
+        if key in self.overlays:
+            return np.asarray(self.overlays[key], dtype=bool)
         value = self.value_of(key)
         if value is None:
             return np.zeros(self.array.shape, dtype=bool)
         return self.array == value
 
     def present_keys(self) -> list[str]:
-        """Anatomy keys whose label value occurs at least once in the array."""
+        """Anatomy keys with at least one voxel (in the array or in their overlay)."""
         present = set(np.unique(self.array).tolist())
-        return [k for v, k in sorted(self.structures.items()) if v in present]
+        return [k for v, k in sorted(self.structures.items())
+                if v in present or (k in self.overlays and bool(self.overlays[k].any()))]

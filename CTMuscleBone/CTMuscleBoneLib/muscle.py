@@ -187,11 +187,17 @@ def measure_muscles(
     for value, key in sorted(labels.structures.items()):
         if structure(key).group != "muscle":
             continue
-        box = boxes[value - 1] if 0 < value <= len(boxes) else None
+        if key in labels.overlays:  # overlapping structure: its own full mask
+            full = labels.mask(key)
+            found = ndimage.find_objects(full.astype(np.int8))
+            box = found[0] if found else None
+            mask_box = full[box] if box is not None else None
+        else:
+            box = boxes[value - 1] if 0 < value <= len(boxes) else None
+            mask_box = labels.array[box] == value if box is not None else None
         if box is None:
             continue
-        m = measure_muscle(ct.hu[box], labels.array[box] == value, ct.geometry, key, density,
-                           box)
+        m = measure_muscle(ct.hu[box], mask_box, ct.geometry, key, density, box)
         if m is not None:
             out.append(m)
     return out

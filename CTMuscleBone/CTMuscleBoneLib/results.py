@@ -83,6 +83,9 @@ class Provenance:
     models: list[dict[str, Any]] = field(default_factory=list)
     coefficients: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Sex, height (m) and age (years) used, each with its source ('option' or
+    #: 'DICOM header'; None when not known).
+    patient: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

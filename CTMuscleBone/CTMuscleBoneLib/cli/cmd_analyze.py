@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..analysis import MeasureOptions
-from ..atomic import atomic_write_text
+from .. import pipeline
+from ..atomic import check_output_dir, staged_output_dir
 from ..image import CTImage
-from ..progress import ProgressCallback, stderr_progress, sub_progress
+from ..pipeline import Analysis, SegmentOptions
+from ..progress import stderr_progress, sub_progress
 from ..results import Provenance, Results
 from .cmd_measure import add_measure_model_arguments, options_from_args
-from .common import add_calibration_arguments, add_patient_arguments, load_ct, write_results
+from .common import add_calibration_arguments, add_patient_arguments, load_ct
 
 
 def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,81 +46,65 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-@dataclass
-class AnalysisOutput:
-    """What :func:`analyze_ct` produced."""
-
-    results: Results
-    segmentation: object  # segmentation.pipeline.Segmentation
-    out_dir: Path
+def segment_options_from_args(args: argparse.Namespace) -> SegmentOptions:
+    """SegmentOptions from --model, --samples, --seed, --device."""
+    return SegmentOptions(model=args.model, samples=args.samples, seed=args.seed,
+                          device=args.device)
 
 
-def analyze_ct(
-    ct: CTImage,
-    prov: Provenance,
-    options: MeasureOptions,
-    out: Path,
-    *,
-    model: str | None = None,
-    samples: int | None = None,
-    seed: int | None = None,
-    device: str = "auto",
-    figure: bool = True,
-    quiet: bool = False,
-    progress: ProgressCallback | None = None,
-) -> AnalysisOutput:
-    """Segment, write the segmentation, measure, write results, summary and figure."""
-    from ..analysis import measure_case
-    from ..segmentation.pipeline import format_review, segment_ct, write_segmentation
-    from ..summary import format_summary
+def write_analysis(analysis: Analysis, ct: CTImage, prov: Provenance, out: Path,
+                   figure: bool = True) -> str:
+    """Write segmentation, results, summary and figure of an analysis into ``out``.
 
-    progress = progress or stderr_progress(quiet)
-    seg = segment_ct(ct, model=model, samples=samples, seed=seed, device=device,
-                     progress=sub_progress(progress, 0.05, 0.75))
-    if seg.card.synthetic:
-        print(f"*** {seg.card.clinical_use_warning} ***", file=sys.stderr)
-    write_segmentation(seg, ct, out / "segmentation", prov.input_ct, prov.input_ct_sha256)
-    prov.label_source = seg.result.label_map.source
-    prov.models.append(seg.provenance_entry())
-    results = measure_case(ct, seg.result.label_map, options,
-                           progress=sub_progress(progress, 0.75, 0.95), provenance=prov)
-    if seg.card.synthetic:
-        results.warnings.insert(0, seg.card.clinical_use_warning)
-    results.artifacts["segmentation"] = seg
-    write_results(results, out, quiet=True)
+    Returns the summary text (results table and review list).
+    """
+    from ..segmentation.pipeline import format_review
+
+    seg = analysis.segmentation
+    results = analysis.results
+    pipeline.write_segmentation(seg, ct, out / "segmentation", prov)
     review = format_review(seg)
-    summary = format_summary(results)
-    atomic_write_text(out / "summary.txt", summary + "\n\n" + review + "\n")
     if figure:
-        try:
-            from ..figures import overview_figure
-        except ImportError:  # matplotlib is optional (extra "reports")
-            results.warnings.append("matplotlib not installed: overview.png not written")
-        else:
-            femur = results.artifacts.get("femur")
-            values = {side: {q: results.value(f"femur_{side}", q)
-                             for q in ("abmd_total_hip", "abmd_femoral_neck")
-                             if results.get(f"femur_{side}", q)}
-                      for side in (femur.projections if femur else {})}
-            overview_figure(ct.hu, seg.result.label_map, out / "overview.png",
-                            uncertainty=seg.result.uncertainty.get("predictive_variance"),
-                            femur_projections=femur.projections if femur else None,
-                            femur_values=values,
-                            title=seg.card.clinical_use_warning if seg.card.synthetic else "")
-    progress(1.0, f"results in {out}")
-    if not quiet:
-        print(summary)
-        print()
-        print(review)
-        if seg.card.synthetic:
-            print(f"\n*** {seg.card.clinical_use_warning} ***")
-    return AnalysisOutput(results, seg, out)
+        write_overview_figure(results, ct, seg, out / "overview.png")
+    pipeline.write_outputs(results, out, summary_extra=review)
+    return (out / "summary.txt").read_text(encoding="utf-8")
+
+
+def write_overview_figure(results: Results, ct: CTImage, seg, path: Path) -> None:
+    """overview.png: CT, segmentation, uncertainty heatmap, femur projections."""
+    try:
+        from ..figures import overview_figure
+    except ImportError:  # matplotlib is optional (extra "reports")
+        results.warnings.append("matplotlib not installed (extra 'reports'): overview.png "
+                                "not written")
+        return
+    femur = results.artifacts.get("femur")
+    values = {side: {q: results.value(f"femur_{side}", q)
+                     for q in ("abmd_total_hip", "abmd_femoral_neck")
+                     if results.get(f"femur_{side}", q)}
+              for side in (femur.projections if femur else {})}
+    overview_figure(ct.hu, seg.result.label_map, path,
+                    uncertainty=seg.result.uncertainty.get("predictive_variance"),
+                    femur_projections=femur.projections if femur else None,
+                    femur_values=values,
+                    title=seg.card.clinical_use_warning if seg.card.synthetic else "")
 
 
 def run(args: argparse.Namespace) -> int:
+    out = check_output_dir(args.out)
     progress = stderr_progress(args.quiet)
+    options = options_from_args(args)
+    seg_options = segment_options_from_args(args)
     ct, prov = load_ct(args.ct, args.series, progress)
-    analyze_ct(ct, prov, options_from_args(args), Path(args.out), model=args.model,
-               samples=args.samples, seed=args.seed, device=args.device,
-               figure=not args.no_figure, quiet=args.quiet, progress=progress)
+    analysis = pipeline.analyze(ct, seg_options, options, progress=sub_progress(progress, 0.05,
+                                                                               0.95),
+                                provenance=prov)
+    seg = analysis.segmentation
+    with staged_output_dir(out) as stage:
+        summary = write_analysis(analysis, ct, prov, stage, figure=not args.no_figure)
+    progress(1.0, f"results in {out}")
+    if not args.quiet:
+        print(summary)
+    if seg.card.synthetic:
+        print(f"*** {seg.card.clinical_use_warning} ***", file=sys.stderr)
     return 0

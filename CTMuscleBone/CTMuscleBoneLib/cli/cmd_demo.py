@@ -15,8 +15,9 @@ import io
 import sys
 from pathlib import Path
 
-from ..analysis import MeasureOptions
-from ..atomic import atomic_write_text
+from .. import pipeline
+from ..atomic import atomic_write_text, check_output_dir, staged_output_dir
+from ..pipeline import MeasureOptions, SegmentOptions
 from ..progress import stderr_progress, sub_progress
 from ..results import Provenance, sha256_of_path
 from .cmd_phantom import SYNTHETIC_BANNER, write_phantom
@@ -58,28 +59,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..phantoms import PhantomSpec, make_phantom
-    from ..segmentation.evaluate import evaluate_label_maps
-    from .cmd_analyze import analyze_ct
-
-    out = Path(args.out)
+    out = check_output_dir(args.out)
+    seg_options = SegmentOptions(samples=args.samples, device=args.device)
+    pipeline.require_segmentation()
     progress = stderr_progress(args.quiet)
     print(f"*** {SYNTHETIC_BANNER} ***", file=sys.stderr)
+    with staged_output_dir(out) as stage:
+        text = _run_demo(args, seg_options, stage, out, progress)
+    if not args.quiet:
+        print(text)
+    progress(1.0, "demo done")
+    return 0
+
+
+def _run_demo(args: argparse.Namespace, seg_options: SegmentOptions, stage: Path, out: Path,
+              progress) -> str:
+    """Build the phantom, analyze it and write every demo file into ``stage``."""
+    from ..phantoms import PhantomSpec, make_phantom
+    from ..segmentation.evaluate import evaluate_label_maps
+    from .cmd_analyze import write_analysis
+
     progress(0.0, "building the synthetic phantom (full region, calibration phantom, RAS)")
     spec = PhantomSpec(region="full", spacing_mm=args.spacing, orientation="RAS",
                        seed=args.seed, calibration=True, calibration_definition="B-MAS200",
                        sex="F", height_m=1.55, age_years=72.0, vertebra_bmd_mg_cm3=95.0)
     phantom = make_phantom(spec)
-    paths = write_phantom(phantom, out / "input")
-    prov = Provenance(input_ct=str(paths["ct"]), input_ct_sha256=sha256_of_path(paths["ct"]),
-                      notes=[SYNTHETIC_BANNER])
+    paths = write_phantom(phantom, stage / "input")
+    prov = Provenance(input_ct=str(out / "input" / paths["ct"].name),
+                      input_ct_sha256=sha256_of_path(paths["ct"]), notes=[SYNTHETIC_BANNER])
     options = MeasureOptions(sex="F", height_m=1.55, age_years=72.0, phantom="B-MAS200")
-    analysis = analyze_ct(phantom.ct, prov, options, out, samples=args.samples,
-                          device=args.device, quiet=True,
-                          progress=sub_progress(progress, 0.1, 0.95))
-    seg_labels = analysis.segmentation.result.label_map  # type: ignore[attr-defined]
-    model_keys = [k for k in analysis.segmentation.card.labels.values()  # type: ignore[attr-defined]
-                  if k != "background"]
+    analysis = pipeline.analyze(phantom.ct, seg_options, options,
+                                progress=sub_progress(progress, 0.1, 0.9), provenance=prov)
+    seg_labels = analysis.segmentation.result.label_map
+    model_keys = [k for k in analysis.segmentation.card.labels.values() if k != "background"]
     scores = evaluate_label_maps(seg_labels, phantom.labels, model_keys, case="demo",
                                  with_surface=False)
     buf = io.StringIO()
@@ -88,25 +100,25 @@ def run(args: argparse.Namespace) -> int:
     for s in scores:
         w.writerow([s.structure, "" if s.dice is None else f"{s.dice:.4f}", s.pred_voxels,
                     s.ref_voxels])
-    atomic_write_text(out / "demo_check.csv", buf.getvalue())
-    atomic_write_text(out / "README.txt", README)
+    atomic_write_text(stage / "demo_check.csv", buf.getvalue())
+    atomic_write_text(stage / "README.txt", README)
 
     res = analysis.results
-    lines = [f"*** {SYNTHETIC_BANNER} ***", ""]
-    lines.append((out / "summary.txt").read_text())
+    check = []
     valid = [s for s in scores if s.dice is not None]
     if valid:
         worst = min(valid, key=lambda s: s.dice)
         mean = sum(s.dice for s in valid) / len(valid)
-        lines.append(f"Segmentation vs ground truth: mean Dice {mean:.3f} over {len(valid)} "
+        check.append(f"Segmentation vs ground truth: mean Dice {mean:.3f} over {len(valid)} "
                      f"structures, lowest {worst.structure} {worst.dice:.3f} (demo_check.csv)")
     l1 = res.get("vertebrae_L1", "trabecular_vbmd")
     if l1 is not None and l1.value is not None:
-        lines.append(f"L1 trabecular vBMD {l1.value:.1f} mg/cm3 measured; the phantom was "
+        check.append(f"L1 trabecular vBMD {l1.value:.1f} mg/cm3 measured; the phantom was "
                      f"built with {spec.vertebra_bmd_mg_cm3:.1f} mg/cm3")
-    lines.append(f"\nResults folder: {out} (see README.txt there)")
-    text = "\n".join(lines)
-    if not args.quiet:
-        print(text)
-    progress(1.0, "demo done")
-    return 0
+    progress(0.95, "writing results")
+    summary = write_analysis(analysis, phantom.ct, prov, stage)
+    text = "\n".join([f"*** {SYNTHETIC_BANNER} ***", "", summary.rstrip("\n"), "",
+                      "Demo self-check (synthetic phantom truth):", *check,
+                      f"\nResults folder: {out} (see README.txt there)"])
+    atomic_write_text(stage / "summary.txt", text + "\n")
+    return text

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..alm import CRITERIA, normalise_sex, parse_height_m
-from ..analysis import MeasureOptions
+from .. import pipeline
+from ..alm import CRITERIA, parse_height_m
+from ..atomic import check_output_dir
 from ..density_models import DENSITY_MODELS
+from ..pipeline import MeasureOptions
 from ..progress import stderr_progress, sub_progress
 from .common import (
     add_calibration_arguments,
     add_patient_arguments,
     load_inputs,
-    run_measurement,
     write_results,
 )
 
@@ -55,12 +56,13 @@ def add_measure_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = check_output_dir(args.out)
+    options = options_from_args(args)
     progress = stderr_progress(args.quiet)
     ct, labels, prov = load_inputs(args.ct, args.labels, args.label_format, args.names,
                                    args.series, progress)
-    options = options_from_args(args)
-    results = run_measurement(ct, labels, options, prov, sub_progress(progress, 0.3, 1.0))
-    write_results(results, Path(args.out), quiet=args.quiet)
+    results = pipeline.measure(ct, labels, options, sub_progress(progress, 0.3, 1.0), prov)
+    write_results(results, Path(out), quiet=args.quiet)
     return 0
 
 
@@ -70,7 +72,7 @@ def options_from_args(args: argparse.Namespace) -> MeasureOptions:
     if args.height is not None:
         height_m, note = parse_height_m(args.height)
     return MeasureOptions(
-        sex=normalise_sex(args.sex),
+        sex=args.sex,
         height_m=height_m,
         age_years=args.age,
         density_model=args.density_model,

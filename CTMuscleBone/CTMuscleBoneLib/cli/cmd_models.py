@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Segmentation models are folders holding card.json and "
         "model.safetensors. They are looked up in the user folder ($CTMUSCLEBONE_MODELS, "
         "default ~/.ctmusclebone/models) and then in the bundled folders "
-        "($CTMUSCLEBONE_BUNDLED_MODELS, the repository's Resources/Models).",
+        "($CTMUSCLEBONE_BUNDLED_MODELS, CTMuscleBone/Resources/Models).",
     )
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
     pl = msub.add_parser("list", help="list installed and bundled models")

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-BANNER = "demo model trained on synthetic phantoms — not for clinical images"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,22 +40,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io_ct import read_ct
+    from .. import pipeline
+    from ..atomic import check_output_dir, staged_output_dir
     from ..progress import stderr_progress
-    from ..results import sha256_of_path
-    from ..segmentation.pipeline import format_review, segment_ct, write_segmentation
+    from ..segmentation.pipeline import format_review
+    from .common import load_ct
 
+    out = check_output_dir(args.out)
+    options = pipeline.SegmentOptions(model=args.model, samples=args.samples, seed=args.seed,
+                                      device=args.device)
+    pipeline.require_segmentation()
     progress = stderr_progress(args.quiet)
-    ct = read_ct(args.ct, series_uid=args.series)
-    seg = segment_ct(ct, model=args.model, samples=args.samples, seed=args.seed,
-                     device=args.device, progress=progress)
-    if seg.card.synthetic:
-        print(f"*** {BANNER} ***", file=sys.stderr)
-    out = Path(args.out)
-    write_segmentation(seg, ct, out, str(args.ct), sha256_of_path(args.ct))
+    ct, prov = load_ct(args.ct, args.series, progress)  # refuses MR and other non-CT input
+    seg = pipeline.segment(ct, options, progress=progress)
+    with staged_output_dir(out) as stage:
+        pipeline.write_segmentation(seg, ct, stage, prov)
     print(format_review(seg))
     if seg.card.synthetic:
-        print(f"\n*** {BANNER} ***")
+        print(f"\n*** {seg.card.clinical_use_warning} ***")
     print(f"\nWrote {out / 'labels.nii.gz'}, uncertainty maps and review list to {out}",
           file=sys.stderr)
     return 0

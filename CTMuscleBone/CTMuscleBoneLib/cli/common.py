@@ -39,13 +39,10 @@ def load_ct(
 ) -> tuple[CTImage, Provenance]:
     """Read and check a CT; provenance with its checksum. Warnings go to the CT notes."""
     from ..io_ct import read_ct
-    from ..validation import check_ct
+    from ..pipeline import check_ct
 
     progress(0.0, f"reading CT {ct_path}")
-    ct = read_ct(ct_path, series_uid=series)
-    warnings = check_ct(ct)
-    if warnings:
-        ct.metadata = ct.metadata.with_notes(*warnings)
+    ct = check_ct(read_ct(ct_path, series_uid=series))
     prov = Provenance(input_ct=str(ct_path), input_ct_sha256=sha256_of_path(ct_path))
     return ct, prov
 
@@ -70,22 +67,18 @@ def load_inputs(
     return ct, labels, prov
 
 
-def run_measurement(ct: CTImage, labels: LabelMap, options, prov: Provenance,
-                    progress: ProgressCallback) -> Results:
-    """Run :func:`CTMuscleBoneLib.analysis.measure_case` with provenance."""
-    from ..analysis import measure_case
+def write_results(results: Results, out_dir: Path, quiet: bool = False) -> dict[str, Path]:
+    """Write results.csv, results.json and summary.txt into ``out_dir`` (staged: all or
+    nothing); print the summary table."""
+    from ..atomic import staged_output_dir
+    from ..pipeline import write_outputs
 
-    return measure_case(ct, labels, options, progress=progress, provenance=prov)
-
-
-def write_results(results: Results, out_dir: Path, quiet: bool = False) -> tuple[Path, Path]:
-    """Write results.csv and results.json into ``out_dir``; print the summary table."""
-    from ..summary import format_summary
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = results.write_csv(out_dir / "results.csv")
-    json_path = results.write_json(out_dir / "results.json")
+    with staged_output_dir(out_dir) as stage:
+        write_outputs(results, stage)
+    paths = {k: out_dir / n for k, n in (("csv", "results.csv"), ("json", "results.json"),
+                                         ("summary", "summary.txt"))}
     if not quiet:
-        print(format_summary(results))
-        print(f"\nWrote {csv_path} and {json_path}", file=sys.stderr)
-    return csv_path, json_path
+        print(paths["summary"].read_text(encoding="utf-8"), end="")
+        print(f"\nWrote {paths['csv']}, {paths['json']} and {paths['summary']}",
+              file=sys.stderr)
+    return paths

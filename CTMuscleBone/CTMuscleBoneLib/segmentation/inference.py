@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import product
 
@@ -41,12 +40,11 @@ import torch
 from ..anatomy import BY_KEY
 from ..errors import CancelledError, InputError, ModelError
 from ..image import CTImage, Geometry, LabelMap
+from ..progress import ProgressCallback
 from .config import InferenceConfig, InputConfig
 from .network import BayesianUNet
 from .preprocess import prepare_input, resample
 from .uncertainty import MCAccumulator, StructureUncertainty, entropy, review_list
-
-ProgressCallback = Callable[[float, str], None]
 
 #: Key of the background channel in a model's labels.
 BACKGROUND = "background"
@@ -207,10 +205,33 @@ def keep_largest_components(labels: np.ndarray, values: list[int]) -> None:
         sizes = np.bincount(comp.ravel())
         sizes[0] = 0
         sub[(comp != 0) & (comp != int(np.argmax(sizes)))] = 0
+def _review_volumes_on_ct_grid(review: list, lab: np.ndarray, voxel_cm3: float) -> None:
+    """Set each review entry's volume and presence from the final label map on the CT grid.
+
+    The scores are computed on the model grid; the volumes a reader compares with the
+    results table must be those of the label map that is measured.
+    """
+    counts = np.bincount(lab.ravel().astype(np.int64, copy=False))
+    for r in review:
+        n = int(counts[r.label_value]) if 0 <= r.label_value < counts.size else 0
+        r.volume_cm3 = n * voxel_cm3
+        r.present = r.present and n > 0
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
-    if isinstance(device, str) and device == "auto":
+    """The one device rule: 'auto' -> CUDA when available, else CPU.
+
+    Raises InputError for 'cuda' without a CUDA GPU and for an unknown device name.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("The device cuda was asked for but no CUDA GPU is available; "
+                         "use cpu or auto.")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"Unknown device '{device}': use auto, cpu or cuda.")
     return torch.device(device)
 
 
@@ -478,6 +499,7 @@ def predict(
         argmax_on_grid(out.mean_probability, grid, ct.geometry, lut, lab)
     if inference_cfg.largest_component:
         keep_largest_components(lab, list(structures))
+    _review_volumes_on_ct_grid(review, lab, ct.geometry.voxel_volume_cm3)
     label_map = LabelMap(lab, ct.geometry, dict(structures),
                          source=source or "CTMuscleBone Bayesian U-Net")
     unc: dict[str, np.ndarray] = {}

@@ -8,8 +8,9 @@ names. Models are looked up in, first to last (the first folder holding a name w
 2. the **bundled folders** (read-only, shipped with CTMuscleBone):
    ``$CTMUSCLEBONE_BUNDLED_MODELS`` (an ``os.pathsep``-separated list) if set, then
    ``Resources/Models`` found by walking up from this file (the source tree and an
-   editable install: ``<repo>/Resources/Models``; the Slicer extension: the extension's
-   ``Resources/Models`` beside the module), then ``<sys.prefix>/share/ctmusclebone/models``
+   editable install: ``<repo>/CTMuscleBone/Resources/Models``; the installed Slicer
+   extension: ``Resources/Models`` in the scripted-modules folder beside
+   ``CTMuscleBoneLib``), then ``<sys.prefix>/share/ctmusclebone/models``
    (where a wheel may place data files).
 
 Every model is checked before use: card schema and anatomy labels, weights file
@@ -201,16 +202,53 @@ def install_model(source: str | os.PathLike[str], models_dir: str | os.PathLike[
     return ModelCard.load(dest)
 
 
-def load_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, device: str = "cpu"):
+#: Loaded models by (folder, device, card and weights file stamps): a model is read and
+#: its weights hashed once per process, not on every call.
+_MODEL_CACHE: dict[tuple, tuple] = {}
+_MODEL_CACHE_SIZE = 2
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+def load_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, device: str = "cpu",
+               *, cache: bool = True):
     """Load a model for inference: ``(card, network)`` with verified weights.
 
     The network is in ``eval`` mode on ``device``; Monte-Carlo dropout is switched on
-    by the inference code, not here.
+    by the inference code, not here. With ``cache`` (the default) the last
+    :data:`_MODEL_CACHE_SIZE` models are kept: a second call for the same folder and
+    device returns the same objects without reading or hashing the weights again, as
+    long as neither the card nor the weights file changed on disk (size and
+    modification time).
     """
+    folder = _resolve(name_or_path).resolve()
+    if not cache:
+        return _load_model_uncached(folder, device)
+    card_path = folder / CARD_FILE
+    card = ModelCard.load(folder)
+    key = (str(folder), str(device), _file_stamp(card_path), _file_stamp(card.weights_path))
+    hit = _MODEL_CACHE.get(key)
+    if hit is not None:
+        return hit
+    loaded = _load_model_uncached(folder, device)
+    _MODEL_CACHE[key] = loaded
+    while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
+        _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
+    return loaded
+
+
+def clear_model_cache() -> None:
+    """Forget every cached model (the next :func:`load_model` reads from disk)."""
+    _MODEL_CACHE.clear()
+
+
+def _load_model_uncached(folder: Path, device: str):
     from .network import build_network
     from .weights import load_weights
 
-    folder = _resolve(name_or_path)
     card = ModelCard.load(folder)
     try:
         network = build_network(card.architecture)

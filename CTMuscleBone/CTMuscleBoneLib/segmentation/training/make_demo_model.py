@@ -3,7 +3,7 @@
 One command reproduces it (fixed seed; CPU, about 20-25 minutes on 2 cores)::
 
     python -m CTMuscleBoneLib.segmentation.training.make_demo_model \\
-        --out Resources/Models/ctmusclebone-demo-synthetic
+        --out CTMuscleBone/Resources/Models/ctmusclebone-demo-synthetic
 
 Steps: build varied phantoms (:mod:`.synthetic`, training seeds), train by the recipe
 of :mod:`.train` with :data:`DEMO_CONFIG`, copy the model folder to ``--out``, then

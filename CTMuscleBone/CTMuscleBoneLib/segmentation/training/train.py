@@ -45,6 +45,7 @@ from ... import anatomy
 from ...atomic import atomic_write_text
 from ...errors import InputError, ModelError
 from ..config import InferenceConfig, InputConfig, NetworkConfig
+from ..inference import resolve_device
 from ..model_card import BACKGROUND, SYNTHETIC_WARNING, ModelCard, TrainingInfo, WeightsInfo
 from ..network import build_network
 from ..weights import read_weights, save_weights
@@ -224,18 +225,6 @@ def _init_distributed(device: torch.device) -> _Dist:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     return _Dist(world, dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU -> InputError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is available; "
-                         "use --device cpu or auto.")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise InputError(f"Unknown device '{device}': use auto, cpu or cuda.")
-    return torch.device(device)
 
 
 # -- transforms ------------------------------------------------------------------------

@@ -1,0 +1,401 @@
+"""The public library API: one call per step of the workflow.
+
+The command line (``cli/``) and the 3D Slicer module both call these functions and
+nothing below them, so a clinician in Slicer and a researcher on a cohort get the
+same checks, the same numbers and the same warnings::
+
+    from CTMuscleBoneLib import pipeline
+    from CTMuscleBoneLib.io_ct import read_ct
+
+    ct = pipeline.check_ct(read_ct("ct.nii.gz"))            # refuses what is not a CT in HU
+    seg = pipeline.segment(ct, pipeline.SegmentOptions(samples=10))
+    results = pipeline.measure(ct, seg.result.label_map,
+                               pipeline.MeasureOptions(sex="F", height_m=1.62))
+    # ... the clinician corrects gluteus_medius_left in the Segment Editor ...
+    update = pipeline.remeasure(ct, edited_labels, results, changed=["gluteus_medius_left"])
+    pipeline.write_outputs(update.results, "out/")
+
+``analyze`` is segment + measure in one call. Every function takes an optional
+``progress(fraction, message)`` callback; ``segment`` and ``analyze`` take a
+``threading.Event`` that cancels them (:class:`~CTMuscleBoneLib.errors.CancelledError`).
+Nothing here prints. This module imports neither torch nor Qt nor Slicer at import
+time: segmentation modules are imported when :func:`segment` is first called.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from .analysis import (
+    CalibrationMethod,
+    CriteriaName,
+    DensityModelName,
+    MeasureOptions,
+    Sex,
+    checked_ct,
+    measure_case,
+)
+from .atomic import atomic_write_text
+from .errors import CancelledError, InputError, MissingDependencyError
+from .image import CTImage, LabelMap
+from .progress import ProgressCallback, no_progress, sub_progress
+from .results import Provenance, ResultRow, Results
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .segmentation.pipeline import Segmentation
+
+Device = Literal["auto", "cpu", "cuda"]
+
+#: Flag carried by rows recomputed after a hand edit of the segmentation.
+EDITED_FLAG = "edited: segmentation corrected by hand"
+
+__all__ = [
+    "Analysis",
+    "CalibrationMethod",
+    "CriteriaName",
+    "DensityModelName",
+    "Device",
+    "EDITED_FLAG",
+    "MeasureOptions",
+    "Remeasurement",
+    "SegmentOptions",
+    "Sex",
+    "analyze",
+    "check_ct",
+    "measure",
+    "remeasure",
+    "segment",
+    "write_outputs",
+    "write_segmentation",
+]
+
+
+def check_ct(ct: CTImage) -> CTImage:
+    """Refuse what is not a usable CT in HU; return the CT with its warnings in its notes.
+
+    Parameters
+    ----------
+    ct : CTImage
+
+    Returns
+    -------
+    CTImage
+        The same voxels, ``metadata.checked`` set and warnings (thick slices, contrast,
+        kVp, metal, ...) appended to ``metadata.notes``.
+
+    Raises
+    ------
+    InputError
+        Not a CT in HU (MR, wrongly scaled), single slice, non-finite voxels, broken
+        spacing. :func:`measure`, :func:`segment` and :func:`analyze` call it too.
+    """
+    return checked_ct(ct)
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to run the Bayesian U-Net.
+
+    Attributes
+    ----------
+    model : str or None
+        Installed model name or model folder; None = the bundled demo model (trained
+        on synthetic phantoms only: not for clinical images).
+    samples : int or None
+        Monte-Carlo dropout samples T (None: the model card's, usually 10).
+    seed : int or None
+        Seed of the dropout masks (None: the card's), for reproducible uncertainty.
+    device : {'auto', 'cpu', 'cuda'}
+    """
+
+    model: str | None = None
+    samples: int | None = None
+    seed: int | None = None
+    device: Device = "auto"
+
+    def __post_init__(self) -> None:
+        if self.samples is not None and int(self.samples) < 1:
+            raise InputError(f"The number of Monte-Carlo samples must be >= 1, got "
+                             f"{self.samples}.")
+        if self.seed is not None and int(self.seed) < 0:
+            raise InputError(f"The seed must be >= 0, got {self.seed}.")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"Unknown device '{self.device}'; choose auto, cpu or cuda.")
+
+
+def require_segmentation() -> None:
+    """Raise :class:`MissingDependencyError` (naming the extra) unless torch, MONAI and
+    safetensors are importable."""
+    _require_segmentation_packages()
+
+
+def _require_segmentation_packages() -> None:
+    """MissingDependencyError naming the extra when torch, MONAI or safetensors is absent."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "monai", "safetensors")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"Segmentation needs {', '.join(missing)}, which is not installed: install "
+            "torch first (pip install torch), then pip install \"ctmusclebone[segmentation]\" "
+            "(in 3D Slicer the module offers to install them)."
+        )
+
+
+def segment(
+    ct: CTImage,
+    options: SegmentOptions | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Segmentation:
+    """Segment a CT with the Bayesian U-Net: labels, uncertainty maps and review list.
+
+    Parameters
+    ----------
+    ct : CTImage
+        Any orientation and spacing; checked with :func:`check_ct` first.
+    options : SegmentOptions
+    progress : callable (fraction, message), optional
+    cancel : threading.Event, optional
+        Set it (from another thread) to stop the run with CancelledError.
+
+    Returns
+    -------
+    Segmentation
+        ``result.label_map`` (LabelMap on the CT grid), ``result.uncertainty``
+        ({map name: float32 array (n0, n1, n2)}), ``result.review`` (structures, most
+        uncertain first, volumes measured on the CT grid), ``card`` (the model card:
+        ``card.synthetic`` is True for the demo model).
+
+    Raises
+    ------
+    InputError, ModelError, CancelledError, MissingDependencyError
+    """
+    options = options or SegmentOptions()
+    ct = checked_ct(ct)
+    _require_segmentation_packages()
+    from .segmentation.pipeline import segment_ct
+
+    return segment_ct(ct, model=options.model, samples=options.samples, seed=options.seed,
+                      device=options.device, progress=progress, cancel=cancel)
+
+
+def write_segmentation(seg: Segmentation, ct: CTImage, out_dir: str | os.PathLike[str],
+                       provenance: Provenance | None = None) -> dict[str, Path]:
+    """Write a segmentation's files into ``out_dir`` (atomically, file by file).
+
+    Files: ``labels.nii.gz`` and its sidecar ``labels.labels.json`` (label value ->
+    anatomy key), ``uncertainty_<map>.nii.gz`` (float16, compressed), ``review.json``,
+    ``review.csv``. Returns {role: path}.
+    """
+    from .segmentation.pipeline import write_segmentation as _write
+
+    prov = provenance or Provenance()
+    return _write(seg, ct, Path(out_dir), prov.input_ct, prov.input_ct_sha256)
+
+
+def measure(
+    ct: CTImage,
+    labels: LabelMap,
+    options: MeasureOptions | None = None,
+    progress: ProgressCallback | None = None,
+    provenance: Provenance | None = None,
+) -> Results:
+    """Measure everything a labelled CT allows (muscles, ALM/SMI, femoral and lumbar BMD).
+
+    Parameters
+    ----------
+    ct : CTImage
+        Checked with :func:`check_ct` (refused when not a CT in HU).
+    labels : LabelMap
+        On the CT's grid (:func:`CTMuscleBoneLib.io_labels.read_labels` resamples).
+    options : MeasureOptions
+    progress : callable, optional
+    provenance : Provenance, optional
+
+    Returns
+    -------
+    Results
+        ``artifacts['calibration']`` holds the calibration used (reused by
+        :func:`remeasure`), ``artifacts['femur']`` the DXA-view projections.
+    """
+    return measure_case(ct, labels, options, progress=progress or no_progress,
+                        provenance=provenance)
+
+
+@dataclass
+class Analysis:
+    """What :func:`analyze` produced: the results and the segmentation they came from."""
+
+    results: Results
+    segmentation: Segmentation
+
+
+def analyze(
+    ct: CTImage,
+    segment_options: SegmentOptions | None = None,
+    measure_options: MeasureOptions | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    provenance: Provenance | None = None,
+) -> Analysis:
+    """Segment a CT, then measure it: :func:`segment` followed by :func:`measure`.
+
+    The model's provenance (name, version, weights SHA-256, T, seed, device) is added
+    to the results; a synthetic (demo) model puts its warning first in the results'
+    warnings. Writes nothing: see :func:`write_outputs` and :func:`write_segmentation`.
+    """
+    progress = progress or no_progress
+    ct = checked_ct(ct)
+    seg = segment(ct, segment_options, sub_progress(progress, 0.0, 0.8), cancel)
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("Analysis cancelled.")
+    prov = provenance or Provenance()
+    prov.label_source = seg.result.label_map.source
+    prov.models.append(seg.provenance_entry())
+    results = measure_case(ct, seg.result.label_map, measure_options,
+                           progress=sub_progress(progress, 0.8, 1.0), provenance=prov)
+    if seg.card.synthetic:
+        results.warnings.insert(0, seg.card.clinical_use_warning)
+        results.artifacts["model_warning"] = seg.card.clinical_use_warning
+    results.artifacts["segmentation"] = seg
+    return Analysis(results, seg)
+
+
+@dataclass
+class Remeasurement:
+    """The outcome of :func:`remeasure`.
+
+    Attributes
+    ----------
+    results : Results
+        The whole updated table (same row order as a fresh :func:`measure`).
+    changed_rows : set of (structure, quantity)
+        Rows whose value or flags differ from the previous results, plus rows that
+        appeared or disappeared.
+    edited_structures : set of str
+        The anatomy keys named as edited (those present in the label map or the
+        previous results).
+    """
+
+    results: Results
+    changed_rows: set[tuple[str, str]] = field(default_factory=set)
+    edited_structures: set[str] = field(default_factory=set)
+
+
+def remeasure(
+    ct: CTImage,
+    labels: LabelMap,
+    previous: Results,
+    changed: Iterable[str],
+    options: MeasureOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> Remeasurement:
+    """Measure again after the segmentation was edited, without running the network.
+
+    The calibration of ``previous`` (``previous.artifacts['calibration']``) is reused,
+    so the edit of a muscle does not move a BMD value through a new calibration fit;
+    femurs that were not edited keep their rows and projections (the femur projection
+    is the slowest measurement); muscles, totals, ALM/SMI and the lumbar spine are
+    computed again from the edited label map. Every row of an edited structure, and
+    every row whose value changed because of the edit (group totals, ALM, SMI, lumbar
+    summaries), carries :data:`EDITED_FLAG`.
+
+    Parameters
+    ----------
+    ct : CTImage
+    labels : LabelMap
+        The edited label map on the CT grid (overlapping segments in ``overlays``).
+    previous : Results
+        The results before the edit (from :func:`measure`, :func:`analyze` or an
+        earlier :func:`remeasure`).
+    changed : iterable of str
+        Anatomy keys of the structures that were edited (added or removed included).
+    options : MeasureOptions, optional
+        Default: the options of ``previous``; a calibration in ``previous`` always wins
+        over the options' calibration method.
+    progress : callable, optional
+
+    Returns
+    -------
+    Remeasurement
+    """
+    from .anatomy import structure
+
+    changed_keys = set(changed)
+    for key in changed_keys:
+        structure(key)  # KeyError -> not an anatomy key
+    opts = options or previous.artifacts.get("options") or MeasureOptions()
+    calibration = previous.artifacts.get("calibration")
+    if calibration is not None:
+        opts = replace(opts, calibration=calibration, notes=[])
+    femur_keys = {"femur_left", "femur_right"}
+    reusable = (femur_keys - changed_keys) if "femur" in previous.artifacts else set()
+    prov = replace(previous.provenance, models=list(previous.provenance.models),
+                   coefficients=[], notes=list(previous.provenance.notes))
+    results = measure_case(ct, labels, opts, progress=progress or no_progress,
+                           provenance=prov, reuse=previous,
+                           reuse_structures=frozenset(reusable))
+    banner = previous.artifacts.get("model_warning")
+    if banner:  # the demo-model warning of analyze() stays first
+        results.warnings.insert(0, banner)
+        results.artifacts["model_warning"] = banner
+    if "segmentation" in previous.artifacts:
+        results.artifacts["segmentation"] = previous.artifacts["segmentation"]
+
+    before = {(r.structure, r.quantity): r for r in previous.rows}
+    after = {(r.structure, r.quantity): r for r in results.rows}
+    changed_rows = {k for k in before.keys() | after.keys()
+                    if k not in before or k not in after
+                    or not _same_row(before[k], after[k])}
+    for r in results.rows:
+        if r.structure in changed_keys or (r.structure, r.quantity) in changed_rows:
+            r.flags = [f for f in r.flags if f != EDITED_FLAG] + [EDITED_FLAG]
+    # rows marked edited in an earlier round stay marked
+    for r in results.rows:
+        old = before.get((r.structure, r.quantity))
+        if old is not None and EDITED_FLAG in old.flags and EDITED_FLAG not in r.flags:
+            r.flags.append(EDITED_FLAG)
+    results.provenance.notes.append(
+        "re-measured after hand edits of: " + (", ".join(sorted(changed_keys)) or "nothing"))
+    return Remeasurement(results, changed_rows, changed_keys)
+
+
+def _same_row(a: ResultRow, b: ResultRow) -> bool:
+    flags_a = [f for f in a.flags if f != EDITED_FLAG]
+    flags_b = [f for f in b.flags if f != EDITED_FLAG]
+    return (a.unit == b.unit and flags_a == flags_b
+            and (a.value == b.value or (a.value != a.value and b.value != b.value)))
+
+
+def write_outputs(
+    results: Results,
+    out_dir: str | os.PathLike[str],
+    summary_extra: str = "",
+) -> dict[str, Path]:
+    """Write ``results.csv``, ``results.json`` and ``summary.txt`` into ``out_dir``.
+
+    Each file is written atomically (a reader never sees half a file). The summary
+    starts with every warning that concerns the whole case (the demo-model banner
+    among them). Returns {role: path}.
+    """
+    from .summary import format_summary
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"The output path {out} is a file, not a folder; give a folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": results.write_csv(out / "results.csv"),
+             "json": results.write_json(out / "results.json")}
+    text = format_summary(results)
+    if summary_extra:
+        text += "\n\n" + summary_extra
+    paths["summary"] = out / "summary.txt"
+    atomic_write_text(paths["summary"], text.rstrip("\n") + "\n")
+    return paths
