@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from CTMuscleBoneLib.alm import ALMModel
 from CTMuscleBoneLib.analysis import MeasureOptions, measure_case
 from CTMuscleBoneLib.anatomy import BY_KEY
 from CTMuscleBoneLib.cli.main import main
@@ -77,15 +78,28 @@ def _ct_labels(p):
     return p.ct, p.labels
 
 
-def test_smi_from_phantom_metadata_arithmetic(phantom_1mm) -> None:
+def test_default_alm_model_refuses_a_crop_without_thigh(phantom_1mm) -> None:
+    """The crop shows the gluteal muscles and the iliopsoas, no thigh: the default model
+    (it needs gluteal and thigh muscles) gives no ALM and no SMI, and says why."""
     res = measure_case(phantom_1mm.ct, phantom_1mm.labels,
                        MeasureOptions(height_m=1.5, sex="F", alm_model=None))
-    smi = res.get("patient", "smi")
-    alm = res.get("patient", "alm")
-    if alm.value is not None:
-        assert smi.value == pytest.approx(alm.value / 1.5**2)
-    else:  # the crop shows no thigh muscle: the default model refuses, with a reason
-        assert any("not_measurable" in f for f in alm.flags)
+    assert res.get("gluteal_total", "volume") is not None
+    assert res.get("thigh_total", "volume") is None
+    alm, smi = res.get("patient", "alm"), res.get("patient", "smi")
+    assert alm.value is None and smi.value is None
+    assert any(f.startswith("not_measurable") and "thigh" in f for f in alm.flags)
+
+
+def test_smi_from_phantom_arithmetic(phantom_1mm) -> None:
+    """A model with no required regions: ALM from the crop's lower-limb muscle mass."""
+    model = ALMModel("test", "lower_limb_total/mass", intercept_kg=1.0, slope=2.0,
+                     validated=True)
+    res = measure_case(phantom_1mm.ct, phantom_1mm.labels,
+                       MeasureOptions(height_m=1.5, sex="F", alm_model=model))
+    mass_kg = res.value("lower_limb_total", "mass") / 1000.0
+    assert mass_kg > 0.1
+    assert res.value("patient", "alm") == pytest.approx(1.0 + 2.0 * mass_kg)
+    assert res.value("patient", "smi") == pytest.approx((1.0 + 2.0 * mass_kg) / 1.5**2)
 
 
 def _sha(path: Path) -> str:
@@ -107,8 +121,9 @@ def test_cli_measure_on_a_phantom(tmp_path: Path, capsys) -> None:
     assert d["provenance"]["input_ct_sha256"] == before[0]
     assert d["provenance"]["input_labels_sha256"] == before[1]
     assert any("centimetres" in w for w in d["warnings"])
-    assert (out / "results.csv").read_text().startswith("structure,quantity,value,unit")
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json"]
+    assert (out / "results.csv").read_text().startswith(
+        "structure,display_name,quantity,value,unit")
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "summary.txt"]
 
 
 def test_cli_measure_bad_input_is_one_line(tmp_path: Path, capsys) -> None:

@@ -233,3 +233,38 @@ def test_write_outputs(tmp_path, hip_case):
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="is a file"):
         pipeline.write_outputs(results, tmp_path / "file")
+
+
+# --- progress on the command line --------------------------------------------------------
+def test_progress_in_a_log_is_sparse():
+    import io
+
+    from CTMuscleBoneLib.progress import stderr_progress
+
+    buf = io.StringIO()
+    report = stderr_progress(stream=buf)
+    for i in range(400):
+        report(i / 400, f"window {i}")
+    report(1.0, "done")
+    lines = buf.getvalue().splitlines()
+    assert 10 <= len(lines) <= 12
+    assert lines[-1].startswith("[100%] done")
+
+
+def test_progress_on_a_terminal_is_one_line():
+    import io
+
+    from CTMuscleBoneLib.progress import stderr_progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    buf = Tty()
+    report = stderr_progress(stream=buf)
+    for i in range(50):
+        report(i / 50, "x" * (50 - i))
+    report(1.0, "done")
+    text = buf.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert text.count("\r") == 51

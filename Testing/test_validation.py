@@ -98,7 +98,39 @@ def test_warnings_thick_slices_contrast_kvp_metal():
 def test_stated_no_contrast_and_thin_slices_do_not_warn():
     assert check_ct(body_ct(contrast_agent="NONE", slice_thickness_mm=1.0)) == []
     # header slice thickness larger than spacing (overlapping reconstruction) counts
-    assert "4 mm thick" in check_ct(body_ct(slice_thickness_mm=4.0))[0]
+    warnings = check_ct(body_ct(slice_thickness_mm=4.0))
+    assert any("4 mm thick" in w for w in warnings)
+
+
+@pytest.mark.parametrize("modality", [None, "", "UNKNOWN", "OT", "OTHER", "MET_MOD_UNKNOWN"])
+def test_undecided_modality_is_judged_by_hu(modality):
+    assert check_ct(body_ct(modality=modality)) == []
+    mr = body_ct(modality=modality)
+    mr.hu[...] = np.abs(mr.hu) + 10  # no negative values: not HU
+    with pytest.raises(InputError, match="not Hounsfield"):
+        check_ct(mr)
+
+
+def test_slice_thickness_rule_one_place():
+    from CTMuscleBoneLib.validation import (
+        effective_slice_thickness_mm,
+        slice_spacing_mm,
+        slice_thickness_note,
+    )
+
+    thick = body_ct(spacing=(0.8, 0.8, 2.0), slice_thickness_mm=5.0)  # overlapping
+    assert slice_spacing_mm(thick.geometry) == 2.0
+    assert effective_slice_thickness_mm(thick) == 5.0
+    assert "overlapping" in slice_thickness_note(thick)
+    assert any("differs from slice spacing 2 mm" in w for w in check_ct(thick))
+    gapped = body_ct(spacing=(0.8, 0.8, 5.0), slice_thickness_mm=1.0)
+    assert effective_slice_thickness_mm(gapped) == 5.0
+    assert "gapped" in slice_thickness_note(gapped)
+    same = body_ct(spacing=(0.8, 0.8, 2.5), slice_thickness_mm=2.6)  # within 10 %
+    assert slice_thickness_note(same) is None
+    assert effective_slice_thickness_mm(same) == 2.6
+    assert slice_thickness_note(body_ct()) is None  # no header value (NIfTI)
+    assert effective_slice_thickness_mm(body_ct(spacing=(1.0, 1.0, 3.5))) == 3.5
 
 
 def test_real_ct_passes(real_data_dir):

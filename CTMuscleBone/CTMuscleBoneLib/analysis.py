@@ -100,6 +100,9 @@ class MeasureOptions:
         _check_choice("sarcopenia criteria", self.criteria, get_args(CriteriaName))
         if not isinstance(self.calibration, Calibration):
             _check_choice("calibration", self.calibration, get_args(CalibrationMethod))
+        if self.alm_model is not None and not isinstance(self.alm_model, alm_mod.ALMModel):
+            # read (and check) the file now, before any work
+            self.alm_model = alm_mod.load_alm_model(self.alm_model)
 
 
 def checked_ct(ct: CTImage) -> CTImage:
@@ -187,7 +190,13 @@ def measure_case(
             "The label map is not on the CT's voxel grid; read it with read_labels(), "
             "which resamples it when both share physical space."
         )
+    from .plausibility import apply_plausibility
+
+    # a structure whose HU or volume is anatomically impossible is left out (flagged);
+    # a map wrong as a whole (another label scheme) is refused
+    labels, plausibility_warnings = apply_plausibility(ct, labels)
     results = Results(provenance=provenance or Provenance())
+    results.warnings.extend(plausibility_warnings)
     results.unknown_labels = dict(labels.unknown)
     results.provenance.label_source = results.provenance.label_source or labels.source
     results.provenance.ct_geometry = ct.geometry.describe()

@@ -8,13 +8,25 @@ facts that the file holds. It does not judge whether the image is a usable CT; t
 DICOM folders
 -------------
 A folder is scanned recursively; files that are not DICOM (or DICOMDIR, or DICOM
-without pixel data) are ignored. Image files are grouped by SeriesInstanceUID. When
+without pixel data) are ignored. Image files are grouped by SeriesInstanceUID; files
+without one (anonymised exports) are grouped by :data:`FALLBACK_SERIES_TAGS`
+(StudyInstanceUID, FrameOfReferenceUID, SeriesNumber, description, orientation, image
+size, pixel spacing) and a note says so. When
 the folder holds several series and ``series_uid`` is not given, the series is chosen
 by this rule (stated in ``metadata.notes``):
 
 1. only CT series (Modality ``CT``) are candidates; when there is none, all series are;
 2. the series with the most slices (distinct slice positions) wins;
 3. ties: the smallest slice thickness; then the lowest SeriesNumber; then the UID.
+
+Refusals common to every format (one place each): non-finite voxels
+(:func:`refuse_non_finite`; NIfTI also on its raw bytes, since ITK reads NaN as 0),
+NIfTI ``pixdim[1..3]`` zero, negative or non-finite (ITK would silently use 1 mm or
+the absolute value; ``pixdim[0]`` = qfac = -1 is legal), zero/negative spacing and
+non-orthonormal directions (:class:`~CTMuscleBoneLib.image.Geometry`; the message
+names the file). A header modality that says nothing (MetaImage ``MET_MOD_UNKNOWN``
+or ``MET_MOD_OTHER``) is stored as None with a note: the HU values decide
+(:func:`CTMuscleBoneLib.validation.check_ct`).
 
 Pixel values: SimpleITK (GDCM) applies RescaleSlope/RescaleIntercept. A CT file
 without these tags whose values are all >= 0 is refused as unrescaled (raw detector
@@ -68,6 +80,17 @@ def _suffix_of(path: Path, suffixes: Iterable[str]) -> str | None:
     return None
 
 
+def image_stem(name: str | os.PathLike[str]) -> str | None:
+    """File name without its image ending (any of :data:`IMAGE_SUFFIXES`, any case).
+
+    ``seg.nii.gz`` -> ``seg``; ``b.seg.nrrd`` -> ``b.seg``; ``notes.txt`` -> None. The
+    one suffix rule used for sidecars, TotalSegmentator mask names and case names.
+    """
+    base = Path(name).name
+    suffix = _suffix_of(Path(base), IMAGE_SUFFIXES)
+    return base[: len(base) - len(suffix)] if suffix else None
+
+
 def _sitk() -> Any:
     import SimpleITK as sitk
 
@@ -107,18 +130,53 @@ def parse_dicom_age(age: str | None) -> float | None:
     return {"Y": n, "M": n / 12.0, "W": n / 52.1775, "D": n / 365.25}[unit]
 
 
-def _pixel_array_for_ct(image: Any) -> np.ndarray:
-    """ITK-order voxel array of a scalar SimpleITK image; float64 is stored as float32."""
+def _non_finite_message(source: str, n_bad: int, n_total: int) -> str:
+    return (f"'{source}' holds {n_bad} non-finite voxel value(s) (NaN or infinity) out of "
+            f"{n_total}; voxel values must be finite. Replace them (e.g. by -1024 HU, "
+            "air, outside the body) or export the image again.")
+
+
+def refuse_non_finite(array: np.ndarray, source: str) -> None:
+    """Raise :class:`InputError` when ``array`` holds NaN or infinity.
+
+    The non-finite check of every CT reader (NIfTI, NRRD, MetaImage, DICOM) on the
+    decoded voxels. ITK's NIfTI reader turns NaN into 0 (water) before this point, so
+    NIfTI files are also checked on their raw bytes (:func:`_scan_nifti_data`).
+    """
+    if array.dtype.kind != "f":
+        return
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    n_bad = int(array.size - np.count_nonzero(finite))
+    raise InputError(_non_finite_message(source, n_bad, array.size))
+
+
+def _pixel_array_for_ct(image: Any, source: str) -> np.ndarray:
+    """ITK-order voxel array of a scalar SimpleITK image; float64 is stored as float32.
+
+    Refuses colour/vector images and non-finite voxels (:func:`refuse_non_finite`).
+    """
     sitk = _sitk()
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
-            f"The image has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour "
-            "or vector image); a CT holds one value (HU) per voxel. Export the CT as a "
-            "grey-scale volume."
+            f"'{source}' has {image.GetNumberOfComponentsPerPixel()} values per voxel "
+            "(colour or vector image); a CT holds one value (HU) per voxel. Export the "
+            "CT as a grey-scale volume."
         )
     if image.GetPixelID() in (sitk.sitkFloat64,):
         image = sitk.Cast(image, sitk.sitkFloat32)
-    return array_from_sitk(image)
+    array = array_from_sitk(image)
+    refuse_non_finite(array, source)
+    return array
+
+
+def _geometry(image: Any, source: str | os.PathLike[str]) -> Geometry:
+    """Geometry of a SimpleITK image; a refusal (spacing, direction) names the file."""
+    try:
+        return Geometry.from_sitk(image)
+    except InputError as exc:
+        raise InputError(f"'{source}': {exc}") from None
 
 
 def _squeeze_to_3d(image: Any) -> Any:
@@ -138,61 +196,164 @@ def _squeeze_to_3d(image: Any) -> Any:
 # ------------------------------------------------------------------------------------
 # image files
 # ------------------------------------------------------------------------------------
-def _nifti_truncated(path: Path) -> str | None:
-    """Why a NIfTI file is incomplete, or None when its voxel data are all there.
+@dataclass(frozen=True)
+class NiftiHeader:
+    """The raw NIfTI-1/-2 header fields that ITK hides or silently "repairs".
 
-    ITK reads a truncated NIfTI (plain or gzip) without an error, filling the missing
-    voxels, so the size is checked here: header ``vox_offset`` + voxels x ``bitpix``/8
-    (NIfTI-1 and NIfTI-2 layouts, either byte order).
+    Attributes
+    ----------
+    dim : tuple of int, (8,)
+        ``dim[0]`` is the number of dimensions, ``dim[1:]`` the sizes.
+    pixdim : tuple of float, (8,)
+        ``pixdim[0]`` is qfac (+1 or -1, the sign of the third axis in the quaternion
+        form; 0 is read as +1), ``pixdim[1:4]`` the voxel size in ``xyzt_units``.
+    bitpix : int
+    vox_offset : int
+        Byte offset of the voxel data.
+    datatype : int
+        NIfTI datatype code (16 float32, 64 float64, 4 int16, ...).
+    endian : str
+        ``'<'`` or ``'>'``.
+    """
+
+    dim: tuple[int, ...]
+    pixdim: tuple[float, ...]
+    bitpix: int
+    vox_offset: int
+    datatype: int = 0
+    endian: str = "<"
+
+    @property
+    def n_voxels(self) -> int:
+        ndim = int(self.dim[0])
+        if not 1 <= ndim <= 7:
+            return 0
+        return int(np.prod([max(int(d), 1) for d in self.dim[1:ndim + 1]], dtype=np.int64))
+
+
+def read_nifti_header(path: Path) -> NiftiHeader | None:
+    """Raw NIfTI header of ``path`` (plain or gzip), or None if it is not NIfTI-1/-2.
+
+    Raises
+    ------
+    InputError
+        When the header itself is incomplete or the compressed stream is broken.
     """
     gz = path.name.lower().endswith(".gz")
     try:
         with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
             hdr = f.read(540)
-            size = len(hdr)
-            if gz:
-                while chunk := f.read(1 << 22):
-                    size += len(chunk)
     except (EOFError, OSError, zlib.error):
-        return "the compressed stream ends early"
-    if not gz:
-        size = path.stat().st_size
+        raise InputError(f"Cannot read '{path}': the compressed stream is damaged. "
+                         "Copy or export it again.") from None
     if len(hdr) < 348:
-        return "the header is incomplete"
+        raise InputError(f"Cannot read '{path}': the NIfTI header is incomplete. "
+                         "Copy or export it again.")
     for endian in "<>":
         sizeof_hdr = struct.unpack(endian + "i", hdr[:4])[0]
         if sizeof_hdr == 348:
-            dim = struct.unpack(endian + "8h", hdr[40:56])
-            bitpix = struct.unpack(endian + "h", hdr[72:74])[0]
-            offset = int(struct.unpack(endian + "f", hdr[108:112])[0])
-            break
+            return NiftiHeader(
+                dim=struct.unpack(endian + "8h", hdr[40:56]),
+                pixdim=struct.unpack(endian + "8f", hdr[76:108]),
+                bitpix=struct.unpack(endian + "h", hdr[72:74])[0],
+                vox_offset=int(struct.unpack(endian + "f", hdr[108:112])[0]),
+                datatype=struct.unpack(endian + "h", hdr[70:72])[0],
+                endian=endian,
+            )
         if sizeof_hdr == 540 and len(hdr) >= 540:
-            dim = struct.unpack(endian + "8q", hdr[16:80])
-            bitpix = struct.unpack(endian + "h", hdr[14:16])[0]
-            offset = struct.unpack(endian + "q", hdr[168:176])[0]
-            break
-    else:
-        return None  # not a NIfTI header we know; let ITK judge
-    ndim = int(dim[0])
-    if not 1 <= ndim <= 7:
-        return None
-    n_vox = int(np.prod([max(int(d), 1) for d in dim[1:ndim + 1]], dtype=np.int64))
-    expected = max(offset, 348) + n_vox * max(int(bitpix), 1) // 8
-    if size < expected:
-        return f"{size} bytes instead of {expected}"
-    return None
+            return NiftiHeader(
+                dim=struct.unpack(endian + "8q", hdr[16:80]),
+                pixdim=struct.unpack(endian + "8d", hdr[104:168]),
+                bitpix=struct.unpack(endian + "h", hdr[14:16])[0],
+                vox_offset=struct.unpack(endian + "q", hdr[168:176])[0],
+                datatype=struct.unpack(endian + "h", hdr[12:14])[0],
+                endian=endian,
+            )
+    return None  # not a NIfTI header we know; let ITK judge
+
+
+#: NIfTI datatype codes of floating-point voxels -> numpy type character.
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+def _scan_nifti_data(path: Path, header: NiftiHeader) -> tuple[str | None, int]:
+    """One pass over a NIfTI file: (why it is truncated or None, non-finite voxels).
+
+    ITK reads a truncated NIfTI (plain or gzip) without an error, filling the missing
+    voxels, and reads NaN as 0, so both are checked here on the raw bytes: the size
+    must reach ``vox_offset`` + voxels x ``bitpix``/8, and float voxels are counted for
+    NaN/infinity (NIfTI-1 and NIfTI-2 layouts, either byte order).
+    """
+    n_vox = header.n_voxels
+    if n_vox == 0:
+        return None, 0
+    offset = max(header.vox_offset, 348)
+    expected = offset + n_vox * max(int(header.bitpix), 1) // 8
+    ftype = _NIFTI_FLOAT_TYPES.get(int(header.datatype))
+    dtype = np.dtype(header.endian + ftype) if ftype else None
+    gz = path.name.lower().endswith(".gz")
+    if dtype is None and not gz:
+        size = path.stat().st_size
+        return (f"{size} bytes instead of {expected}" if size < expected else None), 0
+    size, n_bad, pending = 0, 0, b""
+    data_end = offset + n_vox * (dtype.itemsize if dtype is not None else 0)
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            while chunk := f.read(1 << 24):
+                start = size
+                size += len(chunk)
+                if dtype is None or size <= offset or start >= data_end:
+                    continue
+                part = pending + chunk[max(offset - start, 0): max(data_end - start, 0)]
+                usable = len(part) - len(part) % dtype.itemsize
+                values = np.frombuffer(part[:usable], dtype=dtype)
+                n_bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+                pending = part[usable:]
+    except (EOFError, OSError, zlib.error):
+        return "the compressed stream ends early", n_bad
+    return (f"{size} bytes instead of {expected}" if size < expected else None), n_bad
+
+
+def _check_nifti_spacing(path: Path, header: NiftiHeader) -> None:
+    """Refuse a NIfTI voxel size of 0, negative or non-finite in ``pixdim[1..3]``.
+
+    ITK (nifti1_io) replaces a zero pixdim by 1 mm and a negative one by its absolute
+    value without a word, which gives wrong volumes. Rule (CTMuscleBone choice):
+    zero, negative or non-finite ``pixdim[1..3]`` are refused (the NIfTI standard
+    allows neither). ``pixdim[0]`` (qfac) of -1 is legal: it flips the third axis of
+    the quaternion orientation and is not a negative spacing.
+    """
+    ndim = min(max(int(header.dim[0]), 0), 3)
+    bad = [(a, float(header.pixdim[a])) for a in range(1, ndim + 1)
+           if not np.isfinite(header.pixdim[a]) or header.pixdim[a] <= 0]
+    if bad:
+        listed = ", ".join(f"pixdim[{a}] = {v:g}" for a, v in bad)
+        raise InputError(
+            f"'{path}' has an invalid voxel size in its NIfTI header ({listed}); readers "
+            "would silently use 1 mm or the absolute value, and volumes would be wrong. "
+            "Set the true voxel spacing (pixdim) and save the image again."
+        )
 
 
 def _read_image_file(path: Path) -> tuple[Any, dict[str, str]]:
-    """Read an image file with SimpleITK; returns the image and its header key/values."""
+    """Read an image file with SimpleITK; returns the image and its header key/values.
+
+    The single image-file reader of the package (CT, label maps, masks): NIfTI files
+    are checked for truncation and for zero/negative voxel sizes first.
+    """
     sitk = _sitk()
     if path.name.lower().endswith((".nii", ".nii.gz")):
-        why = _nifti_truncated(path)
-        if why is not None:
-            raise InputError(
-                f"Cannot read '{path}': the file is truncated or damaged ({why}). "
-                "Copy or export it again."
-            )
+        nifti = read_nifti_header(path)
+        if nifti is not None:
+            why, n_bad = _scan_nifti_data(path, nifti)
+            if why is not None:
+                raise InputError(
+                    f"Cannot read '{path}': the file is truncated or damaged ({why}). "
+                    "Copy or export it again."
+                )
+            _check_nifti_spacing(path, nifti)
+            if n_bad:
+                raise InputError(_non_finite_message(str(path), n_bad, nifti.n_voxels))
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -202,25 +363,71 @@ def _read_image_file(path: Path) -> tuple[Any, dict[str, str]]:
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), "")
+        detail = " ".join(detail.split())[:200]
+        if "Zero-valued spacing" in detail:
+            raise InputError(
+                f"'{path}' has a voxel spacing of 0 in its header; volumes cannot be "
+                "computed. Set the true voxel spacing and save the image again."
+            ) from None
         raise InputError(
             f"Cannot read '{path}': the file is damaged, truncated or not a valid image "
-            f"({detail.strip()[:200] or 'reader failed'}). Re-export or copy it again."
+            f"({detail or 'reader failed'}). Re-export or copy it again."
         ) from None
     return image, header
+
+
+def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, Geometry]:
+    """Read any image file (label map, mask, CT) as (array, geometry), unjudged.
+
+    Parameters
+    ----------
+    path : path-like
+        NIfTI, NRRD or MetaImage file; a 4-D file with one volume is squeezed to 3-D.
+
+    Returns
+    -------
+    array : np.ndarray, (n0, n1, n2)
+        Voxels in ITK index order, the file's data type.
+    geometry : Geometry
+        LPS mm.
+
+    Raises
+    ------
+    InputError
+        Unreadable, truncated, zero/negative NIfTI spacing, non-orthonormal direction,
+        several volumes, several components.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"'{path}' does not exist. Check the path.")
+    image, _ = _read_image_file(path)
+    image = _squeeze_to_3d(image)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"'{path}' has several values per voxel; expected a scalar image.")
+    return array_from_sitk(image), _geometry(image, path)
+
+
+#: Header modalities that do not say what the image is; such images are judged by
+#: their HU values (:func:`CTMuscleBoneLib.validation.check_ct`), not refused. MetaImage
+#: writes ``MET_MOD_UNKNOWN`` (SimpleITK's default) or ``MET_MOD_OTHER``; DICOM ``OT``.
+UNDECIDED_MODALITIES: frozenset[str] = frozenset({"", "UNKNOWN", "OTHER", "OT"})
 
 
 def _read_image_ct(path: Path) -> CTImage:
     image, header = _read_image_file(path)
     image = _squeeze_to_3d(image)
-    geometry = Geometry.from_sitk(image)
-    hu = _pixel_array_for_ct(image)
-    modality = None
-    mod = header.get("Modality", "") or header.get("modality", "")
-    if mod.upper().startswith("MET_MOD_"):
-        modality = mod.upper()[len("MET_MOD_"):]
-    elif mod:
-        modality = mod.upper()
-    meta = CTMetadata(modality=modality, source=str(path))
+    geometry = _geometry(image, path)
+    hu = _pixel_array_for_ct(image, str(path))
+    mod = (header.get("Modality", "") or header.get("modality", "")).strip().upper()
+    if mod.startswith("MET_MOD_"):
+        mod = mod[len("MET_MOD_"):]
+    notes: tuple[str, ...] = ()
+    modality = mod or None
+    if mod and mod in UNDECIDED_MODALITIES:
+        modality = None
+        notes = (f"The header modality '{mod}' does not say CT; the image is judged by its "
+                 "HU values.",)
+    meta = CTMetadata(modality=modality, source=str(path), notes=notes)
     return CTImage(hu=hu, geometry=geometry, metadata=meta)
 
 
@@ -231,7 +438,32 @@ _SCAN_TAGS = [
     "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality", "SeriesNumber",
     "SeriesDescription", "ImagePositionPatient", "ImageOrientationPatient", "SliceThickness",
     "Rows", "Columns", "NumberOfFrames", "InstanceNumber", "RescaleSlope", "RescaleIntercept",
+    "FrameOfReferenceUID", "PixelSpacing", "AcquisitionNumber",
 ]
+
+#: Tags that identify a series when SeriesInstanceUID is empty or absent (anonymised
+#: exports): files agreeing on all of them are taken as one series (CTMuscleBone rule).
+FALLBACK_SERIES_TAGS: tuple[str, ...] = (
+    "StudyInstanceUID", "FrameOfReferenceUID", "SeriesNumber", "Modality",
+    "SeriesDescription", "ImageOrientationPatient", "Rows", "Columns", "PixelSpacing",
+)
+#: Prefix of the series key made from :data:`FALLBACK_SERIES_TAGS`.
+NO_UID_PREFIX = "no-uid-"
+
+
+def _fallback_series_key(ds: Any) -> str:
+    """A series key from :data:`FALLBACK_SERIES_TAGS` for a file without a series UID."""
+    import hashlib
+
+    parts = []
+    for tag in FALLBACK_SERIES_TAGS:
+        value = ds.get(tag)
+        if tag in ("ImageOrientationPatient", "PixelSpacing") and value is not None:
+            value = tuple(round(float(v), 4) for v in value)
+        parts.append(f"{tag}={value}")
+    digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+    number = _str_or_none(ds.get("SeriesNumber"))
+    return f"{NO_UID_PREFIX}{number + '-' if number else ''}{digest}"
 
 
 @dataclass(frozen=True)
@@ -284,6 +516,11 @@ def _is_dicom_file(path: Path) -> bool:
 
 
 def _scan_dicom(folder: Path) -> dict[str, list[tuple[Path, Any]]]:
+    """Image files of ``folder`` grouped into series: series key -> [(path, header)].
+
+    The key is the SeriesInstanceUID; files without one are grouped by
+    :data:`FALLBACK_SERIES_TAGS` under a key starting with :data:`NO_UID_PREFIX`.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -299,11 +536,18 @@ def _scan_dicom(folder: Path) -> dict[str, list[tuple[Path, Any]]]:
             except (InvalidDicomError, OSError, EOFError, ValueError, TypeError,
                     AttributeError, KeyError):
                 continue
-            uid = _str_or_none(ds.get("SeriesInstanceUID"))
-            if uid is None or ds.get("Rows") is None:
+            if ds.get("Rows") is None:
                 continue  # not an image (structured report, presentation state, ...)
+            uid = _str_or_none(ds.get("SeriesInstanceUID")) or _fallback_series_key(ds)
             series.setdefault(uid, []).append((p, ds))
     return series
+
+
+def _fallback_note(uid: str, n_files: int) -> str:
+    return (f"The {n_files} DICOM file(s) of the chosen series have no SeriesInstanceUID "
+            "(anonymised export?); they were grouped by StudyInstanceUID, "
+            "FrameOfReferenceUID, SeriesNumber, description, orientation and image size "
+            f"(series key {uid}). Check that this is the series you meant.")
 
 
 def _series_info(uid: str, items: list[tuple[Path, Any]]) -> DicomSeriesInfo:
@@ -503,6 +747,8 @@ def _read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = N
                 break
     uid, notes = _choose_series(series, series_uid, folder)
     items = series[uid]
+    if uid.startswith(NO_UID_PREFIX):
+        notes.append(_fallback_note(uid, len(items)))
     multiframe = len(items) == 1 and int(items[0][1].get("NumberOfFrames") or 1) > 1
     try:
         if multiframe:
@@ -525,8 +771,8 @@ def _read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = N
             f"The DICOM series {uid} has a single slice; CTMuscleBone needs a volume "
             "(a stack of slices). Choose the full axial series."
         )
-    geometry = Geometry.from_sitk(image)
-    hu = _pixel_array_for_ct(image)
+    geometry = _geometry(image, f"DICOM series {uid} in {folder}")
+    hu = _pixel_array_for_ct(image, f"DICOM series {uid} in {folder}")
     ds0 = items[0][1]
     has_rescale = ds0.get("RescaleSlope") is not None and ds0.get("RescaleIntercept") is not None
     modality = (_str_or_none(ds0.get("Modality")) or "").upper()

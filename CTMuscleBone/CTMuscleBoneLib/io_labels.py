@@ -7,8 +7,16 @@ go to ``LabelMap.unknown`` (listed, never measured).
 
 Formats (``label_format``):
 
-``totalseg``
+``totalseg-v2`` (also ``totalseg``)
     TotalSegmentator v2 multilabel NIfTI, task ``total`` (ids 1-117, table below).
+    The v1 and v2 ids overlap (1-104) but mean different structures (v1 88 is
+    ``femur_left``, v2 88 ``iliopsoas_left``), so a v1 map read as v2 gives wrong
+    structures: ``totalseg`` (unversioned) adds a note saying v2 was assumed, and
+    :mod:`CTMuscleBoneLib.plausibility` refuses a map whose structures do not look
+    like what they claim.
+``totalseg-v1``
+    TotalSegmentator v1 (<= 1.5.x) multilabel NIfTI, task ``total`` (ids 1-104,
+    ``data/totalseg_v1_names.json``); structures are matched by name.
 ``totalseg-folder``
     A TotalSegmentator output folder of per-structure masks ``<name>.nii.gz``.
 ``json`` / ``csv``
@@ -33,6 +41,11 @@ physical extent) is resampled onto the CT grid with nearest-neighbour interpolat
 (SimpleITK) and a note says so (and how many labelled voxels fell outside the CT). A
 label map whose labelled voxels lie wholly outside the CT is refused.
 
+Sidecar versus format: when a names file sits beside the label map (see ``json``) and
+``label_format`` names a fixed table (``totalseg*``, ``canonical``), the explicit
+format wins, and a note names the label values on which the sidecar disagrees (and
+the table the sidecar matches, when it matches another one).
+
 Several label values mapping to one anatomy key (e.g. TotalSegmentator ``sacrum`` and
 ``vertebrae_S1``, both the sacrum here) are merged into the smallest value, with a note.
 """
@@ -43,6 +56,8 @@ import csv
 import json
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +66,7 @@ import numpy as np
 from . import anatomy
 from .errors import InputError
 from .image import Geometry, LabelMap, array_from_sitk
+from .io_ct import image_stem
 
 #: TotalSegmentator v2 task "total": label id -> structure name. Copied from
 #: wasserth/TotalSegmentator totalsegmentator/map_to_binary.py, class_map["total"]
@@ -87,23 +103,30 @@ TOTALSEG_V2_TOTAL: dict[int, str] = {
     116: "sternum", 117: "costal_cartilages",
 }
 
-LABEL_FORMATS = ("auto", "totalseg", "totalseg-folder", "json", "csv", "seg.nrrd",
-                 "canonical")
-_IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _load_v1_table() -> dict[int, str]:
+    from importlib import resources
+
+    text = resources.files("CTMuscleBoneLib").joinpath(
+        "data/totalseg_v1_names.json").read_text(encoding="utf-8")
+    return {int(k): str(v) for k, v in json.loads(text)["labels"].items()}
+
+
+#: TotalSegmentator v1 task "total" (104 classes): label id -> structure name, from
+#: ``data/totalseg_v1_names.json`` (source: wasserth/TotalSegmentator
+#: totalsegmentator/map_to_binary.py class_map["total"], tag v1.5.7, commit
+#: 951f07b9721404f5a4306236358d1d7cab1e3610).
+TOTALSEG_V1_TOTAL: dict[int, str] = _load_v1_table()
+
+LABEL_FORMATS = ("auto", "totalseg", "totalseg-v1", "totalseg-v2", "totalseg-folder",
+                 "json", "csv", "seg.nrrd", "canonical")
 
 
 def _sitk() -> Any:
     import SimpleITK as sitk
 
     return sitk
-
-
-def _strip_suffix(path: Path) -> str:
-    name = path.name
-    for s in _IMAGE_SUFFIXES:
-        if name.lower().endswith(s):
-            return name[: -len(s)]
-    return path.stem
 
 
 # ------------------------------------------------------------------------------------
@@ -170,7 +193,7 @@ def read_names(path: str | os.PathLike[str]) -> dict[int, str]:
 
 
 def _find_sidecar(path: Path) -> Path | None:
-    stem = _strip_suffix(path)
+    stem = image_stem(path.name) or path.stem
     for name in (f"{stem}.labels.json", f"{stem}.json", f"{stem}.csv"):
         cand = path.with_name(name)
         if cand.is_file():
@@ -229,7 +252,6 @@ def to_ct_grid(array: np.ndarray, geometry: Geometry, ct_geometry: Geometry,
     """
     if geometry.same_grid(ct_geometry):
         return array, []
-    sitk = _sitk()
     # Where are the labelled voxels, in CT index space?
     corners_idx = ct_geometry.physical_to_index(_nonzero_extent_mm(array, geometry))
     lo = corners_idx.min(axis=0)
@@ -242,18 +264,10 @@ def to_ct_grid(array: np.ndarray, geometry: Geometry, ct_geometry: Geometry,
             f"position header is wrong. CT: {ct_geometry.describe()}; labels: "
             f"{geometry.describe()}."
         )
-    from .image import sitk_from_array
+    from .segmentation.preprocess import resample
 
-    image = sitk_from_array(array, geometry)
-    f = sitk.ResampleImageFilter()
-    f.SetSize([int(s) for s in ct_geometry.shape])
-    f.SetOutputSpacing(ct_geometry.spacing_mm)
-    f.SetOutputOrigin(ct_geometry.origin_mm)
-    f.SetOutputDirection(tuple(ct_geometry.direction.ravel()))
-    f.SetInterpolator(sitk.sitkNearestNeighbor)
-    f.SetDefaultPixelValue(0)
-    f.SetOutputPixelType(image.GetPixelID())
-    out = array_from_sitk(f.Execute(image))
+    out = np.ascontiguousarray(resample(array, geometry, ct_geometry, "nearest", 0,
+                                        output_dtype=array.dtype))
     notes = [
         f"{what} was on a different voxel grid ({geometry.describe()}) from the CT "
         f"({ct_geometry.describe()}); it was resampled onto the CT grid with "
@@ -275,7 +289,7 @@ def to_ct_grid(array: np.ndarray, geometry: Geometry, ct_geometry: Geometry,
 # ------------------------------------------------------------------------------------
 def _build_label_map(array: np.ndarray, names: dict[int, str], ct_geometry: Geometry,
                      geometry: Geometry, source: str, notes: list[str],
-                     what: str) -> LabelMap:
+                     what: str, hint: str = "") -> LabelMap:
     if not np.any(array):
         raise InputError(
             f"{what} is empty (no nonzero voxel): there is nothing to measure. Check "
@@ -314,7 +328,7 @@ def _build_label_map(array: np.ndarray, names: dict[int, str], ct_geometry: Geom
         raise InputError(
             f"None of the labels in {what.lower() if what.startswith('The') else what} is "
             f"a structure CTMuscleBone knows ({listed}{more}). Check the label format "
-            "(label_format) or the names table."
+            f"(label_format) or the names table.{hint}"
         )
     if unknown:
         shown = ", ".join(sorted(set(unknown.values()))[:20])
@@ -341,33 +355,136 @@ def _scalar_array(image: Any, where: str, notes: list[str]) -> tuple[np.ndarray,
 
 
 def _read_simple(path: Path, names: dict[int, str], ct_geometry: Geometry, source: str,
-                 extra_notes: list[str] | None = None) -> LabelMap:
+                 extra_notes: list[str] | None = None, table_name: str | None = None,
+                 sidecar: Path | None = None) -> LabelMap:
+    """Read a label image whose values ``names`` names.
+
+    ``table_name`` (e.g. "TotalSegmentator v2") is given for fixed tables; then a
+    ``sidecar`` that disagrees with ``names`` on the values present is reported.
+    """
     notes = list(extra_notes or [])
+    what = f"The label map '{path.name}'"
     image, _ = _read_label_image(path)
-    array, geometry = _scalar_array(image, f"The label map '{path.name}'", notes)
-    return _build_label_map(array, names, ct_geometry, geometry, source, notes,
-                            f"The label map '{path.name}'")
+    array, geometry = _scalar_array(image, what, notes)
+    del image
+    if table_name is not None and sidecar is not None:
+        present = [int(v) for v in np.unique(array) if v != 0]
+        note = _sidecar_disagreement(sidecar, names, present, table_name)
+        if note is not None:
+            notes.append(note)
+    hint = ""
+    if names is TOTALSEG_V2_TOTAL or names is TOTALSEG_V1_TOTAL:
+        other, other_name = ((TOTALSEG_V1_TOTAL, "totalseg-v1") if names is TOTALSEG_V2_TOTAL
+                             else (TOTALSEG_V2_TOTAL, "totalseg-v2"))
+        hint = (f" If it is a TotalSegmentator map of the other version, use label_format "
+                f"'{other_name}'.") if _n_known(array, other) > _n_known(array, names) else ""
+    return _build_label_map(array, names, ct_geometry, geometry, source, notes, what, hint)
 
 
-def _read_totalseg_folder(folder: Path, ct_geometry: Geometry) -> LabelMap:
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.name.lower().endswith((".nii.gz", ".nii")))
+def _n_known(array: np.ndarray, names: dict[int, str]) -> int:
+    """How many values present in ``array`` the table maps to an anatomy key."""
+    return sum(1 for v in np.unique(array) if v and names.get(int(v))
+               and anatomy.key_for_name(names[int(v)]) is not None)
+
+
+def _same_structure(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    if a.strip().lower() == b.strip().lower():
+        return True
+    ka, kb = anatomy.key_for_name(a), anatomy.key_for_name(b)
+    return ka is not None and ka == kb
+
+
+def _sidecar_disagreement(sidecar: Path, names: dict[int, str], present: list[int],
+                          table_name: str) -> str | None:
+    """A note when the names file beside the map disagrees with the chosen table."""
+    try:
+        side = read_names(sidecar)
+    except InputError as exc:
+        return f"The names file '{sidecar.name}' beside the map was ignored ({exc})."
+    differ = [v for v in present if v in side and not _same_structure(side[v], names.get(v))]
+    if not differ:
+        return None
+    shown = "; ".join(f"{v}: '{side[v]}' vs '{names.get(v, 'unnamed')}'" for v in differ[:5])
+    more = f" and {len(differ) - 5} more" if len(differ) > 5 else ""
+    tables = {"TotalSegmentator v1": TOTALSEG_V1_TOTAL, "TotalSegmentator v2":
+              TOTALSEG_V2_TOTAL, "CTMuscleBone canonical": anatomy.canonical_label_names()}
+    matches = [n for n, t in tables.items() if n != table_name
+               and all(_same_structure(side[v], t.get(v)) for v in present if v in side)]
+    match = f" The names file matches the {matches[0]} table." if matches else ""
+    return (f"The names file '{sidecar.name}' beside the map disagrees with the chosen "
+            f"label format ({table_name}) on {len(differ)} label value(s) ({shown}{more}); "
+            f"the format given was used.{match} If the names file is right, use label_format "
+            "'json' (or omit the format).")
+
+
+@dataclass
+class MaskFolder:
+    """Per-structure binary masks of one folder combined into one label array.
+
+    Attributes
+    ----------
+    array : np.ndarray of uint16, (n0, n1, n2)
+        Label values; 0 background.
+    names : dict[int, str]
+        Label value -> mask name (file name without its image ending). TotalSegmentator
+        v2 names keep their v2 id; other names get ids above 117.
+    geometry : Geometry
+        The common grid of the masks.
+    empty : list of str
+        Masks present as files but without a voxel (annotated, structure absent).
+    notes : list of str
+    """
+
+    array: np.ndarray
+    names: dict[int, str]
+    geometry: Geometry
+    empty: list[str]
+    notes: list[str]
+
+
+def read_mask_folder(folder: str | os.PathLike[str],
+                     keep: Callable[[str], bool] | None = None) -> MaskFolder:
+    """Read a folder of binary masks ``<name>.nii.gz`` (TotalSegmentator output).
+
+    The single reader of mask folders (``read_labels`` with ``totalseg-folder`` and
+    the training datasets). Overlap rule: a voxel in two masks keeps the mask whose
+    name comes first alphabetically; a note counts such voxels.
+
+    Parameters
+    ----------
+    folder : path-like
+    keep : callable, optional
+        ``keep(name)`` is False for masks to skip (not read).
+
+    Raises
+    ------
+    InputError
+        No mask files, masks on different grids, unreadable masks.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and image_stem(p.name))
+    if keep is not None:
+        files = [p for p in files if keep(image_stem(p.name) or "")]
     if not files:
         raise InputError(
-            f"'{folder}' holds no .nii.gz masks; expected a TotalSegmentator output folder "
+            f"'{folder}' holds no mask files; expected a TotalSegmentator output folder "
             "(one <structure>.nii.gz per structure)."
         )
     name_to_id = {n: i for i, n in TOTALSEG_V2_TOTAL.items()}
     next_free = max(TOTALSEG_V2_TOTAL) + 1
     names: dict[int, str] = {}
     notes: list[str] = []
+    empty: list[str] = []
     array: np.ndarray | None = None
     geometry: Geometry | None = None
     overlap = 0
     for p in files:
-        name = _strip_suffix(p)
+        name = image_stem(p.name) or p.name
         image, _ = _read_label_image(p)
         mask_arr, g = _scalar_array(image, f"Mask '{p.name}'", notes)
+        del image
         if geometry is None:
             geometry = g
             array = np.zeros(g.shape, dtype=np.uint16)
@@ -376,9 +493,9 @@ def _read_totalseg_folder(folder: Path, ct_geometry: Geometry) -> LabelMap:
                 f"Mask '{p.name}' is on a different grid from the other masks in "
                 f"'{folder}'; a TotalSegmentator folder has one grid for all masks."
             )
-        del image
         mask = mask_arr != 0
         if not mask.any():
+            empty.append(name)
             continue
         value = name_to_id.get(name)
         if value is None:
@@ -392,10 +509,16 @@ def _read_totalseg_folder(folder: Path, ct_geometry: Geometry) -> LabelMap:
     if overlap:
         notes.append(f"{overlap} voxels belonged to two masks; each kept its first mask "
                      "(alphabetical order).")
-    if array is None or geometry is None or not names:
+    assert array is not None and geometry is not None
+    return MaskFolder(array, names, geometry, empty, notes)
+
+
+def _read_totalseg_folder(folder: Path, ct_geometry: Geometry) -> LabelMap:
+    masks = read_mask_folder(folder)
+    if not masks.names:
         raise InputError(f"All masks in '{folder}' are empty: nothing to measure.")
-    return _build_label_map(array, names, ct_geometry, geometry,
-                            f"TotalSegmentator folder {folder}", notes,
+    return _build_label_map(masks.array, masks.names, ct_geometry, masks.geometry,
+                            f"TotalSegmentator folder {folder}", masks.notes,
                             f"The TotalSegmentator folder '{folder.name}'")
 
 
@@ -512,9 +635,9 @@ def _detect_format(path: Path, names: Path | None) -> str:
         return "totalseg"
     raise InputError(
         f"Cannot tell which label table '{path.name}' uses: no names file was found "
-        f"beside it ({_strip_suffix(path)}.labels.json/.json/.csv). Give the label format "
-        "('totalseg' for TotalSegmentator v2 'total', 'canonical' for CTMuscleBone label "
-        "values) or a names file (value -> name)."
+        f"beside it ({image_stem(path.name) or path.stem}.labels.json/.json/.csv). Give "
+        "the label format ('totalseg-v2' or 'totalseg-v1' for TotalSegmentator 'total', "
+        "'canonical' for CTMuscleBone label values) or a names file (value -> name)."
     )
 
 
@@ -569,19 +692,28 @@ def read_labels(path: str | os.PathLike[str], ct_geometry: Geometry,
                          "'totalseg-folder' for a TotalSegmentator output folder.")
     if fmt == "seg.nrrd":
         return _read_seg_nrrd(p, ct_geometry)
-    if fmt == "totalseg":
-        return _read_simple(p, TOTALSEG_V2_TOTAL, ct_geometry,
-                            f"TotalSegmentator v2 (total) {p}")
+    if fmt in ("totalseg", "totalseg-v1", "totalseg-v2"):
+        v1 = fmt == "totalseg-v1"
+        table, table_name = ((TOTALSEG_V1_TOTAL, "TotalSegmentator v1") if v1
+                             else (TOTALSEG_V2_TOTAL, "TotalSegmentator v2"))
+        notes = []
+        if fmt == "totalseg":
+            notes.append("Label format 'totalseg' read as TotalSegmentator v2 ids; for a "
+                         "TotalSegmentator v1 (<= 1.5) map use 'totalseg-v1'.")
+        return _read_simple(p, table, ct_geometry, f"{table_name} (total) {p}", notes,
+                            table_name=table_name, sidecar=names_path or _find_sidecar(p))
     if fmt == "canonical":
         return _read_simple(p, anatomy.canonical_label_names(), ct_geometry,
-                            f"CTMuscleBone label map {p}")
+                            f"CTMuscleBone label map {p}", table_name="CTMuscleBone canonical",
+                            sidecar=names_path or _find_sidecar(p))
     # json / csv
     if names_path is None:
         names_path = _find_sidecar(p)
         if names_path is None:
             raise InputError(
-                f"No names file for '{p.name}': expected {_strip_suffix(p)}.labels.json, "
-                ".json or .csv beside it, or pass names=."
+                f"No names file for '{p.name}': expected "
+                f"{image_stem(p.name) or p.stem}.labels.json, .json or .csv beside it, or "
+                "pass names=."
             )
     table = read_names(names_path)
     return _read_simple(p, table, ct_geometry, f"{p} (names: {names_path.name})",

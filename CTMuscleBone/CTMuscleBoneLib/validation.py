@@ -5,7 +5,9 @@ would give wrong numbers and returns warnings for input that gives less reliable
 
 Refusal rules (CTMuscleBone choices, documented here and in the user guide):
 
-* **Modality**: a header Modality other than ``CT`` (MR, PT, US, ...).
+* **Modality**: a header Modality other than ``CT`` (MR, PT, US, ...). A modality that
+  says nothing (absent, ``UNKNOWN``, ``OTHER``, DICOM ``OT``: MetaImage files written by
+  SimpleITK carry ``MET_MOD_UNKNOWN``) is not refused: the HU rules below decide.
 * **Not Hounsfield units** (MR, or CT without rescale): a body CT in HU always
   contains air (about -1000 HU, outside the body, in the lungs or bowel) or at least
   fat (about -100 HU). The volume is refused when
@@ -25,6 +27,21 @@ Refusal rules (CTMuscleBone choices, documented here and in the user guide):
   they mean a broken header, e.g. spacing in metres or cm).
 * **Non-finite values**: NaN or infinity in the voxels.
 
+Slice thickness rule (one rule, used by every module through the functions below):
+
+* geometry and volumes use the **slice spacing** (the distance between slice centres,
+  ``geometry.spacing_mm``; :func:`slice_spacing_mm`);
+* partial-volume ("thick slice") warnings use the **effective thickness**: the larger
+  of the header SliceThickness and the coarsest voxel spacing
+  (:func:`effective_slice_thickness_mm`); a reconstruction with thick overlapping
+  slices blurs like its thickness, one with gaps cannot resolve detail finer than its
+  spacing, and the coarsest axis is used whatever the storage order of the axes;
+* a header thickness differing from the spacing by more than
+  :data:`THICKNESS_SPACING_TOLERANCE` is reported (:func:`slice_thickness_note`).
+
+The header thickness is compared with the spacing along array axis 2, the stacking
+axis of a DICOM series (the only source of a header thickness).
+
 Warnings: slices thicker than 3 mm (volumes and BMD coarse); contrast agent stated
 (vertebral HU +10-20 HU, blood-based calibration biased; domain.md, Kaesmacher 2017);
 tube voltage other than 120 kVp (bone HU depend on kVp; HU thresholds and HU-based
@@ -36,7 +53,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .image import CTImage
+from .image import CTImage, Geometry
 
 #: Smallest and largest plausible voxel size, mm (CTMuscleBone choice: the finest
 #: clinical/micro-CT reconstructions are ~0.1 mm, the thickest CT slices 10 mm).
@@ -61,6 +78,15 @@ FEW_SLICES = 10
 #: Largest number of voxels used for percentiles.
 MAX_SAMPLE_VOXELS = 2_000_000
 
+#: Header modalities that say nothing about the image (decided by HU, not refused).
+UNDECIDED_MODALITIES = frozenset({"", "UNKNOWN", "OTHER", "OT", "MET_MOD_UNKNOWN",
+                                  "MET_MOD_OTHER"})
+#: Relative difference between header SliceThickness and slice spacing above which the
+#: mismatch is reported (CTMuscleBone choice: 10 % tolerates rounded header values).
+THICKNESS_SPACING_TOLERANCE = 0.10
+#: Array axis along which DICOM slices are stacked.
+SLICE_AXIS = 2
+
 _NO_CONTRAST = {"", "none", "no", "n", "nil", "0", "non", "without", "no contrast"}
 
 
@@ -68,6 +94,36 @@ def _sample(hu: np.ndarray) -> np.ndarray:
     flat = hu.reshape(-1)
     stride = max(1, flat.size // MAX_SAMPLE_VOXELS)
     return flat[::stride]
+
+
+def slice_spacing_mm(geometry: Geometry) -> float:
+    """Distance between slice centres, mm: the value for geometry and volumes."""
+    return float(geometry.spacing_mm[SLICE_AXIS])
+
+
+def effective_slice_thickness_mm(ct: CTImage) -> float:
+    """Thickness that governs partial volume, mm: max(header thickness, coarsest spacing).
+
+    Use it for "thick slice" warnings only; volumes use the spacing (geometry).
+    """
+    spacing = float(max(ct.geometry.spacing_mm))
+    header = ct.metadata.slice_thickness_mm
+    return max(spacing, float(header)) if header and header > 0 else spacing
+
+
+def slice_thickness_note(ct: CTImage) -> str | None:
+    """A warning when the header SliceThickness differs from the slice spacing, else None."""
+    header = ct.metadata.slice_thickness_mm
+    if not header or header <= 0:
+        return None
+    spacing = slice_spacing_mm(ct.geometry)
+    if abs(header - spacing) <= THICKNESS_SPACING_TOLERANCE * spacing:
+        return None
+    kind = ("overlapping reconstruction" if header > spacing
+            else "gapped reconstruction (tissue between slices is not imaged)")
+    return (f"Slice thickness {header:g} mm differs from slice spacing {spacing:.3g} mm: "
+            f"{kind}. Volumes use the spacing; thick-slice warnings use "
+            f"{max(header, spacing):.3g} mm.")
 
 
 def check_ct(ct: CTImage) -> list[str]:
@@ -93,6 +149,8 @@ def check_ct(ct: CTImage) -> list[str]:
     hu = np.asarray(ct.hu)
 
     modality = (meta.modality or "").strip().upper()
+    if modality in UNDECIDED_MODALITIES:
+        modality = ""
     if modality and modality != "CT":
         raise InputError(
             f"The image is modality '{modality}', not CT. CTMuscleBone measures Hounsfield "
@@ -148,10 +206,10 @@ def check_ct(ct: CTImage) -> list[str]:
             "tightly cropped CT, crop less so that surrounding fat or air is included."
         )
 
-    thickness = max(
-        float(meta.slice_thickness_mm or 0.0),
-        float(spacing[ct.geometry.axis_for("superior")[0]]),
-    )
+    note = slice_thickness_note(ct)
+    if note is not None:
+        warnings.append(note)
+    thickness = effective_slice_thickness_mm(ct)
     if thickness > THICK_SLICE_MM:
         warnings.append(
             f"Slices are {thickness:g} mm thick (> {THICK_SLICE_MM:g} mm): volumes and BMD "

@@ -29,11 +29,12 @@ import numpy as np
 from scipy import ndimage
 
 from ..anatomy import keys_in
+from ..body import body_mask
 from ..errors import InputError
 from ..image import CTImage, LabelMap
 from .fit import fit_hu_to_density
 from .model import MATERIALS, Calibration, CalibrationRefused
-from .phantom_fit import BODY_HU, robust_mean_sd
+from .phantom_fit import robust_mean_sd
 
 #: Aortic blood above this CT number is taken as contrast-enhanced. Unvalidated default:
 #: unenhanced blood is about 30-50 HU, enhanced aorta usually far above 150 HU.
@@ -91,19 +92,6 @@ def load_internal_references(path: str | Path | dict | None = None) -> dict[str,
     return data
 
 
-def _body_mask(hu: np.ndarray) -> np.ndarray:
-    """Largest connected region above -300 HU, holes (lungs, bowel gas) filled."""
-    fg = hu > BODY_HU
-    lab, n = ndimage.label(fg)
-    if n == 0:
-        return fg
-    sizes = ndimage.sum_labels(fg, lab, index=np.arange(1, n + 1))
-    body = lab == (int(np.argmax(sizes)) + 1)
-    # fill holes slice by slice along each axis (3-D fill misses holes open at the ends)
-    filled = ndimage.binary_fill_holes(body)
-    return filled
-
-
 def measure_reference_tissues(
     ct: CTImage, labels: LabelMap | None = None
 ) -> tuple[dict[str, tuple[float, int]], list[str]]:
@@ -116,7 +104,7 @@ def measure_reference_tissues(
         How each tissue was found (labels or HU-window fallback).
     """
     hu = ct.hu
-    body = _body_mask(hu)
+    body = body_mask(hu)
     notes: list[str] = []
     out: dict[str, tuple[float, int]] = {}
     # air: outside the body, away from its surface, within the air window

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..body import BODY_HU
 from ..image import CTImage, LabelMap
 from .definitions import PhantomDefinition, load_phantom_definition
 from .fit import LineFit, fit_hu_to_density, fit_two_component
@@ -42,8 +43,6 @@ METAL_HU = 2000.0
 #: A rod whose HU SD exceeds this multiple of the median rod SD is taken as streaked
 #: (unvalidated default).
 STREAK_SD_FACTOR = 3.0
-#: Body threshold: air and lung are below, all soft tissue and resin above (HU).
-BODY_HU = -300.0
 #: Detector radii tried when the definition gives no rod diameter (mm).
 DEFAULT_RADII_MM = (12.0, 8.0, 5.3, 3.5)
 

@@ -83,8 +83,13 @@ def write_overview_figure(results: Results, ct: CTImage, seg, path: Path) -> Non
                      for q in ("abmd_total_hip", "abmd_femoral_neck")
                      if results.get(f"femur_{side}", q)}
               for side in (femur.projections if femur else {})}
+    from ..segmentation.pipeline import compact_uncertainty, uncertainty_region
+
+    unc = seg.result.uncertainty.get("predictive_variance")
+    if unc is not None:  # the heatmap inside the body only: no background speckle
+        unc = compact_uncertainty(unc, uncertainty_region(ct, seg.result.label_map))
     overview_figure(ct.hu, seg.result.label_map, path,
-                    uncertainty=seg.result.uncertainty.get("predictive_variance"),
+                    uncertainty=unc,
                     femur_projections=femur.projections if femur else None,
                     femur_values=values,
                     title=seg.card.clinical_use_warning if seg.card.synthetic else "")

@@ -28,8 +28,9 @@ from .. import anatomy
 from ..atomic import atomic_write_text
 from ..errors import InputError
 from ..image import LabelMap
+from ..io_ct import image_stem
+from ..io_labels import read_names
 
-_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 SEGMENT_LABELS = "labels.nii.gz"
 SEGMENT_REVIEW = "review.json"
 
@@ -58,13 +59,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _strip(name: str) -> str | None:
-    for s in _SUFFIXES:
-        if name.endswith(s):
-            return name[: -len(s)]
-    return None
-
-
 def _collect(items: list[str]) -> dict[str, tuple[Path, Path | None]]:
     """Case name -> (label file, review.json or None)."""
     out: dict[str, tuple[Path, Path | None]] = {}
@@ -78,7 +72,7 @@ def _collect(items: list[str]) -> dict[str, tuple[Path, Path | None]]:
         if not p.exists():
             raise InputError(f"'{p}' does not exist.")
         if p.is_file():
-            stem = _strip(p.name)
+            stem = image_stem(p.name)
             if stem is None:
                 raise InputError(f"'{p.name}' is not a label-map file (.nii.gz, .nrrd, .mha).")
             name = p.parent.name if p.name == SEGMENT_LABELS else stem
@@ -92,26 +86,17 @@ def _collect(items: list[str]) -> dict[str, tuple[Path, Path | None]]:
                 if q.is_dir() and (q / SEGMENT_LABELS).is_file():
                     add_segment_dir(q, q.name)
                     found = True
-                elif q.is_file() and _strip(q.name) is not None:
-                    out[_strip(q.name)] = (q, None)  # type: ignore[index]
+                elif q.is_file() and image_stem(q.name) is not None:
+                    out[image_stem(q.name)] = (q, None)  # type: ignore[index]
                     found = True
             if not found:
                 raise InputError(f"No label maps in folder {p}.")
     return out
 
 
-def _read_names(path: Path) -> dict[int, str]:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return {int(k): str(v) for k, v in raw.items()}
-    except (json.JSONDecodeError, ValueError, AttributeError, OSError) as exc:
-        raise InputError(f"Label names file {path} cannot be read: {exc}") from None
-
-
 def read_label_file(path: Path, names_file: str | None = None) -> LabelMap:
     """A label-map file with values mapped to anatomy keys (see module docstring)."""
-    from ..io_ct import label_sidecar_path
-    from ..segmentation.training.datasets import read_image
+    from ..io_ct import label_sidecar_path, read_image
 
     arr, geom = read_image(path)
     if not np.issubdtype(arr.dtype, np.integer):
@@ -120,9 +105,9 @@ def read_label_file(path: Path, names_file: str | None = None) -> LabelMap:
         arr = np.round(arr).astype(np.int32)
     side = label_sidecar_path(path)
     if names_file:
-        names = _read_names(Path(names_file))
+        names = read_names(Path(names_file))
     elif side.is_file():
-        names = _read_names(side)
+        names = read_names(side)
     else:
         names = {v: st.key for v, st in anatomy.BY_LABEL_VALUE.items()}
     structures, unknown = {}, {}

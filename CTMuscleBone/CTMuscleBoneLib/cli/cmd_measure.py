@@ -9,6 +9,7 @@ from .. import pipeline
 from ..alm import CRITERIA, parse_height_m
 from ..atomic import check_output_dir
 from ..density_models import DENSITY_MODELS
+from ..io_labels import LABEL_FORMATS
 from ..pipeline import MeasureOptions
 from ..progress import stderr_progress, sub_progress
 from .common import (
@@ -30,10 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct", required=True, help="CT: NIfTI, NRRD, MHA file or a DICOM folder")
     p.add_argument("--labels", required=True,
                    help="label map (NIfTI/NRRD/MHA, Slicer .seg.nrrd, TotalSegmentator output)")
-    p.add_argument("--label-format", default="auto",
-                   choices=["auto", "totalseg", "totalseg-folder", "json", "csv", "seg.nrrd",
-                            "canonical"],
-                   help="how label values map to structures (default: detect)")
+    p.add_argument("--label-format", default="auto", choices=list(LABEL_FORMATS),
+                   help="how label values map to structures: totalseg (= totalseg-v2) / "
+                   "totalseg-v1 = TotalSegmentator 'total' ids of that version; "
+                   "totalseg-folder, json, csv, seg.nrrd, canonical (default: auto, detect)")
     p.add_argument("--names", help="JSON or CSV of label value -> structure name")
     p.add_argument("--series", help="DICOM SeriesInstanceUID to use when the folder has several")
     add_patient_arguments(p)

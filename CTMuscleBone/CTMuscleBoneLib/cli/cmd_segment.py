@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     with staged_output_dir(out) as stage:
         pipeline.write_segmentation(seg, ct, stage, prov)
     print(format_review(seg))
-    if seg.card.synthetic:
-        print(f"\n*** {seg.card.clinical_use_warning} ***")
+    if seg.card.synthetic:  # once, on stderr: the review list on stdout stays clean
+        print(f"*** {seg.card.clinical_use_warning} ***", file=sys.stderr)
     print(f"\nWrote {out / 'labels.nii.gz'}, uncertainty maps and review list to {out}",
           file=sys.stderr)
     return 0

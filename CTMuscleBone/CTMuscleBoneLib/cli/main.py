@@ -34,6 +34,11 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+#: Optional packages -> the pip extra that installs them.
+OPTIONAL_MODULES = {"torch": "segmentation", "monai": "segmentation",
+                    "safetensors": "segmentation", "matplotlib": "reports"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctmusclebone",
@@ -59,8 +64,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CTMuscleBoneError as exc:
         print(f"ctmusclebone: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"ctmusclebone: error: the optional package '{exc.name}' is not installed; "
+              f"install the extra: pip install \"ctmusclebone[{extra}]\""
+              + (" (install torch first: pip install torch)" if extra == "segmentation"
+                 else ""), file=sys.stderr)
+        return 2
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"ctmusclebone: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only folder, ...: nothing partial is left
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"ctmusclebone: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ctmusclebone: interrupted", file=sys.stderr)

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..image import CTImage, Geometry
+from ..validation import effective_slice_thickness_mm
 
 #: HU above which a voxel is taken as metal. Cortical bone stays below ~2000 HU at
 #: 120 kVp; metal implants are > 2000-3000 HU (project domain notes). CTMuscleBone
@@ -41,14 +42,6 @@ class FemurChecks:
     blocking: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     metal_voxels: int = 0
-
-
-def slice_thickness_mm(ct: CTImage) -> float:
-    """Slice thickness from the header, else the spacing along the superior axis."""
-    if ct.metadata.slice_thickness_mm:
-        return float(ct.metadata.slice_thickness_mm)
-    axis, _ = ct.geometry.axis_for("superior")
-    return float(ct.geometry.spacing_mm[axis])
 
 
 def touches_border(mask: np.ndarray) -> np.ndarray:
@@ -90,7 +83,7 @@ def check_femur(ct: CTImage, mask: np.ndarray, side: str) -> FemurChecks:
             f"metal in or near the {side} femur ({out.metal_voxels} voxels > "
             f"{METAL_HU:.0f} HU within {METAL_MARGIN_MM:.0f} mm): implant or foreign body "
             "corrupts the BMD")
-    st = slice_thickness_mm(ct)
+    st = effective_slice_thickness_mm(ct)
     if st > MAX_SLICE_MM:
         out.warnings.append(
             f"coarse: slice thickness {st:.1f} mm > {MAX_SLICE_MM:.0f} mm; BMD and landmarks "

@@ -205,17 +205,21 @@ def keep_largest_components(labels: np.ndarray, values: list[int]) -> None:
         sizes = np.bincount(comp.ravel())
         sizes[0] = 0
         sub[(comp != 0) & (comp != int(np.argmax(sizes)))] = 0
-def _review_volumes_on_ct_grid(review: list, lab: np.ndarray, voxel_cm3: float) -> None:
-    """Set each review entry's volume and presence from the final label map on the CT grid.
+def _review_volumes_on_ct_grid(review: list[StructureUncertainty], lab: np.ndarray,
+                               voxel_cm3: float) -> list[StructureUncertainty]:
+    """The review list with each volume and presence taken from the final label map.
 
     The scores are computed on the model grid; the volumes a reader compares with the
-    results table must be those of the label map that is measured.
+    results table must be those of the label map that is measured (on the CT grid).
     """
+    from dataclasses import replace
+
     counts = np.bincount(lab.ravel().astype(np.int64, copy=False))
+    out = []
     for r in review:
         n = int(counts[r.label_value]) if 0 <= r.label_value < counts.size else 0
-        r.volume_cm3 = n * voxel_cm3
-        r.present = r.present and n > 0
+        out.append(replace(r, volume_cm3=n * voxel_cm3, present=r.present and n > 0))
+    return out
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -499,7 +503,7 @@ def predict(
         argmax_on_grid(out.mean_probability, grid, ct.geometry, lut, lab)
     if inference_cfg.largest_component:
         keep_largest_components(lab, list(structures))
-    _review_volumes_on_ct_grid(review, lab, ct.geometry.voxel_volume_cm3)
+    review = _review_volumes_on_ct_grid(review, lab, ct.geometry.voxel_volume_cm3)
     label_map = LabelMap(lab, ct.geometry, dict(structures),
                          source=source or "CTMuscleBone Bayesian U-Net")
     unc: dict[str, np.ndarray] = {}

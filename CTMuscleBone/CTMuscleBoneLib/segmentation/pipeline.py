@@ -14,9 +14,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..atomic import atomic_write_text
 from ..errors import InputError
-from ..image import CTImage
+from ..image import CTImage, LabelMap
 from ..progress import ProgressCallback
 from .inference import SegmentationResult, predict
 from .model_card import ModelCard
@@ -100,16 +102,18 @@ def write_segmentation(seg: Segmentation, ct: CTImage, out: Path,
                        input_sha256: str | None = None) -> dict[str, Path]:
     """Write labels, uncertainty maps and the review list into ``out`` (atomically).
 
-    Files: ``labels.nii.gz`` + ``labels.labels.json``, ``uncertainty_<map>.nii.gz``,
-    ``review.json``, ``review.csv``.
+    Files: ``labels.nii.gz`` + ``labels.labels.json``, ``uncertainty_<map>.nii.gz``
+    (inside the body and near labels only, at float16 precision: see
+    :func:`compact_uncertainty`), ``review.json``, ``review.csv``.
     """
     from ..io_ct import write_image, write_label_map
 
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     paths["labels"], paths["names"] = write_label_map(seg.result.label_map, out / "labels.nii.gz")
+    keep = uncertainty_region(ct, seg.result.label_map)
     for name, arr in seg.result.uncertainty.items():
-        paths[f"uncertainty_{name}"] = write_image(arr, ct.geometry,
+        paths[f"uncertainty_{name}"] = write_image(compact_uncertainty(arr, keep), ct.geometry,
                                                    out / f"uncertainty_{name}.nii.gz")
     rows = [r.to_dict() for r in seg.result.review]
     doc = {
@@ -132,6 +136,42 @@ def write_segmentation(seg: Segmentation, ct: CTImage, out: Path,
     paths["review_csv"] = out / "review.csv"
     atomic_write_text(paths["review_csv"], buf.getvalue())
     return paths
+
+
+def uncertainty_region(ct: CTImage, labels: LabelMap, margin_voxels: int = 2) -> np.ndarray:
+    """Where uncertainty is worth storing and showing: the body and every labelled voxel.
+
+    Returns a bool array (n0, n1, n2): :func:`CTMuscleBoneLib.body.body_mask` united with
+    the labelled voxels (a calibration phantom outside the body included), dilated by
+    ``margin_voxels``. Outside it the network's uncertainty is background speckle.
+    """
+    from scipy import ndimage
+
+    from ..body import body_mask
+
+    keep = body_mask(ct.hu) | (np.asarray(labels.array) > 0)
+    return ndimage.binary_dilation(keep, iterations=margin_voxels) if margin_voxels else keep
+
+
+def compact_uncertainty(arr: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """An uncertainty map for storage: 0 outside ``keep``, rounded to float16 precision.
+
+    float16 keeps 3 significant digits (relative step 2**-11), ample for a heatmap and
+    for structure scores (means over hundreds of voxels); the values stay float32 in
+    the file so every reader opens it. Zeros and the shorter mantissa make the gzip
+    stream several times smaller.
+
+    Parameters
+    ----------
+    arr : np.ndarray of float, (n0, n1, n2)
+    keep : np.ndarray of bool, (n0, n1, n2)
+
+    Returns
+    -------
+    np.ndarray of float32, (n0, n1, n2)
+    """
+    out = np.where(keep, np.asarray(arr, dtype=np.float32), np.float32(0.0))
+    return out.astype(np.float16).astype(np.float32)
 
 
 def format_review(seg: Segmentation, top: int | None = None) -> str:

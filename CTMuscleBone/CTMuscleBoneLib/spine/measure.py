@@ -47,6 +47,7 @@ from ..calibration.model import Calibration
 from ..errors import InputError
 from ..image import CTImage, Geometry, LabelMap
 from ..results import ResultRow
+from ..validation import effective_slice_thickness_mm
 from .body_separation import BodySeparation, separate_body
 from .fracture import FractureAssessment, VertebralHeights, assess_fracture, body_heights
 from .trabecular_roi import MIN_ROI_VOLUME_CM3, MIN_ROI_VOXELS, TrabecularROI, trabecular_roi
@@ -197,14 +198,6 @@ def _spine_axis(
     return d
 
 
-def slice_thickness_mm(ct: CTImage) -> float:
-    """Slice thickness: the header's value when given, else the spacing along superior."""
-    axis, _ = ct.geometry.axis_for("superior")
-    spacing = float(ct.geometry.spacing_mm[axis])
-    header = ct.metadata.slice_thickness_mm
-    return max(spacing, float(header)) if header else spacing
-
-
 # -- analysis --------------------------------------------------------------------------
 def analyse_spine(
     ct: CTImage, labels: LabelMap, calibration: Calibration
@@ -233,7 +226,7 @@ def analyse_spine(
     # pass 1: bodies in the patient frame; their centres give the local spine axis
     first = {k: separate_body(masks[k], geometry, None) for k in keys}
     centres = {k: b.centre_mm for k, b in first.items()}
-    thickness = slice_thickness_mm(ct)
+    thickness = effective_slice_thickness_mm(ct)
 
     for k in keys:
         res = out[k]

@@ -10,7 +10,9 @@ Three sources, each a sequence of :class:`TrainingCase` read lazily:
       ...
 
   Each mask file name is mapped to an anatomy key by :func:`anatomy.key_for_name`;
-  masks of structures the model does not ask for (``structures``) are ignored.
+  masks of structures the model does not ask for (``structures``) are ignored. The
+  masks are read by :func:`CTMuscleBoneLib.io_labels.read_mask_folder` (the reader
+  ``ctmusclebone measure`` uses; a voxel in two masks keeps the alphabetically first).
 * :class:`ImagesLabelsDataset`: a plain layout a hospital can export::
 
       root/images/<case>.nii.gz
@@ -29,7 +31,6 @@ missing for a requested structure is recorded in :attr:`TrainingCase.missing`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,9 +41,12 @@ import numpy as np
 
 from ... import anatomy
 from ...errors import InputError
-from ...image import CTImage, CTMetadata, Geometry, LabelMap, array_from_sitk
+from ...image import CTImage, LabelMap
+from ...io_ct import IMAGE_SUFFIXES, image_stem, read_ct, read_image
+from ...io_labels import read_mask_folder, read_names
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+#: Image file endings of dataset files (the package's single list, io_ct.IMAGE_SUFFIXES).
+NIFTI_SUFFIXES = IMAGE_SUFFIXES
 
 
 @dataclass
@@ -65,24 +69,6 @@ class TrainingCase:
     missing: list[str] = field(default_factory=list)
 
 
-def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, Geometry]:
-    """Read a NIfTI / NRRD / MetaImage volume: (array in ITK index order, geometry)."""
-    import SimpleITK as sitk
-
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise InputError(f"Cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from None
-    return array_from_sitk(img), Geometry.from_sitk(img)
-
-
-def _strip_suffix(name: str) -> str | None:
-    for s in NIFTI_SUFFIXES:
-        if name.endswith(s):
-            return name[: -len(s)]
-    return None
-
-
 def _requested(structures: Sequence[str] | None) -> list[str]:
     if structures is None:
         return [st.key for st in anatomy.ANATOMY]
@@ -93,8 +79,8 @@ def _requested(structures: Sequence[str] | None) -> list[str]:
 
 
 def _ct(path: Path) -> CTImage:
-    hu, geom = read_image(path)
-    return CTImage(hu.astype(np.float32, copy=False), geom, CTMetadata(source=str(path)))
+    ct = read_ct(path)
+    return CTImage(ct.hu.astype(np.float32, copy=False), ct.geometry, ct.metadata)
 
 
 class _LazyCases(Sequence[TrainingCase]):
@@ -150,41 +136,24 @@ class TotalSegmentatorDataset(_LazyCases):
         folder = self.root / name
         ct = _ct(folder / "ct.nii.gz")
         arr = np.zeros(ct.geometry.shape, dtype=np.int16)
-        files: dict[str, Path] = {}
+        present: list[str] = []
         seg_dir = folder / "segmentations"
-        if seg_dir.is_dir():
-            for p in sorted(seg_dir.iterdir()):
-                stem = _strip_suffix(p.name)
-                key = anatomy.key_for_name(stem) if stem else None
-                if key in self.structures and key not in files:
-                    files[key] = p
-        for key in self.structures:
-            if key not in files:
-                continue
-            mask, geom = read_image(files[key])
-            if not geom.same_grid(ct.geometry, tol_mm=1e-2):
-                raise InputError(f"{files[key]} is not on the grid of {folder / 'ct.nii.gz'}.")
-            arr[mask > 0] = anatomy.structure(key).label_value
-        present = [k for k in self.structures if k in files]
+        if seg_dir.is_dir() and any(image_stem(p.name) for p in seg_dir.iterdir()):
+            masks = read_mask_folder(
+                seg_dir, keep=lambda stem: anatomy.key_for_name(stem) in self.structures)
+            if not masks.geometry.same_grid(ct.geometry, tol_mm=1e-2):
+                raise InputError(f"The masks in {seg_dir} are not on the grid of "
+                                 f"{folder / 'ct.nii.gz'}.")
+            for value, mask_name in masks.names.items():
+                key = anatomy.key_for_name(mask_name)
+                arr[masks.array == value] = anatomy.structure(key).label_value
+            found = list(masks.names.values()) + masks.empty
+            keys = {anatomy.key_for_name(n) for n in found}
+            present = [k for k in self.structures if k in keys]
         labels = LabelMap(arr, ct.geometry,
                           {anatomy.structure(k).label_value: k for k in present},
                           source=f"TotalSegmentator dataset {name}")
-        return TrainingCase(name, ct, labels, [k for k in self.structures if k not in files])
-
-
-def _read_names(path: Path) -> dict[int, str]:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, OSError) as exc:
-        raise InputError(f"Label names file {path} cannot be read: {exc}") from None
-    if isinstance(raw, dict) and "labels" in raw and isinstance(raw["labels"], dict):
-        raw = raw["labels"]
-    if not isinstance(raw, dict):
-        raise InputError(f"Label names file {path} must map label values to names.")
-    try:
-        return {int(v): str(n) for v, n in raw.items()}
-    except ValueError:
-        raise InputError(f"Label names file {path}: keys must be integer label values.") from None
+        return TrainingCase(name, ct, labels, [k for k in self.structures if k not in present])
 
 
 class ImagesLabelsDataset(_LazyCases):
@@ -209,10 +178,10 @@ class ImagesLabelsDataset(_LazyCases):
                              "(images/<case>.nii.gz + labels/<case>.nii.gz).")
         self.structures = _requested(structures)
         nf = Path(names_file) if names_file else self.root / "labels.json"
-        self.names_default = _read_names(nf) if nf.is_file() else None
+        self.names_default = read_names(nf) if nf.is_file() else None
         self._files: dict[str, tuple[Path, Path]] = {}
         for p in sorted(self.images.iterdir()):
-            stem = _strip_suffix(p.name)
+            stem = image_stem(p.name)
             if stem is None:
                 continue
             lab = next((self.labels_dir / f"{stem}{s}" for s in NIFTI_SUFFIXES
@@ -231,7 +200,7 @@ class ImagesLabelsDataset(_LazyCases):
     def load(self, name: str) -> TrainingCase:
         img_path, lab_path = self._files[name]
         per_case = self.labels_dir / f"{name}.labels.json"
-        names = _read_names(per_case) if per_case.is_file() else self.names_default
+        names = read_names(per_case) if per_case.is_file() else self.names_default
         if names is None:
             raise InputError(
                 f"No label names for case {name}: write {self.root / 'labels.json'} "

@@ -1,0 +1,149 @@
+"""Install the Python packages the segmentation needs, on first use, after confirmation.
+
+Never at import. torch comes through the PyTorch extension (``PyTorchUtils``, declared in
+the extension's ``EXTENSION_DEPENDS``), the rest (monai, safetensors) with
+``slicer.packaging.pip_ensure`` (Slicer 5.12+, asks for confirmation itself) or, in older
+Slicer, ``slicer.util.pip_install`` after ``slicer.util.confirmOkCancelDisplay``.
+
+Call pattern sources: SlicerMONAIAuto3DSeg ``MONAIAuto3DSegLib/dependency_handler.py``
+(``PyTorchUtilsLogic().torchInstalled()`` / ``installTorch(askConfirmation=True,
+torchVersionRequirement=...)``, which returns None when the user declines), SlicerPyTorch
+``PyTorchUtils.py`` (the signature), Slicer ``Base/Python/slicer/packaging.py``
+(``load_requirements``, ``pip_ensure(requirements, requester=...)``) and the scripted
+module template's ``onApplyButton``.
+
+:func:`missing_packages` is pure Python and tested without Slicer.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+MINIMUM_TORCH = ">=2.1"
+REQUESTER = "CTMuscleBone"
+
+
+class DependencyError(RuntimeError):
+    """A package could not be installed or the user declined; the message says what to do."""
+
+
+def requirements_file() -> Path:
+    """``Resources/requirements.txt`` of the module (monai, safetensors; not torch)."""
+    return Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
+
+
+def read_requirements(path: str | Path | None = None) -> list[str]:
+    """Requirement strings of a requirements file (comments, blanks and options skipped,
+    as ``slicer.packaging.load_requirements`` does)."""
+    lines = Path(path or requirements_file()).read_text(encoding="utf-8").splitlines()
+    out = []
+    for line in lines:
+        text = line.split(" #", 1)[0].strip()
+        if text and not text.startswith("#") and not text.startswith("-"):
+            out.append(text)
+    return out
+
+
+def missing_packages(requirements: Iterable[str]) -> list[str]:
+    """The requirements not satisfied by the installed distributions.
+
+    Parameters
+    ----------
+    requirements : iterable of str
+        PEP 508 strings such as ``"monai>=1.3"``; environment markers are honoured.
+
+    Returns
+    -------
+    list of str
+        The requirement strings, in input order, whose distribution is absent or whose
+        installed version is outside the specifier.
+    """
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # packaging ships with pip and with Slicer; fall back to names only
+        Requirement = None  # type: ignore[assignment]  # noqa: N806
+    missing = []
+    for text in requirements:
+        if Requirement is None:
+            name = re.split(r"[\s\[<>=!~;]", text.strip(), maxsplit=1)[0]
+            try:
+                importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                missing.append(text)
+            continue
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        try:
+            version = importlib.metadata.version(req.name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(text)
+            continue
+        if req.specifier and not req.specifier.contains(version, prereleases=True):
+            missing.append(text)
+    return missing
+
+
+def ensure_torch() -> None:
+    """Make torch importable through the PyTorch extension (asks the user first)."""
+    if not missing_packages([f"torch{MINIMUM_TORCH}"]):
+        return
+    try:
+        import PyTorchUtils
+    except ModuleNotFoundError as e:
+        raise DependencyError(
+            "CTMuscleBone needs the PyTorch extension (it installs torch). Install 'PyTorch' "
+            "from the Extensions Manager, restart Slicer and try again.") from e
+    logic = PyTorchUtils.PyTorchUtilsLogic()
+    torch = logic.installTorch(askConfirmation=True, torchVersionRequirement=MINIMUM_TORCH)
+    if torch is None:
+        raise DependencyError(
+            "torch was not installed (cancelled or failed). Use the PyTorch Utils module to "
+            f"install torch {MINIMUM_TORCH}, then press Analyze again.")
+
+
+def ensure_packages(requirements: list[str] | None = None) -> None:
+    """Install monai and safetensors when missing (asks the user first)."""
+    import slicer
+
+    reqs = read_requirements() if requirements is None else list(requirements)
+    missing = missing_packages(reqs)
+    if not missing:
+        return
+    try:
+        import slicer.packaging as packaging  # Slicer 5.12+
+    except ImportError:
+        packaging = None
+    try:
+        if packaging is not None and hasattr(packaging, "pip_ensure"):
+            # pip_ensure shows its own confirmation and raises RuntimeError if declined.
+            packaging.pip_ensure(missing, requester=REQUESTER)
+        else:
+            text = ("CTMuscleBone needs these Python packages, which will be downloaded and "
+                    "installed now (a few minutes):\n\n" + "\n".join(missing))
+            if not slicer.util.confirmOkCancelDisplay(text, "CTMuscleBone"):
+                raise DependencyError("Installation of " + ", ".join(missing)
+                                      + " cancelled; the segmentation cannot run without them.")
+            slicer.util.pip_install(missing)
+    except DependencyError:
+        raise
+    except Exception as e:  # noqa: BLE001  (pip errors come in many types)
+        logging.exception("CTMuscleBone: package installation failed")
+        raise DependencyError(
+            f"Installing {', '.join(missing)} failed: {e}\nCheck the network connection and "
+            "the Python console log, or install them from the Python console with "
+            f"slicer.util.pip_install({missing!r}), then restart Slicer.") from e
+    still = missing_packages(missing)
+    if still:
+        raise DependencyError("These packages are still missing after installation: "
+                              + ", ".join(still) + ". Restart Slicer and try again.")
+
+
+def ensure_segmentation_dependencies() -> None:
+    """torch, then monai and safetensors; raises :class:`DependencyError` with advice."""
+    ensure_torch()
+    ensure_packages()

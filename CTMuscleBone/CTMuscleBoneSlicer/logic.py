@@ -1,0 +1,332 @@
+"""Module logic: run the worker, turn its outputs into nodes, measure, re-measure, export.
+
+Knows no widget: the panel (``widget.py``) and the self-test call these methods; every
+measurement is a call into :mod:`CTMuscleBoneLib.pipeline`, every node conversion one
+into :mod:`CTMuscleBoneSlicer.nodes`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .parameters import CTMuscleBoneParameters
+from .process import ProcessRunner, python_executable, worker_script
+
+RESULTS_TABLE_NAME = "CTMuscleBone results"
+#: Tag on nodes this module created (so a re-run replaces them and nothing else).
+CREATED_BY_ATTRIBUTE = "CTMuscleBone.createdBy"
+
+
+@dataclass
+class CaseState:
+    """What one analysis of one CT produced (nodes and core objects)."""
+
+    volume_node: Any
+    ct: Any  # CTMuscleBoneLib.image.CTImage
+    segmentation_node: Any = None
+    labels: Any = None  # LabelMap measured last
+    results: Any = None  # Results shown in the table
+    review: list[dict] = field(default_factory=list)
+    heatmap_nodes: dict[str, Any] = field(default_factory=dict)
+    table_node: Any = None
+    tracker: Any = None  # nodes.SegmentEditTracker
+    changed_rows: set = field(default_factory=set)
+    heatmap_arrays: dict[str, Any] = field(default_factory=dict)  # map name -> (n0,n1,n2)
+    synthetic_model: bool = False
+    clinical_use_warning: str = ""
+
+
+class AnalysisLogic:
+    """Stateful logic of the panel (one case at a time)."""
+
+    def __init__(self) -> None:
+        self.runner: ProcessRunner | None = None
+        self.work_dir: Path | None = None
+        self.case: CaseState | None = None
+
+    # -- worker -----------------------------------------------------------------------
+    @staticmethod
+    def write_volume(volume_node: Any, path: Path) -> Path:
+        """Write ``volume_node`` to an uncompressed NRRD for the worker.
+
+        Storage-node pattern of SlicerMONAIAuto3DSeg ``MONAIAuto3DSeg.py`` (``process``:
+        AddNewNodeByClass vtkMRMLVolumeArchetypeStorageNode, SetFileName, UseCompressionOff,
+        WriteData, RemoveNode): the scene is left unchanged.
+        """
+        import slicer
+
+        storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+        try:
+            storage.SetFileName(str(path))
+            storage.UseCompressionOff()
+            if not storage.WriteData(volume_node):
+                raise OSError(f"Could not write the CT to {path}")
+        finally:
+            slicer.mrmlScene.RemoveNode(storage)
+        return path
+
+    @staticmethod
+    def worker_command(ct_path: Path, out_dir: Path, params: CTMuscleBoneParameters,
+                       seed: int | None = None) -> list[str]:
+        """Command line of the worker for these settings."""
+        cmd = [python_executable(), str(worker_script()), "--ct", str(ct_path),
+               "--out", str(out_dir), "--device", params.device]
+        if params.model:
+            cmd += ["--model", params.model]
+        if params.mc_samples:
+            cmd += ["--samples", str(params.mc_samples)]
+        if seed is not None:
+            cmd += ["--seed", str(seed)]
+        return cmd
+
+    def start_segmentation(self, volume_node: Any, params: CTMuscleBoneParameters,
+                           work_dir: Path | None = None) -> ProcessRunner:
+        """Write the CT and start the worker; poll the returned runner for events.
+
+        Nothing is added to the scene until :meth:`import_segmentation`, so a cancel leaves
+        the scene as it was.
+        """
+        if self.runner is not None and self.runner.running:
+            raise RuntimeError("A segmentation is already running.")
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="CTMuscleBone-"))
+        ct_path = self.write_volume(volume_node, self.work_dir / "ct.nrrd")
+        env = None
+        try:
+            import slicer
+
+            # the environment launchConsoleProcess(useStartupEnvironment=True) gives PythonSlicer
+            env = slicer.util.startupEnvironment()
+        except (ImportError, AttributeError):
+            pass
+        self.runner = ProcessRunner(self.worker_command(ct_path, self.work_dir / "out", params),
+                                    env=env)
+        self.runner.start()
+        return self.runner
+
+    def cancel(self) -> bool:
+        """Kill the worker (within 2 s) and delete its folder; the scene is untouched."""
+        ok = True
+        if self.runner is not None:
+            ok = self.runner.cancel(timeout_s=2.0)
+        self.cleanup_work_dir()
+        return ok
+
+    def cleanup_work_dir(self) -> None:
+        if self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            self.work_dir = None
+
+    # -- results into the scene -----------------------------------------------------
+    def import_segmentation(self, volume_node: Any, params: CTMuscleBoneParameters,
+                            out_dir: Path | None = None) -> CaseState:
+        """Read the worker's outputs into a segmentation node and heatmap volumes."""
+        from CTMuscleBoneLib.io_ct import read_ct
+        from CTMuscleBoneLib.io_labels import read_labels
+
+        from . import nodes
+
+        out_dir = Path(out_dir or (self.work_dir / "out"))  # type: ignore[operator]
+        summary = json.loads((out_dir / "outputs.json").read_text(encoding="utf-8"))
+        files = summary["files"]
+        import slicer
+
+        ct = nodes.ct_from_volume_node(volume_node)
+        labels = read_labels(files["labels"], ct.geometry)
+        self.remove_created_nodes()
+        seg_node = nodes.segmentation_node_from_label_map(
+            slicer.mrmlScene, labels, volume_node, f"{volume_node.GetName()} CTMuscleBone")
+        _mark_created(seg_node)
+        heatmaps = {}
+        for name, path in files.items():
+            if name.startswith("uncertainty_"):
+                heat = read_ct(path)  # float volume on the CT grid (array in .hu)
+                heatmaps[name[len("uncertainty_"):]] = heat.hu
+        review = json.loads(Path(files["review_json"]).read_text(encoding="utf-8"))
+        case = CaseState(volume_node=volume_node, ct=ct, segmentation_node=seg_node,
+                         labels=labels, review=_review_rows(review),
+                         synthetic_model=bool(summary.get("synthetic")),
+                         clinical_use_warning=summary.get("clinical_use_warning", ""))
+        case.heatmap_arrays = heatmaps
+        self.case = case
+        if heatmaps:
+            self.show_heatmap(next(iter(heatmaps)), params)
+        case.tracker = nodes.SegmentEditTracker(seg_node)
+        return case
+
+    def show_heatmap(self, map_name: str, params: CTMuscleBoneParameters) -> Any:
+        """Show one uncertainty map over the CT (foreground layer) with the panel settings.
+
+        The map's volume node is made on first use and reused when shown again.
+        """
+        import slicer
+
+        from . import nodes
+
+        case = self._require_case()
+        node = case.heatmap_nodes.get(map_name)
+        if node is None or slicer.mrmlScene.GetNodeByID(node.GetID()) is None:
+            node = nodes.volume_node_from_array(
+                slicer.mrmlScene, case.heatmap_arrays[map_name], case.ct.geometry,
+                f"CTMuscleBone uncertainty ({map_name})")
+            _mark_created(node)
+            case.heatmap_nodes[map_name] = node
+        threshold = params.heatmap_threshold if params.heatmap_threshold > 0 else None
+        nodes.show_uncertainty_heatmap(slicer.mrmlScene, node, case.volume_node,
+                                       opacity=params.heatmap_opacity, threshold=threshold,
+                                       visible=params.heatmap_visible)
+        return node
+
+    def remove_created_nodes(self) -> None:
+        """Remove the nodes an earlier run of this module made (never the user's)."""
+        import slicer
+
+        for node in list(slicer.util.getNodesByClass("vtkMRMLNode")):
+            if node.GetAttribute(CREATED_BY_ATTRIBUTE) == "CTMuscleBone":
+                slicer.mrmlScene.RemoveNode(node)
+
+    # -- measurements ---------------------------------------------------------------
+    def measure(self, params: CTMuscleBoneParameters) -> Any:
+        """Measure the current segmentation through the core and fill the table."""
+        from CTMuscleBoneLib import pipeline
+
+        from . import nodes
+
+        case = self._require_case()
+        labels = nodes.label_map_from_segmentation_node(case.segmentation_node, case.volume_node)
+        case.labels = labels
+        case.results = pipeline.measure(case.ct, labels, params.to_measure_options())
+        case.changed_rows = set()
+        self._show_results()
+        if case.tracker is not None:
+            case.tracker.reset()
+        return case.results
+
+    def measure_user_segmentation(self, volume_node: Any, segmentation_node: Any,
+                                  params: CTMuscleBoneParameters) -> Any:
+        """Measure a segmentation the user brings (names matched to the anatomy table)."""
+        from . import nodes
+
+        self.case = CaseState(volume_node=volume_node,
+                              ct=nodes.ct_from_volume_node(volume_node),
+                              segmentation_node=segmentation_node)
+        self.case.tracker = nodes.SegmentEditTracker(segmentation_node)
+        return self.measure(params)
+
+    def remeasure(self, params: CTMuscleBoneParameters) -> Any:
+        """Re-measure the structures edited since the last measurement (no network)."""
+        from CTMuscleBoneLib import pipeline
+
+        from . import nodes
+
+        case = self._require_case()
+        if case.results is None:
+            return self.measure(params)
+        changed: set[str] = set()
+        if case.tracker is not None:
+            changed = case.tracker.changed_keys(case.labels, case.volume_node)
+        labels = nodes.label_map_from_segmentation_node(case.segmentation_node, case.volume_node)
+        re = pipeline.remeasure(case.ct, labels, case.results, changed,
+                                params.to_measure_options())
+        case.labels, case.results = labels, re.results
+        case.changed_rows = set(re.changed_rows)
+        self._show_results()
+        if case.tracker is not None:
+            case.tracker.reset()
+        return re
+
+    def _show_results(self) -> None:
+        import slicer
+
+        from . import nodes
+
+        case = self._require_case()
+        if case.table_node is None or slicer.mrmlScene.GetNodeByID(case.table_node.GetID()) is None:
+            case.table_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode",
+                                                                 RESULTS_TABLE_NAME)
+            _mark_created(case.table_node)
+        nodes.update_table_node(case.table_node, case.results, edited_rows=case.changed_rows)
+        for projection in nodes.femur_projection_nodes(slicer.mrmlScene, case.results).values():
+            _mark_created(projection.density)
+            _mark_created(projection.rois)
+
+    # -- review -----------------------------------------------------------------------
+    def center_on(self, key: str) -> str | None:
+        """Centre the slice views on structure ``key``; returns its segment id or None."""
+        import slicer
+
+        from . import nodes
+
+        case = self._require_case()
+        segment_id = self.segment_id_for(key)
+        if segment_id is None:
+            return None
+        nodes.center_on_segment(slicer.mrmlScene, case.segmentation_node, segment_id)
+        return segment_id
+
+    def segment_id_for(self, key: str) -> str | None:
+        """Id of the segment holding anatomy structure ``key`` (None if absent)."""
+        from . import nodes
+
+        segmentation = self._require_case().segmentation_node.GetSegmentation()
+        for segment_id in segmentation.GetSegmentIDs():
+            if nodes.segment_key(segment_id, segmentation.GetSegment(segment_id)) == key:
+                return segment_id
+        return None
+
+    # -- export -----------------------------------------------------------------------
+    def export(self, folder: str | Path, save_node=None) -> dict[str, Path]:
+        """Write results.csv/json, summary.txt and segmentation.seg.nrrd into ``folder``.
+
+        ``save_node(node, path) -> bool`` writes the segmentation (``slicer.util.saveNode``
+        in Slicer; injectable for tests).
+        """
+        from CTMuscleBoneLib import pipeline
+
+        case = self._require_case()
+        if case.results is None:
+            raise RuntimeError("Nothing to export yet: analyze or measure first.")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        extra = ""
+        if case.synthetic_model:
+            extra = f"Segmentation model: {case.clinical_use_warning}"
+        paths = dict(pipeline.write_outputs(case.results, folder, summary_extra=extra))
+        if case.segmentation_node is not None:
+            if save_node is None:
+                import slicer
+
+                save_node = slicer.util.saveNode
+            seg_path = folder / "segmentation.seg.nrrd"
+            if not save_node(case.segmentation_node, str(seg_path)):
+                raise OSError(f"Could not write {seg_path}")
+            paths["segmentation"] = seg_path
+        return paths
+
+    def _require_case(self) -> CaseState:
+        if self.case is None:
+            raise RuntimeError("No case: analyze a CT or measure a segmentation first.")
+        return self.case
+
+
+def _mark_created(node: Any) -> None:
+    if node is not None:
+        node.SetAttribute(CREATED_BY_ATTRIBUTE, "CTMuscleBone")
+
+
+def _review_rows(review: Any) -> list[dict]:
+    """Rows of review.json (a list, or ``{"structures": [...]}``), most uncertain first."""
+    rows = review
+    if isinstance(review, dict):
+        rows = review.get("structures", review.get("review", []))
+    out = [r for r in rows if isinstance(r, dict)]
+    if any("score" in r for r in out):
+        out.sort(key=lambda r: -(r.get("score") or 0.0))
+    else:
+        logging.warning("CTMuscleBone: review.json has no scores")
+    return out

@@ -1,0 +1,209 @@
+"""The panel's settings as a dataclass, stored in a ``vtkMRMLScriptedModuleNode``.
+
+Every setting is kept as a string parameter (``SetParameter``/``GetParameter``) and the
+input volume as a node reference, so the settings are saved and restored with the scene
+(the storage the template's ``parameterNodeWrapper`` also uses; written out by hand here
+so it is testable with the ``slicer-core`` package, which lacks the wrapper).
+
+:data:`PARAMETER_WIDGETS` names the .ui widget that edits each setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+#: Node reference role of the input CT volume in the parameter node.
+INPUT_VOLUME_ROLE = "InputVolume"
+
+SEXES = ("", "M", "F")  # "" = unknown / from the DICOM header
+DEVICES = ("auto", "cpu", "cuda")
+#: Calibration choices: the core's ('auto', 'phantom', 'internal', 'none') plus 'fixed'
+#: (slope and intercept typed in, e.g. from an asynchronous phantom scan), which the panel
+#: turns into a ready ``Calibration`` object.
+CALIBRATION_METHODS = ("auto", "phantom", "internal", "fixed", "none")
+PHANTOMS = ("", "B-MAS200", "Mindways Model 3", "QRM-BDC")  # bundled definitions
+MATERIALS = ("K2HPO4", "HA")
+DENSITY_MODELS = ("constant", "hu_linear")
+CRITERIA = ("awgs2019", "ewgsop2")
+
+
+@dataclass
+class CTMuscleBoneParameters:
+    """Everything the panel lets the user choose.
+
+    Attributes
+    ----------
+    input_volume_id : str
+        MRML node id of the input CT volume ("" = none).
+    sex : {'', 'M', 'F'}
+        Patient sex; '' = unknown.
+    age_years, height_m : float
+        Patient age (years) and height (m); 0 = unknown.
+    model : str
+        Segmentation model name or folder; '' = the bundled demo model (synthetic).
+    mc_samples : int
+        Monte-Carlo dropout samples; 0 = the model card's default.
+    device : {'auto', 'cpu', 'cuda'}
+    calibration : {'auto', 'phantom', 'internal', 'fixed', 'none'}
+    phantom : str
+        Calibration phantom definition (bundled name or JSON path); '' = none.
+    fixed_slope_mg_cm3_per_hu, fixed_intercept_mg_cm3 : float
+        The line used when ``calibration == 'fixed'``: BMD = slope * HU + intercept.
+    fixed_material : {'K2HPO4', 'HA'}
+        Reference material of the fixed line.
+    density_model : {'constant', 'hu_linear'}
+        Muscle density model.
+    criteria : {'awgs2019', 'ewgsop2'}
+        Sarcopenia criteria.
+    heatmap_opacity : float
+        Foreground opacity of the uncertainty heatmap, 0..1.
+    heatmap_threshold : float
+        Uncertainty below this value is not shown (map units).
+    heatmap_visible : bool
+    output_folder : str
+        Export folder.
+    """
+
+    input_volume_id: str = ""
+    sex: str = ""
+    age_years: float = 0.0
+    height_m: float = 0.0
+    model: str = ""
+    mc_samples: int = 0
+    device: str = "auto"
+    calibration: str = "auto"
+    phantom: str = ""
+    fixed_slope_mg_cm3_per_hu: float = 1.0
+    fixed_intercept_mg_cm3: float = 0.0
+    fixed_material: str = "K2HPO4"
+    density_model: str = "constant"
+    criteria: str = "awgs2019"
+    heatmap_opacity: float = 0.5
+    heatmap_threshold: float = 0.0
+    heatmap_visible: bool = True
+    output_folder: str = ""
+
+    # -- parameter node ---------------------------------------------------------------
+    def to_parameter_node(self, node: Any) -> None:
+        """Write every setting into ``node`` (a ``vtkMRMLScriptedModuleNode``).
+
+        Modified events are batched (``StartModify``/``EndModify``) so observers update once.
+        """
+        was_modifying = node.StartModify()
+        try:
+            for f in dataclasses.fields(self):
+                value = getattr(self, f.name)
+                if f.name == "input_volume_id":
+                    node.SetNodeReferenceID(INPUT_VOLUME_ROLE, value or None)
+                    continue
+                node.SetParameter(f.name, _to_text(value))
+        finally:
+            node.EndModify(was_modifying)
+
+    @classmethod
+    def from_parameter_node(cls, node: Any) -> CTMuscleBoneParameters:
+        """Read the settings from ``node``; missing or unreadable values keep their default."""
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            default = getattr(defaults, f.name)
+            if f.name == "input_volume_id":
+                values[f.name] = node.GetNodeReferenceID(INPUT_VOLUME_ROLE) or ""
+                continue
+            text = node.GetParameter(f.name) if node.HasParameter(f.name) else ""
+            values[f.name] = _from_text(text, default)
+        return cls(**values).validated()
+
+    def validated(self) -> CTMuscleBoneParameters:
+        """A copy whose choice fields hold allowed values (an unknown value -> default)."""
+        defaults = CTMuscleBoneParameters()
+        out = dataclasses.replace(self)
+        for name, allowed in (("sex", SEXES), ("device", DEVICES),
+                              ("calibration", CALIBRATION_METHODS),
+                              ("fixed_material", MATERIALS), ("density_model", DENSITY_MODELS),
+                              ("criteria", CRITERIA)):
+            if getattr(out, name) not in allowed:
+                setattr(out, name, getattr(defaults, name))
+        out.heatmap_opacity = min(max(out.heatmap_opacity, 0.0), 1.0)
+        out.mc_samples = max(out.mc_samples, 0)
+        return out
+
+    # -- core options -----------------------------------------------------------------
+    def to_segment_options(self, seed: int | None = None):
+        """:class:`CTMuscleBoneLib.pipeline.SegmentOptions` for these settings."""
+        from CTMuscleBoneLib import pipeline
+
+        return pipeline.SegmentOptions(model=self.model or None,
+                                       samples=self.mc_samples or None, seed=seed,
+                                       device=self.device)
+
+    def calibration_choice(self):
+        """The core's ``calibration`` option: a method name or a ready ``Calibration``."""
+        if self.calibration != "fixed":
+            return self.calibration
+        from CTMuscleBoneLib.calibration.model import Calibration
+
+        # The core has no 'fixed' method: a line typed in by the user is an asynchronous
+        # phantom calibration (fitted on another scan), labelled as such in every row.
+        return Calibration(method="phantom", material=self.fixed_material,
+                           slope_mg_cm3_per_hu=float(self.fixed_slope_mg_cm3_per_hu),
+                           intercept_mg_cm3=float(self.fixed_intercept_mg_cm3),
+                           description="fixed coefficients entered by the user "
+                                       "(asynchronous, not fitted on this scan)")
+
+    def to_measure_options(self):
+        """:class:`CTMuscleBoneLib.pipeline.MeasureOptions` for these settings."""
+        from CTMuscleBoneLib import pipeline
+
+        use_phantom = self.calibration in ("auto", "phantom") and bool(self.phantom)
+        return pipeline.MeasureOptions(
+            sex=self.sex or None, height_m=self.height_m or None,
+            age_years=self.age_years or None, density_model=self.density_model,
+            criteria=self.criteria, calibration=self.calibration_choice(),
+            phantom=self.phantom if use_phantom else None)
+
+
+#: Widget (object name in Resources/UI/CTMuscleBone.ui) editing each parameter.
+PARAMETER_WIDGETS: dict[str, str] = {
+    "input_volume_id": "inputVolumeSelector",
+    "sex": "sexComboBox",
+    "age_years": "ageSpinBox",
+    "height_m": "heightSpinBox",
+    "model": "modelComboBox",
+    "mc_samples": "mcSamplesSpinBox",
+    "device": "deviceComboBox",
+    "calibration": "calibrationMethodComboBox",
+    "phantom": "phantomComboBox",
+    "fixed_slope_mg_cm3_per_hu": "fixedSlopeSpinBox",
+    "fixed_intercept_mg_cm3": "fixedInterceptSpinBox",
+    "fixed_material": "fixedMaterialComboBox",
+    "density_model": "densityModelComboBox",
+    "criteria": "criteriaComboBox",
+    "heatmap_opacity": "heatmapOpacitySlider",
+    "heatmap_threshold": "heatmapThresholdSlider",
+    "heatmap_visible": "heatmapVisibleCheckBox",
+    "output_folder": "outputFolderPathLineEdit",
+}
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _from_text(text: str, default: Any) -> Any:
+    if text == "":
+        return default if not isinstance(default, str) else ""
+    try:
+        if isinstance(default, bool):
+            return text.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(float(text))
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        return default
+    return text
