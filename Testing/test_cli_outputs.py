@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from CTMuscleBoneLib.cli.main import main
 from CTMuscleBoneLib.image import CTImage, Geometry
 from CTMuscleBoneLib.io_ct import write_image, write_label_map

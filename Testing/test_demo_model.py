@@ -33,7 +33,8 @@ FRESH_DICE_MIN = 0.85
 
 
 def test_demo_model_is_committed():
-    assert (MODEL_DIR / "card.json").is_file(), "the demo model must be in CTMuscleBone/Resources/Models"
+    assert (MODEL_DIR / "card.json").is_file(), \
+        "the demo model must be in CTMuscleBone/Resources/Models"
 
 
 @pytest.fixture(scope="module")

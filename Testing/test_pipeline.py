@@ -12,8 +12,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from scipy import ndimage
-
 from CTMuscleBoneLib import pipeline
 from CTMuscleBoneLib.alm import load_alm_model
 from CTMuscleBoneLib.anatomy import BY_KEY
@@ -21,6 +19,7 @@ from CTMuscleBoneLib.calibration.model import Calibration
 from CTMuscleBoneLib.errors import CancelledError, InputError
 from CTMuscleBoneLib.image import CTImage, Geometry, LabelMap
 from CTMuscleBoneLib.phantoms import PhantomSpec, make_phantom
+from scipy import ndimage
 
 
 @pytest.fixture(scope="module")
