@@ -207,7 +207,8 @@ def test_uncalibrated_reports_hu_only():
     for q in ("abmd_total_hip", "abmd_femoral_neck", "t_score_total_hip",
               "vbmd_neck", "who_category_femoral_neck"):
         assert rows[q].value is None
-        assert any("no calibration" in f for f in rows[q].flags)
+        # one flag for the one condition (no "uncalibrated" flag repeating it)
+        assert rows[q].flags == ["not_measurable: no HU-to-BMD calibration (HU values only)"]
     # neck: mean HU of a cylinder with a 3 mm cortex, exact fractions 0.36 / 0.64
     sp = ph.spec
     hu_c, hu_t = SCANNER.hu_for_bmd(sp.cortical_bmd_mg_cm3), SCANNER.hu_for_bmd(
@@ -215,7 +216,9 @@ def test_uncalibrated_reports_hu_only():
     f_t = ((sp.neck_radius_mm - sp.cortical_thickness_mm) / sp.neck_radius_mm) ** 2
     expected = f_t * hu_t + (1 - f_t) * hu_c
     assert rows["mean_hu_neck"].value == pytest.approx(expected, rel=0.03)
-    assert "uncalibrated: HU only" in rows["mean_hu_neck"].flags
+    # HU and geometry rows do not depend on a calibration: no calibration text or flag
+    assert not any("calibrat" in f for f in rows["mean_hu_neck"].flags)
+    assert "calibrat" not in rows["mean_hu_neck"].method
     assert out.projections == {}
 
 

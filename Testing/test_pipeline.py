@@ -267,3 +267,22 @@ def test_progress_on_a_terminal_is_one_line():
     text = buf.getvalue()
     assert text.count("\n") == 1 and text.endswith("\n")
     assert text.count("\r") == 51
+
+
+# --- compact uncertainty maps ------------------------------------------------------------
+def test_compact_uncertainty_error_bound_and_region():
+    from CTMuscleBoneLib.segmentation.pipeline import compact_uncertainty
+
+    rng = np.random.default_rng(4)
+    a = rng.uniform(1e-6, 2.0, size=(20, 20, 20)).astype(np.float32)
+    keep = np.zeros(a.shape, dtype=bool)
+    keep[5:15, 5:15, 5:15] = True
+    c = compact_uncertainty(a, keep, mantissa_bits=5)
+    assert c.dtype == np.float32
+    assert np.all(c[~keep] == 0)
+    rel = np.abs(c[keep] - a[keep]) / a[keep]
+    assert rel.max() <= 2.0 ** -6 + 1e-7
+    assert rel.max() > 2.0 ** -8  # the rounding did happen
+    # rounded values carry at most 5 mantissa bits
+    assert np.all((c[keep].view(np.uint32) & np.uint32((1 << 18) - 1)) == 0)
+    assert np.array_equal(compact_uncertainty(a, keep, mantissa_bits=23)[keep], a[keep])

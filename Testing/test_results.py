@@ -29,9 +29,11 @@ def test_csv_columns_and_values(tmp_path: Path) -> None:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert rows[1][:4] == ["gluteus_medius_left", "volume", "123.456", "cm3"]
-    assert rows[2][2] == "" and "metal" in rows[2][5]
-    assert rows[3][2] == "" and rows[3][5] == "x; y"  # NaN written as empty, never "nan"
+    # volumes rounded to 0.1 cm3 for reading; the display name follows the machine key
+    assert rows[1][:5] == ["gluteus_medius_left", "Gluteus medius (left)", "volume", "123.5",
+                           "cm3"]
+    assert rows[2][3] == "" and "metal" in rows[2][6]
+    assert rows[3][3] == "" and rows[3][6] == "x; y"  # NaN written as empty, never "nan"
 
 
 def test_json_round_trip(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 
 import numpy as np
@@ -13,7 +15,7 @@ import vtk
 from CTMuscleBoneLib import anatomy
 from CTMuscleBoneLib.image import Geometry, LabelMap
 from CTMuscleBoneLib.io_labels import read_labels
-from CTMuscleBoneLib.results import ResultRow, Results
+from CTMuscleBoneLib.results import ResultRow, Results, display_name
 from CTMuscleBoneSlicer import nodes, terminology
 
 _slicer_env = pytest.fixture(slicer_fixtures.slicer_environment, name="slicer_env")
@@ -330,13 +332,15 @@ def test_table_node_equals_results(slicer_env):
     results = _results()
     edited = {("gluteus_medius_left", "volume")}
     rows = nodes.table_rows(results, edited)
-    assert rows[0] == ("Gluteus medius (left)", "gluteus_medius_left", "volume", "123.457", "cm3",
-                       "", "yes")
+    assert rows[0] == ("Gluteus medius (left)", "gluteus_medius_left", "volume", "123.5", "cm3",
+                       "", "yes")  # volumes: one decimal (results.DISPLAY_DECIMALS)
     assert rows[1][3] == "" and rows[1][5] == "not_measurable: no calibration"
-    assert rows[2][3] == "osteopenia" and rows[3][3] == "1234" and rows[4][3] == ""
-    assert rows[3][0] == "Lower limb total" and rows[3][5] == "a; b"
-    csv_values = [line.split(",")[2] for line in results.to_csv_text().splitlines()[1:]]
-    assert [r[3] for r in rows] == csv_values
+    assert rows[2][3] == "osteopenia" and rows[4][3] == ""
+    assert rows[3][0] == display_name("lower_limb_total") and rows[3][5] == "a; b"
+    # names and values exactly as results.csv writes them
+    csv_rows = list(csv.DictReader(io.StringIO(results.to_csv_text())))
+    assert [r[3] for r in rows] == [c["value"] for c in csv_rows]
+    assert [r[0] for r in rows] == [c["display_name"] for c in csv_rows]
     table = slicer_env.scene.AddNewNodeByClass("vtkMRMLTableNode")
     nodes.update_table_node(table, results, edited)
     assert table.GetNumberOfColumns() == len(nodes.TABLE_COLUMNS)

@@ -1,26 +1,45 @@
 """Figures showing the images each value came from (matplotlib, Agg backend).
 
-* :func:`overview_figure`: a coronal CT slice, the same slice with the label map and,
-  when given, with the voxel uncertainty heatmap; plus each femur's DXA-view
-  projection with its ROIs. Written as PNG.
+* :func:`build_overview`: a matplotlib Figure with a coronal CT slice, the same slice
+  with the label map, the voxel uncertainty heatmap, and each femur's DXA-view
+  projection with its ROIs; a legend of the segment colours present (grouped by
+  region when many) and of the ROI marks. A panel whose content is absent says why
+  ("no femur segmented", "no uncertainty map: ...").
+* :func:`overview_figure`: writes that figure as PNG.
 * :func:`draw_femur_projection`: one femur's projection with total hip and femoral
   neck ROIs and landmarks, on a matplotlib axes.
 
-Slices are taken on the voxel grid after permuting and flipping axes to the nearest
-LPS order (no resampling); for an oblique scan the slice is the one nearest to coronal,
-and the title says so.
+Every panel follows the radiological convention: the patient's right is on the image
+left (the slice's first axis runs towards the patient's left), superior is up, and the
+right femur's panel comes before the left one. Slices are taken on the voxel grid after
+permuting and flipping axes to the nearest LPS order (no resampling); for an oblique
+scan the slice is the one nearest to coronal, and the title says so.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .anatomy import BY_KEY, BY_LABEL_VALUE
+from .anatomy import BY_KEY, BY_LABEL_VALUE, MUSCLE_REGIONS, Structure
 from .atomic import atomic_path
 from .image import Geometry, LabelMap
+
+#: CT display window, HU.
+CT_WINDOW_HU = (-250.0, 450.0)
+#: Largest number of structure entries in the segment legend; above it the legend
+#: groups structures by muscle region / bone / other.
+MAX_LEGEND_ENTRIES = 14
+#: Colours of the femur ROI outlines, and the landmark markers.
+ROI_COLOURS = {"total_hip": "tab:orange", "femoral_neck": "tab:cyan"}
+LANDMARK_MARKERS = {"head_centre": ("+", "femoral head centre"),
+                    "head_neck_junction": ("x", "head-neck junction"),
+                    "lesser_trochanter": ("o", "lesser trochanter")}
+LANDMARK_COLOUR = "yellow"
+_SIDES_RADIOLOGICAL = ("right", "left")  # image left to image right
 
 
 def _mpl() -> Any:
@@ -34,6 +53,9 @@ def _mpl() -> Any:
 
 def to_lps_view(array: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, tuple[float, ...]]:
     """Permute and flip axes so that axis 0 runs to the left, 1 posterior, 2 superior.
+
+    Shown with axis 0 horizontal (increasing to the right) this puts the patient's
+    right on the image left (radiological convention).
 
     Returns the view (no copy) and the spacing of its axes, mm.
     """
@@ -56,11 +78,15 @@ def _is_oblique(geometry: Geometry) -> bool:
                            atol=1e-3)
 
 
+def _structure(value: int, key: str) -> Structure | None:
+    return BY_KEY.get(key) or BY_LABEL_VALUE.get(value)
+
+
 def label_rgba(labels: np.ndarray, structures: dict[int, str], alpha: float = 0.55) -> np.ndarray:
     """RGBA image (…, 4) of a label slice with anatomy-table colours."""
     out = np.zeros(labels.shape + (4,), dtype=float)
     for value, key in structures.items():
-        st = BY_KEY.get(key) or BY_LABEL_VALUE.get(value)
+        st = _structure(value, key)
         if st is None:
             continue
         m = labels == value
@@ -70,31 +96,249 @@ def label_rgba(labels: np.ndarray, structures: dict[int, str], alpha: float = 0.
     return out
 
 
+def _group_name(st: Structure) -> str:
+    if st.group == "muscle" and st.region in MUSCLE_REGIONS:
+        return MUSCLE_REGIONS[st.region].split(" (", 1)[0]
+    return {"bone": "Bones", "muscle": "Muscles"}.get(st.group, "Other structures")
+
+
+def legend_entries(structures: list[Structure]) -> list[tuple[str, list[tuple[float, ...]]]]:
+    """(label, colours) of the segment legend, in anatomy-table order.
+
+    One entry per structure name (left and right sides share it, with both colours)
+    when there are at most :data:`MAX_LEGEND_ENTRIES`; otherwise one per muscle
+    region, bones and other structures, with up to six member colours each.
+    """
+    by_name: dict[str, list[tuple[float, ...]]] = {}
+    for st in structures:
+        by_name.setdefault(st.name, []).append(tuple(np.asarray(st.color_rgb) / 255.0))
+    if len(by_name) <= MAX_LEGEND_ENTRIES:
+        return list(by_name.items())
+    by_group: dict[str, list[tuple[float, ...]]] = {}
+    for st in structures:
+        colours = by_group.setdefault(_group_name(st), [])
+        c = tuple(np.asarray(st.color_rgb) / 255.0)
+        if c not in colours and len(colours) < 6:
+            colours.append(c)
+    return list(by_group.items())
+
+
+def _segment_handles(entries: list[tuple[str, list[tuple[float, ...]]]]) -> tuple[list, list]:
+    from matplotlib.patches import Patch
+
+    handles = [tuple(Patch(facecolor=c, edgecolor="none") for c in colours)
+               for _, colours in entries]
+    return handles, [label for label, _ in entries]
+
+
+def _roi_handles() -> tuple[list, list]:
+    from matplotlib.lines import Line2D
+
+    handles: list[Any] = [Line2D([], [], color=c, lw=1.5) for c in ROI_COLOURS.values()]
+    labels = [f"{site.replace('_', ' ')} ROI" for site in ROI_COLOURS]
+    for marker, text in LANDMARK_MARKERS.values():
+        handles.append(Line2D([], [], ls="none", marker=marker, color=LANDMARK_COLOUR,
+                              mfc="none", mec="black" if marker == "o" else LANDMARK_COLOUR,
+                              ms=7))
+        labels.append(text)
+    handles.append(Line2D([], [], color=LANDMARK_COLOUR, lw=0.8, ls="--"))
+    labels.append("femoral head sphere fit")
+    return handles, labels
+
+
+def _absent(ax: Any, title: str, reason: str) -> None:
+    """A panel that says why its content is absent."""
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    ax.text(0.5, 0.5, textwrap.fill(reason, 30), ha="center", va="center", fontsize=8,
+            color="dimgray", transform=ax.transAxes,
+            bbox={"boxstyle": "round", "fc": "whitesmoke", "ec": "lightgray"})
+
+
+def _colorbar(plt: Any, mappable: Any, ax: Any, label: str) -> Any:
+    """A labelled colour bar beside ``ax``."""
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    cax = make_axes_locatable(ax).append_axes("right", size="4%", pad=0.05)
+    cb = plt.colorbar(mappable, cax=cax)
+    cb.set_label(label, fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+    return cb
+
+
+def _side_marks(ax: Any) -> None:
+    """'R' and 'L' at the image edges (patient's right on the image left)."""
+    for x, text in ((0.02, "R"), (0.98, "L")):
+        ax.text(x, 0.97, text, transform=ax.transAxes, ha="center", va="top", fontsize=9,
+                color="white", fontweight="bold")
+
+
 def draw_femur_projection(ax: Any, fp: Any, title: str = "") -> None:
-    """Draw a :class:`~CTMuscleBoneLib.femur.FemurProjection` with its ROIs on ``ax``."""
+    """Draw a :class:`~CTMuscleBoneLib.femur.FemurProjection` with its ROIs on ``ax``.
+
+    Axis 0 of the projection runs towards the patient's left and is drawn left to
+    right, so the patient's right is on the image left, as in the CT panels.
+    """
     plt = _mpl()
     img = fp.projection.areal_density_g_cm2
     px = fp.pixel_mm
     ext = (0, img.shape[0] * px, 0, img.shape[1] * px)
     im = ax.imshow(img.T, origin="lower", cmap="gray", extent=ext)
-    for site, colour in (("total_hip", "tab:orange"), ("femoral_neck", "tab:cyan")):
+    for site, colour in ROI_COLOURS.items():
         if site in fp.roi_masks and fp.roi_masks[site].any():
             ax.contour(fp.roi_masks[site].T.astype(float), levels=[0.5], colors=[colour],
                        extent=ext, linewidths=1.2)
-    for name, marker in (("head_centre", "+"), ("head_neck_junction", "x"),
-                         ("lesser_trochanter", "o")):
+    for name, (marker, _) in LANDMARK_MARKERS.items():
         if name in fp.landmarks_px:
             i, k = np.asarray(fp.landmarks_px[name]) * px
-            ax.plot(i, k, marker, color="yellow", ms=7, mfc="none")
+            ax.plot(i, k, marker, color=LANDMARK_COLOUR, ms=7, mfc="none")
     if "head_centre" in fp.landmarks_px:
         c = np.asarray(fp.landmarks_px["head_centre"]) * px
-        ax.add_patch(plt.Circle(c, fp.head_radius_px * px, fill=False, color="yellow",
+        ax.add_patch(plt.Circle(c, fp.head_radius_px * px, fill=False, color=LANDMARK_COLOUR,
                                 lw=0.7, ls="--"))
     ax.set_title(title, fontsize=8)
-    ax.set_xlabel("mm (to patient's left)", fontsize=7)
-    ax.set_ylabel("mm (superior)", fontsize=7)
+    ax.set_xlabel("patient right <-> left (mm)", fontsize=7)
+    ax.set_ylabel("inferior <-> superior (mm)", fontsize=7)
     ax.tick_params(labelsize=6)
-    plt.colorbar(im, ax=ax, shrink=0.7).set_label("g/cm2", fontsize=7)
+    _side_marks(ax)
+    _colorbar(plt, im, ax, "areal BMD (g/cm2)")
+
+
+def _femur_text(results: Any, side: str) -> tuple[dict[str, float], str | None]:
+    """aBMD values and the reason a femur has no DXA view, from a Results."""
+    values: dict[str, float] = {}
+    reason = None
+    for q in ("abmd_total_hip", "abmd_femoral_neck"):
+        row = results.get(f"femur_{side}", q) if results is not None else None
+        if row is None:
+            continue
+        if isinstance(row.value, float):
+            values[q] = row.value
+        elif reason is None:
+            why = [f.split(":", 1)[1].strip() for f in row.flags
+                   if f.startswith("not_measurable:")]
+            reason = why[0] if why else None
+    return values, reason
+
+
+def build_overview(
+    hu: np.ndarray,
+    labels: LabelMap,
+    uncertainty: np.ndarray | None = None,
+    femur_projections: dict[str, Any] | None = None,
+    femur_values: dict[str, dict[str, Any]] | None = None,
+    title: str = "",
+    results: Any = None,
+    uncertainty_reason: str = "no uncertainty map: the labels were not made by the "
+                              "segmentation model",
+) -> Any:
+    """The overview figure of a case (a matplotlib Figure; close it when done).
+
+    Parameters
+    ----------
+    hu : np.ndarray, (n0, n1, n2)
+        CT in HU on ``labels.geometry``.
+    labels : LabelMap
+    uncertainty : np.ndarray, (n0, n1, n2), optional
+        Voxel uncertainty map on the same grid (e.g. predictive variance), 0 outside
+        the body.
+    femur_projections : dict side -> FemurProjection, optional
+    femur_values : dict side -> {'abmd_total_hip': g/cm2, 'abmd_femoral_neck': ...}
+        Values written in the femur panels' titles (default: taken from ``results``).
+    title : str
+        Figure title (e.g. the synthetic-model warning).
+    results : Results, optional
+        Gives the aBMD values and, for a femur without a DXA view, the reason.
+    uncertainty_reason : str
+        Written in the uncertainty panel when ``uncertainty`` is None.
+    """
+    plt = _mpl()
+    g = labels.geometry
+    ct_v, sp = to_lps_view(hu, g)
+    lab_v, _ = to_lps_view(labels.array, g)
+    unc_v = to_lps_view(uncertainty, g)[0] if uncertainty is not None else None
+    femur_values_in = {v for v, k in labels.structures.items() if k.startswith("femur")}
+    # coronal slice through the femoral heads when labelled, else through the labels
+    fem = np.isin(lab_v, list(femur_values_in))
+    where = np.argwhere(fem if fem.any() else lab_v > 0)
+    y = int(np.median(where[:, 1])) if where.size else lab_v.shape[1] // 2
+    ext = (0, ct_v.shape[0] * sp[0], 0, ct_v.shape[2] * sp[2])
+    fps = femur_projections or {}
+    sides = [s for s in _SIDES_RADIOLOGICAL if f"femur_{s}" in labels.structures.values()]
+    femur_panels: list[str | None] = list(sides) or [None]
+
+    n = 3 + len(femur_panels)
+    fig = plt.figure(figsize=(3.5 * n, 5.8), dpi=110)
+    grid = fig.add_gridspec(2, n, height_ratios=[4.6, 1.2])
+    axes = [fig.add_subplot(grid[0, i]) for i in range(n)]
+    leg_ax = fig.add_subplot(grid[1, :])
+    leg_ax.set_axis_off()
+    oblique = " (nearest-to-coronal slice)" if _is_oblique(g) else ""
+
+    lo, hi = CT_WINDOW_HU
+    ct_slice = np.clip(ct_v[:, y, :].T, lo, hi)
+    for i, ax in enumerate(axes[:3]):
+        if i == 2 and unc_v is None:
+            _absent(ax, "uncertainty", uncertainty_reason)
+            continue
+        im = ax.imshow(ct_slice, origin="lower", cmap="gray", extent=ext, vmin=lo, vmax=hi)
+        if i == 0:
+            ax.set_title("CT (coronal)" + oblique, fontsize=8)
+            _colorbar(plt, im, ax, "CT (HU, window)")
+        elif i == 1:
+            ax.imshow(np.transpose(label_rgba(lab_v[:, y, :], labels.structures), (1, 0, 2)),
+                      origin="lower", extent=ext)
+            ax.set_title("segmentation" + oblique, fontsize=8)
+        else:
+            assert unc_v is not None
+            u = np.asarray(unc_v[:, y, :].T, dtype=float)
+            pos = u[np.isfinite(u) & (u > 0)]
+            cut = float(np.percentile(pos, 50)) if pos.size else 0.0
+            shown = np.ma.masked_where(~np.isfinite(u) | (u <= cut), u)
+            hm = ax.imshow(shown, origin="lower", cmap="inferno", extent=ext, alpha=0.8)
+            ax.set_title("uncertainty (predictive variance)" + oblique, fontsize=8)
+            _colorbar(plt, hm, ax, "predictive variance\n(upper half inside the body shown)")
+        ax.set_xlabel("patient right <-> left (mm)", fontsize=7)
+        ax.set_ylabel("inferior <-> superior (mm)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        _side_marks(ax)
+
+    for ax, side in zip(axes[3:], femur_panels, strict=True):
+        if side is None:
+            _absent(ax, "femur, DXA view", "no femur segmented")
+            continue
+        vals, reason = _femur_text(results, side)
+        vals = {**vals, **(femur_values or {}).get(side, {})}
+        if side not in fps:
+            _absent(ax, f"{side} femur, DXA view",
+                    "no DXA view: " + (reason or "femur not measured"))
+            continue
+        text = ", ".join(f"{q.replace('abmd_', '').replace('_', ' ')} {vals[q]:.3f} g/cm2"
+                         for q in ("abmd_total_hip", "abmd_femoral_neck")
+                         if isinstance(vals.get(q), float))
+        draw_femur_projection(ax, fps[side], f"{side} femur, DXA view\n" + text)
+
+    present = [st for v, k in sorted(labels.structures.items())
+               if (st := _structure(v, k)) is not None and np.any(lab_v[:, y, :] == v)]
+    present.sort(key=lambda st: st.label_value)
+    if present:
+        handles, names = _segment_handles(legend_entries(present))
+        from matplotlib.legend_handler import HandlerTuple
+
+        seg_leg = leg_ax.legend(handles, names, loc="upper left", ncol=min(4, len(names)),
+                                fontsize=7, title="segments in this slice", title_fontsize=7,
+                                handler_map={tuple: HandlerTuple(ndivide=None, pad=0)},
+                                frameon=False)
+        leg_ax.add_artist(seg_leg)
+    if fps:
+        handles, names = _roi_handles()
+        leg_ax.legend(handles, names, loc="upper right", ncol=2, fontsize=7,
+                      title="DXA-view marks", title_fontsize=7, frameon=False,
+                      facecolor="gray")
+    if title:
+        fig.suptitle(title, fontsize=9, color="darkred")
+    fig.tight_layout()
+    return fig
 
 
 def overview_figure(
@@ -105,65 +349,22 @@ def overview_figure(
     femur_projections: dict[str, Any] | None = None,
     femur_values: dict[str, dict[str, Any]] | None = None,
     title: str = "",
-) -> Path:
-    """Write a PNG overview of a case.
+    results: Any = None,
+    return_figure: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Write the PNG overview of a case (see :func:`build_overview`), atomically.
 
-    Parameters
-    ----------
-    hu : np.ndarray, (n0, n1, n2)
-        CT in HU on ``labels.geometry``.
-    labels : LabelMap
-    path : output PNG (written atomically)
-    uncertainty : np.ndarray, (n0, n1, n2), optional
-        Voxel uncertainty map on the same grid (e.g. predictive variance).
-    femur_projections : dict side -> FemurProjection, optional
-    femur_values : dict side -> {'abmd_total_hip': g/cm2, 'abmd_femoral_neck': ...}
-    title : str
-        Figure title (e.g. the synthetic-model warning).
+    Returns the path, or ``(path, figure)`` when ``return_figure`` (the caller then
+    closes the figure).
     """
     plt = _mpl()
-    g = labels.geometry
-    ct_v, sp = to_lps_view(hu, g)
-    lab_v, _ = to_lps_view(labels.array, g)
-    unc_v = to_lps_view(uncertainty, g)[0] if uncertainty is not None else None
-    # coronal slice through the femoral heads when labelled, else through the labels
-    fem = np.isin(lab_v, [v for v, k in labels.structures.items() if k.startswith("femur")])
-    where = np.argwhere(fem if fem.any() else lab_v > 0)
-    y = int(np.median(where[:, 1])) if where.size else lab_v.shape[1] // 2
-    ext = (0, ct_v.shape[0] * sp[0], 0, ct_v.shape[2] * sp[2])
-    panels = [("CT (coronal)", None), ("segmentation", "labels")]
-    if unc_v is not None:
-        panels.append(("uncertainty (predictive variance)", "unc"))
-    fps = femur_projections or {}
-    n = len(panels) + len(fps)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 4.6), dpi=110)
-    axes = np.atleast_1d(axes)
-    ct_slice = np.clip(ct_v[:, y, :].T, -250, 450)
-    for ax, (name, kind) in zip(axes, panels, strict=False):
-        ax.imshow(ct_slice, origin="lower", cmap="gray", extent=ext)
-        if kind == "labels":
-            ax.imshow(np.transpose(label_rgba(lab_v[:, y, :], labels.structures), (1, 0, 2)),
-                      origin="lower", extent=ext)
-        elif kind == "unc" and unc_v is not None:
-            u = unc_v[:, y, :].T
-            im = ax.imshow(np.ma.masked_less_equal(u, np.percentile(u, 50) if u.any() else 0),
-                           origin="lower", cmap="inferno", extent=ext, alpha=0.75)
-            plt.colorbar(im, ax=ax, shrink=0.7).ax.tick_params(labelsize=6)
-        ax.set_title(name + (" (nearest-to-coronal slice)" if _is_oblique(g) else ""),
-                     fontsize=8)
-        ax.set_xlabel("patient right  <->  left (mm)", fontsize=7)
-        ax.tick_params(labelsize=6)
-    for ax, (side, fp) in zip(axes[len(panels):], sorted(fps.items()), strict=False):
-        vals = (femur_values or {}).get(side, {})
-        parts = [f"{q.replace('abmd_', '')} {vals[q]:.3f} g/cm2"
-                 for q in ("abmd_total_hip", "abmd_femoral_neck")
-                 if isinstance(vals.get(q), float)]
-        draw_femur_projection(ax, fp, f"{side} femur, DXA view\n" + ", ".join(parts))
-    if title:
-        fig.suptitle(title, fontsize=9, color="darkred")
-    fig.tight_layout()
+    fig = build_overview(hu, labels, uncertainty, femur_projections, femur_values, title,
+                         results, **kwargs)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
+    if return_figure:
+        return path, fig
     plt.close(fig)
     return path

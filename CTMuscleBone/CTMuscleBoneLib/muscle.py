@@ -36,6 +36,10 @@ FAT_HU_RANGE: tuple[float, float] = (-190.0, -30.0)
 LEAN_HU_RANGE: tuple[float, float] = (-29.0, 150.0)
 
 PARTIAL_FLAG = "partial: cut by the field of view"
+#: Flag of a group total with at least one member cut by the field of view.
+PARTIAL_TOTAL_FLAG = "partial: includes muscles cut by the field of view"
+#: Flag of the SD of a one-voxel structure.
+SD_NOT_MEASURABLE = "not_measurable: one voxel only (an SD needs two)"
 
 
 @dataclass
@@ -149,8 +153,6 @@ def measure_muscle(
     rho = density.density_g_cm3(values)
     faces = touched_faces(mask, geometry, box)
     flags = [f"{PARTIAL_FLAG} ({', '.join(faces)})"] if faces else []
-    if n < 2:
-        flags.append("too few voxels for an SD")
     return MuscleMeasure(
         key=key,
         n_voxels=n,
@@ -228,7 +230,12 @@ def muscle_rows(measures: list[MuscleMeasure], density: DensityModel) -> list[Re
             ("mass", m.mass_g, "g", f"volume x density {dens}"),
             ("lean_mass", m.lean_mass_g, "g", f"lean volume x density {dens}"),
         ]
-        rows += [ResultRow(m.key, q, v, u, meth, list(m.flags)) for q, v, u, meth in spec]
+        for q, v, u, meth in spec:
+            if q == "sd_hu" and not np.isfinite(v):  # one voxel: the row says why
+                rows.append(ResultRow(m.key, q, None, u, meth,
+                                      [SD_NOT_MEASURABLE, *m.flags]))
+            else:
+                rows.append(ResultRow(m.key, q, v, u, meth, list(m.flags)))
     rows += group_total_rows(measures, density)
     return rows
 
@@ -279,7 +286,7 @@ def group_total_rows(measures: list[MuscleMeasure], density: DensityModel) -> li
     for name in sorted(totals, key=sort_key):
         t = totals[name]
         members = ", ".join(t["members"])  # type: ignore[arg-type]
-        flags = [f"includes partial structures ({PARTIAL_FLAG})"] if t["partial"] else []
+        flags = [PARTIAL_TOTAL_FLAG] if t["partial"] else []
         method = f"sum over {members}"
         rows += [
             ResultRow(name, "volume", t["volume_cm3"], "cm3", method, list(flags)),

@@ -21,9 +21,7 @@ not provide them.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -623,12 +621,6 @@ class SegmentEditTracker:
 TABLE_COLUMNS = ("structure", "key", "quantity", "value", "unit", "flags", "edited")
 
 
-def _structure_label(key: str) -> str:
-    if key in anatomy.BY_KEY:
-        return anatomy.structure(key).display_name
-    return key.replace("_", " ").capitalize()
-
-
 def table_rows(results: Any, edited: Iterable[tuple[str, str]] = frozenset()
                ) -> list[tuple[str, ...]]:
     """The rows of the results table, one per ``results.rows`` entry, in order.
@@ -642,21 +634,15 @@ def table_rows(results: Any, edited: Iterable[tuple[str, str]] = frozenset()
     Returns
     -------
     list of tuple of str
-        ``(structure display name, key, quantity, value, unit, flags, edited)``: value
-        is the text ``Results.to_csv_text`` writes (6 significant digits, '' when not
+        ``(structure display name, key, quantity, value, unit, flags, edited)``: the
+        display name and the value text exactly as ``results.csv`` writes them
+        (:meth:`ResultRow.display_value`, rounded per quantity; '' when not
         measurable), flags joined by '; ', edited 'yes' or ''.
     """
     edited = set(edited)
-    csv_rows = list(csv.reader(io.StringIO(results.to_csv_text())))[1:]
-    if len(csv_rows) != len(results.rows):  # pragma: no cover - to_csv_text writes one each
-        raise RuntimeError("results CSV and rows disagree")
-    out = []
-    for row, text in zip(results.rows, csv_rows, strict=True):
-        out.append((
-            _structure_label(row.structure), row.structure, row.quantity, text[2], row.unit,
-            "; ".join(row.flags), "yes" if (row.structure, row.quantity) in edited else "",
-        ))
-    return out
+    return [(row.display_name, row.structure, row.quantity, row.display_value(), row.unit,
+             "; ".join(row.flags), "yes" if (row.structure, row.quantity) in edited else "")
+            for row in results.rows]
 
 
 def update_table_node(table_node: Any, results: Any,

@@ -91,7 +91,7 @@ def write_overview_figure(results: Results, ct: CTImage, seg, path: Path) -> Non
     overview_figure(ct.hu, seg.result.label_map, path,
                     uncertainty=unc,
                     femur_projections=femur.projections if femur else None,
-                    femur_values=values,
+                    femur_values=values, results=results,
                     title=seg.card.clinical_use_warning if seg.card.synthetic else "")
 
 

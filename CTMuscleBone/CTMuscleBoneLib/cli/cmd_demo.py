@@ -117,7 +117,8 @@ def _run_demo(args: argparse.Namespace, seg_options: SegmentOptions, stage: Path
                      f"built with {spec.vertebra_bmd_mg_cm3:.1f} mg/cm3")
     progress(0.95, "writing results")
     summary = write_analysis(analysis, phantom.ct, prov, stage)
-    text = "\n".join([f"*** {SYNTHETIC_BANNER} ***", "", summary.rstrip("\n"), "",
+    # the summary starts with the synthetic banners itself (once each)
+    text = "\n".join([summary.rstrip("\n"), "",
                       "Demo self-check (synthetic phantom truth):", *check,
                       f"\nResults folder: {out} (see README.txt there)"])
     atomic_write_text(stage / "summary.txt", text + "\n")

@@ -6,8 +6,10 @@
 (:mod:`.tscore`), and returns result rows plus the projections for display.
 
 A value that cannot be measured is a row with ``value=None`` and a
-``not_measurable: <reason>`` flag. Without a calibration, only HU means are measured
-and aBMD / vBMD / T-scores are not measurable ("no calibration").
+``not_measurable: <reason>`` flag. Without a calibration, only HU means and geometry
+are measured and aBMD / vBMD / T-scores are not measurable (one flag: "no HU-to-BMD
+calibration"). Only values that depend on the calibration carry its method text and
+warnings; geometry and HU rows do not.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from ..calibration import Calibration
 from ..errors import InputError, NotMeasurableError
 from ..image import CTImage, LabelMap
-from ..results import ResultRow
+from ..results import NO_CALIBRATION_REASON, ResultRow
 from . import tscore
 from .checks import check_femur, touches_border
 from .dxa_projection import PIXEL_MM, Projection, project
@@ -41,8 +43,18 @@ METHOD_ABMD = ("CT-aBMD: density projected antero-posteriorly in the DXA view at
 METHOD_VBMD = "vBMD: mean calibrated density of the {region} region's femur voxels"
 METHOD_HU = "mean HU of the {region} region's femur voxels"
 METHOD_T = "T-score vs NHANES III white women 20-29 (Looker 1998)"
+METHOD_WHO = ("WHO 1994: T >= -1 normal; -2.5 < T < -1 low bone mass; T <= -2.5 "
+              "osteoporosis")
+METHOD_YAM = "aBMD / young-adult mean (NHANES III white women 20-29) x 100"
+METHOD_VOLUME = "voxel count x voxel volume"
+METHOD_NSA = "angle between the neck axis and the shaft axis (automatic landmarks)"
+METHOD_HEAD = "least-squares sphere fit to the femoral head"
 FLAG_T = ("unvalidated: T-score from CT-aBMD against a DXA reference; reference values "
           "not verified against the primary table")
+#: Reason of every calibration-dependent value when there is no calibration.
+NO_CALIBRATION = NO_CALIBRATION_REASON
+#: Quantity prefixes whose values depend on the HU-to-BMD calibration.
+CALIBRATED_PREFIXES = ("abmd_", "t_score_", "who_category_", "percent_yam_", "vbmd_")
 
 
 @dataclass
@@ -85,8 +97,8 @@ class FemurOutput:
 QUANTITIES: tuple[tuple[str, str], ...] = (
     ("abmd_total_hip", "g/cm2"),
     ("abmd_femoral_neck", "g/cm2"),
-    ("t_score_total_hip", "1"),
-    ("t_score_femoral_neck", "1"),
+    ("t_score_total_hip", "SD"),
+    ("t_score_femoral_neck", "SD"),
     ("who_category_total_hip", ""),
     ("who_category_femoral_neck", ""),
     ("percent_yam_total_hip", "%"),
@@ -104,8 +116,34 @@ QUANTITIES: tuple[tuple[str, str], ...] = (
 UNITS = dict(QUANTITIES)
 
 
+def quantity_method(quantity: str) -> str:
+    """The method text of a femur quantity, without the calibration."""
+    for region in REGIONS:
+        if quantity == f"vbmd_{region}":
+            return METHOD_VBMD.format(region=region)
+        if quantity == f"mean_hu_{region}":
+            return METHOD_HU.format(region=region)
+    for site in SITES:
+        roi = site.replace("_", " ")
+        texts = {f"abmd_{site}": METHOD_ABMD.format(roi=roi), f"t_score_{site}": METHOD_T,
+                 f"who_category_{site}": METHOD_WHO, f"percent_yam_{site}": METHOD_YAM}
+        if quantity in texts:
+            return texts[quantity]
+    return {"volume_total_proximal": METHOD_VOLUME, "neck_shaft_angle": METHOD_NSA,
+            "head_radius": METHOD_HEAD}.get(quantity, "")
+
+
+def needs_calibration(quantity: str) -> bool:
+    """True when the quantity is a mineral density or derived from one."""
+    return quantity.startswith(CALIBRATED_PREFIXES)
+
+
 class _Rows:
-    """Collects the rows of one femur, filling in not-measurable ones at the end."""
+    """Collects the rows of one femur, filling in not-measurable ones at the end.
+
+    The calibration's method text and warnings go only to the values that depend on
+    it (:func:`needs_calibration`); the femur's check warnings go to every row.
+    """
 
     def __init__(self, structure: str, calibration: Calibration, warnings: list[str]):
         self.structure = structure
@@ -113,22 +151,28 @@ class _Rows:
         self.warnings = warnings
         self.rows: dict[str, ResultRow] = {}
 
+    def _method(self, quantity: str, method: str) -> str:
+        if needs_calibration(quantity) and self.cal.calibrated:
+            return f"{self.cal.method_text()}; {method}"
+        return method
+
     def add(self, quantity: str, value: float | str, method: str,
             flags: list[str] | None = None) -> None:
         if isinstance(value, float) and not np.isfinite(value):
             self.missing(quantity, "no femur voxels in the region")
             return
+        cal_flags = self.cal.flags() if needs_calibration(quantity) else []
         self.rows[quantity] = ResultRow(
-            self.structure, quantity, value, UNITS[quantity],
-            f"{self.cal.method_text()}; {method}",
-            self.cal.flags() + list(self.warnings) + list(flags or []))
+            self.structure, quantity, value, UNITS[quantity], self._method(quantity, method),
+            cal_flags + list(self.warnings) + list(flags or []))
 
     def missing(self, quantity: str, reason: str) -> None:
         if quantity in self.rows:
             return
         self.rows[quantity] = ResultRow(
-            self.structure, quantity, None, UNITS[quantity], self.cal.method_text(),
-            [f"not_measurable: {reason}"] + self.cal.flags() + list(self.warnings))
+            self.structure, quantity, None, UNITS[quantity],
+            self._method(quantity, quantity_method(quantity)),
+            [f"not_measurable: {reason}"] + list(self.warnings))
 
     def all_missing(self, reason: str) -> list[ResultRow]:
         for q, _ in QUANTITIES:
@@ -171,9 +215,8 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
         if (np.linalg.norm(bp - lm.head_centre_mm, axis=1) < 1.2 * lm.head_radius_mm).any():
             return rows.all_missing("femoral head cut by the field of view"), None, lm
     flags_lm = list(lm.notes)
-    rows.add("neck_shaft_angle", lm.neck_shaft_angle_deg,
-             "angle between the neck axis and the shaft axis (automatic landmarks)", flags_lm)
-    rows.add("head_radius", lm.head_radius_mm, "least-squares sphere fit to the femoral head")
+    rows.add("neck_shaft_angle", lm.neck_shaft_angle_deg, METHOD_NSA, flags_lm)
+    rows.add("head_radius", lm.head_radius_mm, METHOD_HEAD)
 
     pts = femur_points(mask, g)
     hu = np.asarray(ct.hu, dtype=np.float64)[mask]
@@ -193,9 +236,9 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
         mean_hu, vol = region_stats(hu, masks[region], g.voxel_volume_cm3)
         rows.add(f"mean_hu_{region}", mean_hu, METHOD_HU.format(region=region), flags_lm)
         if region == "total_proximal":
-            rows.add("volume_total_proximal", vol, "voxel count x voxel volume", flags_lm)
+            rows.add("volume_total_proximal", vol, METHOD_VOLUME, flags_lm)
         if dens is None:
-            rows.missing(f"vbmd_{region}", "no calibration (HU only)")
+            rows.missing(f"vbmd_{region}", NO_CALIBRATION)
         else:
             v, _ = region_stats(dens, masks[region], g.voxel_volume_cm3)
             rows.add(f"vbmd_{region}", v, METHOD_VBMD.format(region=region), flags_lm)
@@ -203,7 +246,7 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
     if dens is None:
         for site in SITES:
             for q in ("abmd", "t_score", "who_category", "percent_yam"):
-                rows.missing(f"{q}_{site}", "no calibration (HU only)")
+                rows.missing(f"{q}_{site}", NO_CALIBRATION)
         return rows.result(), None, lm
 
     density = np.zeros(mask.shape, dtype=np.float32)
@@ -231,12 +274,10 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
             continue
         t = tscore.t_score(rv.abmd_g_cm2, site)
         rows.add(f"t_score_{site}", t, METHOD_T, flags_lm + [FLAG_T])
-        rows.add(f"who_category_{site}", tscore.who_category(t),
-                 "WHO 1994: T >= -1 normal; -2.5 < T < -1 low bone mass; T <= -2.5 "
-                 "osteoporosis", flags_lm + [FLAG_T])
-        rows.add(f"percent_yam_{site}", tscore.percent_young_adult_mean(rv.abmd_g_cm2, site),
-                 "aBMD / young-adult mean (NHANES III white women 20-29) x 100",
+        rows.add(f"who_category_{site}", tscore.who_category(t), METHOD_WHO,
                  flags_lm + [FLAG_T])
+        rows.add(f"percent_yam_{site}", tscore.percent_young_adult_mean(rv.abmd_g_cm2, site),
+                 METHOD_YAM, flags_lm + [FLAG_T])
     lpx = {"head_centre": frame.to_pixel(lm.head_centre_mm),
            "head_neck_junction": frame.to_pixel(lm.head_neck_junction_mm),
            "neck_shaft_point": frame.to_pixel(lm.neck_shaft_point_mm)}

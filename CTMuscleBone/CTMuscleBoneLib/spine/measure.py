@@ -46,7 +46,7 @@ from scipy import ndimage
 from ..calibration.model import Calibration
 from ..errors import InputError
 from ..image import CTImage, Geometry, LabelMap
-from ..results import ResultRow
+from ..results import NO_CALIBRATION_REASON, ResultRow
 from ..validation import effective_slice_thickness_mm
 from .body_separation import BodySeparation, separate_body
 from .fracture import FractureAssessment, VertebralHeights, assess_fracture, body_heights
@@ -78,6 +78,9 @@ PICKHARDT_SPECIFIC_HU = 110.0
 ROI_METHOD = "mean HU in a central trabecular ROI of the vertebral body"
 PICKHARDT_REF = "Pickhardt et al., Ann Intern Med 2013;158:588-595"
 ACR_REF = "ACR-SPR-SSR practice parameter for QCT (2018)"
+VBMD_METHOD = "trabecular mean HU converted by the HU-to-BMD calibration"
+#: Prefix of the information flag of a relaxed trabecular ROI.
+ROI_RELAXED = "info: ROI relaxed"
 
 
 def acr_category(vbmd_mg_cm3: float) -> str:
@@ -252,7 +255,7 @@ def analyse_spine(
         res.roi = roi
         if roi.relaxed:
             res.flags.append(
-                f"ROI relaxed to {roi.margin_mm:g} mm margin, scale {roi.scale:g} "
+                f"{ROI_RELAXED} to {roi.margin_mm:g} mm margin, scale {roi.scale:g} "
                 "(default ROI too small at this voxel size)"
             )
         if res.not_measurable is None and not roi.sufficient:
@@ -287,6 +290,11 @@ def _na(reason: str) -> list[str]:
     return [f"not_measurable: {reason}"]
 
 
+def _vbmd_method(calibration: Calibration, method: str = VBMD_METHOD) -> str:
+    """Method text of a vBMD value: the calibration's text only when there is one."""
+    return f"{method}; {calibration.method_text()}" if calibration.calibrated else method
+
+
 def _fracture_text(f: FractureAssessment) -> str:
     return f"fracture: Genant grade {f.grade} ({f.kind}, {100 * f.reduction:.0f} % height loss)"
 
@@ -308,14 +316,13 @@ def _vertebra_rows(res: VertebraAnalysis, calibration: Calibration) -> list[Resu
     rows.append(ResultRow(k, "trabecular_mean_hu", res.mean_hu, "HU", roi_text, na + flags))
     rows.append(ResultRow(k, "trabecular_sd_hu", res.sd_hu, "HU", roi_text, na + flags))
     if not calibration.calibrated:
-        vb_flags = _na(f"no HU-to-BMD calibration ({calibration.description or 'uncalibrated'})")
+        vb_flags = _na(NO_CALIBRATION_REASON)
     elif res.not_measurable:
         vb_flags = na
     else:
-        vb_flags = []
+        vb_flags = calibration.flags()
     rows.append(ResultRow(k, "trabecular_vbmd", res.vbmd_mg_cm3, "mg/cm3",
-                          calibration.method_text(),
-                          vb_flags + calibration.flags() + flags))
+                          _vbmd_method(calibration), vb_flags + flags))
     rows.append(ResultRow(k, "roi_volume", roi.volume_cm3 if roi is not None else None, "cm3",
                           "ROI voxel count x voxel volume",
                           ([] if roi is not None else _na("no ROI")) + res.flags))
@@ -331,7 +338,7 @@ def _vertebra_rows(res: VertebraAnalysis, calibration: Calibration) -> list[Resu
         if f.uncertain:
             gflags.append(f"uncertain: heights resolved to {res.heights.resolution_mm:.2g} mm"
                           if res.heights else "uncertain")
-        gflags += [x for x in res.flags if not x.startswith("ROI relaxed")]
+        gflags += [x for x in res.flags if not x.startswith(ROI_RELAXED)]
         ratios = ", ".join(f"{name} {r:.2f}" for name, r in f.ratios.items())
         rows.append(ResultRow(k, "fracture_grade", f.grade, "1",
                               f"{grade_method}; {ratios}", gflags))
@@ -360,7 +367,7 @@ def _summary_rows(
         else:
             used.append(r)
     method = f"mean over {', '.join(r.key for r in used) or 'no vertebra'}"
-    flags = [f"note: {x}" for x in notes]
+    flags = [f"info: {x}" for x in notes]
     if 0 < len(used) < 2:
         flags.append("warning: one vertebra only; the ACR criteria use the mean of two")
     enough = len(used) >= min_count
@@ -370,14 +377,14 @@ def _summary_rows(
                       float(np.mean([r.mean_hu for r in used])) if enough else None, "HU",
                       method, (flags if enough else few + flags))]
     if not calibration.calibrated:
-        reason = _na(f"no HU-to-BMD calibration ({calibration.description or 'uncalibrated'})")
+        reason = _na(NO_CALIBRATION_REASON)
         rows.append(ResultRow(name, "trabecular_vbmd", None, "mg/cm3",
-                              calibration.method_text(), reason + flags))
+                              _vbmd_method(calibration, method), reason + flags))
         rows.append(ResultRow(name, "acr_category", None, "", ACR_REF, reason + flags))
         return rows
     if not enough:
         rows.append(ResultRow(name, "trabecular_vbmd", None, "mg/cm3",
-                              calibration.method_text(), few + flags))
+                              _vbmd_method(calibration, method), few + flags))
         rows.append(ResultRow(name, "acr_category", None, "", ACR_REF, few + flags))
         return rows
     vbmd = float(np.mean([r.vbmd_mg_cm3 for r in used]))
@@ -387,8 +394,8 @@ def _summary_rows(
     rows.append(ResultRow(
         name, "acr_category", acr_category(vbmd), "",
         f"{ACR_REF}: > 120 normal, 80-120 low bone mass, < 80 mg/cm3 osteoporosis",
-        cflags + [f"density scale: {calibration.material}; the ACR thresholds assume the "
-                  "scale of the clinical QCT system used to derive them"],
+        cflags + [f"info: density scale {calibration.material} (the ACR thresholds assume "
+                  "the scale of the clinical QCT system used to derive them)"],
     ))
     return rows
 
@@ -402,7 +409,7 @@ def _pickhardt_row(results: dict[str, VertebraAnalysis], ct: CTImage) -> ResultR
     if l1.mean_hu is None:
         return ResultRow("vertebrae_L1", "opportunistic_category", None, "", method,
                          _na(l1.not_measurable or "L1 trabecular HU not measurable"))
-    flags = ["unvalidated here: single-centre thresholds derived at 120 kVp"]
+    flags = ["unvalidated: single-centre thresholds derived at 120 kVp"]
     kvp = ct.metadata.kvp
     if kvp is not None and abs(kvp - 120.0) > 1.0:
         flags.append(f"warning: scan at {kvp:g} kVp; the thresholds were derived at 120 kVp")
@@ -445,7 +452,7 @@ def spine_rows(
         reason = _na("no lumbar vertebra (L1-L5) in the labels")
         for name in ("lumbar_L1_L2", "lumbar_L1_L4"):
             rows.append(ResultRow(name, "trabecular_vbmd", None, "mg/cm3",
-                                  calibration.method_text(), list(reason)))
+                                  _vbmd_method(calibration), list(reason)))
         return rows
     for res in results.values():
         rows += _vertebra_rows(res, calibration)
