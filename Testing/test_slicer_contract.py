@@ -117,7 +117,8 @@ def test_cmake_lists_every_python_file_of_the_module():
     for package in ("CTMuscleBoneSlicer", "CTMuscleBoneLib"):
         present |= {p.relative_to(MODULE).as_posix() for p in (MODULE / package).rglob("*.py")
                     if "__pycache__" not in p.parts}
-    assert present - listed == set(), f"not in CMakeLists.txt: {sorted(present - listed)}"
+    assert present - listed == set(), (f"not in CMakeLists.txt: {sorted(present - listed)}; "
+                                       "run python Utilities/update_cmake_lists.py")
     assert listed - present == set(), f"listed but absent: {sorted(listed - present)}"
 
 
@@ -130,7 +131,8 @@ def test_cmake_lists_every_resource_and_they_exist():
     data = {p.relative_to(MODULE).as_posix() for p in (MODULE / "CTMuscleBoneLib").rglob("*")
             if p.is_file() and p.suffix in (".json", ".csv")}
     missing = (resources | data) - listed
-    assert not missing, f"resources not in CMakeLists.txt: {sorted(missing)}"
+    assert not missing, (f"resources not in CMakeLists.txt: {sorted(missing)}; "
+                         "run python Utilities/update_cmake_lists.py")
 
 
 def test_cmake_uses_the_macro_with_its_argument_names_and_the_self_test():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, get_args
 
 from . import alm as alm_mod
@@ -25,7 +26,7 @@ from .progress import ProgressCallback, no_progress
 from .results import Provenance, ResultRow, Results
 
 Sex = Literal["M", "F"]
-CalibrationMethod = Literal["auto", "phantom", "internal", "none"]
+CalibrationMethod = Literal["auto", "phantom", "internal", "fixed", "none"]
 DensityModelName = Literal["constant", "hu_linear"]
 CriteriaName = Literal["awgs2019", "ewgsop2"]
 
@@ -53,10 +54,11 @@ class MeasureOptions:
         None = the shipped unvalidated default.
     criteria : {'awgs2019', 'ewgsop2'}
         Sarcopenia criteria.
-    calibration : {'auto', 'phantom', 'internal', 'none'} or Calibration
+    calibration : {'auto', 'phantom', 'internal', 'fixed', 'none'} or Calibration
         HU -> BMD calibration: 'auto' (phantom when ``phantom`` is given, internal when
         ``references`` is given, else none: HU only), 'phantom', 'internal' (bundled
-        unvalidated reference values unless ``references``), 'none', or a ready
+        unvalidated reference values unless ``references``), 'fixed' (asynchronous: a
+        line from ``calibration_file`` or the ``fixed_*`` coefficients), 'none', or a ready
         :class:`~CTMuscleBoneLib.calibration.model.Calibration` (e.g. the one of an
         earlier run, reused after an edit).
     phantom : str, path, PhantomDefinition or None
@@ -64,6 +66,12 @@ class MeasureOptions:
         'QRM-BDC'), a JSON file or a loaded definition.
     references : path or None
         Reference-tissue table for internal calibration (None: bundled default).
+    calibration_file : path or None
+        For 'fixed': a calibration saved from a phantom scan of the same scanner and
+        protocol (``ctmusclebone calibrate``).
+    fixed_slope_mg_cm3_per_hu, fixed_intercept_mg_cm3, fixed_material : float, float, str
+        For 'fixed' without a file: the line BMD = slope x HU + intercept and its
+        reference material ('K2HPO4' or 'HA').
     bones : bool
         Measure bone density when femurs or vertebrae are labelled.
     notes : list of str
@@ -85,8 +93,33 @@ class MeasureOptions:
     calibration: CalibrationMethod | Calibration = "auto"
     phantom: str | os.PathLike[str] | PhantomDefinition | None = None
     references: str | os.PathLike[str] | None = None
+    calibration_file: str | os.PathLike[str] | None = None
+    fixed_slope_mg_cm3_per_hu: float | None = None
+    fixed_intercept_mg_cm3: float | None = None
+    fixed_material: str | None = None
     bones: bool = True
     notes: list[str] = field(default_factory=list)
+
+    def _check_fixed(self) -> None:
+        """'fixed' needs a calibration file or all three coefficients (checked now)."""
+        from .calibration.stored import fixed_calibration
+
+        coefficients = (self.fixed_slope_mg_cm3_per_hu, self.fixed_intercept_mg_cm3,
+                        self.fixed_material)
+        if self.calibration_file is not None:
+            if any(c is not None for c in coefficients):
+                raise InputError("Give either a calibration file or fixed coefficients, "
+                                 "not both.")
+            if not Path(self.calibration_file).is_file():
+                raise InputError(f"Calibration file not found: {self.calibration_file}")
+            return
+        if any(c is None for c in coefficients):
+            raise InputError(
+                "Calibration 'fixed' needs a calibration file (--calibration-file, made by "
+                "`ctmusclebone calibrate` from a phantom scan of the same scanner and "
+                "protocol) or slope, intercept and material (--slope, --intercept, "
+                "--material).")
+        fixed_calibration(*coefficients)  # raises on implausible values
 
     def __post_init__(self) -> None:
         if self.sex is not None:
@@ -100,6 +133,8 @@ class MeasureOptions:
         _check_choice("sarcopenia criteria", self.criteria, get_args(CriteriaName))
         if not isinstance(self.calibration, Calibration):
             _check_choice("calibration", self.calibration, get_args(CalibrationMethod))
+        if self.calibration == "fixed":
+            self._check_fixed()
         if self.alm_model is not None and not isinstance(self.alm_model, alm_mod.ALMModel):
             # read (and check) the file now, before any work
             self.alm_model = alm_mod.load_alm_model(self.alm_model)
@@ -249,7 +284,13 @@ def measure_case(
             progress(0.4, f"calibrating HU to BMD ({options.calibration})")
             calibration = choose_calibration(ct, labels, options, results)
         results.artifacts["calibration"] = calibration
-        results.provenance.coefficients.append(calibration_provenance(calibration))
+        entry = calibration_provenance(calibration)
+        if calibration.method == "fixed" and options.calibration_file is not None:
+            from .results import sha256_of_path
+
+            entry["file"] = str(options.calibration_file)
+            entry["file_sha256"] = sha256_of_path(options.calibration_file)
+        results.provenance.coefficients.append(entry)
         if femurs:
             progress(0.5, f"femoral BMD ({', '.join(femurs)})")
             _measure_femurs(ct, labels, calibration, results, reuse,
@@ -284,6 +325,14 @@ def choose_calibration(
         raise InputError(
             f"Unknown calibration '{method}': use auto, phantom, internal or none."
         )
+    if method == "fixed":
+        from .calibration.stored import fixed_calibration, load_calibration
+
+        if options.calibration_file is not None:
+            return load_calibration(options.calibration_file, ct.metadata)
+        return fixed_calibration(options.fixed_slope_mg_cm3_per_hu,  # type: ignore[arg-type]
+                                 options.fixed_intercept_mg_cm3,  # type: ignore[arg-type]
+                                 options.fixed_material)  # type: ignore[arg-type]
     if method != "auto":
         return calibrate(ct, labels, method, phantom=options.phantom,
                          references=options.references)

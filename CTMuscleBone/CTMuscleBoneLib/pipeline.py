@@ -41,6 +41,8 @@ from .analysis import (
     measure_case,
 )
 from .atomic import atomic_write_text
+from .calibration.definitions import PhantomDefinition
+from .calibration.model import Calibration
 from .errors import CancelledError, InputError, MissingDependencyError
 from .image import CTImage, LabelMap
 from .progress import ProgressCallback, no_progress, sub_progress
@@ -66,6 +68,7 @@ __all__ = [
     "SegmentOptions",
     "Sex",
     "analyze",
+    "calibrate_phantom_scan",
     "check_ct",
     "measure",
     "remeasure",
@@ -372,6 +375,36 @@ def _same_row(a: ResultRow, b: ResultRow) -> bool:
     flags_b = [f for f in b.flags if f != EDITED_FLAG]
     return (a.unit == b.unit and flags_a == flags_b
             and (a.value == b.value or (a.value != a.value and b.value != b.value)))
+
+
+def calibrate_phantom_scan(ct: CTImage, phantom: str | os.PathLike[str] | PhantomDefinition,
+                           labels: LabelMap | None = None) -> Calibration:
+    """Fit a calibration phantom scanned on its own (asynchronous calibration).
+
+    Parameters
+    ----------
+    ct : CTImage
+        The phantom scan (HU). Not checked as a patient CT: a phantom alone has no body.
+    phantom : str, path or PhantomDefinition
+        Bundled name ('B-MAS200', 'Mindways Model 3', 'QRM-BDC') or a definition.
+    labels : LabelMap, optional
+        Rod labels; None = rods found automatically.
+
+    Returns
+    -------
+    Calibration
+        Method 'phantom'; save it with
+        :func:`CTMuscleBoneLib.calibration.stored.save_calibration` and use it with
+        ``MeasureOptions(calibration='fixed', calibration_file=...)``.
+
+    Raises
+    ------
+    CalibrationRefused
+        The rods cannot be found or the fit cannot be trusted (the message says why).
+    """
+    from .calibration.api import calibrate
+
+    return calibrate(ct, labels, "phantom", phantom=phantom)
 
 
 def write_outputs(

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import NotMeasurableError
 
-Method = Literal["phantom", "internal", "none"]
+Method = Literal["phantom", "internal", "fixed", "none"]
 MATERIALS = ("K2HPO4", "HA")
 
 
@@ -24,7 +24,9 @@ class Calibration:
 
     Attributes
     ----------
-    method : {'phantom', 'internal', 'none'}
+    method : {'phantom', 'internal', 'fixed', 'none'}
+        'fixed': an asynchronous line (typed in, or saved from a separate phantom scan;
+        see :mod:`CTMuscleBoneLib.calibration.stored`).
     material : str or None
         Reference material of the density scale: 'K2HPO4' or 'HA'; None when method
         is 'none'.

@@ -82,6 +82,10 @@ def options_from_args(args: argparse.Namespace) -> MeasureOptions:
         calibration=args.calibration,
         phantom=args.phantom,
         references=args.references,
+        calibration_file=args.calibration_file,
+        fixed_slope_mg_cm3_per_hu=args.slope,
+        fixed_intercept_mg_cm3=args.intercept,
+        fixed_material=args.material,
         bones=not args.no_bones,
         notes=[note] if note else [],
     )

@@ -21,17 +21,28 @@ def add_patient_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
-    """--calibration, --phantom, --references, --no-bones."""
+    """--calibration, --phantom, --references, --calibration-file, --slope, --intercept,
+    --material, --no-bones."""
     g = p.add_argument_group("bone density calibration")
     g.add_argument("--calibration", default="auto",
-                   choices=["auto", "phantom", "internal", "none"],
-                   help="HU -> BMD: auto (phantom when --phantom is given, internal when "
-                   "--references is given, else HU only), phantom, internal (bundled "
-                   "UNVALIDATED reference values unless --references) or none")
-    g.add_argument("--phantom", help="calibration phantom: B-MAS200, 'Mindways Model 3', "
-                   "QRM-BDC or a definition JSON")
-    g.add_argument("--references", help="reference-tissue table JSON for internal calibration")
-    g.add_argument("--no-bones", action="store_true", help="measure muscles only")
+                   choices=["auto", "phantom", "internal", "fixed", "none"],
+                   help="HU -> BMD (default: auto = phantom when --phantom is given, internal "
+                   "when --references is given, else HU only); phantom; internal (bundled "
+                   "UNVALIDATED reference values unless --references); fixed (asynchronous: "
+                   "--calibration-file, or --slope/--intercept/--material); none")
+    g.add_argument("--phantom", help="calibration phantom in the scan: B-MAS200, "
+                   "'Mindways Model 3', QRM-BDC or a definition JSON (default: none)")
+    g.add_argument("--references", help="reference-tissue table JSON for internal "
+                   "calibration (default: the bundled, unvalidated table)")
+    g.add_argument("--calibration-file", help="for --calibration fixed: a calibration saved "
+                   "by `ctmusclebone calibrate` from a phantom scan of the same scanner and "
+                   "protocol")
+    g.add_argument("--slope", type=float, help="for --calibration fixed: mg/cm3 per HU")
+    g.add_argument("--intercept", type=float, help="for --calibration fixed: mg/cm3")
+    g.add_argument("--material", choices=["K2HPO4", "HA"],
+                   help="for --calibration fixed: reference material of the line")
+    g.add_argument("--no-bones", action="store_true", help="measure muscles only "
+                   "(default: bones too when labelled)")
 
 
 def load_ct(
