@@ -6,7 +6,6 @@ import json
 from dataclasses import replace
 
 import pytest
-
 from CTMuscleBoneLib import pipeline
 from CTMuscleBoneLib.calibration.stored import (
     fixed_calibration,

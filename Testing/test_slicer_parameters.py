@@ -66,6 +66,8 @@ def test_empty_or_bad_parameter_node_gives_defaults(slicer_env):
 def test_segment_and_measure_options():
     from CTMuscleBoneLib import pipeline
     from CTMuscleBoneLib.calibration.model import Calibration
+    from CTMuscleBoneLib.calibration.stored import fixed_calibration
+    from CTMuscleBoneLib.errors import InputError
 
     p = CTMuscleBoneParameters(sex="M", height_m=1.8, age_years=0, mc_samples=0, device="cpu",
                                phantom="B-MAS200")
@@ -79,9 +81,16 @@ def test_segment_and_measure_options():
                                   ).to_measure_options().phantom is None
     fixed = CTMuscleBoneParameters(calibration="fixed", fixed_slope_mg_cm3_per_hu=0.8,
                                    fixed_intercept_mg_cm3=-1.0).to_measure_options()
-    assert isinstance(fixed.calibration, Calibration)
-    assert fixed.calibration.calibrated
-    assert fixed.calibration.bmd_mg_cm3(100.0) == pytest.approx(79.0)
+    assert fixed.calibration == "fixed"
+    assert (fixed.fixed_slope_mg_cm3_per_hu, fixed.fixed_intercept_mg_cm3,
+            fixed.fixed_material) == (0.8, -1.0, "K2HPO4")
+    cal = fixed_calibration(fixed.fixed_slope_mg_cm3_per_hu, fixed.fixed_intercept_mg_cm3,
+                            fixed.fixed_material)
+    assert isinstance(cal, Calibration) and cal.method == "fixed"
+    assert cal.bmd_mg_cm3(100.0) == pytest.approx(79.0)
+    with pytest.raises(InputError):  # an implausible line is refused by the core
+        CTMuscleBoneParameters(calibration="fixed", fixed_slope_mg_cm3_per_hu=80.0
+                               ).to_measure_options()
 
 
 def test_every_field_has_a_default_and_a_simple_type():

@@ -19,9 +19,8 @@ INPUT_VOLUME_ROLE = "InputVolume"
 
 SEXES = ("", "M", "F")  # "" = unknown / from the DICOM header
 DEVICES = ("auto", "cpu", "cuda")
-#: Calibration choices: the core's ('auto', 'phantom', 'internal', 'none') plus 'fixed'
-#: (slope and intercept typed in, e.g. from an asynchronous phantom scan), which the panel
-#: turns into a ready ``Calibration`` object.
+#: Calibration choices of the core (``MeasureOptions.calibration``); 'fixed' is a line
+#: typed in (slope, intercept, material), e.g. from an asynchronous phantom scan.
 CALIBRATION_METHODS = ("auto", "phantom", "internal", "fixed", "none")
 PHANTOMS = ("", "B-MAS200", "Mindways Model 3", "QRM-BDC")  # bundled definitions
 MATERIALS = ("K2HPO4", "HA")
@@ -139,30 +138,21 @@ class CTMuscleBoneParameters:
                                        samples=self.mc_samples or None, seed=seed,
                                        device=self.device)
 
-    def calibration_choice(self):
-        """The core's ``calibration`` option: a method name or a ready ``Calibration``."""
-        if self.calibration != "fixed":
-            return self.calibration
-        from CTMuscleBoneLib.calibration.model import Calibration
-
-        # The core has no 'fixed' method: a line typed in by the user is an asynchronous
-        # phantom calibration (fitted on another scan), labelled as such in every row.
-        return Calibration(method="phantom", material=self.fixed_material,
-                           slope_mg_cm3_per_hu=float(self.fixed_slope_mg_cm3_per_hu),
-                           intercept_mg_cm3=float(self.fixed_intercept_mg_cm3),
-                           description="fixed coefficients entered by the user "
-                                       "(asynchronous, not fitted on this scan)")
-
     def to_measure_options(self):
         """:class:`CTMuscleBoneLib.pipeline.MeasureOptions` for these settings."""
         from CTMuscleBoneLib import pipeline
 
         use_phantom = self.calibration in ("auto", "phantom") and bool(self.phantom)
+        fixed = self.calibration == "fixed"
         return pipeline.MeasureOptions(
             sex=self.sex or None, height_m=self.height_m or None,
             age_years=self.age_years or None, density_model=self.density_model,
-            criteria=self.criteria, calibration=self.calibration_choice(),
-            phantom=self.phantom if use_phantom else None)
+            criteria=self.criteria, calibration=self.calibration,
+            phantom=self.phantom if use_phantom else None,
+            # 'fixed': an asynchronous line typed in by the user (the core checks it)
+            fixed_slope_mg_cm3_per_hu=float(self.fixed_slope_mg_cm3_per_hu) if fixed else None,
+            fixed_intercept_mg_cm3=float(self.fixed_intercept_mg_cm3) if fixed else None,
+            fixed_material=self.fixed_material if fixed else None)
 
 
 #: Widget (object name in Resources/UI/CTMuscleBone.ui) editing each parameter.
