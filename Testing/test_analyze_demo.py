@@ -50,7 +50,52 @@ def test_demo_segmentation_and_bmd_agree_with_the_phantom(demo_dir: Path) -> Non
         res = {(r["structure"], r["quantity"]): r for r in csv.DictReader(f)}
     # the demo model does not segment vertebrae; the femurs are measured with the
     # phantom calibration found under the body
-    abmd = res[("femur_left", "abmd_total_hip")]
-    assert abmd["value"] and 0.3 < float(abmd["value"]) < 2.0
-    assert "phantom calibration" in abmd["method"]
+    assert "phantom calibration" in res[("femur_left", "abmd_total_hip")]["method"]
     assert float(res[("gluteus_maximus_left", "volume")]["value"]) > 50.0
+
+
+def _demo_femurs(demo_dir: Path) -> list:
+    """The demo phantom's femurs, rebuilt from the spec the demo wrote to truth.json."""
+    from CTMuscleBoneLib.phantoms import PhantomSpec
+    from CTMuscleBoneLib.phantoms.base import ScannerModel
+    from CTMuscleBoneLib.phantoms.builder import femur_components
+
+    truth = json.loads((demo_dir / "input" / "truth.json").read_text())
+    spec = dict(truth["spec"])
+    spec["scanner"] = ScannerModel(**spec["scanner"])
+    spec.update({k: tuple(spec[k]) for k in ("bones", "sides", "metal")})
+    femurs = femur_components(PhantomSpec(**spec))
+    for f in femurs:  # the rebuilt femur is the one the demo painted
+        written = truth["components"][f"femur_{f.spec.side}"]
+        assert f.truth().head_centre_mm == pytest.approx(written["head_centre_mm"])
+        assert f.truth().vbmd_mg_cm3 == pytest.approx(written["vbmd_mg_cm3"])
+    return femurs
+
+
+def test_demo_femoral_bmd_agrees_with_the_analytic_truth(demo_dir: Path) -> None:
+    """CT-aBMD against the exact projection of the phantom femur (as in test_femur.py)
+    and vBMD against the analytic region density.
+
+    Tolerances: test_femur.py holds aBMD within 3 % and vBMD within 2 % with the true
+    labels at <= 2 mm. Here the voxels are 3 mm and the femur is the demo model's
+    segmentation: measured with the true labels at 3 mm the demo phantom gives total hip
+    -2 %, neck +3 %, vBMD 0 %; with the model's labels total hip -8 to -10 %, neck
+    +2 to +3 %, vBMD -4 % (the segmentation misses part of the cortex). Hence 12 % for
+    aBMD and 6 % for vBMD: a calibration, unit or projection error (g/cm2 vs mg/cm2,
+    HA vs K2HPO4 at 15-20 %, a missing slope) still fails on the neck or the vBMD.
+    """
+    from femur_raster import analytic_abmd
+
+    with open(demo_dir / "results.csv", newline="") as f:
+        res = {(r["structure"], r["quantity"]): r for r in csv.DictReader(f)}
+    femurs = _demo_femurs(demo_dir)
+    assert {f.spec.side for f in femurs} == {"left", "right"}
+    for femur in femurs:
+        s = f"femur_{femur.spec.side}"
+        truth = analytic_abmd(femur)
+        for site in ("total_hip", "femoral_neck"):
+            row = res[(s, f"abmd_{site}")]
+            assert row["unit"] == "g/cm2"
+            assert float(row["value"]) == pytest.approx(truth[site], rel=0.12), (s, site)
+        vbmd = float(res[(s, "vbmd_total_proximal")]["value"])
+        assert vbmd == pytest.approx(femur.truth().vbmd_mg_cm3["total_proximal"], rel=0.06), s
