@@ -300,8 +300,30 @@ def measure_case(
 
             progress(0.8, f"lumbar BMD ({', '.join(vertebrae)})")
             results.extend(measure_spine(ct, labels, calibration))
+    _flag_contrast(ct, labels, results)
     progress(1.0, "measurements done")
     return results
+
+
+def _flag_contrast(ct: CTImage, labels: LabelMap, results: Results) -> None:
+    """Flag every HU- and BMD-based row of a contrast-enhanced scan (no correction)."""
+    from .contrast import CONTRAST_FLAG, depends_on_hu, detect_contrast
+
+    finding = detect_contrast(ct, labels)
+    results.artifacts["contrast"] = finding
+    results.provenance.notes.append(
+        "contrast: " + {True: "enhanced", False: "not enhanced", None: "unknown"}[
+            finding.enhanced] + (f" ({'; '.join(finding.evidence)})" if finding.evidence
+                                 else " (no header tag, no labelled aorta or IVC)"))
+    if not finding.enhanced:
+        return
+    if not any("Contrast agent stated" in w for w in results.warnings):
+        results.warnings.append(
+            f"Contrast-enhanced scan ({'; '.join(finding.evidence)}): HU- and BMD-based "
+            "values and categories read high; no correction is applied (docs/calibration.md).")
+    for r in results.rows:
+        if depends_on_hu(r.unit, r.quantity) and CONTRAST_FLAG not in r.flags:
+            r.flags.append(CONTRAST_FLAG)
 
 
 def choose_calibration(

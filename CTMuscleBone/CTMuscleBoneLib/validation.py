@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .contrast import agent_from_header
 from .errors import InputError
 from .image import CTImage, Geometry
 
@@ -87,7 +88,6 @@ THICKNESS_SPACING_TOLERANCE = 0.10
 #: Array axis along which DICOM slices are stacked.
 SLICE_AXIS = 2
 
-_NO_CONTRAST = {"", "none", "no", "n", "nil", "0", "non", "without", "no contrast"}
 
 
 def _sample(hu: np.ndarray) -> np.ndarray:
@@ -216,8 +216,8 @@ def check_ct(ct: CTImage) -> list[str]:
             "are coarse and partial-volume effects larger; prefer a thin-slice "
             "reconstruction."
         )
-    agent = (meta.contrast_agent or "").strip()
-    if agent and agent.lower() not in _NO_CONTRAST:
+    agent = agent_from_header(meta)
+    if agent:
         warnings.append(
             f"Contrast agent stated ('{agent}'): enhancement raises vertebral and blood "
             "HU (by 10-20 HU in bone) and biases blood-based phantomless calibration; "

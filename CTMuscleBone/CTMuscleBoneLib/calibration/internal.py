@@ -30,15 +30,13 @@ from scipy import ndimage
 
 from ..anatomy import keys_in
 from ..body import body_mask
+from ..contrast import CONTRAST_BLOOD_HU, agent_from_header
 from ..errors import InputError
 from ..image import CTImage, LabelMap
 from .fit import fit_hu_to_density
 from .model import MATERIALS, Calibration, CalibrationRefused
 from .phantom_fit import robust_mean_sd
 
-#: Aortic blood above this CT number is taken as contrast-enhanced. Unvalidated default:
-#: unenhanced blood is about 30-50 HU, enhanced aorta usually far above 150 HU.
-CONTRAST_BLOOD_HU = 150.0
 #: HU windows of the fallbacks when tissue labels are absent (docs/domain.md, Muscle:
 #: adipose -190..-30 HU, lean muscle -29..150 HU); air: -1100..-900 HU.
 FAT_WINDOW_HU = (-190.0, -30.0)
@@ -194,8 +192,9 @@ def internal_calibration(
                         f"{table['kvp']:g} kVp: internal calibration is kVp-specific")
     if "blood" in measured:
         contrast_reason = None
-        if ct.metadata.contrast_agent:
-            contrast_reason = f"contrast agent '{ct.metadata.contrast_agent}' in the metadata"
+        if agent_from_header(ct.metadata):
+            contrast_reason = (f"contrast agent '{agent_from_header(ct.metadata)}' in the "
+                               "metadata")
         elif measured["blood"][0] > CONTRAST_BLOOD_HU:
             contrast_reason = (f"aortic blood at {measured['blood'][0]:.0f} HU "
                                f"(> {CONTRAST_BLOOD_HU:g} HU)")
@@ -203,9 +202,9 @@ def internal_calibration(
             warnings.append(f"contrast-enhanced scan ({contrast_reason}): blood excluded from "
                             "the calibration; contrast also raises bone HU")
             del measured["blood"]
-    elif ct.metadata.contrast_agent:
+    elif agent_from_header(ct.metadata):
         warnings.append(f"contrast-enhanced scan (contrast agent "
-                        f"'{ct.metadata.contrast_agent}'): contrast raises bone HU")
+                        f"'{agent_from_header(ct.metadata)}'): contrast raises bone HU")
     names = [k for k in REFERENCE_KEYS if k in measured and k in refs]
     if len(names) < 2:
         raise CalibrationRefused(
