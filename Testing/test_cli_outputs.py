@@ -166,3 +166,53 @@ def test_models_verify_without_segmentation_extra(capsys, monkeypatch):
     rc = main(["models", "verify", "ctmusclebone-demo-synthetic"])
     assert rc == 2
     assert "segmentation" in _one_line_error(capsys.readouterr().err)
+
+
+# --- help texts and the README's command list ---------------------------------------------
+def _subparsers():
+    import argparse
+
+    from CTMuscleBoneLib.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_every_option_has_help_and_says_its_default():
+    import argparse
+
+    for name, sp in _subparsers().items():
+        for action in sp._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help"
+            if action.option_strings and action.default not in (None, False):
+                text = sp.formatter_class(prog="x")._get_help_string(action)
+                assert "default" in text.lower(), f"{name} {action.option_strings}"
+
+
+def test_readme_command_list_matches_the_parsers():
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Command line", 1)[1].split("```", 2)[1]
+    commands = _subparsers()
+    lines: dict[str, str] = {}
+    current = None
+    for line in block.splitlines():
+        m = re.match(r"ctmusclebone (\S+)", line.strip())
+        if m:
+            current = m.group(1)
+            lines[current] = line
+        elif current and line.startswith(" "):
+            lines[current] += " " + line
+    assert set(lines) == set(commands), "README command list and the parser disagree"
+    for name, line in lines.items():
+        sp = commands[name]
+        known = {s for a in sp._actions for s in a.option_strings}
+        for opt in re.findall(r"(--[a-z][a-z0-9-]*)", line.split("(")[0]):
+            assert opt in known, f"README: ctmusclebone {name} has no {opt}"
+        required = {a.option_strings[0] for a in sp._actions if a.required and a.option_strings}
+        for opt in required:
+            assert opt in line, f"README: ctmusclebone {name} lacks its required {opt}"

@@ -23,7 +23,8 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
                    "bundled demo model, trained on synthetic phantoms only)")
     g.add_argument("--samples", type=int, help="Monte-Carlo dropout samples T (default: card)")
     g.add_argument("--seed", type=int, help="seed of the dropout masks (default: card)")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto = CUDA when available, else CPU")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -53,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spacing", type=float, default=2.0, help="phantom voxel size, mm")
     p.add_argument("--seed", type=int, default=DEMO_SEED, help="phantom seed")
     p.add_argument("--samples", type=int, help="Monte-Carlo samples (default: the card's)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto = CUDA when available, else CPU")
+    p.add_argument("--quiet", action="store_true", help="no progress and no table")
     p.set_defaults(func=run)
 
 

@@ -22,18 +22,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ct_lower_limb_mass_kg: the lower_limb_total mass row of `measure`, in kg).",
     )
     p.add_argument("pairs", help="CSV of paired cases")
-    p.add_argument("--predictor-column", default="ct_lower_limb_mass_kg")
+    p.add_argument("--predictor-column", default="ct_lower_limb_mass_kg",
+                   help="column of the CT predictor (kg) in PAIRS.csv")
     p.add_argument("--predictor", default="lower_limb_total/mass",
                    help="results row the predictor column holds, as structure/quantity "
                    "(default lower_limb_total/mass)")
     p.add_argument("--require-regions", default="gluteal,thigh",
                    help="muscle regions a CT must show for the model to apply "
                    "(comma-separated; default gluteal,thigh; '' for none)")
-    p.add_argument("--criteria", default="awgs2019", choices=sorted(CRITERIA))
+    p.add_argument("--criteria", default="awgs2019", choices=sorted(CRITERIA),
+                   help="sarcopenia cut-offs for the SMI AUC")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--no-sex-term", action="store_true", help="fit without a sex term")
-    p.add_argument("--name", default="site-alm-model")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="site-alm-model", help="name stored in the model file")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the cross-validation folds and bootstrap")
     p.add_argument("--out", required=True, help="model JSON to write")
     p.set_defaults(func=run)
 

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "default ~/.ctmusclebone/models) and then in the bundled folders "
         "($CTMUSCLEBONE_BUNDLED_MODELS, CTMuscleBone/Resources/Models).",
     )
-    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION",
+                            help="list, install or verify")
     pl = msub.add_parser("list", help="list installed and bundled models")
     pl.set_defaults(func=run_list)
     pi = msub.add_parser("install", help="validate a model folder and copy it into the "

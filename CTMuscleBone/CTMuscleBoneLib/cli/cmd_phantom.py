@@ -28,16 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "analytic truth (truth.json) to --out. " + SYNTHETIC_BANNER,
     )
     p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("--region", default="hip", choices=["hip", "lumbar", "thigh", "full"])
+    p.add_argument("--region", default="hip", choices=["hip", "lumbar", "thigh", "full"],
+                   help="body region the field of view covers")
     p.add_argument("--spacing", type=float, nargs="+", default=[2.0],
                    help="voxel size in mm: one value or three (default 2)")
     p.add_argument("--orientation", default="LPS",
-                   choices=["LPS", "RAS", "permuted", "oblique"])
+                   choices=["LPS", "RAS", "permuted", "oblique"],
+                   help="how the voxels are stored (the physical phantom is the same)")
     p.add_argument("--noise", type=float, default=10.0, help="noise SD in HU (default 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the shapes and noise")
     p.add_argument("--calibration-phantom", action="store_true",
                    help="add a calibration phantom under the body")
-    p.add_argument("--sex", default="F", choices=["M", "F"])
+    p.add_argument("--sex", default="F", choices=["M", "F"], help="patient sex in the header")
     p.add_argument("--height", type=float, default=1.60, help="height in m (default 1.60)")
     p.set_defaults(func=run)
 
