@@ -17,6 +17,7 @@ from typing import Any
 
 import qt
 import slicer
+from CTMuscleBoneLib.results import display_name
 
 from .install import DependencyError, ensure_segmentation_dependencies
 from .logic import AnalysisLogic
@@ -271,10 +272,12 @@ class PanelController:
         ui.heatmapMapComboBox.blockSignals(False)
         table = ui.reviewTableWidget
         table.clear()
-        table.setHorizontalHeaderLabels(["structure", "uncertainty", "volume cm3"])
+        table.setHorizontalHeaderLabels(["structure", "uncertainty", "volume (cm3)"])
         table.setRowCount(len(case.review))
         for i, row in enumerate(case.review):
-            item = qt.QTableWidgetItem(str(row.get("key", "")))
+            key = str(row.get("key", ""))
+            item = qt.QTableWidgetItem(display_name(key))
+            item.setData(qt.Qt.UserRole, key)  # the anatomy key, for selection
             table.setItem(i, 0, item)
             score = row.get("score")
             table.setItem(i, 1, qt.QTableWidgetItem("" if score is None else f"{score:.4g}"))
@@ -287,7 +290,7 @@ class PanelController:
         if not rows:
             return None
         item = self.ui.reviewTableWidget.item(rows[0].row(), 0)
-        return item.text() if item else None
+        return item.data(qt.Qt.UserRole) if item else None
 
     def on_review_selected(self) -> None:
         key = self._selected_key()
