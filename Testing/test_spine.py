@@ -196,7 +196,7 @@ def test_fractured_vertebra_excluded_from_summary_and_categories():
         assert _row(rows, f"vertebrae_L{n}", "fracture_grade").value == 0
     l12 = _row(rows, "lumbar_L1_L2", "trabecular_vbmd")
     assert l12.value == pytest.approx(_row(rows, "vertebrae_L2", "trabecular_vbmd").value)
-    assert any("vertebrae_L1 excluded: fractured" in f for f in l12.flags)
+    assert any("L1 excluded: fractured" in f for f in l12.flags)
     assert _row(rows, "lumbar_L1_L2", "acr_category").value == "low bone mass (osteopenia)"
     l14 = _row(rows, "lumbar_L1_L4", "trabecular_vbmd").value
     assert abs(l14 - (100.0 + 130.0 + 140.0) / 3) < 2.0
@@ -357,3 +357,50 @@ def test_real_ct_l1_l2_trabecular_hu(real_data_dir):
         inner = ndimage.binary_erosion(labels.mask(key),
                                        structure=ndimage.generate_binary_structure(3, 2))
         assert inner[tuple(res.roi.index.T)].all()
+
+
+def test_summaries_use_complete_vertebrae_only():
+    """A vertebra whose body is cut by the field of view never enters L1-L2 or L1-L4; a
+    summary that would need it is not measurable, and says why."""
+    specs = [VertebraSpec(f"L{n}", (0, 0, -35.0 * (n - 1)), trabecular_bmd_mg_cm3=b)
+             for n, b in ((1, 70.0), (2, 100.0), (3, 130.0), (4, 140.0))]
+    spine = lumbar_spine(specs, SCANNER)
+    lo, hi = _bounds(spine)
+    l1 = VertebraPhantom(specs[0], SCANNER)
+    # the field of view ends 6 mm below L1's upper endplate: L1's body is cut
+    top = l1.h_mm / 2 - 6.0
+    geom = _grid(lo, np.r_[hi[:2], top], (1.5, 1.5, 1.5), np.eye(3))
+    ct, labels = _rasterise(spine, geom)
+    rows = measure_spine(ct, labels, CAL)
+    v1 = _row(rows, "vertebrae_L1", "trabecular_vbmd")
+    assert any(f.startswith("partial: cut by the field of view (the vertebral body)")
+               for f in v1.flags)
+    # L1-L2: L2 alone (L1 left out, with the reason)
+    l12 = _row(rows, "lumbar_L1_L2", "trabecular_vbmd")
+    assert l12.value == pytest.approx(_row(rows, "vertebrae_L2", "trabecular_vbmd").value)
+    assert any("L1 left out: vertebral body cut by the field of view" in f for f in l12.flags)
+    # L1-L4: the three complete ones
+    l14 = _row(rows, "lumbar_L1_L4", "trabecular_vbmd").value
+    assert abs(l14 - (100.0 + 130.0 + 140.0) / 3) < 2.0
+    # uncalibrated: the opportunistic L1 category is not given from a cut L1
+    hu_rows = measure_spine(ct, labels, Calibration.none())
+    cat = _row(hu_rows, "vertebrae_L1", "opportunistic_category")
+    assert cat.value is None
+    assert any("L1 vertebral body cut by the field of view" in f for f in cat.flags)
+
+
+def test_summary_not_measurable_when_only_cut_vertebrae():
+    specs = [VertebraSpec("L1", (0, 0, 0), trabecular_bmd_mg_cm3=90.0),
+             VertebraSpec("L2", (0, 0, -35.0), trabecular_bmd_mg_cm3=90.0)]
+    spine = lumbar_spine(specs, SCANNER)
+    lo, hi = _bounds(spine)
+    # the field of view spans from 5 mm below L2's centre to 5 mm above L1's: both
+    # bodies are cut
+    geom = _grid(np.r_[lo[:2], -35.0 - 5.0], np.r_[hi[:2], 5.0], (1.5, 1.5, 1.5), np.eye(3))
+    ct, labels = _rasterise(spine, geom)
+    rows = measure_spine(ct, labels, CAL)
+    for name in ("lumbar_L1_L2", "lumbar_L1_L4"):
+        for q in ("trabecular_vbmd", "acr_category"):
+            r = _row(rows, name, q)
+            assert r.value is None
+            assert any("body cut by the field of view" in f for f in r.flags), r.flags

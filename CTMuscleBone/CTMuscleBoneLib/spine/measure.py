@@ -128,14 +128,14 @@ class VertebraAnalysis:
 def excluded_as_fractured(res: VertebraAnalysis) -> bool:
     """True when a vertebra's fracture grade excludes it from the lumbar summaries.
 
-    Grades 2-3 always exclude; grade 1 (20-25 % height loss) excludes only when the
-    heights are resolved to <= 2 mm, because at coarser resolution one voxel (about
-    10 % of a body's height) separates it from grade 0 (project rule).
+    Only a confident call (grade 1-3, not ``uncertain``) excludes; a grade the geometry
+    cannot support (``uncertain``: e.g. heights resolved coarser than 2 mm, where one
+    voxel is about 10 % of a body's height) keeps the vertebra in the summaries, flagged.
     """
     f = res.fracture
     if f is None or f.grade == 0:
         return False
-    return f.grade >= 2 or not f.uncertain
+    return not f.uncertain  # an uncertain call never drops a vertebra from the summaries
 
 def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0]
@@ -355,24 +355,33 @@ def _summary_rows(
     calibration: Calibration,
     min_count: int,
 ) -> list[ResultRow]:
-    used, notes = [], []
+    used, notes, cut = [], [], []
     for k in keys:
         r = results.get(k)
+        level = k.replace("vertebrae_", "")
         if r is None:
-            notes.append(f"{k} not in the labels")
+            notes.append(f"{level} not in the labels")
+        elif r.body_partial:
+            cut.append(level)  # complete vertebrae only: a cut body is never averaged in
         elif r.not_measurable:
-            notes.append(f"{k} not measurable")
+            notes.append(f"{level} not measurable")
         elif excluded_as_fractured(r):
-            notes.append(f"{k} excluded: fractured (Genant grade {r.fracture.grade})")
+            notes.append(f"{level} excluded: fractured (Genant grade {r.fracture.grade})")
         else:
             used.append(r)
+            if r.partial:
+                notes.append(f"{level}: posterior elements cut by the field of view, "
+                             "vertebral body complete")
+    if cut:
+        notes.append(f"{', '.join(cut)} left out: vertebral body cut by the field of view")
     method = f"mean over {', '.join(r.key for r in used) or 'no vertebra'}"
     flags = [f"info: {x}" for x in notes]
     if 0 < len(used) < 2:
         flags.append("warning: one vertebra only; the ACR criteria use the mean of two")
     enough = len(used) >= min_count
-    few = _na(f"{len(used)} measurable unfractured vertebrae of {len(keys)}; "
-              f"need >= {min_count}")
+    few = _na(f"{len(used)} complete, measurable, unfractured vertebrae of {len(keys)}; "
+              f"need >= {min_count}"
+              + (f" ({', '.join(cut)}: body cut by the field of view)" if cut else ""))
     rows = [ResultRow(name, "trabecular_mean_hu",
                       float(np.mean([r.mean_hu for r in used])) if enough else None, "HU",
                       method, (flags if enough else few + flags))]
@@ -406,6 +415,9 @@ def _pickhardt_row(results: dict[str, VertebraAnalysis], ct: CTImage) -> ResultR
     if l1 is None:
         return ResultRow("vertebrae_L1", "opportunistic_category", None, "", method,
                          _na("L1 not in the labels"))
+    if l1.body_partial:
+        return ResultRow("vertebrae_L1", "opportunistic_category", None, "", method,
+                         _na("L1 vertebral body cut by the field of view"))
     if l1.mean_hu is None:
         return ResultRow("vertebrae_L1", "opportunistic_category", None, "", method,
                          _na(l1.not_measurable or "L1 trabecular HU not measurable"))
