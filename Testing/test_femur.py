@@ -19,7 +19,7 @@ from CTMuscleBoneLib.phantoms.femur import FemurPhantom, FemurSpec
 from femur_raster import ORIENTATIONS, analytic_abmd, grid_around, rasterize
 
 SCANNER = ScannerModel()
-CAL = Calibration("phantom", "K2HPO4", SCANNER.slope_mg_cm3_per_hu, SCANNER.intercept_mg_cm3,
+CAL = Calibration("phantom", "HA", SCANNER.slope_mg_cm3_per_hu, SCANNER.intercept_mg_cm3,
                   1.0, 5, "synthetic truth")
 
 SMALL = dict(head_radius_mm=20.0, neck_radius_mm=13.0, shaft_radius_mm=12.5,

@@ -460,3 +460,31 @@ def test_femur_projection_nodes(slicer_env):
     lps = F @ _ras_of_index(out["left"].density, (4, 0, 8))
     np.testing.assert_allclose(lps, [10.0 + 1.0, 33.0, -5.0 + 2.0], atol=1e-6)
     assert nodes.femur_projection_nodes(slicer_env.scene, Results()) == {}
+
+
+def test_vertebral_roi_segmentation_shows_the_measured_voxels(slicer_env):
+    """The trabecular ROIs the lumbar values came from, as a segmentation: each segment
+    holds exactly the ROI voxels of its vertebra."""
+    from CTMuscleBoneLib import pipeline
+    from CTMuscleBoneLib.phantoms import PhantomSpec, make_phantom
+
+    ph = make_phantom(PhantomSpec(region="lumbar", spacing_mm=3.0, seed=4,
+                                  orientation="oblique", muscles=("psoas_major",)))
+    res = pipeline.measure(ph.ct, ph.labels, pipeline.MeasureOptions(calibration="none"))
+    spine = res.artifacts["spine"]
+    ct_node = nodes.volume_node_from_array(slicer_env.scene, ph.ct.hu, ph.ct.geometry, "ct")
+    seg = nodes.vertebral_roi_segmentation(slicer_env.scene, res, ph.ct.geometry, ct_node)
+    assert seg is not None
+    segmentation = seg.GetSegmentation()
+    measured = [k for k, a in spine.items() if a.roi is not None and len(a.roi.index)]
+    assert sorted(segmentation.GetSegmentIDs()) == sorted(measured)
+    for key in measured:
+        assert segmentation.GetSegment(key).GetName() == \
+            f"{key.replace('vertebrae_', '')} trabecular ROI"
+        mask = nodes.segment_mask(seg, key, ct_node)
+        expected = np.zeros(ph.ct.geometry.shape, dtype=bool)
+        expected[tuple(spine[key].roi.index.T)] = True
+        assert np.array_equal(mask, expected), key
+    empty = Results()
+    assert nodes.vertebral_roi_segmentation(slicer_env.scene, empty, ph.ct.geometry,
+                                            ct_node) is None

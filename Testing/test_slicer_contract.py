@@ -107,7 +107,8 @@ def test_widget_controller_covers_every_parameter():
                                                tables["VALUE_WIDGETS"].values, strict=True)}
     handled = {**combos, **values, "input_volume_id": "inputVolumeSelector",
                "model": "modelComboBox", "heatmap_visible": "heatmapVisibleCheckBox",
-               "output_folder": "outputFolderPathLineEdit"}
+               "output_folder": "outputFolderPathLineEdit",
+               "dxa_model": "dxaModelPathLineEdit"}
     assert handled == PARAMETER_WIDGETS
 
 

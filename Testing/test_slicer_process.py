@@ -232,7 +232,10 @@ def test_worker_on_tiny_ct_then_import_measure_edit_remeasure_export(tmp_path, s
     slicer.util.updateSegmentBinaryLabelmapFromArray(edited, case.segmentation_node, segment_id,
                                                      volume)
     before = results.get(key, "volume").value
+    n_before = slicer_env.scene.GetNumberOfNodes()
     re = logic.remeasure(params)
+    # the source images (femur views, vertebral ROIs) are replaced, not duplicated
+    assert slicer_env.scene.GetNumberOfNodes() == n_before
     assert re.edited_structures == {key}
     assert re.results.get(key, "volume").value < before
     assert (key, "volume") in re.changed_rows

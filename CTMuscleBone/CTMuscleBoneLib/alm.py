@@ -5,11 +5,13 @@ linear model fitted on paired data::
 
     ALM_kg = intercept_kg + slope * predictor_kg + male_offset_kg * (sex == 'M')
 
-where the predictor is a CT muscle total (default: lower-limb muscle mass, both sides,
-see :func:`CTMuscleBoneLib.muscle.group_totals`). The model lives in a JSON file with
-its provenance (:class:`ALMModel`). The shipped default is **not validated**: every
-output that uses it says so. ``ctmusclebone fit-alm`` fits a validated model from a
-hospital's own paired CT/DXA data (:func:`fit_alm_model`).
+where the predictor is a CT muscle total (default: lower-limb *lean* muscle mass, both
+sides, i.e. the mass of the voxels in the lean window -29..+150 HU, intramuscular fat
+excluded; see :func:`CTMuscleBoneLib.muscle.group_totals`). The model lives in a JSON
+file with its provenance (:class:`ALMModel`). The shipped default is **not validated**: every
+output that uses it says so, and no sarcopenia yes/no is given from it (the row is
+"indeterminate"; nor from muscles cut by the field of view). ``ctmusclebone fit-alm``
+fits a validated model from a hospital's own paired CT/DXA data (:func:`fit_alm_model`).
 
 SMI = ALM / height^2 (kg/m2). Sarcopenia (low muscle mass) cut-offs:
 
@@ -25,6 +27,7 @@ import csv
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -74,7 +77,7 @@ class ALMModel:
     name : str
     predictor : str
         Results row ``<structure>/<quantity>`` used as predictor, e.g.
-        ``lower_limb_total/mass`` (converted g -> kg).
+        ``lower_limb_total/lean_mass`` (converted g -> kg).
     intercept_kg, slope, male_offset_kg : float
         Coefficients (slope is kg ALM per kg CT muscle).
     validated : bool
@@ -219,12 +222,18 @@ def normalise_sex(value: str | None) -> str | None:
     raise InputError(f"Sex '{value}' not understood: use M or F.")
 
 
+#: Value of the sarcopenia row when SMI exists but is not on a footing the cut-offs
+#: were made for (unvalidated ALM model, muscles cut by the field of view).
+INDETERMINATE = "indeterminate"
+
+
 def alm_rows(
     totals: dict[str, dict[str, Any]],
     model: ALMModel,
     height_m: float | None,
     sex: str | None,
     criteria: SarcopeniaCriteria,
+    missing_reasons: Mapping[str, str] | None = None,
 ) -> list[ResultRow]:
     """ALM, SMI and sarcopenia rows for one patient.
 
@@ -237,12 +246,24 @@ def alm_rows(
         Patient height; without it SMI and the flag are reported as not measurable.
     sex : {'M', 'F'} or None
     criteria : SarcopeniaCriteria
+    missing_reasons : mapping of str to str, optional
+        Why a required region is missing (region -> text, e.g. from
+        :func:`CTMuscleBoneLib.muscle_coverage.region_absence_reasons`: "the CT does not
+        reach mid-thigh (...)" or "the segmentation lacks thigh muscles (...)").
+
+    Notes
+    -----
+    The sarcopenia row says "yes"/"no" only from a validated model and a predictor with
+    no muscle cut by the field of view; otherwise its value is ``"indeterminate"`` and
+    its flags say why, while ALM and SMI keep their (flagged) values. Missing height or
+    sex leave it None with a ``not_measurable`` reason.
     """
     structure_name, quantity = model.predictor.split("/", 1)
-    base_flags = [] if model.validated else [
+    unvalidated = (
         f"unvalidated: default ALM coefficients ({model.name}); fit your own with "
         "`ctmusclebone fit-alm`"
-    ]
+    )
+    base_flags = [] if model.validated else [unvalidated]
     method = (
         f"ALM = {model.intercept_kg:.4g} + {model.slope:.4g} x {model.predictor} [kg]"
         + (f" + {model.male_offset_kg:.4g} x male" if model.male_offset_kg else "")
@@ -252,18 +273,22 @@ def alm_rows(
     unit_key = {"mass": "mass_g", "lean_mass": "lean_mass_g"}.get(quantity)
     missing = [r for r in model.required_regions if f"{r}_total" not in totals]
     if total is None or unit_key is None or missing:
-        what = (f"{', '.join(missing)} muscles" if missing
-                else f"{model.predictor} (no muscles of that group labelled)")
-        reason = (
-            f"not_measurable: the ALM model {model.name} needs {what}, which this CT does "
-            "not show"
-        )
+        reasons = missing_reasons or {}
+        if missing:
+            why = "; ".join(reasons.get(r, f"no {r.replace('_', ' ')} muscles in the labels")
+                            for r in missing)
+            reason = (f"not_measurable: the ALM model {model.name} needs "
+                      f"{', '.join(missing)} muscles: {why}")
+        else:
+            reason = (f"not_measurable: the ALM model {model.name} needs {model.predictor}, "
+                      "and no muscle of that group is labelled")
         return [
             ResultRow("patient", "alm", None, "kg", method, [reason, *base_flags]),
             ResultRow("patient", "smi", None, "kg/m2", "ALM / height^2", [reason, *base_flags]),
         ]
     flags = list(base_flags)
-    if total["partial"]:
+    partial = bool(total["partial"])
+    if partial:
         flags.append("partial: the predictor includes muscles cut by the field of view")
     try:
         alm = model.predict_alm_kg(total[unit_key] / 1000.0, sex)
@@ -285,15 +310,24 @@ def alm_rows(
             "patient", "sarcopenia_low_muscle_mass", None, "", criteria.name,
             ["not_measurable: sex unknown (cut-offs differ by sex; give --sex)", *flags],
         ))
-    else:
-        cut = criteria.cutoff(sex)
-        low = smi < cut
-        rows.append(ResultRow(
-            "patient", "sarcopenia_low_muscle_mass", "yes" if low else "no", "",
-            f"{criteria.name}: SMI < {cut:g} kg/m2 ({'men' if sex == 'M' else 'women'}); "
-            f"{criteria.source}",
-            list(flags),
-        ))
+        return rows
+    cut = criteria.cutoff(sex)
+    method = (f"{criteria.name}: SMI < {cut:g} kg/m2 ({'men' if sex == 'M' else 'women'}); "
+              f"{criteria.source}")
+    if model.validated and not partial:
+        rows.append(ResultRow("patient", "sarcopenia_low_muscle_mass",
+                              "yes" if smi < cut else "no", "", method, list(flags)))
+        return rows
+    # the number exists but is not on the scale the cut-off was made for: no yes/no
+    why = []
+    if not model.validated:
+        why.append(f"unvalidated: no yes/no from the unvalidated ALM model {model.name} "
+                   "(SMI shown for information); fit a model with `ctmusclebone fit-alm`")
+    if partial:
+        why.append("partial: the predictor includes muscles cut by the field of view, so "
+                   "SMI reads low; no yes/no")
+    rows.append(ResultRow("patient", "sarcopenia_low_muscle_mass", INDETERMINATE, "", method,
+                          why))
     return rows
 
 
@@ -316,7 +350,7 @@ def read_pairs_csv(path: str | os.PathLike[str], predictor_column: str) -> Paire
     """Read a paired-data CSV for :func:`fit_alm_model`.
 
     Required columns: ``sex`` (M/F), ``height_m`` (or ``height_cm``), ``dxa_alm_kg``
-    and the predictor column (CT muscle mass in kg, e.g. ``ct_lower_limb_mass_kg``).
+    and the predictor column (CT muscle mass in kg, e.g. ``ct_lower_limb_lean_mass_kg``).
     Optional: ``case_id``. Rows with any empty required value are refused with their
     line number.
     """

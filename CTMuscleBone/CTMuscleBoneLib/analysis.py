@@ -14,14 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+import numpy as np
+
 from . import alm as alm_mod
 from .anatomy import structure
 from .calibration.definitions import PhantomDefinition
 from .calibration.model import Calibration
 from .density_models import DENSITY_MODELS
+from .dxa.conversion import DXAConversionModel, load_dxa_model
+from .dxa.references import ReferenceTable, load_reference
+from .dxa.scores import ScoreContext
 from .errors import InputError, NotMeasurableError
 from .image import CTImage, LabelMap
 from .muscle import group_totals, measure_muscles, muscle_rows
+from .muscle_coverage import region_absence_reasons
+from .muscle_l3 import l3_case_rows
 from .progress import ProgressCallback, no_progress
 from .results import Provenance, ResultRow, Results
 
@@ -33,6 +40,7 @@ CriteriaName = Literal["awgs2019", "ewgsop2"]
 #: Plausible ranges of the patient facts (outside: the value is a typo or a unit error).
 AGE_RANGE_YEARS = (0.0, 130.0)
 HEIGHT_RANGE_M = (0.5, 2.6)
+WEIGHT_RANGE_KG = (1.0, 500.0)
 
 
 @dataclass
@@ -77,6 +85,22 @@ class MeasureOptions:
     notes : list of str
         Notes on how options were read (e.g. a height given in cm), copied into the
         results' warnings.
+    weight_kg : float or None
+        Patient weight in kg (overrides DICOM PatientWeight); 1-500 kg. With the
+        height it gives the BMI that the Martin 2013 L3 cut-offs depend on.
+    muscle_mask : path, np.ndarray of bool (n0, n1, n2) or None
+        Skeletal-muscle mask for the L3 muscle index (e.g. TotalSegmentator
+        ``tissue_types`` skeletal_muscle; any grid of the CT's physical space).
+    dxa_model : path, DXAConversionModel or None
+        CT-aBMD -> DXA-equivalent aBMD model (a JSON file from ``fit-dxa`` or a loaded
+        :class:`~CTMuscleBoneLib.dxa.conversion.DXAConversionModel`); None = the shipped
+        identity default, unvalidated (T-scores shown flagged, categories
+        'indeterminate'). Read and checked on construction.
+    bmd_reference : {'nhanes3', 'jsbmr2012'}, path or ReferenceTable
+        Young-adult reference table and its criteria for T-scores, %YAM and the bone
+        density category: 'nhanes3' (WHO 1994 on the T-score), 'jsbmr2012' (Japanese
+        YAM, JSBMR 2012 on %YAM) or a site's reference JSON. Read and checked on
+        construction.
 
     Raises
     ------
@@ -99,6 +123,10 @@ class MeasureOptions:
     fixed_material: str | None = None
     bones: bool = True
     notes: list[str] = field(default_factory=list)
+    weight_kg: float | None = None
+    muscle_mask: str | os.PathLike[str] | np.ndarray | None = None
+    dxa_model: str | os.PathLike[str] | DXAConversionModel | None = None
+    bmd_reference: str | os.PathLike[str] | ReferenceTable = "nhanes3"
 
     def _check_fixed(self) -> None:
         """'fixed' needs a calibration file or all three coefficients (checked now)."""
@@ -129,6 +157,10 @@ class MeasureOptions:
             self.sex = sex  # type: ignore[assignment]
         _check_range("age", self.age_years, AGE_RANGE_YEARS, "years")
         _check_range("height", self.height_m, HEIGHT_RANGE_M, "m")
+        _check_range("weight", self.weight_kg, WEIGHT_RANGE_KG, "kg")
+        if isinstance(self.muscle_mask, (str, os.PathLike)) and not os.path.isfile(
+                self.muscle_mask):
+            raise InputError(f"Muscle mask file not found: {self.muscle_mask}")
         _check_choice("density model", self.density_model, get_args(DensityModelName))
         _check_choice("sarcopenia criteria", self.criteria, get_args(CriteriaName))
         if not isinstance(self.calibration, Calibration):
@@ -138,6 +170,9 @@ class MeasureOptions:
         if self.alm_model is not None and not isinstance(self.alm_model, alm_mod.ALMModel):
             # read (and check) the file now, before any work
             self.alm_model = alm_mod.load_alm_model(self.alm_model)
+        # bone scales: read (and check) the CT-to-DXA model and the reference table now
+        self.dxa_model = load_dxa_model(self.dxa_model)
+        self.bmd_reference = load_reference(self.bmd_reference)
 
 
 def checked_ct(ct: CTImage) -> CTImage:
@@ -229,9 +264,9 @@ def measure_case(
 
     # a structure whose HU or volume is anatomically impossible is left out (flagged);
     # a map wrong as a whole (another label scheme) is refused
-    labels, plausibility_warnings = apply_plausibility(ct, labels)
+    labels, _ = apply_plausibility(ct, labels)
     results = Results(provenance=provenance or Provenance())
-    results.warnings.extend(plausibility_warnings)
+    # (the same sentences are in labels.notes, added to the warnings below)
     results.unknown_labels = dict(labels.unknown)
     results.provenance.label_source = results.provenance.label_source or labels.source
     results.provenance.ct_geometry = ct.geometry.describe()
@@ -268,10 +303,19 @@ def measure_case(
         results.provenance.coefficients.append(
             {"kind": "muscle density", "name": density.name, "description": density.description}
         )
-        results.extend(alm_mod.alm_rows(group_totals(measures), model, height_m, sex,
-                                        alm_mod.CRITERIA[options.criteria]))
+        totals = group_totals(measures)
+        missing = [r for r in model.required_regions if f"{r}_total" not in totals]
+        results.extend(alm_mod.alm_rows(totals, model, height_m, sex,
+                                        alm_mod.CRITERIA[options.criteria],
+                                        region_absence_reasons(labels, missing)))
     else:
         results.warnings.append("no muscle labelled: muscle mass and SMI not measured")
+    weight_kg = (options.weight_kg if options.weight_kg is not None
+                 else ct.metadata.patient_weight_kg)
+    l3_rows, l3_prov = l3_case_rows(ct, labels, options.muscle_mask, height_m, sex, weight_kg)
+    results.extend(l3_rows)
+    if l3_prov is not None:
+        results.provenance.coefficients.append(l3_prov)
 
     # --- bones ----------------------------------------------------------------------
     femurs = [k for k in present if k.startswith("femur_")]
@@ -294,12 +338,14 @@ def measure_case(
         if femurs:
             progress(0.5, f"femoral BMD ({', '.join(femurs)})")
             _measure_femurs(ct, labels, calibration, results, reuse,
-                            reuse_structures & set(femurs))
+                            reuse_structures & set(femurs), bone_score_context(ct, options))
         if vertebrae:
-            from .spine.measure import measure_spine
+            from .spine.measure import analyse_spine, spine_rows
 
             progress(0.8, f"lumbar BMD ({', '.join(vertebrae)})")
-            results.extend(measure_spine(ct, labels, calibration))
+            spine = analyse_spine(ct, labels, calibration)
+            results.extend(spine_rows(spine, calibration, ct))
+            results.artifacts["spine"] = spine  # ROIs and heights, for reports and Slicer
     _flag_contrast(ct, labels, results)
     progress(1.0, "measurements done")
     return results
@@ -402,9 +448,23 @@ def calibration_provenance(cal: Calibration) -> dict[str, object]:
     }
 
 
+def bone_score_context(ct: CTImage, options: MeasureOptions) -> ScoreContext:
+    """CT-to-DXA model, reference table, sex and age (option, else DICOM header) for the
+    DXA-scale rows of femur (and lumbar) aBMD."""
+    sex = alm_mod.normalise_sex(options.sex or ct.metadata.patient_sex)
+    age = options.age_years if options.age_years is not None else ct.metadata.patient_age_years
+    return ScoreContext(load_dxa_model(options.dxa_model),  # type: ignore[arg-type]
+                        load_reference(options.bmd_reference), sex, age)
+
+
 def _measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration, results: Results,
-                    reuse: Results | None, reuse_keys: set[str]) -> None:
-    """Femoral BMD rows into ``results``; sides in ``reuse_keys`` are copied from ``reuse``."""
+                    reuse: Results | None, reuse_keys: set[str],
+                    scores: ScoreContext | None = None) -> None:
+    """Femoral BMD rows into ``results``; sides in ``reuse_keys`` are copied from ``reuse``.
+
+    ``scores``: CT-to-DXA model, reference table, sex and age (default: shipped identity
+    model, NHANES III, header sex and age); their provenance goes to ``results``.
+    """
     from .femur import FemurOutput, measure_femurs
 
     out = FemurOutput()
@@ -424,14 +484,15 @@ def _measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration, res
     todo = [k for k in ("femur_left", "femur_right")
             if labels.value_of(k) is not None and k not in keep]
     if todo:
-        sub = LabelMap(labels.array, labels.geometry,
-                       {v: k for v, k in labels.structures.items() if k in todo},
-                       source=labels.source,
-                       overlays={k: m for k, m in labels.overlays.items() if k in todo})
-        fresh = measure_femurs(ct, sub, calibration)
+        fresh = measure_femurs(ct, labels, calibration, scores, keys=tuple(todo))
+        out.provenance = fresh.provenance
+        results.provenance.coefficients.extend(fresh.provenance)
         out.rows.extend(fresh.rows)
         out.projections.update(fresh.projections)
         out.landmarks.update(fresh.landmarks)
+    elif old is not None:  # every femur reused: so are its provenance entries
+        out.provenance = list(old.provenance)
+        results.provenance.coefficients.extend(old.provenance)
     order = {"femur_left": 0, "femur_right": 1}
     out.rows.sort(key=lambda r: order.get(r.structure, 2))  # stable: keeps quantity order
     results.extend(out.rows)
@@ -439,7 +500,8 @@ def _measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration, res
 
 
 def patient_provenance(ct: CTImage, options: MeasureOptions) -> dict[str, object]:
-    """Sex, height and age used, each with its source ('option', 'DICOM header' or None)."""
+    """Sex, height, age and weight used, each with its source ('option', 'DICOM header'
+    or None)."""
     meta = ct.metadata
 
     def pick(opt: object, header: object) -> tuple[object, str | None]:
@@ -452,5 +514,7 @@ def patient_provenance(ct: CTImage, options: MeasureOptions) -> dict[str, object
     sex, sex_src = pick(options.sex, alm_mod.normalise_sex(meta.patient_sex))
     height, height_src = pick(options.height_m, meta.patient_height_m)
     age, age_src = pick(options.age_years, meta.patient_age_years)
+    weight, weight_src = pick(getattr(options, "weight_kg", None), meta.patient_weight_kg)
     return {"sex": sex, "sex_source": sex_src, "height_m": height, "height_source": height_src,
-            "age_years": age, "age_source": age_src}
+            "age_years": age, "age_source": age_src, "weight_kg": weight,
+            "weight_source": weight_src}

@@ -118,6 +118,8 @@ DISPLAY_DECIMALS: dict[str, int] = {
     "lean_fraction": 3,
     # units
     "cm3": 1,
+    "cm2": 1,
+    "cm2/m2": 1,
     "HU": 1,
     "g/cm2": 3,
     "mg/cm3": 1,
@@ -143,11 +145,16 @@ _SPECIAL_NAMES = {"patient": "Patient"}
 _QUANTITY_WORDS = {
     "abmd": "aBMD", "vbmd": "vBMD", "hu": "HU", "sd": "SD", "who": "WHO", "alm": "ALM",
     "smi": "SMI", "acr": "ACR", "yam": "young-adult mean", "imat": "IMAT",
+    "jsbmr": "JSBMR", "l3": "L3",
 }
 _QUANTITY_NAMES = {
     "t_score": "T-score", "percent_yam": "% young-adult mean", "neck_shaft_angle":
     "neck-shaft angle", "sarcopenia_low_muscle_mass": "low muscle mass (sarcopenia)",
     "opportunistic_category": "opportunistic category (L1 HU)",
+    "abmd_dxa": "DXA-equivalent aBMD", "z_score": "Z-score",
+    "who_category": "WHO category", "jsbmr_category": "JSBMR category",
+    "psoas_muscle_index": "psoas muscle index", "skeletal_muscle_area":
+    "skeletal muscle area", "muscle_attenuation": "muscle attenuation",
 }
 
 

@@ -38,6 +38,7 @@ class CaseState:
     tracker: Any = None  # nodes.SegmentEditTracker
     changed_rows: set = field(default_factory=set)
     heatmap_arrays: dict[str, Any] = field(default_factory=dict)  # map name -> (n0,n1,n2)
+    source_image_nodes: list = field(default_factory=list)  # femur views, vertebral ROIs
     synthetic_model: bool = False
     clinical_use_warning: str = ""
 
@@ -251,9 +252,19 @@ class AnalysisLogic:
                                                                  RESULTS_TABLE_NAME)
             _mark_created(case.table_node)
         nodes.update_table_node(case.table_node, case.results, edited_rows=case.changed_rows)
+        # the images the values came from: replaced, not duplicated, at each update
+        for node in case.source_image_nodes:
+            if slicer.mrmlScene.GetNodeByID(node.GetID()) is not None:
+                slicer.mrmlScene.RemoveNode(node)
+        case.source_image_nodes = []
         for projection in nodes.femur_projection_nodes(slicer.mrmlScene, case.results).values():
-            _mark_created(projection.density)
-            _mark_created(projection.rois)
+            case.source_image_nodes += [projection.density, projection.rois]
+        rois = nodes.vertebral_roi_segmentation(slicer.mrmlScene, case.results,
+                                                case.ct.geometry, case.volume_node)
+        if rois is not None:
+            case.source_image_nodes.append(rois)
+        for node in case.source_image_nodes:
+            _mark_created(node)
 
     # -- review -----------------------------------------------------------------------
     def center_on(self, key: str) -> str | None:

@@ -876,3 +876,46 @@ def femur_projection_nodes(scene: Any, results: Any) -> dict[str, FemurProjectio
         roi_node.GetDisplayNode().SetAndObserveColorNodeID(_femur_roi_color_node(scene).GetID())
         out[side] = FemurProjectionNodes(density=density, rois=roi_node)
     return out
+
+
+def vertebral_roi_segmentation(scene: Any, results: Any, geometry: Geometry,
+                               reference_volume_node: Any,
+                               name: str = "CTMuscleBone trabecular ROIs") -> Any:
+    """A segmentation node of the trabecular ROIs the lumbar vBMD values came from.
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene
+    results : Results
+        ``results.artifacts['spine']`` (``{vertebra key: VertebraAnalysis}``, from
+        :func:`CTMuscleBoneLib.spine.measure.analyse_spine`), present when vertebrae
+        were measured.
+    geometry : Geometry
+        The CT grid the ROI voxel indices refer to.
+    reference_volume_node : vtkMRMLVolumeNode
+    name : str
+
+    Returns
+    -------
+    vtkMRMLSegmentationNode or None
+        One segment per vertebra with a ROI, named "L3 trabecular ROI" and coloured
+        like the vertebra; None when no ROI was measured.
+    """
+    spine = (getattr(results, "artifacts", None) or {}).get("spine") or {}
+    rois = {k: a.roi for k, a in spine.items()
+            if getattr(a, "roi", None) is not None and len(a.roi.index)}
+    if not rois:
+        return None
+    array = np.zeros(geometry.shape, dtype=np.uint8)
+    structures: dict[int, str] = {}
+    for n, (key, roi) in enumerate(sorted(rois.items()), start=1):
+        array[tuple(np.asarray(roi.index).T)] = n
+        structures[n] = key
+    seg_node = segmentation_node_from_label_map(scene, LabelMap(array, geometry, structures),
+                                                reference_volume_node, name)
+    segmentation = seg_node.GetSegmentation()
+    for key in structures.values():
+        segment = segmentation.GetSegment(key)
+        if segment is not None:
+            segment.SetName(f"{key.replace('vertebrae_', '')} trabecular ROI")
+    return seg_node

@@ -24,6 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CALIBRATION_METHODS = ("auto", "phantom", "internal", "fixed", "none")
 PHANTOMS = ("", "B-MAS200", "Mindways Model 3", "QRM-BDC")  # bundled definitions
 MATERIALS = ("K2HPO4", "HA")
+BMD_REFERENCES = ("nhanes3", "jsbmr2012")  # data/references/*.json of the core
 DENSITY_MODELS = ("constant", "hu_linear")
 CRITERIA = ("awgs2019", "ewgsop2")
 
@@ -63,12 +64,20 @@ class CTMuscleBoneParameters:
     heatmap_visible : bool
     output_folder : str
         Export folder.
+    weight_kg : float
+        Patient weight, kg (0 = unknown / from the DICOM header); BMI-dependent L3 cut-offs.
+    bmd_reference : {'nhanes3', 'jsbmr2012'}
+        Reference table of T-scores / %YAM and their categories.
+    dxa_model : str
+        CT-aBMD -> DXA conversion model file from ``ctmusclebone fit-dxa`` ('' = the
+        shipped identity, unvalidated: categories then indeterminate).
     """
 
     input_volume_id: str = ""
     sex: str = ""
     age_years: float = 0.0
     height_m: float = 0.0
+    weight_kg: float = 0.0
     model: str = ""
     mc_samples: int = 0
     device: str = "auto"
@@ -79,6 +88,8 @@ class CTMuscleBoneParameters:
     fixed_material: str = "K2HPO4"
     density_model: str = "constant"
     criteria: str = "awgs2019"
+    bmd_reference: str = "nhanes3"
+    dxa_model: str = ""
     heatmap_opacity: float = 0.5
     heatmap_threshold: float = 0.0
     heatmap_visible: bool = True
@@ -122,7 +133,7 @@ class CTMuscleBoneParameters:
         for name, allowed in (("sex", SEXES), ("device", DEVICES),
                               ("calibration", CALIBRATION_METHODS),
                               ("fixed_material", MATERIALS), ("density_model", DENSITY_MODELS),
-                              ("criteria", CRITERIA)):
+                              ("criteria", CRITERIA), ("bmd_reference", BMD_REFERENCES)):
             if getattr(out, name) not in allowed:
                 setattr(out, name, getattr(defaults, name))
         out.heatmap_opacity = min(max(out.heatmap_opacity, 0.0), 1.0)
@@ -148,6 +159,8 @@ class CTMuscleBoneParameters:
             sex=self.sex or None, height_m=self.height_m or None,
             age_years=self.age_years or None, density_model=self.density_model,
             criteria=self.criteria, calibration=self.calibration,
+            weight_kg=self.weight_kg or None, bmd_reference=self.bmd_reference,
+            dxa_model=self.dxa_model or None,
             phantom=self.phantom if use_phantom else None,
             # 'fixed': an asynchronous line typed in by the user (the core checks it)
             fixed_slope_mg_cm3_per_hu=float(self.fixed_slope_mg_cm3_per_hu) if fixed else None,
@@ -161,6 +174,9 @@ PARAMETER_WIDGETS: dict[str, str] = {
     "sex": "sexComboBox",
     "age_years": "ageSpinBox",
     "height_m": "heightSpinBox",
+    "weight_kg": "weightSpinBox",
+    "bmd_reference": "bmdReferenceComboBox",
+    "dxa_model": "dxaModelPathLineEdit",
     "model": "modelComboBox",
     "mc_samples": "mcSamplesSpinBox",
     "device": "deviceComboBox",

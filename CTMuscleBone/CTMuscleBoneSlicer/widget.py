@@ -22,6 +22,7 @@ from CTMuscleBoneLib.results import display_name
 from .install import DependencyError, ensure_segmentation_dependencies
 from .logic import AnalysisLogic
 from .parameters import (
+    BMD_REFERENCES,
     CALIBRATION_METHODS,
     CRITERIA,
     DENSITY_MODELS,
@@ -40,9 +41,11 @@ COMBO_CHOICES = {"sex": ("sexComboBox", SEXES), "device": ("deviceComboBox", DEV
                  "phantom": ("phantomComboBox", PHANTOMS),
                  "fixed_material": ("fixedMaterialComboBox", MATERIALS),
                  "density_model": ("densityModelComboBox", DENSITY_MODELS),
-                 "criteria": ("criteriaComboBox", CRITERIA)}
+                 "criteria": ("criteriaComboBox", CRITERIA),
+                 "bmd_reference": ("bmdReferenceComboBox", BMD_REFERENCES)}
 #: Numeric parameters edited with a spin box or ctkSliderWidget (``value`` property).
 VALUE_WIDGETS = {"age_years": "ageSpinBox", "height_m": "heightSpinBox",
+                 "weight_kg": "weightSpinBox",
                  "mc_samples": "mcSamplesSpinBox", "fixed_slope_mg_cm3_per_hu": "fixedSlopeSpinBox",
                  "fixed_intercept_mg_cm3": "fixedInterceptSpinBox",
                  "heatmap_opacity": "heatmapOpacitySlider",
@@ -74,6 +77,7 @@ class PanelController:
         ui.modelComboBox.connect("currentIndexChanged(int)", self.save_parameters)
         ui.heatmapVisibleCheckBox.connect("toggled(bool)", self.save_parameters)
         ui.outputFolderPathLineEdit.connect("currentPathChanged(QString)", self.save_parameters)
+        ui.dxaModelPathLineEdit.connect("currentPathChanged(QString)", self.save_parameters)
         for name in ("heatmapOpacitySlider", "heatmapThresholdSlider"):
             getattr(ui, name).connect("valueChanged(double)", self.on_heatmap_changed)
         ui.heatmapVisibleCheckBox.connect("toggled(bool)", self.on_heatmap_changed)
@@ -104,6 +108,7 @@ class PanelController:
         values["model"] = ui.modelComboBox.currentData or ""
         values["heatmap_visible"] = bool(ui.heatmapVisibleCheckBox.checked)
         values["output_folder"] = ui.outputFolderPathLineEdit.currentPath
+        values["dxa_model"] = ui.dxaModelPathLineEdit.currentPath
         return CTMuscleBoneParameters(**values).validated()
 
     def save_parameters(self, *_args) -> None:
@@ -131,6 +136,7 @@ class PanelController:
             ui.modelComboBox.currentIndex = max(index, 0)
             ui.heatmapVisibleCheckBox.checked = p.heatmap_visible
             ui.outputFolderPathLineEdit.currentPath = p.output_folder
+            ui.dxaModelPathLineEdit.currentPath = p.dxa_model
         finally:
             self._updating = False
         self.update_buttons()

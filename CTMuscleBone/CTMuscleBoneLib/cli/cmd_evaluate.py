@@ -1,4 +1,4 @@
-"""``ctmusclebone evaluate``: Dice, surface distance and uncertainty AUROC against references.
+"""``ctmusclebone evaluate``: Dice, surface distance, volume agreement and uncertainty AUROC.
 
 Inputs
 ------
@@ -12,6 +12,10 @@ folder itself. Label values are mapped to anatomy keys by the sidecar
 When a prediction folder holds ``review.json`` (structure-wise uncertainty from
 ``ctmusclebone segment``), the AUROC of that uncertainty for detecting Dice < 0.8 is
 reported too (Soufi et al., Sci Rep 2025).
+
+Over cases, per structure: volume agreement with the reference, Pearson r and
+Bland-Altman bias and 95 % limits of agreement (cm3), with the originating project's
+target r > 0.9 (``volume_agreement.csv`` and ``evaluation.json``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import csv
 import io
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +43,11 @@ SEGMENT_REVIEW = "review.json"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="score predicted label maps against references (Dice, ASSD, uncertainty AUROC)",
+        help="score predicted label maps against references (Dice, ASSD, volume r and "
+        "Bland-Altman, uncertainty AUROC)",
         description="Per-structure Dice and average symmetric surface distance (mm) of "
-        "predicted label maps against reference label maps, and the AUROC of the "
+        "predicted label maps against reference label maps; over cases, volume correlation "
+        "(Pearson r) and Bland-Altman agreement per structure; and the AUROC of the "
         "structure-wise uncertainty for flagging failures (Dice < threshold).",
     )
     p.add_argument("--pred", required=True, nargs="+",
@@ -138,9 +145,11 @@ def _read_review(path: Path | None) -> dict[str, float] | None:
 
 def run(args: argparse.Namespace) -> int:
     from ..segmentation.evaluate import (
+        TARGET_VOLUME_R,
         evaluate_label_maps,
         failure_detection_auroc,
         summarise,
+        volume_agreement,
     )
 
     preds, refs = _collect(args.pred), _collect(args.ref)
@@ -166,6 +175,18 @@ def run(args: argparse.Namespace) -> int:
     for s in summary:
         print(f"{s.structure:32s} {s.n_cases:3d} {_f(s.dice_mean, 4):>7s} "
               f"{_f(s.dice_sd, 4):>7s} {_f(s.dice_min, 3):>6s} {_f(s.assd_mean_mm, 3):>8s}")
+    agreement = volume_agreement(scores)
+    print(f"\nvolume agreement over cases (target r > {TARGET_VOLUME_R:g}):")
+    print(f"{'structure':32s} {'n':>3s} {'r':>6s} {'bias cm3':>9s} {'LoA cm3':>19s}")
+    for a in agreement:
+        loa = ("-" if a.lower_loa_cm3 is None
+               else f"{a.lower_loa_cm3:.1f} to {a.upper_loa_cm3:.1f}")
+        print(f"{a.structure:32s} {a.n_cases:3d} {_f(a.pearson_r, 3):>6s} "
+              f"{_f(a.bias_cm3, 1):>9s} {loa:>19s}" + (f"  ({a.note})" if a.note else ""))
+    scored = [a for a in agreement if a.pearson_r is not None]
+    if scored:
+        print(f"volume r > {TARGET_VOLUME_R:g}: {sum(bool(a.meets_target_r) for a in scored)} "
+              f"of {len(scored)} structures")
     n_fail = sum(1 for s in scores if s.dice is not None and s.dice < args.failure_dice)
     print(f"failed structures (Dice < {args.failure_dice:g}): {n_fail} of "
           f"{sum(1 for s in scores if s.dice is not None)}")
@@ -178,17 +199,28 @@ def run(args: argparse.Namespace) -> int:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         cols = ["case", "structure", "dice", "assd_mm", "pred_voxels", "ref_voxels",
-                "uncertainty"]
+                "pred_volume_cm3", "ref_volume_cm3", "uncertainty"]
         w.writerow(cols)
         for s in scores:
             d = s.to_dict()
             w.writerow(["" if d[c] is None else d[c] for c in cols])
         atomic_write_text(out / "evaluation.csv", buf.getvalue())
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        va_cols = list(asdict(agreement[0])) if agreement else ["structure"]
+        w.writerow(va_cols)
+        for a in agreement:
+            d = asdict(a)
+            w.writerow(["" if d[c] is None else d[c] for c in va_cols])
+        atomic_write_text(out / "volume_agreement.csv", buf.getvalue())
         doc = {"failure_dice": args.failure_dice, "uncertainty_auroc": auroc,
+               "target_volume_r": TARGET_VOLUME_R,
                "summary": [s.__dict__ for s in summary],
+               "volume_agreement": [asdict(a) for a in agreement],
                "scores": [s.to_dict() for s in scores]}
         atomic_write_text(out / "evaluation.json", json.dumps(doc, indent=2) + "\n")
-        print(f"wrote {out / 'evaluation.csv'} and {out / 'evaluation.json'}")
+        print(f"wrote {out / 'evaluation.csv'}, {out / 'volume_agreement.csv'} and "
+              f"{out / 'evaluation.json'}")
     return 0
 
 

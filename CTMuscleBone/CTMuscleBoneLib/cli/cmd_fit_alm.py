@@ -19,14 +19,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "cross-validated Pearson r, RMSE and the ROC AUC for the sarcopenia cut-off, and "
         "write a model file for `measure --alm-model`. CSV columns: sex (M/F), height_m "
         "(or height_cm), dxa_alm_kg, and the predictor column (default "
-        "ct_lower_limb_mass_kg: the lower_limb_total mass row of `measure`, in kg).",
+        "ct_lower_limb_lean_mass_kg: the lower_limb_total lean_mass row of `measure` "
+        "(fat voxels excluded), in kg).",
     )
     p.add_argument("pairs", help="CSV of paired cases")
-    p.add_argument("--predictor-column", default="ct_lower_limb_mass_kg",
+    p.add_argument("--predictor-column", default="ct_lower_limb_lean_mass_kg",
                    help="column of the CT predictor (kg) in PAIRS.csv")
-    p.add_argument("--predictor", default="lower_limb_total/mass",
+    p.add_argument("--predictor", default="lower_limb_total/lean_mass",
                    help="results row the predictor column holds, as structure/quantity "
-                   "(default lower_limb_total/mass)")
+                   "(default lower_limb_total/lean_mass: muscle mass without its fat "
+                   "voxels, as DXA lean mass)")
     p.add_argument("--require-regions", default="gluteal,thigh",
                    help="muscle regions a CT must show for the model to apply "
                    "(comma-separated; default gluteal,thigh; '' for none)")

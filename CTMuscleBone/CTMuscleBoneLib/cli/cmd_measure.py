@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from .. import pipeline
@@ -40,13 +41,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_patient_arguments(p)
     add_measure_model_arguments(p)
     add_calibration_arguments(p)
+    p.add_argument("--muscle-mask", metavar="FILE",
+                   help="skeletal-muscle mask for the L3 muscle index (e.g. TotalSegmentator "
+                   "tissue_types skeletal_muscle.nii.gz)")
+    p.add_argument("--weight", type=float, metavar="KG",
+                   help="patient weight in kg (BMI for the Martin 2013 L3 cut-offs; "
+                   "default: DICOM PatientWeight)")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress and no table")
     p.set_defaults(func=run)
 
 
 def add_measure_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--density-model, --alm-model, --criteria."""
+    """--density-model, --alm-model, --criteria; --dxa-model, --bmd-reference (--reference)."""
     g = p.add_argument_group("muscle mass and SMI")
     g.add_argument("--density-model", default="constant", choices=sorted(DENSITY_MODELS),
                    help="muscle density for mass (default: constant 1.06 g/cm3)")
@@ -54,11 +61,22 @@ def add_measure_model_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: shipped, UNVALIDATED coefficients)")
     g.add_argument("--criteria", default="awgs2019", choices=sorted(CRITERIA),
                    help="sarcopenia cut-offs (default: AWGS 2019)")
+    b = p.add_argument_group("bone density scale and reference")
+    b.add_argument("--dxa-model", metavar="FILE",
+                   help="CT-aBMD -> DXA-equivalent aBMD model JSON from `ctmusclebone "
+                   "fit-dxa` (default: identity, UNVALIDATED: T-scores flagged, categories "
+                   "'indeterminate')")
+    b.add_argument("--bmd-reference", "--reference", dest="bmd_reference", default="nhanes3",
+                   metavar="{nhanes3,jsbmr2012,FILE}",
+                   help="young-adult reference and criteria for T-score, %%YAM and category: "
+                   "nhanes3 (US, WHO 1994 T-score categories; default), jsbmr2012 (Japanese "
+                   "YAM, JSBMR 2012 %%YAM categories) or a reference JSON file")
 
 
 def run(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out)
-    options = options_from_args(args)
+    options = replace(options_from_args(args), muscle_mask=args.muscle_mask,
+                      weight_kg=args.weight)
     progress = stderr_progress(args.quiet)
     ct, labels, prov = load_inputs(args.ct, args.labels, args.label_format, args.names,
                                    args.series, progress)
@@ -88,4 +106,6 @@ def options_from_args(args: argparse.Namespace) -> MeasureOptions:
         fixed_material=args.material,
         bones=not args.no_bones,
         notes=[note] if note else [],
+        dxa_model=getattr(args, "dxa_model", None),
+        bmd_reference=getattr(args, "bmd_reference", "nhanes3"),
     )

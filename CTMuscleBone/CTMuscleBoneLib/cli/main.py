@@ -23,6 +23,7 @@ from ..errors import CTMuscleBoneError
 COMMAND_MODULES: tuple[str, ...] = (
     "cmd_measure",
     "cmd_fit_alm",
+    "cmd_fit_dxa",
     "cmd_calibrate",
     "cmd_phantom",
     "cmd_analyze",

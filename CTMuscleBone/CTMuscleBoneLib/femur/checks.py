@@ -7,7 +7,10 @@
   femur;
 * **head cut by the field of view**: femur voxels on the image border within the head
   (checked once the head is found, in :mod:`.measure`);
-* **slice thickness** above :data:`MAX_SLICE_MM` gives a warning (coarse BMD).
+* **slice thickness** above :data:`MAX_SLICE_MM` gives a warning (coarse BMD);
+* **cut by the field of view**: :func:`cut_edges` names the image edges (as patient
+  directions) the femur touches; :mod:`.measure` flags every row of such a femur
+  ``partial: cut by the field of view (...)``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,34 @@ def touches_border(mask: np.ndarray) -> np.ndarray:
         idx[a] = -1
         border[tuple(idx)] = True
     return mask & border
+
+
+#: Patient direction of each LPS axis sign (+x left, +y posterior, +z superior).
+_LPS_NAMES = (("right", "left"), ("anterior", "posterior"), ("inferior", "superior"))
+
+
+def cut_edges(mask: np.ndarray, geometry: Geometry) -> list[str]:
+    """Patient directions of the image edges the mask touches, e.g. ['inferior'].
+
+    Each touched face of the voxel grid is named by the LPS direction closest to its
+    outward normal (array axis ``a``: ``-direction[:, a]`` at index 0, ``+direction[:, a]``
+    at the last index), so any storage order, sign or obliquity gives the same names.
+    """
+    names: list[str] = []
+    d = np.asarray(geometry.direction, dtype=float)
+    for a in range(3):
+        for end, sign in ((0, -1.0), (-1, 1.0)):
+            idx: list[slice | int] = [slice(None)] * 3
+            idx[a] = end
+            if not mask[tuple(idx)].any():
+                continue
+            normal = sign * d[:, a]
+            k = int(np.argmax(np.abs(normal)))
+            name = _LPS_NAMES[k][int(normal[k] > 0)]
+            if name not in names:
+                names.append(name)
+    order = ("superior", "inferior", "left", "right", "anterior", "posterior")
+    return sorted(names, key=order.index)
 
 
 def check_femur(ct: CTImage, mask: np.ndarray, side: str) -> FemurChecks:

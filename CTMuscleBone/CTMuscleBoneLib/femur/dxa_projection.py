@@ -18,6 +18,11 @@ interpolated trilinearly, reaches 0.5 somewhere along the ray: the smoothing rem
 the voxel staircase whose bumps would enlarge the outline. Because interpolation
 spreads the edge mineral up to about a voxel outside the outline, a ROI's mineral
 content (BMC) includes that thin band and its aBMD is BMC / area, as in DXA.
+
+Partial volume: a scanner's blur moves part of the cortex's mineral up to ~2 FWHM
+outside the label. Pass the density of :func:`.partial_volume.restore_edge_mineral`
+(that mineral returned to the label's surface voxels) so the projection keeps it;
+the raw density inside the label reads 4-9 % low at FWHM 1.2-2 mm.
 """
 
 from __future__ import annotations

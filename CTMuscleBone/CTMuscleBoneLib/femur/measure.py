@@ -1,15 +1,27 @@
-"""Femoral BMD of both femurs: CT-aBMD (DXA-equivalent), T-scores, vBMD, mean HU.
+"""Femoral BMD of both femurs: CT-aBMD, DXA-equivalent aBMD, T-/Z-scores, vBMD, mean HU.
 
 :func:`measure_femurs` runs, for each femur the label map contains, the checks
 (:mod:`.checks`), the landmarks (:mod:`.landmarks`), the DXA-view projection
-(:mod:`.dxa_projection`), the ROIs (:mod:`.rois`), vBMD (:mod:`.vbmd`) and T-scores
-(:mod:`.tscore`), and returns result rows plus the projections for display.
+(:mod:`.dxa_projection`), the ROIs (:mod:`.rois`), vBMD (:mod:`.vbmd`) and the scores
+(:mod:`CTMuscleBoneLib.dxa.scores`), and returns result rows plus the projections for
+display.
+
+Scale: the calibration is first put on the hydroxyapatite scale
+(:func:`CTMuscleBoneLib.dxa.material.to_hydroxyapatite`), so every vBMD and CT-aBMD
+row is HA-equivalent and says so in its method; CT-aBMD is then converted to a
+DXA-equivalent aBMD by the CT-to-DXA model, and only that value meets the reference
+table and its criteria (with the unvalidated identity default the category is
+"indeterminate").
 
 A value that cannot be measured is a row with ``value=None`` and a
 ``not_measurable: <reason>`` flag. Without a calibration, only HU means and geometry
 are measured and aBMD / vBMD / T-scores are not measurable (one flag: "no HU-to-BMD
 calibration"). Only values that depend on the calibration carry its method text and
-warnings; geometry and HU rows do not.
+warnings; geometry and HU rows do not. A femur cut by the image boundary where the
+cut may reach the measured proximal femur has ``partial: cut by the field of view
+(...)`` on every row (a shaft cut below every measured region is an ``info`` note on
+the volume row; :func:`_fov_flags`), and the total-hip rows name the field-of-view
+reason whenever it applies, with or without calibration.
 """
 
 from __future__ import annotations
@@ -18,14 +30,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..alm import normalise_sex
 from ..calibration import Calibration
+from ..dxa.material import MaterialConversion, to_hydroxyapatite
+from ..dxa.references import ReferenceTable
+from ..dxa.scores import ScoreContext, score_methods, score_quantities, score_rows
 from ..errors import InputError, NotMeasurableError
 from ..image import CTImage, LabelMap
 from ..results import NO_CALIBRATION_REASON, ResultRow
-from . import tscore
-from .checks import check_femur, touches_border
+from .checks import check_femur, cut_edges, touches_border
 from .dxa_projection import PIXEL_MM, Projection, project
 from .landmarks import FemurLandmarks, femur_points, find_landmarks
+from .partial_volume import restore_edge_mineral
 from .rois import (
     DISTAL_BELOW_LT_MM,
     PlaneLandmarks,
@@ -42,19 +58,14 @@ METHOD_ABMD = ("CT-aBMD: density projected antero-posteriorly in the DXA view at
                "pixels, mean of the {roi} ROI (after Uemura et al., Arch Osteoporos 2022)")
 METHOD_VBMD = "vBMD: mean calibrated density of the {region} region's femur voxels"
 METHOD_HU = "mean HU of the {region} region's femur voxels"
-METHOD_T = "T-score vs NHANES III white women 20-29 (Looker 1998)"
-METHOD_WHO = ("WHO 1994: T >= -1 normal; -2.5 < T < -1 low bone mass; T <= -2.5 "
-              "osteoporosis")
-METHOD_YAM = "aBMD / young-adult mean (NHANES III white women 20-29) x 100"
 METHOD_VOLUME = "voxel count x voxel volume"
 METHOD_NSA = "angle between the neck axis and the shaft axis (automatic landmarks)"
 METHOD_HEAD = "least-squares sphere fit to the femoral head"
-FLAG_T = ("unvalidated: T-score from CT-aBMD against a DXA reference; reference values "
-          "not verified against the primary table")
 #: Reason of every calibration-dependent value when there is no calibration.
 NO_CALIBRATION = NO_CALIBRATION_REASON
 #: Quantity prefixes whose values depend on the HU-to-BMD calibration.
-CALIBRATED_PREFIXES = ("abmd_", "t_score_", "who_category_", "percent_yam_", "vbmd_")
+CALIBRATED_PREFIXES = ("abmd_", "t_score_", "z_score_", "who_category_", "jsbmr_category_",
+                       "percent_yam_", "vbmd_")
 
 
 @dataclass
@@ -92,17 +103,31 @@ class FemurOutput:
     rows: list[ResultRow] = field(default_factory=list)
     projections: dict[str, FemurProjection] = field(default_factory=dict)
     landmarks: dict[str, FemurLandmarks] = field(default_factory=dict)
+    provenance: list[dict[str, object]] = field(default_factory=list)
 
 
-QUANTITIES: tuple[tuple[str, str], ...] = (
-    ("abmd_total_hip", "g/cm2"),
-    ("abmd_femoral_neck", "g/cm2"),
-    ("t_score_total_hip", "SD"),
-    ("t_score_femoral_neck", "SD"),
-    ("who_category_total_hip", ""),
-    ("who_category_femoral_neck", ""),
-    ("percent_yam_total_hip", "%"),
-    ("percent_yam_femoral_neck", "%"),
+def default_score_context(ct: CTImage) -> ScoreContext:
+    """Shipped CT-to-DXA model (identity, unvalidated), NHANES III, sex and age from the
+    CT header."""
+    from ..dxa import load_dxa_model, load_reference
+
+    return ScoreContext(load_dxa_model(None), load_reference("nhanes3"),
+                        normalise_sex(ct.metadata.patient_sex), ct.metadata.patient_age_years)
+
+
+def quantities(reference: ReferenceTable | None = None) -> tuple[tuple[str, str], ...]:
+    """(quantity, unit) of a femur's rows, in order; the category row's name depends on
+    the reference's criteria ('who_category_*' or 'jsbmr_category_*')."""
+    from ..dxa import load_reference
+
+    ref = reference or load_reference("nhanes3")
+    abmd = tuple((f"abmd_{site}", "g/cm2") for site in SITES)
+    per_site = {site: score_quantities(site, ref) for site in SITES}
+    scores = tuple(per_site[site][k] for k in range(len(per_site[SITES[0]])) for site in SITES)
+    return abmd + scores + _OTHER_QUANTITIES
+
+
+_OTHER_QUANTITIES: tuple[tuple[str, str], ...] = (
     ("vbmd_total_proximal", "mg/cm3"),
     ("vbmd_neck", "mg/cm3"),
     ("vbmd_trochanter", "mg/cm3"),
@@ -113,10 +138,12 @@ QUANTITIES: tuple[tuple[str, str], ...] = (
     ("neck_shaft_angle", "deg"),
     ("head_radius", "mm"),
 )
+#: Quantities with the default (NHANES III / WHO) reference.
+QUANTITIES: tuple[tuple[str, str], ...] = quantities()
 UNITS = dict(QUANTITIES)
 
 
-def quantity_method(quantity: str) -> str:
+def quantity_method(quantity: str, scores: ScoreContext | None = None) -> str:
     """The method text of a femur quantity, without the calibration."""
     for region in REGIONS:
         if quantity == f"vbmd_{region}":
@@ -124,11 +151,12 @@ def quantity_method(quantity: str) -> str:
         if quantity == f"mean_hu_{region}":
             return METHOD_HU.format(region=region)
     for site in SITES:
-        roi = site.replace("_", " ")
-        texts = {f"abmd_{site}": METHOD_ABMD.format(roi=roi), f"t_score_{site}": METHOD_T,
-                 f"who_category_{site}": METHOD_WHO, f"percent_yam_{site}": METHOD_YAM}
-        if quantity in texts:
-            return texts[quantity]
+        if quantity == f"abmd_{site}":
+            return METHOD_ABMD.format(roi=site.replace("_", " "))
+        if scores is not None:
+            texts = score_methods(site, scores)
+            if quantity in texts:
+                return texts[quantity]
     return {"volume_total_proximal": METHOD_VOLUME, "neck_shaft_angle": METHOD_NSA,
             "head_radius": METHOD_HEAD}.get(quantity, "")
 
@@ -145,70 +173,146 @@ class _Rows:
     it (:func:`needs_calibration`); the femur's check warnings go to every row.
     """
 
-    def __init__(self, structure: str, calibration: Calibration, warnings: list[str]):
+    def __init__(self, structure: str, calibration: Calibration, warnings: list[str],
+                 scores: ScoreContext, conversion: MaterialConversion | None = None):
         self.structure = structure
         self.cal = calibration
+        self.conversion = conversion
         self.warnings = warnings
+        self.scores = scores
+        self.quantities = quantities(scores.reference)
+        self.units = dict(self.quantities)
         self.rows: dict[str, ResultRow] = {}
 
     def _method(self, quantity: str, method: str) -> str:
         if needs_calibration(quantity) and self.cal.calibrated:
-            return f"{self.cal.method_text()}; {method}"
+            conv = f"; {self.conversion.method_text()}" if self.conversion else ""
+            return f"{self.cal.method_text()}{conv}; {method}"
         return method
+
+    def _cal_flags(self, quantity: str) -> list[str]:
+        if not needs_calibration(quantity):
+            return []
+        return self.cal.flags() + (self.conversion.flags() if self.conversion else [])
 
     def add(self, quantity: str, value: float | str, method: str,
             flags: list[str] | None = None) -> None:
         if isinstance(value, float) and not np.isfinite(value):
             self.missing(quantity, "no femur voxels in the region")
             return
-        cal_flags = self.cal.flags() if needs_calibration(quantity) else []
         self.rows[quantity] = ResultRow(
-            self.structure, quantity, value, UNITS[quantity], self._method(quantity, method),
-            cal_flags + list(self.warnings) + list(flags or []))
+            self.structure, quantity, value, self.units[quantity],
+            self._method(quantity, method),
+            self._cal_flags(quantity) + list(self.warnings) + list(flags or []))
+
+    def put(self, row: ResultRow) -> None:
+        """A ready row (from :func:`score_rows`): calibration text and warnings added."""
+        q = row.quantity
+        if row.value is None:
+            flags = list(row.flags) + list(self.warnings)
+        else:
+            flags = self._cal_flags(q) + list(self.warnings) + list(row.flags)
+        self.rows[q] = ResultRow(self.structure, q, row.value, row.unit,
+                                 self._method(q, row.method), flags)
 
     def missing(self, quantity: str, reason: str) -> None:
         if quantity in self.rows:
             return
         self.rows[quantity] = ResultRow(
-            self.structure, quantity, None, UNITS[quantity],
-            self._method(quantity, quantity_method(quantity)),
+            self.structure, quantity, None, self.units[quantity],
+            self._method(quantity, quantity_method(quantity, self.scores)),
             [f"not_measurable: {reason}"] + list(self.warnings))
 
+    def site_missing(self, site: str, reason: str) -> None:
+        """The aBMD and every score row of ``site`` not measurable for ``reason``."""
+        for q in site_quantities(site, self.scores.reference):
+            self.missing(q, reason)
+
     def all_missing(self, reason: str) -> list[ResultRow]:
-        for q, _ in QUANTITIES:
+        for q, _ in self.quantities:
             self.missing(q, reason)
         return self.result()
 
     def result(self) -> list[ResultRow]:
-        return [self.rows[q] for q, _ in QUANTITIES if q in self.rows]
+        for q, _ in self.quantities:  # no row silently dropped
+            self.missing(q, "not measured")
+        return [self.rows[q] for q, _ in self.quantities]
 
 
-def _total_hip_reason(lm: FemurLandmarks) -> str | None:
-    """Why the total hip / trochanter / total proximal regions cannot be measured."""
+def site_quantities(site: str, reference: ReferenceTable) -> list[str]:
+    """The aBMD quantity of ``site`` and its score quantities."""
+    return [f"abmd_{site}"] + [q for q, _ in score_quantities(site, reference)]
+
+
+def _total_hip_reason(lm: FemurLandmarks, edges: list[str]) -> str | None:
+    """Why the total hip / trochanter / total proximal regions cannot be measured.
+
+    ``edges``: image edges the femur touches (:func:`.checks.cut_edges`); a femur cut at
+    the inferior edge gets the field-of-view reason.
+    """
+    needs = (f"the total hip needs the femur from the head to {DISTAL_BELOW_LT_MM / 10:.0f} "
+             "cm below the lesser trochanter (the femoral neck is still measured)")
+    cut_below = "inferior" in edges
     if lm.lesser_trochanter_mm is None:
-        return (f"{lm.lt_reason}; the total hip needs the femur from the head to 2 cm below "
-                "the lesser trochanter (the femoral neck is still measured)")
+        if cut_below:
+            return ("the field of view ends above the lesser trochanter (femur cut at the "
+                    f"inferior image edge); {needs}")
+        return f"{lm.lt_reason}; {needs}"
     below = lm.extent_below_lt_mm()
     if below is not None and below < DISTAL_BELOW_LT_MM:
-        return (f"femur cut by the field of view {below:.0f} mm below the lesser trochanter; "
-                f"the total hip needs {DISTAL_BELOW_LT_MM:.0f} mm below it (the femoral "
-                "neck is still measured)")
+        where = ("femur cut by the field of view" if cut_below
+                 else "the femur label ends")
+        return (f"{where} {below:.0f} mm below the lesser trochanter; the total hip needs "
+                f"{DISTAL_BELOW_LT_MM:.0f} mm below it (the femoral neck is still measured)")
     return None
 
 
-def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibration
+def _fov_flags(edges: list[str], lm: FemurLandmarks | None) -> tuple[str | None, str | None]:
+    """Flags of a femur touching the image edge: (flag of every row, flag of the volume row).
+
+    The femur is ``partial: cut by the field of view (...)`` on every row when the cut
+    may reach the measured proximal femur: any edge other than the inferior one, an
+    inferior cut above or less than :data:`DISTAL_BELOW_LT_MM` below the lesser
+    trochanter, or landmarks not found. A cut of the shaft only, below every measured
+    region (the usual hip CT), leaves those values complete: it is noted as ``info`` on
+    the ``volume_total_proximal`` row instead of a warning on every row.
+    """
+    if not edges:
+        return None, None
+    where = ", ".join(edges)
+    below = lm.extent_below_lt_mm() if lm is not None else None
+    detail = ""
+    if lm is not None and "inferior" in edges:
+        detail = ("; at or above the lesser trochanter" if below is None
+                  else f"; {below:.0f} mm below the lesser trochanter")
+    text = f"cut by the field of view ({where} image edge{detail})"
+    if edges == ["inferior"] and below is not None and below >= DISTAL_BELOW_LT_MM:
+        return None, f"info: femur {text}; the measured regions are complete"
+    return f"partial: {text}", None
+
+
+def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibration,
+                  scores: ScoreContext | None = None, labels: LabelMap | None = None
                   ) -> tuple[list[ResultRow], FemurProjection | None, FemurLandmarks | None]:
     """Rows (and projection, landmarks) of one femur; see :func:`measure_femurs`."""
+    scores = scores or default_score_context(ct)
     structure = f"femur_{side}"
     checks = check_femur(ct, mask, side)
-    rows = _Rows(structure, calibration, checks.warnings)
+    g = ct.geometry
+    edges = cut_edges(mask, g) if mask.any() else []
+    ha_cal, conversion = to_hydroxyapatite(calibration, ct.metadata.kvp)
+    rows = _Rows(structure, calibration, checks.warnings, scores, conversion)
     if checks.blocking:
         return rows.all_missing("; ".join(checks.blocking)), None, None
-    g = ct.geometry
     try:
         lm = find_landmarks(mask, g)
     except NotMeasurableError as exc:
+        flag, _ = _fov_flags(edges, None)
+        rows.warnings = rows.warnings + ([flag] if flag else [])
         return rows.all_missing(f"landmarks: {exc}"), None, None
+    flag, volume_note = _fov_flags(edges, lm)
+    if flag:
+        rows.warnings = rows.warnings + [flag]
     border = touches_border(mask)
     if border.any():
         bp = g.index_to_physical(np.argwhere(border))
@@ -221,22 +325,35 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
     pts = femur_points(mask, g)
     hu = np.asarray(ct.hu, dtype=np.float64)[mask]
     masks = region_masks(pts, lm)
-    th_reason = _total_hip_reason(lm)
+    th_reason = _total_hip_reason(lm, edges)
     if th_reason is not None:
         masks.pop("total_proximal", None)
         masks.pop("trochanter", None)
-    dens = calibration.bmd_mg_cm3(hu) if calibration.calibrated else None
+    # densities on the hydroxyapatite scale (K2HPO4 calibrations converted), with the
+    # mineral the scanner's blur moved just outside the label returned to it
+    # (partial_volume.py; other structures in ``labels`` keep theirs)
+    dens = (restore_edge_mineral(ct.hu, mask, g, ha_cal.bmd_mg_cm3, labels=labels,
+                                 femur_key=structure).density_mg_cm3
+            if ha_cal.calibrated else None)
+
+    def uncalibrated(reason: str | None) -> str:
+        """The reason of a calibrated value without calibration (FOV reason first)."""
+        return f"{reason}; and {NO_CALIBRATION}" if reason else NO_CALIBRATION
+
     for region in REGIONS:
         if region not in masks:
             for q in (f"vbmd_{region}", f"mean_hu_{region}"):
-                rows.missing(q, th_reason or "region not found")
+                why = th_reason or "region not found"
+                rows.missing(q, uncalibrated(why) if q.startswith("vbmd") and dens is None
+                             else why)
             if region == "total_proximal":
                 rows.missing("volume_total_proximal", th_reason or "region not found")
             continue
         mean_hu, vol = region_stats(hu, masks[region], g.voxel_volume_cm3)
         rows.add(f"mean_hu_{region}", mean_hu, METHOD_HU.format(region=region), flags_lm)
         if region == "total_proximal":
-            rows.add("volume_total_proximal", vol, METHOD_VOLUME, flags_lm)
+            rows.add("volume_total_proximal", vol, METHOD_VOLUME,
+                     flags_lm + ([volume_note] if volume_note else []))
         if dens is None:
             rows.missing(f"vbmd_{region}", NO_CALIBRATION)
         else:
@@ -244,9 +361,8 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
             rows.add(f"vbmd_{region}", v, METHOD_VBMD.format(region=region), flags_lm)
 
     if dens is None:
-        for site in SITES:
-            for q in ("abmd", "t_score", "who_category", "percent_yam"):
-                rows.missing(f"{q}_{site}", NO_CALIBRATION)
+        rows.site_missing("total_hip", uncalibrated(th_reason))
+        rows.site_missing("femoral_neck", NO_CALIBRATION)
         return rows.result(), None, lm
 
     density = np.zeros(mask.shape, dtype=np.float32)
@@ -262,22 +378,18 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
         site_masks["total_hip"] = total_hip_mask(proj.footprint, frame, plm)
     for site in SITES:
         if site not in site_masks:
-            for q in ("abmd", "t_score", "who_category", "percent_yam"):
-                rows.missing(f"{q}_{site}", th_reason or "ROI not found")
+            rows.site_missing(site, th_reason or "ROI not found")
             continue
         rv = roi_value(proj.areal_density_g_cm2, site_masks[site], frame.pixel_mm,
                        proj.footprint, proj.spill_px)
         roi_masks[site] = rv.mask
         roi_name = site.replace("_", " ")
-        rows.add(f"abmd_{site}", rv.abmd_g_cm2, METHOD_ABMD.format(roi=roi_name), flags_lm)
         if not np.isfinite(rv.abmd_g_cm2):
+            rows.site_missing(site, f"no femur pixels in the {roi_name} ROI")
             continue
-        t = tscore.t_score(rv.abmd_g_cm2, site)
-        rows.add(f"t_score_{site}", t, METHOD_T, flags_lm + [FLAG_T])
-        rows.add(f"who_category_{site}", tscore.who_category(t), METHOD_WHO,
-                 flags_lm + [FLAG_T])
-        rows.add(f"percent_yam_{site}", tscore.percent_young_adult_mean(rv.abmd_g_cm2, site),
-                 METHOD_YAM, flags_lm + [FLAG_T])
+        rows.add(f"abmd_{site}", rv.abmd_g_cm2, METHOD_ABMD.format(roi=roi_name), flags_lm)
+        for row in score_rows(structure, site, rv.abmd_g_cm2, scores, flags_lm):
+            rows.put(row)
     lpx = {"head_centre": frame.to_pixel(lm.head_centre_mm),
            "head_neck_junction": frame.to_pixel(lm.head_neck_junction_mm),
            "neck_shaft_point": frame.to_pixel(lm.neck_shaft_point_mm)}
@@ -288,25 +400,35 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
     return rows.result(), fp, lm
 
 
-def measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration) -> FemurOutput:
+def measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration,
+                   scores: ScoreContext | None = None,
+                   keys: tuple[str, ...] = ("femur_left", "femur_right")) -> FemurOutput:
     """Femoral BMD of each femur in the label map.
 
     Parameters
     ----------
     ct : CTImage
-        HU volume.
+        HU volume; ``metadata.kvp`` chooses the K2HPO4 -> HA ratio.
     labels : LabelMap
         On the CT's grid; femurs are the anatomy keys ``femur_left`` / ``femur_right``.
         A side whose key the map does not list is skipped; a listed side with no voxels
         gets not-measurable rows.
     calibration : Calibration
-        HU -> mg/cm3; ``Calibration.none()`` gives HU-only results.
+        HU -> mg/cm3 (K2HPO4 or HA; converted to HA); ``Calibration.none()`` gives
+        HU-only results.
+    scores : ScoreContext, optional
+        CT-to-DXA model, reference table, sex and age for the DXA-scale rows (default:
+        :func:`default_score_context`: identity model, NHANES III, header sex and age).
+    keys : tuple of str
+        The femurs to measure (after an edit, only the edited one); the other structures
+        of ``labels`` still tell the partial-volume step where the femur's neighbours are.
 
     Returns
     -------
     FemurOutput
-        ``rows`` (structure 'femur_left'/'femur_right'; quantities in :data:`QUANTITIES`),
-        ``projections`` and ``landmarks`` per measured side.
+        ``rows`` (structure 'femur_left'/'femur_right'; quantities of
+        :func:`quantities`), ``projections`` and ``landmarks`` per measured side,
+        ``provenance`` entries (material conversion, CT-to-DXA model, reference).
 
     Raises
     ------
@@ -317,19 +439,26 @@ def measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration) -> F
         raise InputError(
             "The label map is not on the CT's voxel grid; resample the segmentation to the "
             "CT before measuring femoral BMD.")
+    scores = scores or default_score_context(ct)
     out = FemurOutput()
     for side in SIDES:
         key = f"femur_{side}"
-        if labels.value_of(key) is None:
+        if key not in keys or labels.value_of(key) is None:
             continue
         mask = labels.mask(key)
-        rows, proj, lm = measure_femur(ct, mask, side, calibration)
+        rows, proj, lm = measure_femur(ct, mask, side, calibration, scores, labels=labels)
         out.rows.extend(rows)
         if proj is not None:
             out.projections[side] = proj
         if lm is not None:
             out.landmarks[side] = lm
+    _, conversion = to_hydroxyapatite(calibration, ct.metadata.kvp)
+    if conversion is not None:
+        out.provenance.append(conversion.provenance_entry())
+    out.provenance.append(scores.model.provenance_entry())
+    out.provenance.append(scores.reference.provenance_entry())
     return out
 
 
-__all__ = ["FemurOutput", "FemurProjection", "measure_femur", "measure_femurs", "PIXEL_MM"]
+__all__ = ["FemurOutput", "FemurProjection", "default_score_context", "measure_femur",
+           "measure_femurs", "quantities", "PIXEL_MM"]

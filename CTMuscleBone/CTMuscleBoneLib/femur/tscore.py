@@ -1,27 +1,22 @@
-"""T-score, WHO category and percent of the young-adult mean for hip aBMD.
+"""T-score, WHO category and percent of the young-adult mean against NHANES III.
 
-Reference: NHANES III non-Hispanic white women aged 20-29 (Looker et al., "Updated
-data on proximal femur bone mineral levels of US adults", Osteoporos Int 1998;
-8(5):468-489, doi 10.1007/s001980050093), the reference recommended for femoral
-T-scores. Values used (g/cm2, mean +- SD):
+Kept for callers of the single-reference API; the reference values and criteria now
+live in data files read by :mod:`CTMuscleBoneLib.dxa.references` (``nhanes3``:
+NHANES III non-Hispanic white women aged 20-29, Looker et al., Osteoporos Int 1998;
+8(5):468-489, doi 10.1007/s001980050093; femoral neck 0.858 +- 0.120, total hip
+0.942 +- 0.122 g/cm2, *unverified against the primary table*). WHO categories (WHO
+Technical Report Series 843, 1994): T >= -1 normal; -2.5 < T < -1 low bone mass
+(osteopenia); T <= -2.5 osteoporosis.
 
-* femoral neck 0.858 +- 0.120: the same values appear in an independent public
-  implementation citing NHANES III (McCloskey & Kanis 2011); the primary table was not
-  reachable from this project's sources, so the values are marked *unverified against
-  the primary table*;
-* total hip 0.942 +- 0.122: as given in the project's domain notes; not verified
-  against the primary table either.
-
-These are DXA (Hologic-scale) references. CT-aBMD is not DXA aBMD: a T-score from it is
-an estimate until the site has validated CT-aBMD against its DXA.
-
-WHO categories (WHO Technical Report Series 843, 1994): T >= -1 normal;
--2.5 < T < -1 low bone mass (osteopenia); T <= -2.5 osteoporosis.
+These functions do no scale conversion: femoral BMD rows are computed by
+:func:`CTMuscleBoneLib.dxa.scores.score_rows` on the DXA-equivalent aBMD only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..dxa.references import load_reference
 
 
 @dataclass(frozen=True)
@@ -33,11 +28,12 @@ class Reference:
     source: str
 
 
+_NHANES3 = load_reference("nhanes3")
 REFERENCE_SOURCE = ("NHANES III white women 20-29 (Looker et al., Osteoporos Int 1998); "
                     "unverified against the primary table")
 REFERENCES: dict[str, Reference] = {
-    "femoral_neck": Reference(0.858, 0.120, REFERENCE_SOURCE),
-    "total_hip": Reference(0.942, 0.122, REFERENCE_SOURCE),
+    site: Reference(ref.mean_g_cm2, ref.sd_g_cm2, REFERENCE_SOURCE)
+    for site, ref in _NHANES3.sites.items()
 }
 
 
@@ -54,8 +50,4 @@ def percent_young_adult_mean(abmd_g_cm2: float, site: str) -> float:
 
 def who_category(t: float) -> str:
     """WHO category of a T-score: 'normal', 'low bone mass (osteopenia)' or 'osteoporosis'."""
-    if t >= -1.0:
-        return "normal"
-    if t > -2.5:
-        return "low bone mass (osteopenia)"
-    return "osteoporosis"
+    return _NHANES3.criteria.category(t)

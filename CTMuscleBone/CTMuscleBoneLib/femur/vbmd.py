@@ -11,7 +11,9 @@ Regions (CTMuscleBone definitions, 3-D analogues of the DXA ROIs of
   trochanteric and intertrochanteric region).
 
 vBMD = mean calibrated density of the region's voxels (= mass / volume, each voxel of
-the same volume).
+the same volume). With the density of :func:`.partial_volume.restore_edge_mineral`
+this is the region's mineral, including what the scanner's blur moved just outside the
+label, over the region's label volume (integral vBMD robust to partial volume).
 """
 
 from __future__ import annotations

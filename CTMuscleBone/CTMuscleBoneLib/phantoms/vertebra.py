@@ -6,10 +6,15 @@ sagittal plane by ``tilt_deg`` to mimic lordosis) and painted onto voxel centres
 
 * **body**: an elliptic cylinder (width x depth x height) whose local height can be
   reduced Genant-style: *wedge* (anterior height = ratio x posterior height, linear
-  along ``v``) or *biconcave* (central height = ratio x rim height, profile
-  ``1 - (1 - ratio)(1 - rho^2)^2`` in the normalised radius ``rho``: endplates depressed
-  centrally, rim intact); a cortical shell of constant thickness (side wall and endplates)
-  around a uniform trabecular core;
+  along ``v``), *biconcave* (central height = ratio x rim height, profile
+  ``1 - (1 - ratio)(1 - (rho / 0.8)^2)^2`` for a normalised radius ``rho < 0.8``: both
+  endplates depressed centrally, the outer rim intact) or *crush* (the whole body
+  ``ratio`` x its nominal height: compare with the neighbours); a cortical shell of
+  constant thickness (side wall and endplates) around a uniform trabecular core;
+* optional **realistic endplates**: ``endplate_irregularity_mm`` adds a smooth random
+  relief (seeded; a few sinusoids of 8-20 mm wavelength, zero mean) to each endplate and
+  ``rim_rounding_mm`` rounds the edge between endplate and side wall, as real bodies and
+  their TotalSegmentator labels have; the truth heights stay the nominal ones;
 * **posterior elements**: pedicles (elliptic cylinders along ``v``), a lamina (the
   posterior half of an elliptic ring around the spinal canal), a spinous process and
   two transverse processes (boxes), all of one "posterior element" density;
@@ -37,7 +42,10 @@ from ..anatomy import BY_KEY
 from ..spine.fracture import genant_grade
 from .base import PaintBuffer, ScannerModel
 
-FractureType = Literal["none", "wedge", "biconcave"]
+FractureType = Literal["none", "wedge", "biconcave", "crush"]
+#: Normalised radius inside which a biconcave fracture depresses the endplates
+#: (synthetic: the ring apophysis at the rim stays intact).
+BICONCAVE_RADIUS = 0.8
 LEVELS: tuple[str, ...] = ("L1", "L2", "L3", "L4", "L5")
 
 #: Synthetic default body sizes per level, (width, depth, height) mm. Of the order of
@@ -75,10 +83,17 @@ class VertebraSpec:
         Shell (side wall and endplates) thickness, mm (synthetic 1.2 mm).
     trabecular_bmd_mg_cm3, cortical_bmd_mg_cm3, posterior_bmd_mg_cm3 : float
         Mineral densities (scanner material, normally K2HPO4), mg/cm3.
-    fracture : {'none', 'wedge', 'biconcave'}
+    fracture : {'none', 'wedge', 'biconcave', 'crush'}
     fracture_ratio : float
-        Reduced / reference height: anterior / posterior (wedge) or central / rim
-        (biconcave). 1.0 = no fracture; Genant reduction = 1 - ratio.
+        Reduced / reference height: anterior / posterior (wedge), central / rim
+        (biconcave) or height / nominal height (crush). 1.0 = no fracture; Genant
+        reduction = 1 - ratio.
+    endplate_irregularity_mm : float
+        Amplitude (max) of a smooth random relief on each endplate, mm (0 = flat).
+    rim_rounding_mm : float
+        Radius of the rounded edge between the endplates and the side wall, mm.
+    irregularity_seed : int
+        Seed of the relief.
     tilt_deg : float
         Sagittal tilt of the vertebra about the patient left axis (lordosis), degrees;
         positive turns the superior axis towards posterior (+y).
@@ -106,11 +121,14 @@ class VertebraSpec:
     disc_hu: float = DEFAULT_DISC_HU
     cement_radius_mm: float = 0.0
     cement_hu: float = DEFAULT_CEMENT_HU
+    endplate_irregularity_mm: float = 0.0
+    rim_rounding_mm: float = 0.0
+    irregularity_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
-        if self.fracture not in ("none", "wedge", "biconcave"):
+        if self.fracture not in ("none", "wedge", "biconcave", "crush"):
             raise ValueError(f"unknown fracture type {self.fracture!r}")
         if not 0.2 <= self.fracture_ratio <= 1.0:
             raise ValueError("fracture_ratio must lie in [0.2, 1]")
@@ -210,9 +228,37 @@ class VertebraPhantom:
             frac = np.clip((v / self.b_mm + 1.0) / 2.0, 0.0, 1.0)  # 0 anterior, 1 posterior
             return self.h_mm * (s.fracture_ratio + r * frac)
         if s.fracture == "biconcave":
-            rho2 = np.clip((u / self.a_mm) ** 2 + (v / self.b_mm) ** 2, 0.0, 1.0)
-            return self.h_mm * (1.0 - r * (1.0 - rho2) ** 2)
+            rho2 = ((u / self.a_mm) ** 2 + (v / self.b_mm) ** 2) / BICONCAVE_RADIUS**2
+            return self.h_mm * (1.0 - r * (1.0 - np.clip(rho2, 0.0, 1.0)) ** 2)
+        if s.fracture == "crush":
+            return np.full(np.shape(u), self.h_mm * s.fracture_ratio)
         return np.full(np.shape(u), self.h_mm)
+
+    def _relief(self, u: np.ndarray, v: np.ndarray, which: int) -> np.ndarray:
+        """Inward displacement (mm) of an endplate (0 bottom, 1 top) at (u, v)."""
+        s = self.spec
+        out = np.zeros(np.shape(u))
+        if s.endplate_irregularity_mm > 0:
+            rng = np.random.default_rng([s.irregularity_seed, which])
+            n = 4
+            wl = rng.uniform(8.0, 20.0, n)
+            ang = rng.uniform(0.0, np.pi, n)
+            ph = rng.uniform(0.0, 2 * np.pi, n)
+            for k in range(n):
+                arg = 2 * np.pi / wl[k] * (u * np.cos(ang[k]) + v * np.sin(ang[k])) + ph[k]
+                out += np.sin(arg)
+            out *= s.endplate_irregularity_mm / n
+        if s.rim_rounding_mm > 0:
+            rc = s.rim_rounding_mm
+            rho = np.sqrt((u / self.a_mm) ** 2 + (v / self.b_mm) ** 2)
+            inset = np.clip((1.0 - rho) * min(self.a_mm, self.b_mm), 0.0, rc)
+            out += rc - np.sqrt(np.maximum(rc**2 - (rc - inset) ** 2, 0.0))
+        return out
+
+    def _surfaces(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bottom and top endplate positions along ``w`` at (u, v), mm."""
+        half = self.local_height(u, v) / 2.0
+        return -half + self._relief(u, v, 0), half - self._relief(u, v, 1)
 
     def body_mask(self, points_mm: np.ndarray) -> np.ndarray:
         """Which points (N, 3) lie in the vertebral body (cortex + trabecular), bool (N,)."""
@@ -221,7 +267,8 @@ class VertebraPhantom:
     def _body(self, q: np.ndarray) -> np.ndarray:
         u, v, w = q[:, 0], q[:, 1], q[:, 2]
         inside = (u / self.a_mm) ** 2 + (v / self.b_mm) ** 2 <= 1.0
-        return inside & (np.abs(w) <= self.local_height(u, v) / 2.0)
+        lo, hi = self._surfaces(u, v)
+        return inside & (w >= lo) & (w <= hi)
 
     def trabecular_mask(self, points_mm: np.ndarray, margin_mm: float = 0.0) -> np.ndarray:
         """Points (N, 3) inside the trabecular core shrunk by ``margin_mm``, bool (N,)."""
@@ -232,7 +279,8 @@ class VertebraPhantom:
         t = self.spec.cortical_thickness_mm + margin_mm
         a, b = self.a_mm - t, self.b_mm - t
         inside = (u / a) ** 2 + (v / b) ** 2 <= 1.0
-        return inside & (np.abs(w) <= self.local_height(u, v) / 2.0 - t)
+        lo, hi = self._surfaces(u, v)
+        return inside & (w >= lo + t) & (w <= hi - t)
 
     def posterior_mask(self, points_mm: np.ndarray) -> np.ndarray:
         """Points (N, 3) in the posterior elements (outside the body), bool (N,)."""

@@ -49,7 +49,13 @@ from ..image import CTImage, Geometry, LabelMap
 from ..results import NO_CALIBRATION_REASON, ResultRow
 from ..validation import effective_slice_thickness_mm
 from .body_separation import BodySeparation, separate_body
-from .fracture import FractureAssessment, VertebralHeights, assess_fracture, body_heights
+from .fracture import (
+    FractureAssessment,
+    VertebralHeights,
+    assess_fracture,
+    body_heights,
+    excludes_from_summaries,
+)
 from .trabecular_roi import MIN_ROI_VOLUME_CM3, MIN_ROI_VOXELS, TrabecularROI, trabecular_roi
 
 LUMBAR_KEYS: tuple[str, ...] = tuple(f"vertebrae_L{n}" for n in range(1, 6))
@@ -128,14 +134,12 @@ class VertebraAnalysis:
 def excluded_as_fractured(res: VertebraAnalysis) -> bool:
     """True when a vertebra's fracture grade excludes it from the lumbar summaries.
 
-    Only a confident call (grade 1-3, not ``uncertain``) excludes; a grade the geometry
-    cannot support (``uncertain``: e.g. heights resolved coarser than 2 mm, where one
-    voxel is about 10 % of a body's height) keeps the vertebra in the summaries, flagged.
+    Delegates to :func:`.fracture.excludes_from_summaries`: only a confident grade 2-3
+    excludes; a confident grade 1 or a grade the geometry cannot support (``uncertain``:
+    its height-loss interval spans two Genant classes) keeps the vertebra in the
+    summaries, flagged.
     """
-    f = res.fracture
-    if f is None or f.grade == 0:
-        return False
-    return not f.uncertain  # an uncertain call never drops a vertebra from the summaries
+    return excludes_from_summaries(res.fracture)  # confident grade >= 2 only (fracture.py)
 
 def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0]
@@ -296,6 +300,13 @@ def _vbmd_method(calibration: Calibration, method: str = VBMD_METHOD) -> str:
 
 
 def _fracture_text(f: FractureAssessment) -> str:
+    if f.reduction is None or f.grade is None:  # inconsistent heights: no number
+        return "fracture: Genant grade not measurable (heights inconsistent)"
+    lo, hi = f.interval if f.interval is not None else (f.reduction, f.reduction)
+    if f.uncertain and f.grade_range is not None:
+        return (f"fracture: Genant grade uncertain ({f.grade_range[0]}-{f.grade_range[1]}; "
+                f"{f.kind}, {100 * f.reduction:.0f} % height loss, interval "
+                f"{100 * lo:.0f}-{100 * hi:.0f} %)")
     return f"fracture: Genant grade {f.grade} ({f.kind}, {100 * f.reduction:.0f} % height loss)"
 
 
@@ -304,9 +315,8 @@ def _vertebra_rows(res: VertebraAnalysis, calibration: Calibration) -> list[Resu
     flags = list(res.flags)
     if excluded_as_fractured(res):
         flags.append(_fracture_text(res.fracture) + ": excluded from lumbar summaries")
-    elif res.fracture is not None and res.fracture.grade > 0:
-        flags.append(_fracture_text(res.fracture) + ": uncertain at this resolution, "
-                     "kept in lumbar summaries")
+    elif res.fracture is not None and (res.fracture.grade or 0) > 0:
+        flags.append(_fracture_text(res.fracture) + ": kept in lumbar summaries")
     roi = res.roi
     roi_text = ROI_METHOD
     if roi is not None:
@@ -334,14 +344,21 @@ def _vertebra_rows(res: VertebraAnalysis, calibration: Calibration) -> list[Resu
         rows.append(ResultRow(k, "fracture_grade", None, "1", grade_method, _na(reason)))
         rows.append(ResultRow(k, "height_reduction", None, "%", grade_method, _na(reason)))
     else:
-        gflags = [_fracture_text(f)] if f.grade > 0 else []
-        if f.uncertain:
-            gflags.append(f"uncertain: heights resolved to {res.heights.resolution_mm:.2g} mm"
-                          if res.heights else "uncertain")
-        gflags += [x for x in res.flags if not x.startswith(ROI_RELAXED)]
         ratios = ", ".join(f"{name} {r:.2f}" for name, r in f.ratios.items())
-        rows.append(ResultRow(k, "fracture_grade", f.grade, "1",
-                              f"{grade_method}; {ratios}", gflags))
+        keep = [x for x in res.flags if not x.startswith(ROI_RELAXED)]
+        if f.reduction is None:  # impossible geometry: no number is printed
+            reason = _na("; ".join(f.reasons) or "heights inconsistent")
+            rows.append(ResultRow(k, "fracture_grade", None, "1", grade_method, reason + keep))
+            rows.append(ResultRow(k, "height_reduction", None, "%", grade_method, reason + keep))
+            return rows
+        gflags = [_fracture_text(f)] if (f.grade or 0) > 0 or f.uncertain else []
+        if f.uncertain:
+            gflags.append("uncertain: " + "; ".join(f.reasons))
+        gflags += keep
+        grade_flags = (_na("Genant grade uncertain: " + "; ".join(f.reasons))
+                       if f.uncertain else [])
+        rows.append(ResultRow(k, "fracture_grade", f.confident_grade, "1",
+                              f"{grade_method}; {ratios}", grade_flags + gflags))
         rows.append(ResultRow(k, "height_reduction", 100.0 * f.reduction, "%",
                               f"largest of wedge, biconcave and crush height loss; {ratios}",
                               gflags))
@@ -425,7 +442,7 @@ def _pickhardt_row(results: dict[str, VertebraAnalysis], ct: CTImage) -> ResultR
     kvp = ct.metadata.kvp
     if kvp is not None and abs(kvp - 120.0) > 1.0:
         flags.append(f"warning: scan at {kvp:g} kVp; the thresholds were derived at 120 kVp")
-    if l1.fracture is not None and l1.fracture.grade > 0:
+    if l1.fracture is not None and (l1.fracture.grade or 0) > 0:
         flags.append(_fracture_text(l1.fracture))
     return ResultRow("vertebrae_L1", "opportunistic_category", pickhardt_category(l1.mean_hu),
                      "", method, flags + l1.flags)

@@ -1,0 +1,176 @@
+"""DXA-equivalent aBMD, T-score, Z-score, %YAM and the diagnostic category of one site.
+
+The one place where CT-aBMD meets clinical thresholds (femur and lumbar spine alike):
+
+1. the CT-aBMD must already be hydroxyapatite-equivalent (:mod:`.material`);
+2. it is put on the DXA scale by the conversion model (:mod:`.conversion`);
+3. T-score, %YAM and the category are computed on that DXA-equivalent value only,
+   against the chosen reference table (:mod:`.references`);
+4. the category is printed only when the number is known to be on the DXA scale (a
+   validated model): with the shipped identity default it is ``"indeterminate"`` with
+   the reason, while the T-score and %YAM values are shown flagged ``unvalidated``;
+5. ISCD (official positions 2013/2019): T-scores and the WHO categories are for
+   postmenopausal women and men aged 50 or more; for men under 50 and premenopausal
+   women Z-scores (age- and sex-matched) are used. Menopausal status is not known to
+   CTMuscleBone: women under 50 are taken as premenopausal (a proxy). With age or sex
+   unknown the rows say that which applies is unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..results import ResultRow
+from .conversion import DXAConversionModel
+from .references import ReferenceTable
+
+#: ISCD age limit (years) for T-scores (women taken as postmenopausal from this age).
+ISCD_T_SCORE_AGE_YEARS = 50.0
+ISCD_TEXT = ("ISCD: men under 50 and premenopausal women; women under 50 taken as "
+             "premenopausal")
+
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """Everything the scores of a site need besides the aBMD.
+
+    Attributes
+    ----------
+    model : DXAConversionModel
+    reference : ReferenceTable
+    sex : {'M', 'F'} or None
+    age_years : float or None
+    """
+
+    model: DXAConversionModel
+    reference: ReferenceTable
+    sex: str | None = None
+    age_years: float | None = None
+
+    @property
+    def t_score_applies(self) -> bool | None:
+        """True for women and men >= 50, False under 50, None when age or sex is unknown."""
+        if self.sex not in ("M", "F") or self.age_years is None:
+            return None
+        return self.age_years >= ISCD_T_SCORE_AGE_YEARS
+
+
+def score_quantities(site: str, reference: ReferenceTable) -> list[tuple[str, str]]:
+    """(quantity, unit) of the rows :func:`score_rows` gives for ``site``, in order."""
+    return [(f"abmd_dxa_{site}", "g/cm2"), (f"t_score_{site}", "SD"),
+            (f"z_score_{site}", "SD"), (f"percent_yam_{site}", "%"),
+            (f"{reference.criteria.quantity}_{site}", "")]
+
+
+def score_methods(site: str, ctx: ScoreContext) -> dict[str, str]:
+    """Method text of each score quantity of ``site``."""
+    ref, crit = ctx.reference, ctx.reference.criteria
+    sref = ref.site(site)
+    yam = f" ({sref.mean_g_cm2:g} +- {sref.sd_g_cm2:g} g/cm2)" if sref else ""
+    dxa = (ctx.model.method_text(site) if site in ctx.model.sites
+           else f"CT-to-DXA model {ctx.model.name}")
+    return {
+        f"abmd_dxa_{site}": dxa,
+        f"t_score_{site}": f"(DXA-equivalent aBMD - young-adult mean) / SD; {ref.title}{yam}",
+        f"z_score_{site}": f"(DXA-equivalent aBMD - age- and sex-matched mean) / SD; {ref.title}",
+        f"percent_yam_{site}": f"DXA-equivalent aBMD / young-adult mean x 100; {ref.title}{yam}",
+        f"{crit.quantity}_{site}": (f"{crit.name} on the {crit.on.replace('_', ' ')} of the "
+                                    f"DXA-equivalent aBMD: {crit.text} ({crit.source})"),
+    }
+
+
+def score_rows(structure: str, site: str, abmd_ha_g_cm2: float, ctx: ScoreContext,
+               flags: list[str] | None = None) -> list[ResultRow]:
+    """The DXA-scale rows of one site.
+
+    Parameters
+    ----------
+    structure : str
+        Row structure, e.g. 'femur_left'.
+    site : str
+        'total_hip', 'femoral_neck' or 'lumbar'.
+    abmd_ha_g_cm2 : float
+        CT-aBMD, hydroxyapatite-equivalent, g/cm2.
+    ctx : ScoreContext
+    flags : list of str, optional
+        Flags every row carries (calibration, checks).
+
+    Returns
+    -------
+    list of ResultRow
+        In :func:`score_quantities` order; a value that cannot be given is None with a
+        ``not_measurable`` reason.
+    """
+    base = list(flags or [])
+    units = dict(score_quantities(site, ctx.reference))
+    methods = score_methods(site, ctx)
+    ref, crit = ctx.reference, ctx.reference.criteria
+    q_dxa, q_t, q_z, q_yam = (f"abmd_dxa_{site}", f"t_score_{site}", f"z_score_{site}",
+                              f"percent_yam_{site}")
+    q_cat = f"{crit.quantity}_{site}"
+    out: dict[str, ResultRow] = {}
+
+    def put(q: str, value: float | str | None, extra: list[str]) -> None:
+        out[q] = ResultRow(structure, q, value, units[q], methods[q], extra + base)
+
+    def missing(qs: list[str], reason: str, extra: list[str] | None = None) -> None:
+        for q in qs:
+            if q not in out:
+                put(q, None, [f"not_measurable: {reason}"] + list(extra or []))
+
+    def result() -> list[ResultRow]:
+        return [out[q] for q, _ in score_quantities(site, ref)]
+
+    if site not in ctx.model.sites:
+        missing(list(units), f"the CT-to-DXA model '{ctx.model.name}' has no {site} line")
+        return result()
+    reason = ctx.model.unvalidated_reason()
+    model_flags = [f"unvalidated: {reason}"] if reason else []
+    dxa = ctx.model.predict(site, abmd_ha_g_cm2)
+    put(q_dxa, dxa, model_flags)
+    sref = ref.site(site)
+    if sref is None:
+        missing([q_t, q_z, q_yam, q_cat],
+                f"the {ref.name} reference has no {site.replace('_', ' ')} young-adult mean")
+        return result()
+    if ctx.sex == "M" and not ref.applies_to_men:
+        missing([q_t, q_z, q_yam, q_cat],
+                f"the {ref.name} reference is for women only ({ref.title})")
+        return result()
+    ref_flag = ref.unverified_flag(site)
+    value_flags = model_flags + ([ref_flag] if ref_flag else [])
+    applies = ctx.t_score_applies
+    if applies is False:
+        applic = [f"warning: T-scores and %YAM are not used for diagnosis under 50 "
+                  f"({ISCD_TEXT}); see the Z-score"]
+    elif applies is None:
+        applic = ["warning: age or sex unknown: whether the T-score (women and men aged 50 "
+                  "or more) or the Z-score (younger adults) applies is unknown (ISCD)"]
+    else:
+        applic = []
+    t = ref.t_score(dxa, site)
+    yam = ref.percent_yam(dxa, site)
+    put(q_t, t, value_flags + applic)
+    put(q_yam, yam, value_flags + applic)
+    # the category: only from a number on the scale its thresholds were made for
+    if applies is False:
+        missing([q_cat], f"{crit.name} categories do not apply under 50 ({ISCD_TEXT}); see "
+                         "the Z-score")
+    elif reason:
+        put(q_cat, "indeterminate", value_flags + applic)
+    else:
+        put(q_cat, crit.category(t if crit.on == "t_score" else yam), value_flags + applic)
+    # the Z-score: needs age, sex and age-matched means
+    if applies is None:
+        missing([q_z], "age or sex unknown: a Z-score needs both (give --age and --sex), "
+                       "and whether T- or Z-scores apply is unknown")
+    else:
+        assert ctx.sex is not None and ctx.age_years is not None
+        z = ref.z_score(dxa, site, ctx.sex, ctx.age_years)
+        if z is None:
+            missing([q_z], f"the {ref.name} reference has no age- and sex-matched "
+                           f"{site.replace('_', ' ')} means for this age and sex (Z-scores "
+                           "need them; a site reference file can add 'age_matched')")
+        else:
+            put(q_z, z, value_flags)
+    return result()

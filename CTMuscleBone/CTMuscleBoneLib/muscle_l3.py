@@ -1,0 +1,550 @@
+"""L3 skeletal muscle index: muscle area and attenuation on the L3 mid-level slice.
+
+The single-slice measure abdominal-CT users expect (Mourtzakis et al., Appl Physiol
+Nutr Metab 33:997-1006, 2008; Prado 2008; Martin 2013; Derstine 2018):
+
+* **Slice**: the axial plane (perpendicular to the patient's superior axis) through the
+  centroid of vertebra L3. When one array axis is within 0.5 degrees of the superior
+  axis (any permutation or flip of the storage order), the CT's own slice nearest that
+  plane is used; otherwise (gantry tilt, oblique storage) the CT is resampled on that
+  plane with nearest-neighbour interpolation at the finest voxel spacing.
+* **Skeletal muscle area** (SMA, cm2): pixels of the skeletal-muscle mask on the slice
+  whose HU lies in the lean-muscle window -29..+150 HU (Mitsiopoulos 1998), x pixel
+  area. The mask is, in order of preference: a skeletal-muscle tissue mask (e.g.
+  TotalSegmentator ``tissue_types`` ``skeletal_muscle``), a label named
+  ``skeletal_muscle``, or the union of labelled L3-level muscles when all four groups
+  are labelled (psoas, erector spinae, quadratus lumborum, abdominal wall). A label map
+  with only some of them (TotalSegmentator ``total`` has psoas and erector spinae) gives
+  no SMA: the area would be far too low for the published cut-offs.
+* **SMI_L3** = SMA / height^2 (cm2/m2). **Muscle attenuation** = mean HU of the SMA
+  pixels. **Psoas area** and **psoas muscle index** (cm2/m2) from the psoas labels
+  (``psoas_major``, else ``iliopsoas``: at L3 the iliacus has not begun), same window.
+* Cut-offs: ``data/l3_cutoffs.json`` (Prado 2008, Martin 2013, Derstine 2018, each with
+  its source and whether it was verified). A category is given only with sex known (and
+  BMI for Martin 2013); a slice whose muscle touches the field-of-view edge gives values
+  flagged ``partial`` and categories ``indeterminate``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+from .image import CTImage, Geometry, LabelMap
+from .muscle import LEAN_HU_RANGE, touched_faces
+from .muscle_coverage import vertebra_absence_reason
+from .results import ResultRow
+
+L3_KEY = "vertebrae_L3"
+CUTOFFS_SCHEMA = "ctmusclebone-l3-cutoffs/1"
+#: Largest angle between an array axis and the superior axis for which the CT's own
+#: slices are used (otherwise the plane is resampled).
+NATIVE_SLICE_MAX_ANGLE_DEG = 0.5
+#: Row structure of the L3 rows.
+L3_STRUCTURE = "L3_level"
+#: L3-level muscle groups and the label names (normalised, side suffix removed) that
+#: cover each; the label-map route needs all four.
+L3_MUSCLE_GROUPS: dict[str, tuple[str, ...]] = {
+    "psoas": ("psoas_major", "iliopsoas", "psoas"),
+    "erector spinae": ("autochthon", "erector_spinae"),
+    "quadratus lumborum": ("quadratus_lumborum",),
+    "abdominal wall": ("rectus_abdominis", "external_oblique", "internal_oblique",
+                       "transversus_abdominis", "abdominal_wall", "abdominal_muscles"),
+}
+#: Label names that are themselves a whole skeletal-muscle mask.
+WHOLE_MUSCLE_NAMES = ("skeletal_muscle",)
+PSOAS_KEYS: tuple[tuple[str, str], ...] = (("psoas_major_left", "psoas_major_right"),
+                                          ("iliopsoas_left", "iliopsoas_right"))
+MASS_FLAG_EDGE = ("partial: the muscle on the L3 slice touches the edge of the field of "
+                  "view; the area reads low")
+
+
+# ---------------------------------------------------------------------------------------
+# slice sampling
+
+
+@dataclass
+class AxialSlice:
+    """Volumes sampled on one axial plane (perpendicular to the superior axis).
+
+    Attributes
+    ----------
+    images : dict of str to np.ndarray, (m0, m1) each
+        The sampled volumes, by the names given.
+    inside : np.ndarray of bool, (m0, m1)
+        Pixels inside the CT's field of view.
+    pixel_area_mm2 : float
+    z_mm : float
+        Superior (LPS z) coordinate of the plane, mm.
+    description : str
+        Which slice: the CT's own (index, distance to the requested plane) or resampled.
+    """
+
+    images: dict[str, np.ndarray]
+    inside: np.ndarray
+    pixel_area_mm2: float
+    z_mm: float
+    description: str
+
+
+def axial_slice(geometry: Geometry, point_mm: np.ndarray,
+                volumes: dict[str, np.ndarray]) -> AxialSlice:
+    """Sample volumes on the axial plane through ``point_mm`` (LPS, mm).
+
+    Parameters
+    ----------
+    geometry : Geometry
+        Grid of the volumes.
+    point_mm : np.ndarray, (3,)
+        A point of the plane (the L3 centroid).
+    volumes : dict of str to np.ndarray, (n0, n1, n2) each
+        Volumes to sample (HU, masks); masks come back as the same dtype.
+
+    Raises
+    ------
+    InputError
+        The plane lies outside the image.
+    """
+    point = np.asarray(point_mm, dtype=float)
+    axis, _ = geometry.axis_for("superior")
+    cos_max = math.cos(math.radians(NATIVE_SLICE_MAX_ANGLE_DEG))
+    if abs(geometry.direction[2, axis]) >= cos_max:
+        k_float = float(geometry.physical_to_index(point)[axis])
+        k = int(round(k_float))
+        if not 0 <= k < geometry.shape[axis]:
+            raise InputError("The L3 mid-level plane lies outside the CT.")
+        idx = np.zeros(3)
+        idx[axis] = k
+        z = float(geometry.index_to_physical(idx)[2])
+        others = [a for a in range(3) if a != axis]
+        area = float(geometry.spacing_mm[others[0]] * geometry.spacing_mm[others[1]])
+        images = {n: np.take(v, k, axis=axis) for n, v in volumes.items()}
+        inside = np.ones(next(iter(images.values())).shape, dtype=bool)
+        gap = abs(k_float - k) * geometry.spacing_mm[axis]
+        return AxialSlice(images, inside, area, z,
+                          f"CT slice {k} along array axis {axis}, {gap:.1f} mm from the "
+                          "plane through the vertebra's centroid")
+    pixel = float(min(geometry.spacing_mm))
+    corners = np.array([[i, j, k] for i in (-0.5, geometry.shape[0] - 0.5)
+                        for j in (-0.5, geometry.shape[1] - 0.5)
+                        for k in (-0.5, geometry.shape[2] - 0.5)])
+    xy = geometry.index_to_physical(corners)[:, :2]
+    xs = np.arange(xy[:, 0].min() + pixel / 2, xy[:, 0].max(), pixel)
+    ys = np.arange(xy[:, 1].min() + pixel / 2, xy[:, 1].max(), pixel)
+    gx, gy = np.meshgrid(xs, ys, indexing="ij")
+    pts = np.stack([gx, gy, np.full_like(gx, point[2])], axis=-1)
+    idx = geometry.physical_to_index(pts)  # (mx, my, 3)
+    shape = np.asarray(geometry.shape, dtype=float)
+    inside = np.all((idx >= -0.5) & (idx <= shape - 0.5), axis=-1)
+    if not inside.any():
+        raise InputError("The L3 mid-level plane lies outside the CT.")
+    coords = np.moveaxis(idx, -1, 0)
+    images = {}
+    for n, v in volumes.items():
+        cval = float(v.min()) if v.dtype != bool else 0.0
+        src = v.astype(np.uint8) if v.dtype == bool else v
+        s = ndimage.map_coordinates(src, coords, order=0, mode="constant", cval=cval)
+        images[n] = s.astype(bool) if v.dtype == bool else s
+    return AxialSlice(images, inside, pixel * pixel, float(point[2]),
+                      f"CT resampled on the axial plane through the vertebra's centroid "
+                      f"({pixel:g} mm pixels, nearest neighbour)")
+
+
+def _touches_edge(mask2d: np.ndarray, inside: np.ndarray) -> bool:
+    """True when a mask pixel is next to (4-neighbour) a pixel outside the image."""
+    outside = np.pad(~inside, 1, constant_values=True)
+    near = ndimage.binary_dilation(outside)[1:-1, 1:-1]
+    return bool(np.any(mask2d & near))
+
+
+# ---------------------------------------------------------------------------------------
+# muscle mask
+
+
+def _base_name(name: str) -> str:
+    n = "_".join(name.strip().lower().replace("-", " ").split())
+    for suffix in ("_left", "_right"):
+        n = n.removesuffix(suffix)
+    return n
+
+
+def _label_masks(labels: LabelMap) -> dict[str, np.ndarray]:
+    present = set(np.unique(labels.array).tolist())
+    out = {k: labels.mask(k) for v, k in labels.structures.items()
+           if v in present or k in labels.overlays}
+    out.update({n: labels.array == v for v, n in labels.unknown.items() if v in present})
+    return out
+
+
+def labelled_l3_muscle(labels: LabelMap) -> tuple[np.ndarray | None, str, list[str]]:
+    """The skeletal-muscle mask a label map gives at L3.
+
+    Returns
+    -------
+    mask : np.ndarray of bool (n0, n1, n2), or None when nothing relevant is labelled
+    source : str
+        What the mask is made of.
+    missing : list of str
+        L3 muscle groups with no label (empty when the mask is complete).
+    """
+    masks = _label_masks(labels)
+    for name, m in masks.items():
+        if _base_name(name) in WHOLE_MUSCLE_NAMES:
+            return m, f"label '{name}'", []
+    union: np.ndarray | None = None
+    found, missing = [], []
+    for group, names in L3_MUSCLE_GROUPS.items():
+        members = [n for n in masks if _base_name(n) in names]
+        if not members:
+            missing.append(group)
+            continue
+        found.append(group)
+        for n in members:
+            union = masks[n].copy() if union is None else union | masks[n]
+    return union, "labels: " + (", ".join(found) or "none"), missing
+
+
+def read_muscle_mask(path: str | os.PathLike[str], ct_geometry: Geometry) -> np.ndarray:
+    """A binary skeletal-muscle mask file (nonzero = muscle) on the CT grid.
+
+    TotalSegmentator ``tissue_types`` writes ``skeletal_muscle.nii.gz``. A mask on
+    another grid of the same physical space is resampled (nearest neighbour) by
+    :func:`CTMuscleBoneLib.io_labels.to_ct_grid`; one elsewhere is refused.
+
+    Returns
+    -------
+    np.ndarray of bool, ``ct_geometry.shape``
+    """
+    from .io_ct import read_image
+    from .io_labels import to_ct_grid
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"Muscle mask file not found: {p}")
+    arr, geom = read_image(p)
+    arr = np.asarray(arr)
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"Muscle mask {p.name} holds non-finite values.")
+    binary = (arr != 0).astype(np.uint8)
+    if not binary.any():
+        raise InputError(f"Muscle mask {p.name} is empty (no nonzero voxel).")
+    on_ct, _ = to_ct_grid(binary, geom, ct_geometry, f"The muscle mask {p.name}")
+    return on_ct != 0
+
+
+# ---------------------------------------------------------------------------------------
+# measurement
+
+
+@dataclass
+class L3Measure:
+    """Muscle on the mid-level slice of one vertebra (L3 by default).
+
+    Areas in cm2, attenuation in HU. A value is None when not measurable; ``reason`` /
+    ``psoas_reason`` then say why (text without a tag).
+    """
+
+    level: str
+    area_cm2: float | None = None
+    attenuation_hu: float | None = None
+    psoas_area_cm2: float | None = None
+    muscle_source: str = ""
+    slice_text: str = ""
+    z_mm: float | None = None
+    reason: str | None = None
+    psoas_reason: str | None = None
+    flags: list[str] = field(default_factory=list)
+    psoas_flags: list[str] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        return any(f.startswith("partial") for f in self.flags)
+
+
+def _lean_pixels(mask2d: np.ndarray, hu2d: np.ndarray) -> np.ndarray:
+    return mask2d & (hu2d >= LEAN_HU_RANGE[0]) & (hu2d <= LEAN_HU_RANGE[1])
+
+
+def measure_l3(ct: CTImage, labels: LabelMap, muscle_mask: np.ndarray | None = None, *,
+               mask_source: str = "skeletal-muscle mask",
+               level: str = L3_KEY) -> L3Measure:
+    """Skeletal muscle and psoas area and attenuation on the mid-level slice of ``level``.
+
+    Parameters
+    ----------
+    ct : CTImage
+    labels : LabelMap
+        On the CT grid; must label ``level`` (vertebra) to find the slice.
+    muscle_mask : np.ndarray of bool, (n0, n1, n2), optional
+        Skeletal-muscle mask on the CT grid (see :func:`read_muscle_mask`); without it
+        the label map's muscles are used (see :func:`labelled_l3_muscle`).
+    mask_source : str
+        How the mask is described in the rows.
+    level : str
+        Vertebra key; other levels than L3 are for research (no cut-offs apply).
+    """
+    g = ct.geometry
+    out = L3Measure(level=level)
+    short = level.split("_", 1)[-1]
+    vert = labels.mask(level)
+    if not vert.any():
+        out.reason = out.psoas_reason = vertebra_absence_reason(labels, level)
+        return out
+    ends = [f for f in touched_faces(vert, g) if f in ("superior", "inferior")]
+    if ends:
+        out.reason = out.psoas_reason = (
+            f"vertebra {short} is cut by the field of view ({', '.join(ends)}), so its "
+            "mid-level is unknown")
+        return out
+    centroid = g.index_to_physical(np.argwhere(vert).mean(axis=0))
+    volumes: dict[str, np.ndarray] = {"hu": ct.hu}
+    if muscle_mask is not None:
+        if tuple(muscle_mask.shape) != g.shape:
+            raise InputError("The skeletal-muscle mask is not on the CT grid.")
+        volumes["muscle"] = np.asarray(muscle_mask, dtype=bool)
+        out.muscle_source = mask_source
+    else:
+        union, source, missing = labelled_l3_muscle(labels)
+        out.muscle_source = source
+        if missing:
+            out.reason = (
+                f"the label map has no {', '.join(missing)} muscles; the {short} skeletal "
+                "muscle area needs every muscle on the slice: give a skeletal-muscle mask "
+                "(--muscle-mask, e.g. TotalSegmentator tissue_types skeletal_muscle)")
+        elif union is not None:
+            volumes["muscle"] = union
+    psoas_keys = next((pair for pair in PSOAS_KEYS
+                       if any(labels.mask(k).any() for k in pair)), None)
+    if psoas_keys is not None:
+        volumes["psoas"] = labels.mask(psoas_keys[0]) | labels.mask(psoas_keys[1])
+    else:
+        out.psoas_reason = "no psoas (or iliopsoas) label"
+    sl = axial_slice(g, centroid, volumes)
+    out.slice_text, out.z_mm = sl.description, sl.z_mm
+    hu = sl.images["hu"]
+    if "muscle" in sl.images:
+        lean = _lean_pixels(sl.images["muscle"], hu)
+        if not lean.any():
+            out.reason = f"no muscle pixel (-29..150 HU) on the {short} slice"
+        else:
+            out.area_cm2 = float(lean.sum() * sl.pixel_area_mm2 / 100.0)
+            out.attenuation_hu = float(hu[lean].mean())
+            if _touches_edge(sl.images["muscle"], sl.inside):
+                out.flags.append(MASS_FLAG_EDGE)
+    if "psoas" in sl.images:
+        lean = _lean_pixels(sl.images["psoas"], hu)
+        if not lean.any():
+            out.psoas_reason = f"no psoas pixel (-29..150 HU) on the {short} slice"
+        else:
+            out.psoas_area_cm2 = float(lean.sum() * sl.pixel_area_mm2 / 100.0)
+            if psoas_keys is not None and psoas_keys[0].startswith("iliopsoas"):
+                out.psoas_flags.append("info: iliopsoas label taken as psoas (no iliacus "
+                                       "at L3)")
+            if _touches_edge(sl.images["psoas"], sl.inside):
+                out.psoas_flags.append(MASS_FLAG_EDGE.replace("muscle", "psoas"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# cut-offs
+
+
+@dataclass(frozen=True)
+class L3Cutoff:
+    """One published cut-off set (one quantity: 'smi' or 'attenuation')."""
+
+    id: str
+    name: str
+    quantity: str
+    unit: str
+    thresholds: tuple[dict[str, Any], ...]
+    source: str
+    verified: bool
+    verification: str
+
+    @property
+    def needs_bmi(self) -> bool:
+        return any("bmi_below" in t or "bmi_at_least" in t for t in self.thresholds)
+
+    def threshold(self, sex: str, bmi: float | None) -> float | None:
+        """The threshold for a sex ('M'/'F') and BMI (kg/m2); None when none applies."""
+        for t in self.thresholds:
+            if t["sex"] not in (sex, "any"):
+                continue
+            if "bmi_below" in t and (bmi is None or not bmi < t["bmi_below"]):
+                continue
+            if "bmi_at_least" in t and (bmi is None or not bmi >= t["bmi_at_least"]):
+                continue
+            return float(t["value"])
+        return None
+
+
+def load_l3_cutoffs(path: str | os.PathLike[str] | None = None) -> list[L3Cutoff]:
+    """Read the cut-off table (``None``: the bundled ``data/l3_cutoffs.json``)."""
+    if path is None:
+        text = resources.files("CTMuscleBoneLib").joinpath("data/l3_cutoffs.json").read_text(
+            encoding="utf-8")
+        where = "l3_cutoffs.json"
+    else:
+        text, where = Path(path).read_text(encoding="utf-8"), str(path)
+    d = json.loads(text)
+    if d.get("schema") != CUTOFFS_SCHEMA:
+        raise InputError(f"{where} is not an L3 cut-off table (schema {CUTOFFS_SCHEMA}).")
+    out = []
+    for c in d["cutoffs"]:
+        if c["quantity"] not in ("smi", "attenuation"):
+            raise InputError(f"{where}: unknown quantity {c['quantity']!r}.")
+        out.append(L3Cutoff(c["id"], c["name"], c["quantity"], c["unit"],
+                            tuple(c["thresholds"]), c["source"], bool(c["verified"]),
+                            c.get("verification", "")))
+    return out
+
+
+def bmi_kg_m2(weight_kg: float | None, height_m: float | None) -> float | None:
+    """Body-mass index, or None when weight or height is unknown."""
+    if weight_kg is None or height_m is None:
+        return None
+    return weight_kg / height_m**2
+
+
+def l3_rows(m: L3Measure, height_m: float | None, sex: str | None,
+            weight_kg: float | None = None,
+            cutoffs: list[L3Cutoff] | None = None) -> list[ResultRow]:
+    """Result rows of an :class:`L3Measure`, with the cut-off categories.
+
+    Rows (structure ``L3_level``): ``skeletal_muscle_area`` (cm2), ``muscle_attenuation``
+    (HU), ``smi`` (cm2/m2), ``psoas_area`` (cm2), ``psoas_muscle_index`` (cm2/m2) and per
+    cut-off ``low_smi_<id>`` / ``low_attenuation_<id>``: "yes", "no", "indeterminate"
+    (values flagged partial) or None (not measurable: no sex, height or BMI).
+    """
+    cutoffs = load_l3_cutoffs() if cutoffs is None else cutoffs
+    short = m.level.split("_", 1)[-1]
+    where = f"on the {short} mid-level slice ({m.slice_text or 'not found'})"
+    lean = f"{LEAN_HU_RANGE[0]:g}..{LEAN_HU_RANGE[1]:g} HU"
+    src = f"; muscle from {m.muscle_source}" if m.muscle_source else ""
+    no_h = "not_measurable: no height (give --height or a DICOM PatientSize)"
+
+    def row(q: str, v: float | None, unit: str, method: str, reason: str | None,
+            flags: list[str]) -> ResultRow:
+        if v is None:
+            return ResultRow(L3_STRUCTURE, q, None, unit, method,
+                             [f"not_measurable: {reason}", *flags])
+        return ResultRow(L3_STRUCTURE, q, v, unit, method, list(flags))
+
+    rows = [
+        row("skeletal_muscle_area", m.area_cm2, "cm2",
+            f"muscle pixels in {lean} x pixel area {where}{src}", m.reason, m.flags),
+        row("muscle_attenuation", m.attenuation_hu, "HU",
+            f"mean HU of the muscle pixels in {lean} {where}{src}", m.reason, m.flags),
+    ]
+    def index_row(q: str, area: float | None, reason: str | None, flags: list[str],
+                  method: str) -> ResultRow:
+        if area is not None and height_m is None:
+            return ResultRow(L3_STRUCTURE, q, None, "cm2/m2", method, [no_h, *flags])
+        value = None if area is None else area / height_m**2  # type: ignore[operator]
+        return row(q, value, "cm2/m2", method, reason, flags)
+
+    smi_row = index_row("smi", m.area_cm2, m.reason, m.flags,
+                        f"{short} skeletal muscle area / height^2")
+    rows.append(smi_row)
+    rows.append(row("psoas_area", m.psoas_area_cm2, "cm2",
+                    f"psoas pixels in {lean} x pixel area {where}", m.psoas_reason,
+                    m.psoas_flags))
+    rows.append(index_row("psoas_muscle_index", m.psoas_area_cm2, m.psoas_reason,
+                          m.psoas_flags, f"{short} psoas area / height^2"))
+    smi = smi_row.value
+    if m.level != L3_KEY:
+        return rows
+    bmi = bmi_kg_m2(weight_kg, height_m)
+    for c in cutoffs:
+        value = smi if c.quantity == "smi" else m.attenuation_hu
+        rows.append(_category_row(c, value, sex, bmi, m, height_m))
+    return rows
+
+
+def _category_row(c: L3Cutoff, value: float | None, sex: str | None, bmi: float | None,
+                  m: L3Measure, height_m: float | None) -> ResultRow:
+    q = f"low_{c.quantity}_{c.id}"
+    label = "SMI" if c.quantity == "smi" else "muscle attenuation"
+    flags = list(m.flags)
+    method = f"{c.name}: {label} below the cut-off; {c.source}"
+
+    def none(reason: str) -> ResultRow:
+        return ResultRow(L3_STRUCTURE, q, None, "", method, [f"not_measurable: {reason}",
+                                                             *flags])
+
+    if value is None:
+        if m.area_cm2 is None:
+            return none(m.reason or f"no {label}")
+        return none("no height (give --height or a DICOM PatientSize)")
+    if sex not in ("M", "F"):
+        return none("sex unknown (cut-offs differ by sex; give --sex)")
+    if c.needs_bmi and bmi is None:
+        what = "height" if height_m is None else "weight"
+        return none(f"no {what} for the BMI these cut-offs depend on (give --weight / "
+                    "--height or DICOM PatientWeight / PatientSize)")
+    cut = c.threshold(sex, bmi)
+    if cut is None:
+        return none(f"no {c.name} cut-off for this sex/BMI")
+    if not c.verified:
+        flags.append(f"unvalidated: {c.name} thresholds not verified against the primary "
+                     "paper")
+    who = "men" if sex == "M" else "women"
+    bmi_text = f", BMI {bmi:.1f}" if c.needs_bmi and bmi is not None else ""
+    method = (f"{c.name}: {label} < {cut:g} {c.unit} ({who}{bmi_text}); {c.source}")
+    if m.partial:
+        return ResultRow(L3_STRUCTURE, q, "indeterminate", "", method, flags)
+    return ResultRow(L3_STRUCTURE, q, "yes" if value < cut else "no", "", method, flags)
+
+
+# ---------------------------------------------------------------------------------------
+# pipeline entry
+
+
+def l3_case_rows(ct: CTImage, labels: LabelMap,
+                 muscle_mask: str | os.PathLike[str] | np.ndarray | None,
+                 height_m: float | None, sex: str | None,
+                 weight_kg: float | None) -> tuple[list[ResultRow], dict[str, Any] | None]:
+    """The L3 rows of one case, for :func:`CTMuscleBoneLib.analysis.measure_case`.
+
+    Parameters
+    ----------
+    muscle_mask : path, np.ndarray of bool (n0, n1, n2) on the CT grid, or None
+        Skeletal-muscle mask (e.g. TotalSegmentator ``tissue_types`` skeletal_muscle).
+
+    Returns
+    -------
+    rows : list of ResultRow
+        Empty when there is neither a mask nor an L3 label (nothing to say at L3).
+    provenance : dict or None
+        What the provenance records (mask source, cut-off table).
+    """
+    if muscle_mask is None and not labels.mask(L3_KEY).any():
+        return [], None
+    mask: np.ndarray | None = None
+    source = "skeletal-muscle mask"
+    if isinstance(muscle_mask, np.ndarray):
+        mask = np.asarray(muscle_mask) != 0
+        if mask.shape != ct.geometry.shape:
+            raise InputError(f"The skeletal-muscle mask has shape {mask.shape}; the CT has "
+                             f"{ct.geometry.shape}.")
+    elif muscle_mask is not None:
+        mask = read_muscle_mask(muscle_mask, ct.geometry)
+        source = f"skeletal-muscle mask {Path(muscle_mask).name}"
+    m = measure_l3(ct, labels, mask, mask_source=source)
+    rows = l3_rows(m, height_m, sex, weight_kg)
+    prov = {"kind": "L3 muscle index", "muscle": m.muscle_source or None,
+            "slice": m.slice_text or None,
+            "cutoffs": [f"{c.name} ({c.quantity}; "
+                        f"{'verified' if c.verified else 'not verified'})"
+                        for c in load_l3_cutoffs()]}
+    return rows, prov

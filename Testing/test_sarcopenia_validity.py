@@ -1,0 +1,144 @@
+"""Sarcopenia only when valid: no yes/no from an unvalidated model or partial muscles,
+a lean (fat-excluded) predictor, and reasons that say what is missing and where."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from CTMuscleBoneLib import alm
+from CTMuscleBoneLib.analysis import MeasureOptions, measure_case
+from CTMuscleBoneLib.anatomy import BY_KEY
+from CTMuscleBoneLib.image import CTImage, CTMetadata, Geometry, LabelMap
+from CTMuscleBoneLib.muscle_coverage import region_absence_reasons
+
+
+def totals(mass_g: float, lean_g: float, partial: bool = False) -> dict:
+    entry = {"volume_cm3": mass_g / 1.06, "mass_g": mass_g, "lean_mass_g": lean_g,
+             "partial": partial, "members": ["x"]}
+    return {"lower_limb_total": entry, "gluteal_total": dict(entry), "thigh_total": dict(entry)}
+
+
+def by_q(rows):
+    return {r.quantity: r for r in rows}
+
+
+def test_unvalidated_default_gives_values_but_no_yes_no() -> None:
+    q = by_q(alm.alm_rows(totals(3000.0, 2400.0), alm.load_alm_model(), 1.6, "F",
+                          alm.CRITERIA["awgs2019"]))
+    assert q["alm"].value is not None and q["smi"].value is not None
+    row = q["sarcopenia_low_muscle_mass"]
+    assert row.value == alm.INDETERMINATE
+    assert len([f for f in row.flags if f.startswith("unvalidated")]) == 1  # one per condition
+    assert any("no yes/no" in f for f in row.flags)
+
+
+def test_partial_predictor_gives_indeterminate_with_a_validated_model() -> None:
+    model = alm.ALMModel("site", "lower_limb_total/lean_mass", 0.0, 1.0, validated=True)
+    q = by_q(alm.alm_rows(totals(6000.0, 5000.0, partial=True), model, 1.0, "F",
+                          alm.CRITERIA["awgs2019"]))
+    assert q["smi"].value == pytest.approx(5.0)
+    assert any(f.startswith("partial") for f in q["smi"].flags)
+    row = q["sarcopenia_low_muscle_mass"]
+    assert row.value == alm.INDETERMINATE
+    assert [f for f in row.flags if f.startswith("partial")]
+    # the same numbers, complete: a real yes/no (5.0 < 5.4)
+    q = by_q(alm.alm_rows(totals(6000.0, 5000.0), model, 1.0, "F", alm.CRITERIA["awgs2019"]))
+    assert q["sarcopenia_low_muscle_mass"].value == "yes"
+
+
+def test_default_predictor_is_lean_mass() -> None:
+    model = alm.load_alm_model()
+    assert model.predictor == "lower_limb_total/lean_mass"
+    assert not model.validated
+    q = by_q(alm.alm_rows(totals(3000.0, 2400.0), model, 1.6, "F", alm.CRITERIA["awgs2019"]))
+    assert q["alm"].value == pytest.approx(model.slope * 2.4)  # the lean 2.4 kg, not 3.0
+
+
+def _grid(shape=(40, 40, 120), spacing=(4.0, 4.0, 4.0), flip_z=False) -> Geometry:
+    d = np.diag([1.0, 1.0, -1.0 if flip_z else 1.0])
+    return Geometry(shape, spacing, (0.0, 0.0, 0.0), d)
+
+
+def _labels(g: Geometry, boxes: dict[str, tuple[slice, slice, slice]]) -> LabelMap:
+    arr = np.zeros(g.shape, dtype=np.int16)
+    structures = {}
+    for key, box in boxes.items():
+        v = BY_KEY[key].label_value
+        arr[box] = v
+        structures[v] = key
+    return LabelMap(arr, g, structures)
+
+
+def test_fat_voxels_do_not_count_in_the_default_predictor() -> None:
+    """End to end: half of each muscle is fat (-100 HU); ALM follows the lean half."""
+    g = _grid((30, 30, 40), (4.0, 4.0, 4.0))  # muscles of 64 cm3 (plausible sizes)
+    boxes = {"gluteus_maximus_left": (slice(2, 12), slice(2, 12), slice(20, 30)),
+             "vastus_lateralis_left": (slice(15, 25), slice(2, 12), slice(5, 15))}
+    lab = _labels(g, boxes)
+    hu = np.full(g.shape, -100.0, dtype=np.float32)
+    for box in boxes.values():
+        hu[box] = 40.0
+        sub = hu[box]
+        sub[: sub.shape[0] // 2] = -100.0  # IMAT: outside the lean window
+    ct = CTImage(hu, g, CTMetadata(modality="CT"))
+    res = measure_case(ct, lab, MeasureOptions(height_m=1.6, sex="F", bones=False))
+    lean_g = res.value("lower_limb_total", "lean_mass")
+    mass_g = res.value("lower_limb_total", "mass")
+    assert lean_g == pytest.approx(mass_g / 2)
+    assert res.value("patient", "alm") == pytest.approx(1.333 * lean_g / 1000.0)
+    assert res.get("patient", "sarcopenia_low_muscle_mass").value == alm.INDETERMINATE
+
+
+@pytest.mark.parametrize("flip_z", [False, True])
+def test_femur_reaching_mid_thigh_blames_the_segmentation(flip_z) -> None:
+    g = _grid(flip_z=flip_z)
+    # femur: 300 mm long (75 slices of 4 mm), ends inside the image
+    z = slice(20, 95) if not flip_z else slice(25, 100)
+    lab = _labels(g, {"femur_left": (slice(5, 10), slice(5, 10), z),
+                      "gluteus_maximus_left": (slice(12, 20), slice(5, 15), slice(90, 110))})
+    reason = region_absence_reasons(lab, ["thigh"])["thigh"]
+    assert reason.startswith("the segmentation lacks thigh muscles")
+
+
+@pytest.mark.parametrize("flip_z", [False, True])
+def test_femur_cut_above_mid_thigh_blames_the_field_of_view(flip_z) -> None:
+    g = _grid(flip_z=flip_z)
+    # 100 mm of femur, cut at the inferior face (index 0, or the last index when flipped)
+    z = slice(0, 25) if not flip_z else slice(95, 120)
+    lab = _labels(g, {"femur_left": (slice(5, 10), slice(5, 10), z)})
+    reason = region_absence_reasons(lab, ["thigh"])["thigh"]
+    assert reason.startswith("the CT does not reach mid-thigh")
+    assert "femur" in reason
+
+
+def test_lumbar_crop_does_not_reach_pelvis_or_thigh() -> None:
+    g = _grid()
+    lab = _labels(g, {"vertebrae_L2": (slice(15, 25), slice(15, 25), slice(0, 8)),
+                      "vertebrae_L1": (slice(15, 25), slice(15, 25), slice(10, 18)),
+                      "iliopsoas_left": (slice(5, 12), slice(15, 25), slice(0, 20))})
+    reasons = region_absence_reasons(lab, ["gluteal", "thigh"])
+    assert reasons["gluteal"].startswith("the CT does not reach the pelvis")
+    assert "L2 vertebra" in reasons["gluteal"]
+    assert reasons["thigh"].startswith("the CT does not reach mid-thigh")
+
+
+def test_pelvis_shown_but_no_gluteal_labels_blames_the_segmentation() -> None:
+    g = _grid()
+    lab = _labels(g, {"hip_left": (slice(5, 15), slice(5, 15), slice(40, 60)),
+                      "iliacus_left": (slice(16, 20), slice(5, 15), slice(45, 60))})
+    assert region_absence_reasons(lab, ["gluteal"])["gluteal"].startswith(
+        "the segmentation lacks gluteal muscles")
+
+
+def test_reasons_reach_the_alm_rows() -> None:
+    g = _grid()
+    lab = _labels(g, {"femur_left": (slice(5, 10), slice(5, 10), slice(0, 25)),
+                      "gluteus_maximus_left": (slice(12, 20), slice(5, 15), slice(20, 40))})
+    hu = np.where(lab.array > 0, 40.0, -100.0).astype(np.float32)
+    hu[lab.array == BY_KEY["femur_left"].label_value] = 700.0
+    res = measure_case(CTImage(hu, g, CTMetadata(modality="CT")), lab,
+                       MeasureOptions(height_m=1.6, sex="F", bones=False))
+    flags = res.get("patient", "alm").flags
+    assert any(f.startswith("not_measurable") and "the CT does not reach mid-thigh" in f
+               for f in flags)
+    assert not any("which this CT does not show" in f for f in flags)
