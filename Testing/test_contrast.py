@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-
 from CTMuscleBoneLib import pipeline
 from CTMuscleBoneLib.contrast import (
     CONTRAST_BLOOD_HU,
