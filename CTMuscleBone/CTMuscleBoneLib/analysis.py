@@ -346,6 +346,8 @@ def measure_case(
             spine = analyse_spine(ct, labels, calibration)
             results.extend(spine_rows(spine, calibration, ct))
             results.artifacts["spine"] = spine  # ROIs and heights, for reports and Slicer
+            _measure_lumbar_abmd(ct, labels, calibration, spine, results,
+                                 bone_score_context(ct, options))
     _flag_contrast(ct, labels, results)
     progress(1.0, "measurements done")
     return results
@@ -446,6 +448,27 @@ def calibration_provenance(cal: Calibration) -> dict[str, object]:
         "points": [list(p) for p in cal.points],
         "warnings": list(cal.warnings),
     }
+
+
+def _measure_lumbar_abmd(ct: CTImage, labels: LabelMap, calibration: Calibration,
+                         spine: dict, results: Results, scores: ScoreContext) -> None:
+    """DXA-like AP-projection aBMD of L1-L4 (spine/abmd.py) into ``results``.
+
+    Vertebrae with a confident fracture grade keep their own row but are left out of
+    the combined L1-L4 value, as DXA reading rules exclude fractured levels.
+    """
+    from .spine.abmd import lumbar_abmd_rows
+    from .spine.measure import excluded_as_fractured
+
+    exclude = {k: f"fractured (Genant grade {a.fracture.grade})"
+               for k, a in spine.items() if excluded_as_fractured(a)}
+    rows, projections = lumbar_abmd_rows(ct, labels, calibration, scores, exclude=exclude)
+    results.extend(rows)
+    results.artifacts["lumbar_abmd"] = projections
+    known = {(c.get("kind"), c.get("name")) for c in results.provenance.coefficients}
+    for entry in (scores.model.provenance_entry(), scores.reference.provenance_entry()):
+        if (entry.get("kind"), entry.get("name")) not in known:
+            results.provenance.coefficients.append(entry)
 
 
 def bone_score_context(ct: CTImage, options: MeasureOptions) -> ScoreContext:

@@ -29,11 +29,7 @@ from .anatomy import LOWER_LIMB_REGIONS, MUSCLE_REGIONS, structure
 from .density_models import DensityModel, constant_density
 from .image import CTImage, Geometry, LabelMap
 from .results import ResultRow
-
-#: IMAT window, HU (inclusive). Mitsiopoulos et al. 1998; Aubrey et al. 2014.
-FAT_HU_RANGE: tuple[float, float] = (-190.0, -30.0)
-#: Lean muscle window, HU (inclusive). Mitsiopoulos et al. 1998; Aubrey et al. 2014.
-LEAN_HU_RANGE: tuple[float, float] = (-29.0, 150.0)
+from .tissue import FAT_HU_RANGE, LEAN_HU_RANGE
 
 PARTIAL_FLAG = "partial: cut by the field of view"
 #: Flag of a group total with at least one member cut by the field of view.

@@ -40,9 +40,10 @@ from scipy import ndimage
 
 from .errors import InputError
 from .image import CTImage, Geometry, LabelMap
-from .muscle import LEAN_HU_RANGE, touched_faces
+from .muscle import touched_faces
 from .muscle_coverage import vertebra_absence_reason
 from .results import ResultRow
+from .tissue import LEAN_HU_RANGE
 
 L3_KEY = "vertebrae_L3"
 CUTOFFS_SCHEMA = "ctmusclebone-l3-cutoffs/1"

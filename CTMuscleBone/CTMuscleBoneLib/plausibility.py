@@ -54,7 +54,7 @@ import numpy as np
 from . import anatomy
 from .errors import InputError
 from .image import CTImage, LabelMap
-from .muscle import LEAN_HU_RANGE
+from .tissue import LEAN_HU_RANGE
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,7 @@ _SPECIAL_NAMES = {"patient": "Patient"}
 _QUANTITY_WORDS = {
     "abmd": "aBMD", "vbmd": "vBMD", "hu": "HU", "sd": "SD", "who": "WHO", "alm": "ALM",
     "smi": "SMI", "acr": "ACR", "yam": "young-adult mean", "imat": "IMAT",
-    "jsbmr": "JSBMR", "l3": "L3",
+    "jsbmr": "JSBMR", "l3": "L3", "ap": "(AP projection)", "bmc": "BMC",
 }
 _QUANTITY_NAMES = {
     "t_score": "T-score", "percent_yam": "% young-adult mean", "neck_shaft_angle":

@@ -55,6 +55,7 @@ import numpy as np
 from .contrast import agent_from_header
 from .errors import InputError
 from .image import CTImage, Geometry
+from .tissue import METAL_HU
 
 #: Smallest and largest plausible voxel size, mm (CTMuscleBone choice: the finest
 #: clinical/micro-CT reconstructions are ~0.1 mm, the thickest CT slices 10 mm).
@@ -66,10 +67,8 @@ THICK_SLICE_MM = 3.0
 #: Tube voltage the HU-based methods assume, kVp (domain.md: "kVp other than 120
 #: changes bone HU").
 REFERENCE_KVP = 120.0
-#: HU above which a voxel is counted as possible metal (domain.md: metal > 2000-3000 HU),
-#: and how many such voxels trigger the warning (CTMuscleBone choice; cortical bone
-#: stays below ~2000 HU at 120 kVp).
-METAL_HU = 3000.0
+#: How many voxels above :data:`CTMuscleBoneLib.tissue.METAL_HU` trigger the metal
+#: warning (CTMuscleBone choice: more than isolated noise spikes).
 METAL_MIN_VOXELS = 50
 #: MR / non-HU rule thresholds (see module docstring; CTMuscleBone choice).
 AIR_HU = -500.0

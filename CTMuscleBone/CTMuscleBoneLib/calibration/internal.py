@@ -33,14 +33,15 @@ from ..body import body_mask
 from ..contrast import CONTRAST_BLOOD_HU, agent_from_header
 from ..errors import InputError
 from ..image import CTImage, LabelMap
+from ..tissue import FAT_HU_RANGE, LEAN_HU_RANGE
 from .fit import fit_hu_to_density
 from .model import MATERIALS, Calibration, CalibrationRefused
 from .phantom_fit import robust_mean_sd
 
 #: HU windows of the fallbacks when tissue labels are absent (docs/domain.md, Muscle:
 #: adipose -190..-30 HU, lean muscle -29..150 HU); air: -1100..-900 HU.
-FAT_WINDOW_HU = (-190.0, -30.0)
-MUSCLE_WINDOW_HU = (-29.0, 150.0)
+FAT_WINDOW_HU = FAT_HU_RANGE
+MUSCLE_WINDOW_HU = LEAN_HU_RANGE
 AIR_WINDOW_HU = (-1100.0, -900.0)
 #: Distance kept from the body surface when sampling air (mm), avoiding the skin edge.
 AIR_MARGIN_MM = 10.0

@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from ..body import BODY_HU
 from ..image import CTImage, LabelMap
+from ..tissue import METAL_HU
 from .definitions import PhantomDefinition, load_phantom_definition
 from .fit import LineFit, fit_hu_to_density, fit_two_component
 from .model import Calibration, CalibrationRefused
@@ -38,8 +39,6 @@ from .model import Calibration, CalibrationRefused
 #: Minimum Pearson r of an accepted phantom fit. Unvalidated default: below the worst
 #: accepted case (0.9863) but well below the median (0.9998) of Uemura et al. 2021.
 MIN_R = 0.99
-#: CT number above which a voxel is taken as metal (domain.md: metal > 2000-3000 HU).
-METAL_HU = 2000.0
 #: A rod whose HU SD exceeds this multiple of the median rod SD is taken as streaked
 #: (unvalidated default).
 STREAK_SD_FACTOR = 3.0

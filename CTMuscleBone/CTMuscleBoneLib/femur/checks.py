@@ -21,12 +21,9 @@ import numpy as np
 from scipy import ndimage
 
 from ..image import CTImage, Geometry
+from ..tissue import METAL_HU
 from ..validation import effective_slice_thickness_mm
 
-#: HU above which a voxel is taken as metal. Cortical bone stays below ~2000 HU at
-#: 120 kVp; metal implants are > 2000-3000 HU (project domain notes). CTMuscleBone
-#: default, not validated.
-METAL_HU = 2500.0
 #: Margin around the femur searched for metal, mm (CTMuscleBone default).
 METAL_MARGIN_MM = 5.0
 #: Minimum number of metal voxels to act on (isolated noise spikes are ignored).

@@ -42,7 +42,8 @@ so the category is 'indeterminate' with the reason while the CT-to-DXA model is 
 validated (the shipped identity model).
 
 Not measurable (value None, ``not_measurable: reason``): no calibration; a vertebra
-touching the image boundary (``partial``: its projection would miss bone); metal or
+touching the image boundary or next to the air / padding outside a reconstructed
+field of view (``partial``: its projection would miss bone; :func:`cut_by_fov`); metal or
 cement in or near the vertebra (the lumbar module's rule,
 :func:`CTMuscleBoneLib.spine.measure.metal_volume_mm3`).
 
@@ -84,6 +85,11 @@ PIXEL_MM = 0.5
 #: (CTMuscleBone choice, checked on the vertebra phantoms: 0.5 leaves the staircase of
 #: oblique grids, +3 % area; 0.75 keeps the area within about 2 % at 1-1.5 mm).
 SMOOTH_SIGMA_VOXELS = 0.75
+#: HU at or below which a voxel is air or padding outside the field of view (air is
+#: -1000 HU by definition; lung parenchyma is about -850 HU and above).
+PADDING_HU = -950.0
+#: Fewest such voxels within two voxels of a vertebra that make it cut (noise guard).
+MIN_PADDING_VOXELS = 5
 #: Beam (patient posterior), image rows (inferior) and columns (patient left), LPS.
 BEAM = np.array([0.0, 1.0, 0.0])
 ROW_AXIS = np.array([0.0, 0.0, -1.0])
@@ -241,10 +247,26 @@ def compose(projections: Mapping[str, VertebraProjection]
     return image, feet, grid
 
 
-def _touches_edge(mask: np.ndarray) -> bool:
+def cut_by_fov(hu: np.ndarray, mask: np.ndarray) -> str | None:
+    """Why a vertebra label is cut by the field of view, or None.
+
+    Cut when the label touches the array's edge, or when voxels at the air / padding
+    level (<= :data:`PADDING_HU`) lie within two voxels of it: a vertebra lies deep in
+    the body, so air next to it is the outside of a reconstructed (e.g. circular)
+    field of view that ends inside the bone without reaching the array's edge.
+    """
     idx = np.argwhere(mask)
-    return bool((idx.min(axis=0) == 0).any()
-                or (idx.max(axis=0) == np.asarray(mask.shape) - 1).any())
+    lo, hi = idx.min(axis=0), idx.max(axis=0)
+    if (lo == 0).any() or (hi == np.asarray(mask.shape) - 1).any():
+        return "the vertebra touches the image edge"
+    a = np.maximum(lo - 2, 0)
+    b = np.minimum(hi + 3, np.asarray(mask.shape))
+    box = tuple(slice(int(x), int(y)) for x, y in zip(a, b, strict=True))
+    m = mask[box]
+    near = ndimage.binary_dilation(m, iterations=2) & ~m
+    if int((np.asarray(hu[box])[near] <= PADDING_HU).sum()) >= MIN_PADDING_VOXELS:
+        return "air or padding outside the reconstructed field of view next to the vertebra"
+    return None
 
 
 def _default_context(ct: CTImage) -> ScoreContext:
@@ -312,8 +334,9 @@ def lumbar_abmd_rows(ct: CTImage, labels: LabelMap, calibration: Calibration,
         mask = labels.mask(key)
         flags: list[str] = []
         reason = None
-        if _touches_edge(mask):
-            flags.append("partial: cut by the field of view")
+        cut = cut_by_fov(ct.hu, mask)
+        if cut is not None:
+            flags.append(f"partial: cut by the field of view ({cut})")
             reason = ("vertebra cut by the field of view: the projection of part of a "
                       "vertebra is not its aBMD")
         metal = metal_volume_mm3(ct, mask)
@@ -396,4 +419,4 @@ def _combined_rows(projections: dict[str, VertebraProjection], exclude: Mapping[
 
 
 __all__ = ["ABMD_KEYS", "COMBINED", "PIXEL_MM", "SITE", "VertebraProjection", "compose",
-           "lumbar_abmd_rows", "project_vertebra", "subpixel_coverage"]
+           "cut_by_fov", "lumbar_abmd_rows", "project_vertebra", "subpixel_coverage"]

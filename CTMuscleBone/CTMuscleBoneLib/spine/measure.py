@@ -47,6 +47,7 @@ from ..calibration.model import Calibration
 from ..errors import InputError
 from ..image import CTImage, Geometry, LabelMap
 from ..results import NO_CALIBRATION_REASON, ResultRow
+from ..tissue import METAL_OR_CEMENT_HU
 from ..validation import effective_slice_thickness_mm
 from .body_separation import BodySeparation, separate_body
 from .fracture import (
@@ -60,8 +61,8 @@ from .trabecular_roi import MIN_ROI_VOLUME_CM3, MIN_ROI_VOXELS, TrabecularROI, t
 
 LUMBAR_KEYS: tuple[str, ...] = tuple(f"vertebrae_L{n}" for n in range(1, 6))
 
-#: Metal / bone cement threshold, HU (domain notes: metal > 2000-3000 HU).
-METAL_HU = 2000.0
+#: Metal / bone cement threshold, HU (one rule: :mod:`CTMuscleBoneLib.tissue`).
+METAL_HU = METAL_OR_CEMENT_HU
 #: Smallest cluster above :data:`METAL_HU` counted as metal or cement, mm^3 (project
 #: default: larger than an isolated noisy voxel at sub-millimetre spacing).
 METAL_MIN_VOLUME_MM3 = 10.0
