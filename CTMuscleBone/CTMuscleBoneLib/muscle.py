@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from .anatomy import LOWER_LIMB_REGIONS, MUSCLE_REGIONS, structure
 from .density_models import DensityModel, constant_density
+from .fov import border_faces as touched_faces
 from .image import CTImage, Geometry, LabelMap
 from .results import ResultRow
 from .tissue import FAT_HU_RANGE, LEAN_HU_RANGE
@@ -60,52 +61,6 @@ class MuscleMeasure:
     partial: bool
     cut_faces: tuple[str, ...] = ()
     flags: list[str] = field(default_factory=list)
-
-
-def _face_names(geometry: Geometry) -> list[tuple[str, str]]:
-    """(low-index face, high-index face) names in patient terms for each array axis."""
-    names = {0: ("right", "left"), 1: ("anterior", "posterior"), 2: ("inferior", "superior")}
-    out = []
-    for axis in range(3):
-        v = geometry.direction[:, axis]
-        dominant = int(np.argmax(np.abs(v)))
-        low, high = names[dominant]
-        out.append((low, high) if v[dominant] > 0 else (high, low))
-    return out
-
-
-def touched_faces(
-    mask: np.ndarray,
-    geometry: Geometry,
-    box: tuple[slice, ...] | None = None,
-) -> tuple[str, ...]:
-    """Image faces a mask touches, named in patient terms.
-
-    Parameters
-    ----------
-    mask : np.ndarray of bool
-        The structure, either on the whole grid (``geometry.shape``) or cropped to
-        ``box``.
-    geometry : Geometry
-        Gives the patient direction of each array axis and the full grid shape.
-    box : tuple of slice, optional
-        Where the cropped ``mask`` lies in the full grid.
-
-    Returns
-    -------
-    tuple of str
-        E.g. ``('superior',)`` when the mask reaches the slice nearest the head.
-    """
-    if box is None:
-        box = tuple(slice(0, n) for n in mask.shape)
-    faces: list[str] = []
-    for axis, (low, high) in enumerate(_face_names(geometry)):
-        s = box[axis]
-        if s.start == 0 and np.take(mask, 0, axis=axis).any():
-            faces.append(low)
-        if s.stop == geometry.shape[axis] and np.take(mask, mask.shape[axis] - 1, axis=axis).any():
-            faces.append(high)
-    return tuple(faces)
 
 
 def measure_muscle(

@@ -60,7 +60,7 @@ def image_z_range_mm(geometry: Geometry) -> tuple[float, float]:
 
 def cut_inferior(mask: np.ndarray, geometry: Geometry) -> bool:
     """True when ``mask`` reaches the image face nearest the feet."""
-    from .muscle import touched_faces
+    from .fov import border_faces as touched_faces
 
     return "inferior" in touched_faces(mask, geometry)
 
@@ -192,7 +192,7 @@ def vertebra_absence_reason(labels: LabelMap, key: str) -> str:
             return (f"the CT does not reach the {level} mid-level (it ends {gap:.0f} mm below "
                     f"{name})")
         return f"the segmentation lacks vertebra {level} ({name} is labelled above it)"
-    from .muscle import touched_faces
+    from .fov import border_faces as touched_faces
 
     nearest = min(below, key=lambda n: ranks[n])  # type: ignore[arg-type, return-value]
     name = _display(nearest)

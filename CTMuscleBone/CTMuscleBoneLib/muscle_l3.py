@@ -39,8 +39,8 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+from .fov import border_faces as touched_faces
 from .image import CTImage, Geometry, LabelMap
-from .muscle import touched_faces
 from .muscle_coverage import vertebra_absence_reason
 from .results import ResultRow
 from .tissue import LEAN_HU_RANGE

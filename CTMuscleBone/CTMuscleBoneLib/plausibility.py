@@ -53,6 +53,7 @@ import numpy as np
 
 from . import anatomy
 from .errors import InputError
+from .fov import border_label_values
 from .image import CTImage, LabelMap
 from .tissue import LEAN_HU_RANGE
 
@@ -182,11 +183,6 @@ class PlausibilityReport:
         return "; ".join(f"{c.key}: {', '.join(c.reasons)}" for c in self.implausible)
 
 
-def _border_values(array: np.ndarray) -> set[int]:
-    faces = [array[0], array[-1], array[:, 0], array[:, -1], array[:, :, 0], array[:, :, -1]]
-    return {int(v) for f in faces for v in np.unique(f)}
-
-
 def _scheme_cause(labels: LabelMap) -> str:
     source = labels.source or ""
     if "TotalSegmentator v2" in source:
@@ -231,7 +227,7 @@ def check_label_plausibility(ct: CTImage, labels: LabelMap) -> PlausibilityRepor
     hu = np.asarray(ct.hu, dtype=np.float64).reshape(-1)
     counts = np.bincount(flat)
     sums = np.bincount(flat, weights=hu, minlength=counts.size)
-    border = _border_values(array)
+    border = border_label_values(array)
     overlays = getattr(labels, "overlays", None) or {}
     voxel_cm3 = ct.geometry.voxel_volume_cm3
     report = PlausibilityReport()
@@ -243,7 +239,7 @@ def check_label_plausibility(ct: CTImage, labels: LabelMap) -> PlausibilityRepor
             mask = np.asarray(overlays[key])
             n = int(np.count_nonzero(mask))
             total = float(np.asarray(ct.hu, dtype=np.float64)[mask].sum()) if n else 0.0
-            touches = bool(_border_values(mask.astype(np.uint8)) - {0})
+            touches = bool(border_label_values(mask.astype(np.uint8)) - {0})
         else:
             n = int(counts[value]) if value < counts.size else 0
             total = float(sums[value]) if n else 0.0

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ..fov import border_faces
 from ..image import CTImage, Geometry
 from ..tissue import METAL_HU
 from ..validation import effective_slice_thickness_mm
@@ -44,44 +45,9 @@ class FemurChecks:
     metal_voxels: int = 0
 
 
-def touches_border(mask: np.ndarray) -> np.ndarray:
-    """Boolean mask of the voxels of ``mask`` on the image border."""
-    border = np.zeros(mask.shape, dtype=bool)
-    for a in range(3):
-        idx = [slice(None)] * 3
-        idx[a] = 0
-        border[tuple(idx)] = True
-        idx[a] = -1
-        border[tuple(idx)] = True
-    return mask & border
-
-
-#: Patient direction of each LPS axis sign (+x left, +y posterior, +z superior).
-_LPS_NAMES = (("right", "left"), ("anterior", "posterior"), ("inferior", "superior"))
-
-
 def cut_edges(mask: np.ndarray, geometry: Geometry) -> list[str]:
-    """Patient directions of the image edges the mask touches, e.g. ['inferior'].
-
-    Each touched face of the voxel grid is named by the LPS direction closest to its
-    outward normal (array axis ``a``: ``-direction[:, a]`` at index 0, ``+direction[:, a]``
-    at the last index), so any storage order, sign or obliquity gives the same names.
-    """
-    names: list[str] = []
-    d = np.asarray(geometry.direction, dtype=float)
-    for a in range(3):
-        for end, sign in ((0, -1.0), (-1, 1.0)):
-            idx: list[slice | int] = [slice(None)] * 3
-            idx[a] = end
-            if not mask[tuple(idx)].any():
-                continue
-            normal = sign * d[:, a]
-            k = int(np.argmax(np.abs(normal)))
-            name = _LPS_NAMES[k][int(normal[k] > 0)]
-            if name not in names:
-                names.append(name)
-    order = ("superior", "inferior", "left", "right", "anterior", "posterior")
-    return sorted(names, key=order.index)
+    """Patient directions of the image edges the mask touches (:func:`fov.border_faces`)."""
+    return list(border_faces(mask, geometry))
 
 
 def check_femur(ct: CTImage, mask: np.ndarray, side: str) -> FemurChecks:

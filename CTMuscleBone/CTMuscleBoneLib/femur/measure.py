@@ -36,9 +36,10 @@ from ..dxa.material import MaterialConversion, to_hydroxyapatite
 from ..dxa.references import ReferenceTable
 from ..dxa.scores import ScoreContext, score_methods, score_quantities, score_rows
 from ..errors import InputError, NotMeasurableError
+from ..fov import border_voxels as touches_border
 from ..image import CTImage, LabelMap
 from ..results import NO_CALIBRATION_REASON, ResultRow
-from .checks import check_femur, cut_edges, touches_border
+from .checks import check_femur, cut_edges
 from .dxa_projection import PIXEL_MM, Projection, project
 from .landmarks import FemurLandmarks, femur_points, find_landmarks
 from .partial_volume import restore_edge_mineral

@@ -45,6 +45,7 @@ from scipy import ndimage
 
 from ..calibration.model import Calibration
 from ..errors import InputError
+from ..fov import indices_touch_border
 from ..image import CTImage, Geometry, LabelMap
 from ..results import NO_CALIBRATION_REASON, ResultRow
 from ..tissue import METAL_OR_CEMENT_HU
@@ -150,11 +151,6 @@ def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return np.array([i[0] for i in idx]), np.array([i[-1] for i in idx])
 
 
-def _touches_edge(index: np.ndarray, shape: tuple[int, int, int]) -> bool:
-    return bool((index.min(axis=0) == 0).any()
-                or (index.max(axis=0) == np.asarray(shape) - 1).any())
-
-
 def metal_volume_mm3(ct: CTImage, mask: np.ndarray) -> float:
     """Volume (mm^3) of the largest cluster above :data:`METAL_HU` in or near a label.
 
@@ -228,7 +224,7 @@ def analyse_spine(
     masks = {k: labels.mask(k) for k in keys}
     out: dict[str, VertebraAnalysis] = {}
     for k in keys:
-        out[k] = VertebraAnalysis(key=k, partial=_touches_edge(np.argwhere(masks[k]),
+        out[k] = VertebraAnalysis(key=k, partial=indices_touch_border(np.argwhere(masks[k]),
                                                                geometry.shape))
     complete = {k for k in keys if not out[k].partial}
     # pass 1: bodies in the patient frame; their centres give the local spine axis
@@ -241,7 +237,7 @@ def analyse_spine(
         axis = _spine_axis(k, centres, complete)
         body = first[k] if axis is None else separate_body(masks[k], geometry, axis)
         res.body = body
-        res.body_partial = _touches_edge(body.body_index, geometry.shape)
+        res.body_partial = indices_touch_border(body.body_index, geometry.shape)
         if res.partial:
             where = "the vertebral body" if res.body_partial else "the posterior elements only"
             res.flags.append(f"partial: cut by the field of view ({where})")
