@@ -23,7 +23,6 @@ SMI = ALM / height^2 (kg/m2). Sarcopenia (low muscle mass) cut-offs:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -41,6 +40,7 @@ from .anatomy import MUSCLE_REGIONS
 from .atomic import atomic_write_text
 from .errors import InputError
 from .results import ResultRow, sha256_of_path
+from .tables import read_csv_table
 
 SCHEMA = "ctmusclebone-alm-model/1"
 
@@ -354,44 +354,32 @@ def read_pairs_csv(path: str | os.PathLike[str], predictor_column: str) -> Paire
     Optional: ``case_id``. Rows with any empty required value are refused with their
     line number.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"Paired-data file not found: {p}")
-    with open(p, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        height_col = next((c for c in ("height_m", "height_cm") if c in cols), None)
-        missing = [c for c in ("sex", "dxa_alm_kg", predictor_column) if c not in cols]
-        if height_col is None:
-            missing.append("height_m (or height_cm)")
-        if missing:
+    table = read_csv_table(path, ("sex", "dxa_alm_kg", predictor_column, "height_m|height_cm"),
+                           what="Paired-data file")
+    p = table.path
+    height_col = "height_m" if table.has("height_m") else "height_cm"
+    ids, x, y, h, s = [], [], [], [], []
+    for line, row in table.rows:
+        try:
+            xv = float(row[predictor_column])
+            yv = float(row["dxa_alm_kg"])
+            hv = float(row[height_col])
+        except ValueError:
             raise InputError(
-                f"{p.name}: missing column(s) {', '.join(missing)}; "
-                f"found {', '.join(cols) or 'none'}."
-            )
-        ids, x, y, h, s = [], [], [], [], []
-        for line, row in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            try:
-                xv = float(row[predictor_column])
-                yv = float(row["dxa_alm_kg"])
-                hv = float(row[height_col])
-            except ValueError:
-                raise InputError(
-                    f"{p.name} line {line}: {predictor_column}, dxa_alm_kg and {height_col} "
-                    "must be numbers."
-                ) from None
-            hv = hv / 100.0 if height_col == "height_cm" else hv
-            sx = normalise_sex(row["sex"])
-            if sx is None:
-                raise InputError(f"{p.name} line {line}: sex must be M or F.")
-            if not (0.5 <= hv <= 2.6) or xv <= 0 or yv <= 0:
-                raise InputError(f"{p.name} line {line}: implausible height or mass values.")
-            ids.append(row.get("case_id") or str(line - 1))
-            x.append(xv)
-            y.append(yv)
-            h.append(hv)
-            s.append(sx)
+                f"{p.name} line {line}: {predictor_column}, dxa_alm_kg and {height_col} "
+                "must be numbers."
+            ) from None
+        hv = hv / 100.0 if height_col == "height_cm" else hv
+        sx = normalise_sex(row["sex"])
+        if sx is None:
+            raise InputError(f"{p.name} line {line}: sex must be M or F.")
+        if not (0.5 <= hv <= 2.6) or xv <= 0 or yv <= 0:
+            raise InputError(f"{p.name} line {line}: implausible height or mass values.")
+        ids.append(row.get("case_id") or str(line - 1))
+        x.append(xv)
+        y.append(yv)
+        h.append(hv)
+        s.append(sx)
     if len(x) < 5:
         raise InputError(f"{p.name}: at least 5 paired cases are needed, got {len(x)}.")
     return PairedData(ids, np.array(x), np.array(y), np.array(h), s)

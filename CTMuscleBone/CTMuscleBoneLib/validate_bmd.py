@@ -39,6 +39,7 @@ from . import __version__
 from .atomic import atomic_write_text
 from .errors import InputError
 from .stats import bland_altman, bootstrap_ci, pearson_r, roc_auc
+from .tables import read_csv_table
 
 SITES = ("total_hip", "femoral_neck", "lumbar")
 #: WHO osteoporosis threshold on the DXA T-score (T <= -2.5).
@@ -146,29 +147,17 @@ def read_pairs(path: str | os.PathLike[str], ct_column: str = "ct_abmd_g_cm2",
     InputError
         Missing file columns, duplicate case ids, non-numeric values, no rows.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"Paired CSV not found: {p}.")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read {p} as UTF-8 text: {exc}.") from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
-    missing = [c for c in (*REQUIRED, ct_column) if c not in header]
-    if missing:
-        raise InputError(
-            f"{p}: column(s) {', '.join(missing)} missing (found: {', '.join(header) or 'none'}). "
-            f"Required: case_id, {ct_column}, dxa_abmd_g_cm2; optional: dxa_t_score, site."
-        )
+    table = read_csv_table(
+        path, (*REQUIRED, ct_column), what="Paired CSV",
+        hint=f"Required: case_id, {ct_column}, dxa_abmd_g_cm2; optional: dxa_t_score, site.")
+    p, header = table.path, table.header
     if site is not None and site not in SITES:
         raise InputError(f"Unknown site '{site}': use one of {', '.join(SITES)}.")
     ids: list[str] = []
     ct, dxa, t = [], [], []
     warnings: list[str] = []
     skipped = 0
-    for line, row in enumerate(reader, start=2):
+    for line, row in table.rows:
         if site is not None and "site" in header:
             if (row.get("site") or "").strip() != site:
                 skipped += 1

@@ -22,8 +22,6 @@ DXA; the in-sample SEE uses n - 2 degrees of freedom.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -39,6 +37,7 @@ from .. import stats
 from ..atomic import atomic_write_text
 from ..errors import InputError
 from ..results import sha256_of_path
+from ..tables import read_csv_table
 from ..validate_bmd import SITES, read_pairs
 
 SCHEMA = "ctmusclebone-dxa-model/1"
@@ -275,15 +274,11 @@ def sites_in_csv(path: str | os.PathLike[str]) -> list[str]:
     InputError
         A site outside :data:`SITES`.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"Paired CSV not found: {p}.")
-    reader = csv.DictReader(io.StringIO(p.read_text(encoding="utf-8-sig")))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if "site" not in header:
+    table = read_csv_table(path, what="Paired CSV")
+    p = table.path
+    if not table.has("site"):
         return []
-    reader.fieldnames = header
-    found = {(row.get("site") or "").strip() for row in reader}
+    found = {row.get("site", "") for _, row in table.rows}
     bad = sorted(s for s in found if s not in SITES)
     if bad:
         raise InputError(f"{p}: unknown site(s) {', '.join(repr(b) for b in bad)}; use "
