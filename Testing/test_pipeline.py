@@ -274,10 +274,10 @@ def test_compact_uncertainty_error_bound_and_region():
     from CTMuscleBoneLib.segmentation.pipeline import compact_uncertainty
 
     rng = np.random.default_rng(4)
-    a = rng.uniform(1e-6, 2.0, size=(20, 20, 20)).astype(np.float32)
+    a = (rng.uniform(0.0, 1.0, size=(20, 20, 20)) ** 4 * 2.0 + 1e-7).astype(np.float32)
     keep = np.zeros(a.shape, dtype=bool)
     keep[5:15, 5:15, 5:15] = True
-    c = compact_uncertainty(a, keep, mantissa_bits=5)
+    c = compact_uncertainty(a, keep, mantissa_bits=5, floor_fraction=0.0)
     assert c.dtype == np.float32
     assert np.all(c[~keep] == 0)
     rel = np.abs(c[keep] - a[keep]) / a[keep]
@@ -285,4 +285,11 @@ def test_compact_uncertainty_error_bound_and_region():
     assert rel.max() > 2.0 ** -8  # the rounding did happen
     # rounded values carry at most 5 mantissa bits
     assert np.all((c[keep].view(np.uint32) & np.uint32((1 << 18) - 1)) == 0)
-    assert np.array_equal(compact_uncertainty(a, keep, mantissa_bits=23)[keep], a[keep])
+    assert np.array_equal(compact_uncertainty(a, keep, mantissa_bits=23,
+                                              floor_fraction=0.0)[keep], a[keep])
+    # the floor: values below 0.1 % of the maximum become 0, the others are kept
+    top = a[keep].max()
+    f = compact_uncertainty(a, keep, mantissa_bits=23, floor_fraction=2.0 ** -10)
+    small = keep & (a < top * 2.0 ** -10)
+    assert small.any() and np.all(f[small] == 0)
+    assert np.array_equal(f[keep & ~small], a[keep & ~small])

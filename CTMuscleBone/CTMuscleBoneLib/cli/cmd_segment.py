@@ -5,7 +5,7 @@ Writes into ``--out`` (each file atomically):
 * ``labels.nii.gz`` + ``labels.labels.json``: label map on the CT grid, canonical
   anatomy label values, and the value -> anatomy key table;
 * ``uncertainty_<map>.nii.gz``: predictive variance, predictive entropy and mutual
-  information (float32, CT grid);
+  information (float32, CT grid, stored compactly: see ``compact_uncertainty``);
 * ``review.csv`` / ``review.json``: structures ranked for review (absent first, then by
   mean uncertainty inside the structure, highest first), with the model, samples, seed;
 * prints the review list and, for a model trained on synthetic phantoms, a banner that
