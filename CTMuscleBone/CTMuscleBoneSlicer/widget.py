@@ -157,7 +157,7 @@ class PanelController:
             logging.warning(f"CTMuscleBone: could not list models: {e}")
 
     def on_input_changed(self, node: Any) -> None:
-        """Fill sex/age/height from the DICOM header (or the demo's attributes)."""
+        """Fill sex/age/height/weight from the DICOM header (or the demo's attributes)."""
         if node is not None and not self._updating:
             info = self._patient_info(node)
             self._updating = True
@@ -168,6 +168,8 @@ class PanelController:
                     self.ui.ageSpinBox.value = float(info["age_years"])
                 if info.get("height_m"):
                     self.ui.heightSpinBox.value = float(info["height_m"])
+                if info.get("weight_kg"):
+                    self.ui.weightSpinBox.value = float(info["weight_kg"])
                 if info.get("phantom") in PHANTOMS:
                     self.ui.phantomComboBox.currentIndex = PHANTOMS.index(info["phantom"])
             finally:
