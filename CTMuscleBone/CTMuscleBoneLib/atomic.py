@@ -60,12 +60,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         f.write(text)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_open(path, "wb") as f:
-        f.write(data)
-
-
 def check_output_dir(path: str | os.PathLike[str]) -> Path:
     """Check, before any work, that ``path`` can become an output folder.
 

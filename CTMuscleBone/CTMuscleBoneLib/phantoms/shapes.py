@@ -16,8 +16,7 @@ Ellipsoid, EllipticCylinder (any axis), Box (any rotation), Capsule, SweptEllips
 (horizontal elliptic cross-sections whose centre moves linearly with z: a sheared,
 "oblique" cylinder with horizontal caps, volume = area x height by Cavalieri's
 principle), SphericalShellCap (a spherical shell cut by a plane through its centre:
-half a shell), Union (of disjoint shapes) and Difference (outer minus an inner shape
-wholly inside it).
+half a shell) and Union (of disjoint shapes).
 """
 
 from __future__ import annotations
@@ -54,23 +53,6 @@ def rotation_about(axis: str | np.ndarray, angle_deg: float) -> np.ndarray:
     t = np.deg2rad(angle_deg)
     kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
     return np.eye(3) + np.sin(t) * kx + (1 - np.cos(t)) * (kx @ kx)
-
-
-def frame_with_axis(axis: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
-    """Orthonormal right-handed frame (3, 3) whose third column is ``axis`` (normalised).
-
-    The first column is ``reference`` (default LPS +x, or +y when ``axis`` is nearly
-    parallel to x) made orthogonal to the axis.
-    """
-    w = np.asarray(axis, dtype=float)
-    w = w / np.linalg.norm(w)
-    ref = np.array([1.0, 0, 0]) if reference is None else np.asarray(reference, dtype=float)
-    if abs(float(ref @ w)) > 0.95 * np.linalg.norm(ref):
-        ref = np.array([0, 1.0, 0])
-    u = ref - (ref @ w) * w
-    u = u / np.linalg.norm(u)
-    v = np.cross(w, u)
-    return np.column_stack([u, v, w])
 
 
 def _local(points_mm: np.ndarray, center: np.ndarray, rotation: np.ndarray) -> np.ndarray:
@@ -353,21 +335,3 @@ class Union:
         b = [p.bounds_mm() for p in self.parts]
         return np.min([x[0] for x in b], axis=0), np.max([x[1] for x in b], axis=0)
 
-
-@dataclass(frozen=True)
-class Difference:
-    """``outer`` minus ``inner``, where the caller guarantees ``inner`` lies inside
-    ``outer``; volume = V(outer) - V(inner)."""
-
-    outer: object
-    inner: object
-
-    @property
-    def volume_mm3(self) -> float:
-        return float(self.outer.volume_mm3 - self.inner.volume_mm3)
-
-    def contains(self, points_mm: np.ndarray) -> np.ndarray:
-        return self.outer.contains(points_mm) & ~self.inner.contains(points_mm)
-
-    def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.outer.bounds_mm()

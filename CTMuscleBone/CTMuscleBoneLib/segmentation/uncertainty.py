@@ -1,7 +1,7 @@
 """Monte-Carlo uncertainty: running statistics over samples, structure-wise review.
 
-Pure array code (numpy; :class:`RunningMoments` and :class:`MCAccumulator` also accept
-torch tensors, as they use only arithmetic, ``mean`` and ``sum``). No torch import.
+Pure array code (numpy; :class:`MCAccumulator` also accepts
+torch tensors, as it uses only arithmetic, ``mean`` and ``sum``). No torch import.
 
 Definitions (per voxel, over T Monte-Carlo samples of the softmax ``p_t``, C classes;
 logarithms are natural, entropies in nats):
@@ -45,52 +45,6 @@ def entropy(p: Any, axis: int = 0) -> Any:
         return torch.special.entr(p).sum(dim=axis)
     p = np.asarray(p)
     return -(p * np.log(np.clip(p, _EPS, None))).sum(axis=axis)
-
-
-class RunningMoments:
-    """Welford / Chan running mean and sum of squared deviations over batches of samples.
-
-    ``update(batch)`` with ``batch`` of shape (k, ...) adds k samples; the state is one
-    mean and one M2 array of shape (...), whatever the number of samples (memory does
-    not grow with T). Works on numpy arrays and torch tensors.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.mean: Any = None
-        self.m2: Any = None
-
-    def update(self, batch: Any) -> None:
-        k = int(batch.shape[0])
-        if k == 0:
-            return
-        b_mean = batch.mean(0)
-        b_m2 = ((batch - b_mean) ** 2).sum(0)
-        if self.count == 0:
-            self.mean, self.m2, self.count = b_mean, b_m2, k
-            return
-        n = self.count + k
-        delta = b_mean - self.mean
-        self.mean = self.mean + delta * (k / n)
-        self.m2 = self.m2 + b_m2 + delta**2 * (self.count * k / n)
-        self.count = n
-
-    @property
-    def variance(self) -> Any:
-        """Population variance (divisor = number of samples)."""
-        if self.count == 0:
-            raise ValueError("no samples")
-        return self.m2 / self.count
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the state arrays."""
-        total = 0
-        for a in (self.mean, self.m2):
-            if a is None:
-                continue
-            total += int(a.nelement() * a.element_size()) if _is_torch(a) else int(a.nbytes)
-        return total
 
 
 class MCAccumulator:

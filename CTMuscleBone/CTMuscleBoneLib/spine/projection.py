@@ -57,17 +57,6 @@ class ProjectionGrid:
         return i * self.pixel_mm, k * self.pixel_mm
 
 
-def grid_around(points_mm: np.ndarray, e_row: np.ndarray, e_col: np.ndarray,
-                e_beam: np.ndarray, pixel_mm: float, margin_mm: float) -> ProjectionGrid:
-    """A projection grid covering LPS points (N, 3) plus ``margin_mm`` on every side."""
-    r, c, t = points_mm @ e_row, points_mm @ e_col, points_mm @ e_beam
-    r0, c0 = float(r.min()) - margin_mm, float(c.min()) - margin_mm
-    nr = int(np.ceil((float(r.max()) + margin_mm - r0) / pixel_mm)) + 1
-    nc = int(np.ceil((float(c.max()) + margin_mm - c0) / pixel_mm)) + 1
-    return ProjectionGrid(r0 * e_row + c0 * e_col, e_row, e_col, e_beam, pixel_mm, (nr, nc),
-                          (float(t.min()) - margin_mm, float(t.max()) + margin_mm))
-
-
 def project(volume: np.ndarray, geometry: Geometry, grid: ProjectionGrid,
             step_mm: float | None = None, reduce: str = "sum") -> np.ndarray:
     """Line integral (or maximum) of ``volume`` along every ray of ``grid``.
