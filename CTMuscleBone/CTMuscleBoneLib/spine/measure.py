@@ -143,6 +143,7 @@ def excluded_as_fractured(res: VertebraAnalysis) -> bool:
     """
     return excludes_from_summaries(res.fracture)  # confident grade >= 2 only (fracture.py)
 
+
 def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0]
            for ax in range(3)]
