@@ -1,9 +1,10 @@
 """Partial volume: scanner blur (PSF) in the phantoms, and femoral / lumbar BMD on
 blurred phantoms against the analytic (unblurred) truth.
 
-The femur tests measure through ``femur_pv.femur_values``, which follows the steps of
-``femur.measure.measure_femur`` with the edge-mineral restoration of
-``femur.partial_volume``. Crops around the left femur at 1 mm voxels keep the file fast.
+The femur tests measure through ``femur_pv.femur_values``, which calls
+``femur.measure.measure_femur`` (the production path) with or without the edge-mineral
+restoration of ``femur.partial_volume``. Crops around the left femur at 1 mm voxels keep
+the file fast.
 """
 
 from __future__ import annotations

@@ -48,6 +48,11 @@ def _ras_of_index(node, ijk) -> np.ndarray:
     return np.array(m.MultiplyPoint([*map(float, ijk), 1.0])[:3])
 
 
+def _ct_node(scene, g: Geometry):
+    """An all-zero CT volume node on ``g``."""
+    return nodes.volume_node_from_array(scene, np.zeros(g.shape, np.int16), g, "ct")
+
+
 # ------------------------------------------------------------------------------------
 # volumes
 # ------------------------------------------------------------------------------------
@@ -93,8 +98,7 @@ def test_ct_from_node_made_by_slicer_util(slicer_env, name):
 def test_transformed_volume_is_refused(slicer_env):
     from CTMuscleBoneLib.errors import InputError
 
-    node = nodes.volume_node_from_array(slicer_env.scene, np.zeros((3, 3, 3), np.int16),
-                                        Geometry((3, 3, 3), (1, 1, 1)), "ct")
+    node = _ct_node(slicer_env.scene, Geometry((3, 3, 3), (1, 1, 1)))
     tnode = slicer_env.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     node.SetAndObserveTransformNodeID(tnode.GetID())
     with pytest.raises(InputError, match="Harden"):
@@ -111,8 +115,7 @@ class _FakeDicomDatabase:
 
 
 def test_patient_info_from_dicom_database(slicer_env):
-    node = nodes.volume_node_from_array(slicer_env.scene, np.zeros((3, 3, 3), np.int16),
-                                        Geometry((3, 3, 3), (1, 1, 1)), "ct")
+    node = _ct_node(slicer_env.scene, Geometry((3, 3, 3), (1, 1, 1)))
     assert nodes.patient_info_from_volume_node(node) == {}  # not from DICOM
     node.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
     assert nodes.patient_info_from_volume_node(node) == {}  # no database headless
@@ -144,6 +147,14 @@ def _labels(g: Geometry, unknown: bool = True) -> LabelMap:
     return LabelMap(arr, g, structures, unknown=extra, source="test")
 
 
+def _labelled(scene, name: str, unknown: bool = False):
+    """(labels, CT node, segmentation node made from the labels) on ``GEOMETRIES[name]``."""
+    labels = _labels(GEOMETRIES[name], unknown)
+    ct_node = _ct_node(scene, labels.geometry)
+    return labels, ct_node, nodes.segmentation_node_from_label_map(scene, labels, ct_node,
+                                                                   "labels")
+
+
 def _segments(seg_node) -> dict[str, object]:
     s = seg_node.GetSegmentation()
     return {sid: s.GetSegment(sid) for sid in s.GetSegmentIDs()}
@@ -152,9 +163,7 @@ def _segments(seg_node) -> dict[str, object]:
 @pytest.mark.parametrize("name", ["identity", "oblique", "anisotropic"])
 def test_label_map_segmentation_round_trip(slicer_env, name):
     g = GEOMETRIES[name]
-    labels = _labels(g)
-    ct_node = nodes.volume_node_from_array(slicer_env.scene, np.zeros(g.shape, np.int16), g, "ct")
-    seg = nodes.segmentation_node_from_label_map(slicer_env.scene, labels, ct_node, "labels")
+    labels, ct_node, seg = _labelled(slicer_env.scene, name, unknown=True)
     segs = _segments(seg)
     assert list(segs) == sorted(KEYS, key=lambda k: anatomy.structure(k).label_value)
     for key, segment in segs.items():
@@ -174,7 +183,7 @@ def test_label_map_segmentation_round_trip(slicer_env, name):
 
 def test_overlapping_segments_keep_full_masks(slicer_env):
     g = GEOMETRIES["oblique"]
-    ct_node = nodes.volume_node_from_array(slicer_env.scene, np.zeros(g.shape, np.int16), g, "ct")
+    ct_node = _ct_node(slicer_env.scene, g)
     seg = slicer_env.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     seg.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)
     a = np.zeros(g.shape, bool)
@@ -198,7 +207,7 @@ def test_overlapping_segments_keep_full_masks(slicer_env):
 
 def test_totalsegmentator_names_and_tags_map_to_keys(slicer_env):
     g = GEOMETRIES["identity"]
-    ct_node = nodes.volume_node_from_array(slicer_env.scene, np.zeros(g.shape, np.int16), g, "ct")
+    ct_node = _ct_node(slicer_env.scene, g)
     seg = slicer_env.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     seg.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)
     names = ["gluteus_maximus_left", "femur_right", "vertebrae_L3", "liver", "Segment_X"]
@@ -272,10 +281,7 @@ def test_edit_is_tracked_and_remeasured(slicer_env):
 
 
 def test_tracker_finds_segments_overwritten_by_an_edit(slicer_env):
-    g = GEOMETRIES["identity"]
-    labels = _labels(g, unknown=False)
-    ct_node = nodes.volume_node_from_array(slicer_env.scene, np.zeros(g.shape, np.int16), g, "ct")
-    seg = nodes.segmentation_node_from_label_map(slicer_env.scene, labels, ct_node, "labels")
+    labels, ct_node, seg = _labelled(slicer_env.scene, "identity")
     tracker = nodes.SegmentEditTracker(seg)
     try:
         # a direct edit of the shared layer: femur_left takes all of gluteus_maximus_left
@@ -290,15 +296,14 @@ def test_tracker_finds_segments_overwritten_by_an_edit(slicer_env):
         assert "gluteus_maximus_left" not in tracker.changed_keys(labels)
         seg_obj.InvokeEvent(slicer.vtkSegmentation.RepresentationModified)
         assert tracker.changed_keys(labels, ct_node) == {"femur_left", "gluteus_maximus_left"}
+        now = nodes.label_map_from_segmentation_node(seg, ct_node)  # same answer, no export
+        assert tracker.changed_keys(labels, current=now) == {"femur_left", "gluteus_maximus_left"}
     finally:
         tracker.remove()
 
 
 def test_tracker_sees_added_and_removed_segments(slicer_env):
-    g = GEOMETRIES["identity"]
-    labels = _labels(g, unknown=False)
-    ct_node = nodes.volume_node_from_array(slicer_env.scene, np.zeros(g.shape, np.int16), g, "ct")
-    seg = nodes.segmentation_node_from_label_map(slicer_env.scene, labels, ct_node, "labels")
+    labels, _, seg = _labelled(slicer_env.scene, "identity")
     tracker = nodes.SegmentEditTracker(seg)
     try:
         seg.GetSegmentation().RemoveSegment("vertebrae_L3")
@@ -354,7 +359,7 @@ def test_table_node_equals_results(slicer_env):
 def test_uncertainty_heatmap(slicer_env):
     g = GEOMETRIES["oblique"]
     scene = slicer_env.scene
-    ct_node = nodes.volume_node_from_array(scene, np.zeros(g.shape, np.int16), g, "ct")
+    ct_node = _ct_node(scene, g)
     unc = np.linspace(0, 0.8, np.prod(g.shape)).reshape(g.shape).astype(np.float32)
     unc_node = nodes.volume_node_from_array(scene, unc, g, "uncertainty")
     color = nodes.show_uncertainty_heatmap(scene, unc_node, ct_node, opacity=0.4, threshold=0.1)
@@ -384,9 +389,7 @@ def test_uncertainty_heatmap(slicer_env):
 
 def test_center_on_segment_moves_every_slice_view(slicer_env):
     g = GEOMETRIES["anisotropic"]
-    labels = _labels(g, unknown=False)
-    ct_node = nodes.volume_node_from_array(slicer_env.scene, np.zeros(g.shape, np.int16), g, "ct")
-    seg = nodes.segmentation_node_from_label_map(slicer_env.scene, labels, ct_node, "labels")
+    labels, ct_node, seg = _labelled(slicer_env.scene, "anisotropic")
     center = nodes.center_on_segment(slicer_env.scene, seg, "gluteus_maximus_left")
     idx = np.argwhere(labels.mask("gluteus_maximus_left"))
     lo = g.index_to_physical(idx) @ F.T  # RAS of the segment's voxels
@@ -401,10 +404,8 @@ def test_center_on_segment_moves_every_slice_view(slicer_env):
 
 def test_seg_nrrd_round_trip(slicer_env, tmp_path):
     g = GEOMETRIES["oblique"]
-    labels = _labels(g, unknown=False)
     scene = slicer_env.scene
-    ct_node = nodes.volume_node_from_array(scene, np.zeros(g.shape, np.int16), g, "ct")
-    seg = nodes.segmentation_node_from_label_map(scene, labels, ct_node, "labels")
+    labels, ct_node, seg = _labelled(scene, "oblique")
     path = tmp_path / "labels.seg.nrrd"
     writer = slicer.vtkMRMLSegmentationStorageNode()
     scene.AddNode(writer)

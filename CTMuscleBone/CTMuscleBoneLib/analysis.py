@@ -161,14 +161,14 @@ class MeasureOptions:
         if isinstance(self.muscle_mask, (str, os.PathLike)) and not os.path.isfile(
                 self.muscle_mask):
             raise InputError(f"Muscle mask file not found: {self.muscle_mask}")
-        _check_choice("density model", self.density_model, get_args(DensityModelName))
-        _check_choice("sarcopenia criteria", self.criteria, get_args(CriteriaName))
+        _check_choice("density model", self.density_model, tuple(DENSITY_MODELS))
+        _check_choice("sarcopenia criteria", self.criteria, tuple(alm_mod.CRITERIA))
         if not isinstance(self.calibration, Calibration):
             _check_choice("calibration", self.calibration, get_args(CalibrationMethod))
         if self.calibration == "fixed":
             self._check_fixed()
-        if self.alm_model is not None and not isinstance(self.alm_model, alm_mod.ALMModel):
-            # read (and check) the file now, before any work
+        if not isinstance(self.alm_model, alm_mod.ALMModel):
+            # read (and check) the file, or the shipped default, now, before any work
             self.alm_model = alm_mod.load_alm_model(self.alm_model)
         # bone scales: read (and check) the CT-to-DXA model and the reference table now
         self.dxa_model = load_dxa_model(self.dxa_model)
@@ -297,8 +297,8 @@ def measure_case(
                 if r.quantity in ("mass", "lean_mass"):
                     r.flags.append(f"unvalidated: density model {density.name}")
         results.extend(rows)
-        model = (options.alm_model if isinstance(options.alm_model, alm_mod.ALMModel)
-                 else alm_mod.load_alm_model(options.alm_model))
+        model = options.alm_model  # loaded by MeasureOptions
+        assert isinstance(model, alm_mod.ALMModel)
         results.provenance.coefficients.append(model.provenance_entry())
         results.provenance.coefficients.append(
             {"kind": "muscle density", "name": density.name, "description": density.description}
@@ -321,12 +321,9 @@ def measure_case(
     femurs = [k for k in present if k.startswith("femur_")]
     vertebrae = [k for k in present if k.startswith("vertebrae_L")]
     if options.bones and (femurs or vertebrae):
-        if isinstance(options.calibration, Calibration):
-            calibration = options.calibration
-            results.warnings.append(f"calibration (given): {calibration.method_text()}")
-        else:
+        if not isinstance(options.calibration, Calibration):
             progress(0.4, f"calibrating HU to BMD ({options.calibration})")
-            calibration = choose_calibration(ct, labels, options, results)
+        calibration = choose_calibration(ct, labels, options, results)
         results.artifacts["calibration"] = calibration
         entry = calibration_provenance(calibration)
         if calibration.method == "fixed" and options.calibration_file is not None:
@@ -335,10 +332,11 @@ def measure_case(
             entry["file"] = str(options.calibration_file)
             entry["file_sha256"] = sha256_of_path(options.calibration_file)
         results.provenance.coefficients.append(entry)
+        scores = bone_score_context(ct, options)
         if femurs:
             progress(0.5, f"femoral BMD ({', '.join(femurs)})")
             _measure_femurs(ct, labels, calibration, results, reuse,
-                            reuse_structures & set(femurs), bone_score_context(ct, options))
+                            reuse_structures & set(femurs), scores)
         if vertebrae:
             from .spine.measure import analyse_spine, spine_rows
 
@@ -346,8 +344,7 @@ def measure_case(
             spine = analyse_spine(ct, labels, calibration)
             results.extend(spine_rows(spine, calibration, ct))
             results.artifacts["spine"] = spine  # ROIs and heights, for reports and Slicer
-            _measure_lumbar_abmd(ct, labels, calibration, spine, results,
-                                 bone_score_context(ct, options))
+            _measure_lumbar_abmd(ct, labels, calibration, spine, results, scores)
     _flag_contrast(ct, labels, results)
     progress(1.0, "measurements done")
     return results
@@ -389,11 +386,12 @@ def choose_calibration(
     from .calibration.api import calibrate
 
     method = options.calibration
-    if isinstance(method, Calibration):
+    if isinstance(method, Calibration):  # given (e.g. reused after an edit)
+        results.warnings.append(f"calibration (given): {method.method_text()}")
         return method
     if method not in get_args(CalibrationMethod):
         raise InputError(
-            f"Unknown calibration '{method}': use auto, phantom, internal or none."
+            f"Unknown calibration '{method}': use auto, phantom, internal, fixed or none."
         )
     if method == "fixed":
         from .calibration.stored import fixed_calibration, load_calibration
@@ -474,10 +472,10 @@ def _measure_lumbar_abmd(ct: CTImage, labels: LabelMap, calibration: Calibration
 def bone_score_context(ct: CTImage, options: MeasureOptions) -> ScoreContext:
     """CT-to-DXA model, reference table, sex and age (option, else DICOM header) for the
     DXA-scale rows of femur (and lumbar) aBMD."""
-    sex = alm_mod.normalise_sex(options.sex or ct.metadata.patient_sex)
-    age = options.age_years if options.age_years is not None else ct.metadata.patient_age_years
-    return ScoreContext(load_dxa_model(options.dxa_model),  # type: ignore[arg-type]
-                        load_reference(options.bmd_reference), sex, age)
+    from .dxa.scores import score_context
+
+    return score_context(ct, options.dxa_model,  # type: ignore[arg-type]
+                         options.bmd_reference, options.sex, options.age_years)
 
 
 def _measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration, results: Results,
@@ -492,7 +490,7 @@ def _measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration, res
 
     out = FemurOutput()
     old = reuse.artifacts.get("femur") if reuse is not None else None
-    keep = {k for k in reuse_keys if reuse is not None}
+    keep = set(reuse_keys) if reuse is not None else set()
     if keep:
         for r in reuse.rows:  # type: ignore[union-attr]
             if r.structure in keep:
@@ -537,7 +535,7 @@ def patient_provenance(ct: CTImage, options: MeasureOptions) -> dict[str, object
     sex, sex_src = pick(options.sex, alm_mod.normalise_sex(meta.patient_sex))
     height, height_src = pick(options.height_m, meta.patient_height_m)
     age, age_src = pick(options.age_years, meta.patient_age_years)
-    weight, weight_src = pick(getattr(options, "weight_kg", None), meta.patient_weight_kg)
+    weight, weight_src = pick(options.weight_kg, meta.patient_weight_kg)
     return {"sex": sex, "sex_source": sex_src, "height_m": height, "height_source": height_src,
             "age_years": age, "age_source": age_src, "weight_kg": weight,
             "weight_source": weight_src}

@@ -71,8 +71,8 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
 
     out = Path(path)
     if out.exists() and not out.is_dir():
-        raise InputError(f"The output path {out} is an existing file; give a folder "
-                         "(it is created when absent).")
+        raise InputError(f"The output path {out} is a file: an existing file is never "
+                         "replaced; give a folder (it is created when absent).")
     probe = out
     while not probe.exists():
         if probe.parent == probe:

@@ -408,8 +408,9 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, Geometry]:
 
 
 #: Header modalities that do not say what the image is; such images are judged by
-#: their HU values (:func:`CTMuscleBoneLib.validation.check_ct`), not refused. MetaImage
-#: writes ``MET_MOD_UNKNOWN`` (SimpleITK's default) or ``MET_MOD_OTHER``; DICOM ``OT``.
+#: their HU values (:func:`CTMuscleBoneLib.validation.check_ct`, which uses this set),
+#: not refused. MetaImage writes ``MET_MOD_UNKNOWN`` (SimpleITK's default) or
+#: ``MET_MOD_OTHER`` (compared without the ``MET_MOD_`` prefix); DICOM ``OT``.
 UNDECIDED_MODALITIES: frozenset[str] = frozenset({"", "UNKNOWN", "OTHER", "OT"})
 
 

@@ -367,24 +367,26 @@ def _read_simple(path: Path, names: dict[int, str], ct_geometry: Geometry, sourc
     image, _ = _read_label_image(path)
     array, geometry = _scalar_array(image, what, notes)
     del image
+    totalseg = names is TOTALSEG_V2_TOTAL or names is TOTALSEG_V1_TOTAL
+    # label values present: one np.unique for the sidecar check and the version hint
+    present = ([int(v) for v in np.unique(array) if v != 0]
+               if totalseg or sidecar is not None else [])
     if table_name is not None and sidecar is not None:
-        present = [int(v) for v in np.unique(array) if v != 0]
         note = _sidecar_disagreement(sidecar, names, present, table_name)
         if note is not None:
             notes.append(note)
     hint = ""
-    if names is TOTALSEG_V2_TOTAL or names is TOTALSEG_V1_TOTAL:
+    if totalseg:
         other, other_name = ((TOTALSEG_V1_TOTAL, "totalseg-v1") if names is TOTALSEG_V2_TOTAL
                              else (TOTALSEG_V2_TOTAL, "totalseg-v2"))
         hint = (f" If it is a TotalSegmentator map of the other version, use label_format "
-                f"'{other_name}'.") if _n_known(array, other) > _n_known(array, names) else ""
+                f"'{other_name}'.") if _n_known(present, other) > _n_known(present, names) else ""
     return _build_label_map(array, names, ct_geometry, geometry, source, notes, what, hint)
 
 
-def _n_known(array: np.ndarray, names: dict[int, str]) -> int:
-    """How many values present in ``array`` the table maps to an anatomy key."""
-    return sum(1 for v in np.unique(array) if v and names.get(int(v))
-               and anatomy.key_for_name(names[int(v)]) is not None)
+def _n_known(present: list[int], names: dict[int, str]) -> int:
+    """How many of the label values ``present`` the table maps to an anatomy key."""
+    return sum(1 for v in present if names.get(v) and anatomy.key_for_name(names[v]) is not None)
 
 
 def _same_structure(a: str | None, b: str | None) -> bool:

@@ -23,8 +23,10 @@ import re
 from collections.abc import Iterable
 
 import numpy as np
+from scipy import ndimage
 
 from .anatomy import BY_KEY
+from .fov import border_faces
 from .image import Geometry, LabelMap
 
 #: Femur length (mm from its top) taken to mean the CT reaches mid-thigh: about half an
@@ -42,9 +44,19 @@ _VERTEBRA = re.compile(r"^vertebrae?_([CTLS])(\d+)$", re.IGNORECASE)
 _RANK_BASE = {"C": 0, "T": 7, "L": 19, "S": 24}
 
 
-def superior_z_mm(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Superior (LPS z) coordinate in mm of every voxel of ``mask``, shape (n_voxels,)."""
+#: A structure's voxels: (mask cropped to its bounding box, the box in the full grid).
+Cropped = tuple[np.ndarray, tuple[slice, ...]]
+
+
+def superior_z_mm(mask: np.ndarray, geometry: Geometry,
+                  box: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Superior (LPS z) coordinate in mm of every voxel of ``mask``, shape (n_voxels,).
+
+    ``mask`` is on the whole grid, or cropped to ``box`` (where it lies in the grid).
+    """
     idx = np.argwhere(mask).astype(float)
+    if box is not None:
+        idx += [s.start or 0 for s in box]
     row = geometry.direction[2, :] * np.asarray(geometry.spacing_mm)
     return idx @ row + float(geometry.origin_mm[2])
 
@@ -58,24 +70,39 @@ def image_z_range_mm(geometry: Geometry) -> tuple[float, float]:
     return float(z.min()), float(z.max())
 
 
-def cut_inferior(mask: np.ndarray, geometry: Geometry) -> bool:
-    """True when ``mask`` reaches the image face nearest the feet."""
-    from .fov import border_faces as touched_faces
+def cut_inferior(mask: np.ndarray, geometry: Geometry,
+                 box: tuple[slice, ...] | None = None) -> bool:
+    """True when ``mask`` (whole grid, or cropped to ``box``) reaches the image face
+    nearest the feet."""
+    return "inferior" in border_faces(mask, geometry, box)
 
-    return "inferior" in touched_faces(mask, geometry)
 
+def _named_masks(labels: LabelMap) -> dict[str, Cropped]:
+    """Name -> cropped mask of every non-empty label (anatomy keys and unknown names).
 
-def _named_masks(labels: LabelMap) -> dict[str, np.ndarray]:
-    """Name -> mask of every non-empty label (anatomy keys and unknown names)."""
-    out: dict[str, np.ndarray] = {}
-    present = set(np.unique(labels.array).tolist())
+    One pass (``ndimage.find_objects``) finds every label's bounding box; only the boxes
+    are compared, never a full-volume mask per label.
+    """
+    boxes = ndimage.find_objects(labels.array)
+
+    def cropped(value: int) -> Cropped | None:
+        box = boxes[value - 1] if 0 < value <= len(boxes) else None
+        return None if box is None else (labels.array[box] == value, box)
+
+    out: dict[str, Cropped] = {}
     for value, key in labels.structures.items():
-        m = labels.mask(key)
-        if value in present or m.any():
-            out[key] = m
+        if key in labels.overlays:
+            full = np.asarray(labels.overlays[key], dtype=bool)
+            found = ndimage.find_objects(full.astype(np.uint8))
+            item = (full[found[0]], found[0]) if found else None
+        else:
+            item = cropped(value)
+        if item is not None:
+            out[key] = item
     for value, name in labels.unknown.items():
-        if value in present:
-            out[name] = labels.array == value
+        item = cropped(value)
+        if item is not None:
+            out[name] = item
     return out
 
 
@@ -84,12 +111,23 @@ def _display(name: str) -> str:
     return st.display_name if st is not None else name.replace("_", " ")
 
 
-def _lowest_cut(masks: dict[str, np.ndarray], geometry: Geometry) -> str | None:
+def _lowest_cut(masks: dict[str, Cropped], geometry: Geometry) -> str | None:
     """A structure cut at the inferior edge (a bone preferred), or None."""
-    cut = [n for n, m in masks.items() if cut_inferior(m, geometry)]
+    cut = [n for n, (m, box) in masks.items() if cut_inferior(m, geometry, box)]
     bones = [n for n in cut if (BY_KEY[n].group == "bone" if n in BY_KEY
                                 else _VERTEBRA.match(n) is not None)]
     return (bones or cut or [None])[0]
+
+
+def _fov_or_gap_reason(labels: LabelMap, level: str, landmark: str, what: str) -> str:
+    """No ``landmark`` labelled: the CT does not reach ``level`` (a structure is cut at
+    the inferior edge), or the segmentation lacks ``what`` (:func:`_gap_reason`)."""
+    masks = _named_masks(labels)
+    cut = _lowest_cut(masks, labels.geometry)
+    if cut is not None:
+        return (f"the CT does not reach {level} (no {landmark} labelled; the field of view "
+                f"ends within {_display(cut)})")
+    return _gap_reason(masks, labels.geometry, what)
 
 
 def thigh_absence_reason(labels: LabelMap) -> str:
@@ -113,35 +151,25 @@ def thigh_absence_reason(labels: LabelMap) -> str:
         return (f"the CT does not reach mid-thigh (the field of view ends "
                 f"{best[1]:.0f} mm below the top of the femur, which is cut at the "
                 "inferior edge)")
-    masks = _named_masks(labels)
-    cut = _lowest_cut(masks, g)
-    if cut is not None:
-        return (f"the CT does not reach mid-thigh (no femur labelled; the field of view "
-                f"ends within {_display(cut)})")
-    return _gap_reason(masks, g, "thigh muscles and femurs")
+    return _fov_or_gap_reason(labels, "mid-thigh", "femur", "thigh muscles and femurs")
 
 
 def gluteal_absence_reason(labels: LabelMap) -> str:
     """Why no gluteal muscle is labelled: the CT does not reach the pelvis, or the
     segmentation lacks them."""
-    g = labels.geometry
     shown = [k for k in PELVIS_KEYS if labels.mask(k).any()]
     if shown:
         return (f"the segmentation lacks gluteal muscles (the CT shows the pelvis: "
                 f"{', '.join(_display(k) for k in shown)} labelled)")
-    masks = _named_masks(labels)
-    cut = _lowest_cut(masks, g)
-    if cut is not None:
-        return (f"the CT does not reach the pelvis (no hip bone labelled; the field of view "
-                f"ends within {_display(cut)})")
-    return _gap_reason(masks, g, "gluteal muscles and hip bones")
+    return _fov_or_gap_reason(labels, "the pelvis", "hip bone",
+                              "gluteal muscles and hip bones")
 
 
-def _gap_reason(masks: dict[str, np.ndarray], g: Geometry, what: str) -> str:
+def _gap_reason(masks: dict[str, Cropped], g: Geometry, what: str) -> str:
     """Nothing cut at the bottom: say how far the CT extends below the lowest label."""
     if not masks:
         return f"the segmentation lacks {what}"
-    bottoms = {n: float(superior_z_mm(m, g).min()) for n, m in masks.items()}
+    bottoms = {n: float(superior_z_mm(m, g, box).min()) for n, (m, box) in masks.items()}
     lowest = min(bottoms, key=bottoms.get)  # type: ignore[arg-type]
     gap = bottoms[lowest] - image_z_range_mm(g)[0]
     return (f"the segmentation lacks {what} (nothing is labelled in the lowest {gap:.0f} mm "
@@ -185,17 +213,17 @@ def vertebra_absence_reason(labels: LabelMap, key: str) -> str:
     if above:
         nearest = max(above, key=lambda n: ranks[n])  # type: ignore[arg-type, return-value]
         name = _display(nearest)
-        if cut_inferior(masks[nearest], g):
+        m, box = masks[nearest]
+        if cut_inferior(m, g, box):
             return f"the CT does not reach {level} (the field of view ends within {name})"
-        gap = float(superior_z_mm(masks[nearest], g).min()) - image_z_range_mm(g)[0]
+        gap = float(superior_z_mm(m, g, box).min()) - image_z_range_mm(g)[0]
         if gap < NEXT_VERTEBRA_MID_MM and not below:
             return (f"the CT does not reach the {level} mid-level (it ends {gap:.0f} mm below "
                     f"{name})")
         return f"the segmentation lacks vertebra {level} ({name} is labelled above it)"
-    from .fov import border_faces as touched_faces
-
     nearest = min(below, key=lambda n: ranks[n])  # type: ignore[arg-type, return-value]
     name = _display(nearest)
-    if "superior" in touched_faces(masks[nearest], g):
+    m, box = masks[nearest]
+    if "superior" in border_faces(m, g, box):
         return f"the CT does not reach {level} (the field of view starts within {name})"
     return f"the segmentation lacks vertebra {level} ({name} is labelled below it)"

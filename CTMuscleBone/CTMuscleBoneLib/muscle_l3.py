@@ -178,11 +178,15 @@ def _base_name(name: str) -> str:
     return n
 
 
-def _label_masks(labels: LabelMap) -> dict[str, np.ndarray]:
+def _label_masks(labels: LabelMap, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Name -> full mask of the present labels whose base name is in ``wanted``.
+
+    Only the wanted labels get a mask (a map can hold 100+ labels)."""
     present = set(np.unique(labels.array).tolist())
     out = {k: labels.mask(k) for v, k in labels.structures.items()
-           if v in present or k in labels.overlays}
-    out.update({n: labels.array == v for v, n in labels.unknown.items() if v in present})
+           if (v in present or k in labels.overlays) and _base_name(k) in wanted}
+    out.update({n: labels.array == v for v, n in labels.unknown.items()
+                if v in present and _base_name(n) in wanted})
     return out
 
 
@@ -197,7 +201,8 @@ def labelled_l3_muscle(labels: LabelMap) -> tuple[np.ndarray | None, str, list[s
     missing : list of str
         L3 muscle groups with no label (empty when the mask is complete).
     """
-    masks = _label_masks(labels)
+    masks = _label_masks(labels, WHOLE_MUSCLE_NAMES + tuple(
+        n for names in L3_MUSCLE_GROUPS.values() for n in names))
     for name, m in masks.items():
         if _base_name(name) in WHOLE_MUSCLE_NAMES:
             return m, f"label '{name}'", []
@@ -271,8 +276,15 @@ class L3Measure:
         return any(f.startswith("partial") for f in self.flags)
 
 
-def _lean_pixels(mask2d: np.ndarray, hu2d: np.ndarray) -> np.ndarray:
-    return mask2d & (hu2d >= LEAN_HU_RANGE[0]) & (hu2d <= LEAN_HU_RANGE[1])
+def _lean_area(sl: AxialSlice, name: str, level: str
+               ) -> tuple[np.ndarray, float | None, str | None]:
+    """Lean pixels of mask ``name`` on the slice, their area (cm2) or None, and why not."""
+    hu = sl.images["hu"]
+    lean = sl.images[name] & (hu >= LEAN_HU_RANGE[0]) & (hu <= LEAN_HU_RANGE[1])
+    if not lean.any():
+        return lean, None, (f"no {name} pixel ({LEAN_HU_RANGE[0]:g}..{LEAN_HU_RANGE[1]:g} "
+                            f"HU) on the {level} slice")
+    return lean, float(lean.sum() * sl.pixel_area_mm2 / 100.0), None
 
 
 def measure_l3(ct: CTImage, labels: LabelMap, muscle_mask: np.ndarray | None = None, *,
@@ -333,20 +345,20 @@ def measure_l3(ct: CTImage, labels: LabelMap, muscle_mask: np.ndarray | None = N
     out.slice_text, out.z_mm = sl.description, sl.z_mm
     hu = sl.images["hu"]
     if "muscle" in sl.images:
-        lean = _lean_pixels(sl.images["muscle"], hu)
-        if not lean.any():
-            out.reason = f"no muscle pixel (-29..150 HU) on the {short} slice"
+        lean, area, why = _lean_area(sl, "muscle", short)
+        if area is None:
+            out.reason = why
         else:
-            out.area_cm2 = float(lean.sum() * sl.pixel_area_mm2 / 100.0)
+            out.area_cm2 = area
             out.attenuation_hu = float(hu[lean].mean())
             if _touches_edge(sl.images["muscle"], sl.inside):
                 out.flags.append(MASS_FLAG_EDGE)
     if "psoas" in sl.images:
-        lean = _lean_pixels(sl.images["psoas"], hu)
-        if not lean.any():
-            out.psoas_reason = f"no psoas pixel (-29..150 HU) on the {short} slice"
+        _, area, why = _lean_area(sl, "psoas", short)
+        if area is None:
+            out.psoas_reason = why
         else:
-            out.psoas_area_cm2 = float(lean.sum() * sl.pixel_area_mm2 / 100.0)
+            out.psoas_area_cm2 = area
             if psoas_keys is not None and psoas_keys[0].startswith("iliopsoas"):
                 out.psoas_flags.append("info: iliopsoas label taken as psoas (no iliacus "
                                        "at L3)")

@@ -40,21 +40,23 @@ from .analysis import (
     checked_ct,
     measure_case,
 )
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, check_output_dir
 from .calibration.definitions import PhantomDefinition
 from .calibration.model import Calibration
 from .errors import CancelledError, InputError, MissingDependencyError
 from .image import CTImage, LabelMap
 from .progress import ProgressCallback, no_progress, sub_progress
-from .results import Provenance, ResultRow, Results
+from .results import EDITED, Provenance, ResultRow, Results
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+
     from .segmentation.pipeline import Segmentation
 
 Device = Literal["auto", "cpu", "cuda"]
 
 #: Flag carried by rows recomputed after a hand edit of the segmentation.
-EDITED_FLAG = "edited: segmentation corrected by hand"
+EDITED_FLAG = f"{EDITED}: segmentation corrected by hand"
 
 __all__ = [
     "Analysis",
@@ -134,11 +136,6 @@ class SegmentOptions:
 def require_segmentation() -> None:
     """Raise :class:`MissingDependencyError` (naming the extra) unless torch, MONAI and
     safetensors are importable."""
-    _require_segmentation_packages()
-
-
-def _require_segmentation_packages() -> None:
-    """MissingDependencyError naming the extra when torch, MONAI or safetensors is absent."""
     import importlib.util
 
     missing = [m for m in ("torch", "monai", "safetensors")
@@ -180,27 +177,28 @@ def segment(
     ------
     InputError, ModelError, CancelledError, MissingDependencyError
     """
-    options = options or SegmentOptions()
     ct = checked_ct(ct)
-    _require_segmentation_packages()
+    require_segmentation()
     from .segmentation.pipeline import segment_ct
 
-    return segment_ct(ct, model=options.model, samples=options.samples, seed=options.seed,
-                      device=options.device, progress=progress, cancel=cancel)
+    return segment_ct(ct, options or SegmentOptions(), progress=progress, cancel=cancel)
 
 
 def write_segmentation(seg: Segmentation, ct: CTImage, out_dir: str | os.PathLike[str],
-                       provenance: Provenance | None = None) -> dict[str, Path]:
+                       provenance: Provenance | None = None,
+                       region: np.ndarray | None = None) -> dict[str, Path]:
     """Write a segmentation's files into ``out_dir`` (atomically, file by file).
 
     Files: ``labels.nii.gz`` and its sidecar ``labels.labels.json`` (label value ->
-    anatomy key), ``uncertainty_<map>.nii.gz`` (float16, compressed), ``review.json``,
-    ``review.csv``. Returns {role: path}.
+    anatomy key), ``uncertainty_<map>.nii.gz`` (zero outside the body, mantissa rounded,
+    compressed), ``review.json``, ``review.csv``. ``region``: the body-and-labels mask
+    of :func:`CTMuscleBoneLib.segmentation.pipeline.uncertainty_region`, when the caller
+    has computed it already. Returns {role: path}.
     """
     from .segmentation.pipeline import write_segmentation as _write
 
     prov = provenance or Provenance()
-    return _write(seg, ct, Path(out_dir), prov.input_ct, prov.input_ct_sha256)
+    return _write(seg, ct, Path(out_dir), prov.input_ct, prov.input_ct_sha256, region=region)
 
 
 def measure(
@@ -420,9 +418,7 @@ def write_outputs(
     """
     from .summary import format_summary
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"The output path {out} is a file, not a folder; give a folder.")
+    out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": results.write_csv(out / "results.csv"),
              "json": results.write_json(out / "results.json")}

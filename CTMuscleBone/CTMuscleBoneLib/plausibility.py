@@ -53,7 +53,7 @@ import numpy as np
 
 from . import anatomy
 from .errors import InputError
-from .fov import border_label_values
+from .fov import border_label_values, touches_border
 from .image import CTImage, LabelMap
 from .tissue import LEAN_HU_RANGE
 
@@ -236,10 +236,10 @@ def check_label_plausibility(ct: CTImage, labels: LabelMap) -> PlausibilityRepor
         if cls is None:
             continue
         if key in overlays:
-            mask = np.asarray(overlays[key])
+            mask = np.asarray(overlays[key], dtype=bool)
             n = int(np.count_nonzero(mask))
-            total = float(np.asarray(ct.hu, dtype=np.float64)[mask].sum()) if n else 0.0
-            touches = bool(border_label_values(mask.astype(np.uint8)) - {0})
+            total = float(hu[mask.reshape(-1)].sum()) if n else 0.0
+            touches = touches_border(mask)
         else:
             n = int(counts[value]) if value < counts.size else 0
             total = float(sums[value]) if n else 0.0

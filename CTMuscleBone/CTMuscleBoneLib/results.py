@@ -67,9 +67,7 @@ CSV_COLUMNS = ("structure", "display_name", "quantity", "value", "unit", "method
 #: Tag of a flag that is information, not a warning.
 INFO = "info"
 NOT_MEASURABLE = "not_measurable"
-PARTIAL = "partial"
-UNVALIDATED = "unvalidated"
-UNCALIBRATED = "uncalibrated"
+#: Tag of the flag of rows recomputed after a hand edit (``pipeline.EDITED_FLAG``).
 EDITED = "edited"
 #: The reason of every value that needs a HU-to-BMD calibration when there is none
 #: (femur and spine alike; the summary says which calibration was missing and why).

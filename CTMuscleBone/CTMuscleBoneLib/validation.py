@@ -55,6 +55,7 @@ import numpy as np
 from .contrast import agent_from_header
 from .errors import InputError
 from .image import CTImage, Geometry
+from .io_ct import UNDECIDED_MODALITIES
 from .tissue import METAL_HU
 
 #: Smallest and largest plausible voxel size, mm (CTMuscleBone choice: the finest
@@ -78,9 +79,6 @@ FEW_SLICES = 10
 #: Largest number of voxels used for percentiles.
 MAX_SAMPLE_VOXELS = 2_000_000
 
-#: Header modalities that say nothing about the image (decided by HU, not refused).
-UNDECIDED_MODALITIES = frozenset({"", "UNKNOWN", "OTHER", "OT", "MET_MOD_UNKNOWN",
-                                  "MET_MOD_OTHER"})
 #: Relative difference between header SliceThickness and slice spacing above which the
 #: mismatch is reported (CTMuscleBone choice: 10 % tolerates rounded header values).
 THICKNESS_SPACING_TOLERANCE = 0.10
@@ -148,7 +146,7 @@ def check_ct(ct: CTImage) -> list[str]:
     hu = np.asarray(ct.hu)
 
     modality = (meta.modality or "").strip().upper()
-    if modality in UNDECIDED_MODALITIES:
+    if modality.removeprefix("MET_MOD_") in UNDECIDED_MODALITIES:  # says nothing: HU decide
         modality = ""
     if modality and modality != "CT":
         raise InputError(

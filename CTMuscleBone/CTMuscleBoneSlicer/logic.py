@@ -8,7 +8,6 @@ into :mod:`CTMuscleBoneSlicer.nodes`.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -75,15 +74,16 @@ class AnalysisLogic:
     @staticmethod
     def worker_command(ct_path: Path, out_dir: Path, params: CTMuscleBoneParameters,
                        seed: int | None = None) -> list[str]:
-        """Command line of the worker for these settings."""
+        """Command line of the worker for these settings (:meth:`to_segment_options`)."""
+        options = params.to_segment_options(seed)
         cmd = [python_executable(), str(worker_script()), "--ct", str(ct_path),
-               "--out", str(out_dir), "--device", params.device]
-        if params.model:
-            cmd += ["--model", params.model]
-        if params.mc_samples:
-            cmd += ["--samples", str(params.mc_samples)]
-        if seed is not None:
-            cmd += ["--seed", str(seed)]
+               "--out", str(out_dir), "--device", options.device]
+        if options.model:
+            cmd += ["--model", options.model]
+        if options.samples:
+            cmd += ["--samples", str(options.samples)]
+        if options.seed is not None:
+            cmd += ["--seed", str(options.seed)]
         return cmd
 
     def start_segmentation(self, volume_node: Any, params: CTMuscleBoneParameters,
@@ -127,7 +127,8 @@ class AnalysisLogic:
     def import_segmentation(self, volume_node: Any, params: CTMuscleBoneParameters,
                             out_dir: Path | None = None) -> CaseState:
         """Read the worker's outputs into a segmentation node and heatmap volumes."""
-        from CTMuscleBoneLib.io_ct import read_ct
+        from CTMuscleBoneLib import pipeline
+        from CTMuscleBoneLib.io_ct import read_image
         from CTMuscleBoneLib.io_labels import read_labels
 
         from . import nodes
@@ -137,7 +138,7 @@ class AnalysisLogic:
         files = summary["files"]
         import slicer
 
-        ct = nodes.ct_from_volume_node(volume_node)
+        ct = pipeline.check_ct(nodes.ct_from_volume_node(volume_node))  # checked once per case
         labels = read_labels(files["labels"], ct.geometry)
         self.remove_created_nodes()
         seg_node = nodes.segmentation_node_from_label_map(
@@ -146,8 +147,7 @@ class AnalysisLogic:
         heatmaps = {}
         for name, path in files.items():
             if name.startswith("uncertainty_"):
-                heat = read_ct(path)  # float volume on the CT grid (array in .hu)
-                heatmaps[name[len("uncertainty_"):]] = heat.hu
+                heatmaps[name[len("uncertainty_"):]] = read_image(path)[0]  # on the CT grid
         review = json.loads(Path(files["review_json"]).read_text(encoding="utf-8"))
         case = CaseState(volume_node=volume_node, ct=ct, segmentation_node=seg_node,
                          labels=labels, review=_review_rows(review),
@@ -211,10 +211,12 @@ class AnalysisLogic:
     def measure_user_segmentation(self, volume_node: Any, segmentation_node: Any,
                                   params: CTMuscleBoneParameters) -> Any:
         """Measure a segmentation the user brings (names matched to the anatomy table)."""
+        from CTMuscleBoneLib import pipeline
+
         from . import nodes
 
         self.case = CaseState(volume_node=volume_node,
-                              ct=nodes.ct_from_volume_node(volume_node),
+                              ct=pipeline.check_ct(nodes.ct_from_volume_node(volume_node)),
                               segmentation_node=segmentation_node)
         self.case.tracker = nodes.SegmentEditTracker(segmentation_node)
         return self.measure(params)
@@ -228,10 +230,10 @@ class AnalysisLogic:
         case = self._require_case()
         if case.results is None:
             return self.measure(params)
-        changed: set[str] = set()
-        if case.tracker is not None:
-            changed = case.tracker.changed_keys(case.labels, case.volume_node)
         labels = nodes.label_map_from_segmentation_node(case.segmentation_node, case.volume_node)
+        changed: set[str] = set()
+        if case.tracker is not None:  # masks compared with ``labels``: no second export
+            changed = case.tracker.changed_keys(case.labels, current=labels)
         re = pipeline.remeasure(case.ct, labels, case.results, changed,
                                 params.to_measure_options())
         case.labels, case.results = labels, re.results
@@ -330,14 +332,7 @@ def _mark_created(node: Any) -> None:
         node.SetAttribute(CREATED_BY_ATTRIBUTE, "CTMuscleBone")
 
 
-def _review_rows(review: Any) -> list[dict]:
-    """Rows of review.json (a list, or ``{"structures": [...]}``), most uncertain first."""
-    rows = review
-    if isinstance(review, dict):
-        rows = review.get("structures", review.get("review", []))
-    out = [r for r in rows if isinstance(r, dict)]
-    if any("score" in r for r in out):
-        out.sort(key=lambda r: -(r.get("score") or 0.0))
-    else:
-        logging.warning("CTMuscleBone: review.json has no scores")
-    return out
+def _review_rows(review: dict) -> list[dict]:
+    """The ``structures`` rows of the worker's review.json, in the core's review order:
+    structures the model missed (absent) first, then the highest uncertainty first."""
+    return list(review["structures"])

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, cancel: threading.Event | None = None) -> int:
     from CTMuscleBoneSlicer.process import format_error, format_progress
 
     try:
-        from CTMuscleBoneLib import pipeline
+        from CTMuscleBoneLib import atomic, pipeline
         from CTMuscleBoneLib.errors import CancelledError, InputError, ModelError
         from CTMuscleBoneLib.io_ct import read_ct
     except ImportError as e:
@@ -92,10 +92,7 @@ def run(args: argparse.Namespace, cancel: threading.Event | None = None) -> int:
             "clinical_use_warning": str(getattr(card, "clinical_use_warning", "") or ""),
             "model": str(getattr(card, "name", args.model or "")),
         }
-        text = json.dumps(summary, indent=1) + "\n"
-        tmp = out / (OUTPUTS_FILE + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out / OUTPUTS_FILE)
+        atomic.atomic_write_text(out / OUTPUTS_FILE, json.dumps(summary, indent=1) + "\n")
         progress(1.0, "segmentation done")
         return 0
     except (InputError, ModelError) as e:  # the message says what to do

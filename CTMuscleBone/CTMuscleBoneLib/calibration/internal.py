@@ -191,11 +191,11 @@ def internal_calibration(
     if kvp is not None and table.get("kvp") is not None and abs(kvp - table["kvp"]) > 1:
         warnings.append(f"scan at {kvp:g} kVp but reference densities are for "
                         f"{table['kvp']:g} kVp: internal calibration is kVp-specific")
+    agent = agent_from_header(ct.metadata)
     if "blood" in measured:
         contrast_reason = None
-        if agent_from_header(ct.metadata):
-            contrast_reason = (f"contrast agent '{agent_from_header(ct.metadata)}' in the "
-                               "metadata")
+        if agent:
+            contrast_reason = f"contrast agent '{agent}' in the metadata"
         elif measured["blood"][0] > CONTRAST_BLOOD_HU:
             contrast_reason = (f"aortic blood at {measured['blood'][0]:.0f} HU "
                                f"(> {CONTRAST_BLOOD_HU:g} HU)")
@@ -203,9 +203,9 @@ def internal_calibration(
             warnings.append(f"contrast-enhanced scan ({contrast_reason}): blood excluded from "
                             "the calibration; contrast also raises bone HU")
             del measured["blood"]
-    elif agent_from_header(ct.metadata):
-        warnings.append(f"contrast-enhanced scan (contrast agent "
-                        f"'{agent_from_header(ct.metadata)}'): contrast raises bone HU")
+    elif agent:
+        warnings.append(f"contrast-enhanced scan (contrast agent '{agent}'): contrast raises "
+                        "bone HU")
     names = [k for k in REFERENCE_KEYS if k in measured and k in refs]
     if len(names) < 2:
         raise CalibrationRefused(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import pipeline
 from ..atomic import check_output_dir, staged_output_dir
@@ -14,6 +15,9 @@ from ..progress import stderr_progress, sub_progress
 from ..results import Provenance, Results
 from .cmd_measure import add_measure_model_arguments, options_from_args
 from .common import add_calibration_arguments, add_patient_arguments, load_ct
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
 
 
 def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,20 +63,25 @@ def write_analysis(analysis: Analysis, ct: CTImage, prov: Provenance, out: Path,
 
     Returns the summary text (results table and review list).
     """
-    from ..segmentation.pipeline import format_review
+    from ..segmentation.pipeline import format_review, uncertainty_region
 
     seg = analysis.segmentation
     results = analysis.results
-    pipeline.write_segmentation(seg, ct, out / "segmentation", prov)
+    region = uncertainty_region(ct, seg.result.label_map)  # a full-volume labelling: once
+    pipeline.write_segmentation(seg, ct, out / "segmentation", prov, region=region)
     review = format_review(seg)
     if figure:
-        write_overview_figure(results, ct, seg, out / "overview.png")
+        write_overview_figure(results, ct, seg, out / "overview.png", region=region)
     pipeline.write_outputs(results, out, summary_extra=review)
     return (out / "summary.txt").read_text(encoding="utf-8")
 
 
-def write_overview_figure(results: Results, ct: CTImage, seg, path: Path) -> None:
-    """overview.png: CT, segmentation, uncertainty heatmap, femur projections."""
+def write_overview_figure(results: Results, ct: CTImage, seg, path: Path,
+                          region: np.ndarray | None = None) -> None:
+    """overview.png: CT, segmentation, uncertainty heatmap, femur projections.
+
+    ``region``: the :func:`uncertainty_region` of ``seg`` when the caller has it.
+    """
     try:
         from ..figures import overview_figure
     except ImportError:  # matplotlib is optional (extra "reports")
@@ -88,7 +97,9 @@ def write_overview_figure(results: Results, ct: CTImage, seg, path: Path) -> Non
 
     unc = seg.result.uncertainty.get("predictive_variance")
     if unc is not None:  # the heatmap inside the body only: no background speckle
-        unc = compact_uncertainty(unc, uncertainty_region(ct, seg.result.label_map))
+        if region is None:
+            region = uncertainty_region(ct, seg.result.label_map)
+        unc = compact_uncertainty(unc, region)
     overview_figure(ct.hu, seg.result.label_map, path,
                     uncertainty=unc,
                     femur_projections=femur.projections if femur else None,

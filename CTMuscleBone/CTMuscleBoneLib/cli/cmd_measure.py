@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
 from .. import pipeline
 from ..alm import CRITERIA, parse_height_m
@@ -81,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     ct, labels, prov = load_inputs(args.ct, args.labels, args.label_format, args.names,
                                    args.series, progress)
     results = pipeline.measure(ct, labels, options, sub_progress(progress, 0.3, 1.0), prov)
-    write_results(results, Path(out), quiet=args.quiet)
+    write_results(results, out, quiet=args.quiet)
     return 0
 
 
@@ -106,6 +105,6 @@ def options_from_args(args: argparse.Namespace) -> MeasureOptions:
         fixed_material=args.material,
         bones=not args.no_bones,
         notes=[note] if note else [],
-        dxa_model=getattr(args, "dxa_model", None),
-        bmd_reference=getattr(args, "bmd_reference", "nhanes3"),
+        dxa_model=args.dxa_model,
+        bmd_reference=args.bmd_reference,
     )

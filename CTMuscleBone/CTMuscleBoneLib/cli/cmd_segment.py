@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cmd_analyze import add_segmentation_arguments, segment_options_from_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -27,13 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ct", required=True, help="CT: NIfTI, NRRD, MHA file or a DICOM folder")
     p.add_argument("--series", help="DICOM SeriesInstanceUID when the folder has several")
-    p.add_argument("--model", default=None,
-                   help="installed model name or model folder (default: the bundled demo "
-                   "model ctmusclebone-demo-synthetic)")
-    p.add_argument("--samples", type=int, help="Monte-Carlo samples T (default: the card's)")
-    p.add_argument("--seed", type=int, help="seed of the dropout masks (default: the card's)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="auto (CUDA when available), cpu or cuda")
+    add_segmentation_arguments(p)
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
@@ -47,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from .common import load_ct
 
     out = check_output_dir(args.out)
-    options = pipeline.SegmentOptions(model=args.model, samples=args.samples, seed=args.seed,
-                                      device=args.device)
+    options = segment_options_from_args(args)
     pipeline.require_segmentation()
     progress = stderr_progress(args.quiet)
     ct, prov = load_ct(args.ct, args.series, progress)  # refuses MR and other non-CT input

@@ -85,9 +85,8 @@ def write_results(results: Results, out_dir: Path, quiet: bool = False) -> dict[
     from ..pipeline import write_outputs
 
     with staged_output_dir(out_dir) as stage:
-        write_outputs(results, stage)
-    paths = {k: out_dir / n for k, n in (("csv", "results.csv"), ("json", "results.json"),
-                                         ("summary", "summary.txt"))}
+        staged = write_outputs(results, stage)
+    paths = {role: out_dir / p.name for role, p in staged.items()}
     if not quiet:
         print(paths["summary"].read_text(encoding="utf-8"), end="")
         print(f"\nWrote {paths['csv']}, {paths['json']} and {paths['summary']}",

@@ -14,8 +14,8 @@ Method, sources and limits: docs/femur_bmd.md.
 from .conversion import DXAConversionModel, SiteLine, fit_dxa_model, load_dxa_model
 from .material import MaterialConversion, conversion_for, to_hydroxyapatite
 from .references import ReferenceTable, load_reference
-from .scores import ScoreContext, score_quantities, score_rows
+from .scores import ScoreContext, score_context, score_quantities, score_rows
 
 __all__ = ["DXAConversionModel", "MaterialConversion", "ReferenceTable", "ScoreContext",
            "SiteLine", "conversion_for", "fit_dxa_model", "load_dxa_model", "load_reference",
-           "score_quantities", "score_rows", "to_hydroxyapatite"]
+           "score_context", "score_quantities", "score_rows", "to_hydroxyapatite"]

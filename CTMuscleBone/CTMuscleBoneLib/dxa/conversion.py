@@ -27,7 +27,6 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from ..errors import InputError
 from ..results import sha256_of_path
 from ..tables import read_csv_table
 from ..validate_bmd import SITES, read_pairs
+from .data_file import read_json
 
 SCHEMA = "ctmusclebone-dxa-model/1"
 #: What the model's input is (every CT-aBMD is put on this scale before the model).
@@ -164,19 +164,8 @@ def load_dxa_model(model: str | os.PathLike[str] | DXAConversionModel | None = N
     (identity, unvalidated)."""
     if isinstance(model, DXAConversionModel):
         return model
-    if model is None:
-        text = resources.files("CTMuscleBoneLib").joinpath(_DEFAULT).read_text(encoding="utf-8")
-        where = "built-in default (dxa_conversion_default.json)"
-    else:
-        p = Path(model)
-        if not p.is_file():
-            raise InputError(f"CT-to-DXA model file not found: {p}")
-        text, where = p.read_text(encoding="utf-8"), str(p)
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"CT-to-DXA model {where} is not valid JSON: {exc.msg} "
-                         f"(line {exc.lineno})") from None
+    d, where = read_json("CT-to-DXA model", model, _DEFAULT,
+                         "built-in default (dxa_conversion_default.json)")
     return _parse(d, where)
 
 

@@ -17,15 +17,14 @@ density derived from it (vBMD, CT-aBMD) is HA-equivalent before any threshold.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from ..calibration.model import Calibration
 from ..errors import InputError
+from .data_file import read_json
 
 SCHEMA = "ctmusclebone-material-conversion/1"
 #: The one material every CTMuscleBone BMD is reported in.
@@ -110,8 +109,7 @@ class MaterialConversion:
 
 def load_material_table() -> MaterialTable:
     """Read and check the bundled K2HPO4 -> HA table."""
-    text = resources.files("CTMuscleBoneLib").joinpath(_DATA).read_text(encoding="utf-8")
-    d = json.loads(text)
+    d, _ = read_json("K2HPO4 -> HA table", None, _DATA, _DATA)
     if d.get("schema") != SCHEMA or d.get("from_material") != "K2HPO4" \
             or d.get("to_material") != TARGET_MATERIAL:
         raise InputError(f"{_DATA} is not a K2HPO4 -> HA conversion table ({SCHEMA}).")

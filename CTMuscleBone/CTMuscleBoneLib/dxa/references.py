@@ -19,21 +19,19 @@ age_max``). Loading checks the schema and names the bad field.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..validate_bmd import SITES  # the sites a table may hold (one list)
+from .data_file import read_json
 
 SCHEMA = "ctmusclebone-bmd-reference/1"
 #: Names of the bundled tables (``--reference``).
 BUNDLED = ("nhanes3", "jsbmr2012")
-#: Sites a table may hold.
-SITES = ("total_hip", "femoral_neck", "lumbar")
 #: Values the criteria may be applied to, and the category row each gives.
 CRITERIA_ON = ("t_score", "percent_yam")
 CATEGORY_QUANTITY = {"who1994": "who_category", "jsbmr2012": "jsbmr_category"}
@@ -223,18 +221,10 @@ def load_reference(reference: str | os.PathLike[str] | ReferenceTable = "nhanes3
     if isinstance(reference, ReferenceTable):
         return reference
     name = str(reference)
-    if name in BUNDLED:
-        ref = resources.files("CTMuscleBoneLib").joinpath(f"data/references/{name}.json")
-        text, where = ref.read_text(encoding="utf-8"), f"bundled {name}"
-    else:
-        p = Path(name)
-        if not (p.suffix.lower() == ".json" and p.is_file()):
-            raise InputError(f"Unknown BMD reference '{name}': use {' or '.join(BUNDLED)}, or "
-                             "the path of a reference JSON file.")
-        text, where = p.read_text(encoding="utf-8"), str(p)
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"BMD reference {where} is not valid JSON: {exc.msg} "
-                         f"(line {exc.lineno})") from None
+    if name not in BUNDLED and not (Path(name).suffix.lower() == ".json"
+                                    and Path(name).is_file()):
+        raise InputError(f"Unknown BMD reference '{name}': use {' or '.join(BUNDLED)}, or "
+                         "the path of a reference JSON file.")
+    d, where = read_json("BMD reference", None if name in BUNDLED else name,
+                         f"data/references/{name}.json", f"bundled {name}")
     return _parse(d, where)

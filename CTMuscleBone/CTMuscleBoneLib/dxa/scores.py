@@ -18,11 +18,14 @@ The one place where CT-aBMD meets clinical thresholds (femur and lumbar spine al
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from ..alm import normalise_sex
+from ..image import CTImage
 from ..results import ResultRow
-from .conversion import DXAConversionModel
-from .references import ReferenceTable
+from .conversion import DXAConversionModel, load_dxa_model
+from .references import ReferenceTable, load_reference
 
 #: ISCD age limit (years) for T-scores (women taken as postmenopausal from this age).
 ISCD_T_SCORE_AGE_YEARS = 50.0
@@ -53,6 +56,17 @@ class ScoreContext:
         if self.sex not in ("M", "F") or self.age_years is None:
             return None
         return self.age_years >= ISCD_T_SCORE_AGE_YEARS
+
+
+def score_context(ct: CTImage, model: str | os.PathLike[str] | DXAConversionModel | None = None,
+                  reference: str | os.PathLike[str] | ReferenceTable = "nhanes3",
+                  sex: str | None = None, age_years: float | None = None) -> ScoreContext:
+    """The :class:`ScoreContext` of a CT: the model (default the shipped identity,
+    unvalidated), the reference table (default NHANES III), and sex and age as given,
+    else from the CT header."""
+    return ScoreContext(load_dxa_model(model), load_reference(reference),
+                        normalise_sex(sex or ct.metadata.patient_sex),
+                        age_years if age_years is not None else ct.metadata.patient_age_years)
 
 
 def score_quantities(site: str, reference: ReferenceTable) -> list[tuple[str, str]]:

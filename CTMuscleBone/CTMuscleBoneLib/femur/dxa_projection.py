@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..image import Geometry
+from ..spine.projection import ProjectionGrid, crop_geometry, project_many
 from .landmarks import FemurLandmarks
 
 #: Projection pixel size, mm (Uemura et al. 2022).
@@ -161,36 +162,16 @@ def project(density_mg_cm3: np.ndarray, mask: np.ndarray, geometry: Geometry,
     m = ndimage.gaussian_filter(mask[sl].astype(np.float32), SMOOTH_SIGMA_VOXELS)
     d = np.where(mask[sl], density_mg_cm3[sl], 0.0).astype(np.float32)
     pts = geometry.index_to_physical(nzidx)
-    frame, (t0, t1) = dxa_frame(landmarks, pts, pixel_mm)
-    spacing = min(geometry.spacing_mm)
-    step = step_mm or min(0.5, spacing / 2.0)
-    pitch = ray_pitch_mm or max(pixel_mm, spacing / 2.0)  # half a voxel, at least a pixel
-    ts = np.arange(t0, t1 + step / 2, step)
-    mat = np.linalg.inv(geometry.direction * np.asarray(geometry.spacing_mm)[None, :])
-    org = np.asarray(geometry.origin_mm) + geometry.direction @ (
-        np.asarray(geometry.spacing_mm) * lo)
+    frame, t_range = dxa_frame(landmarks, pts, pixel_mm)
+    # rays every half voxel, at least every pixel (shared ray caster: spine.projection)
+    pitch = ray_pitch_mm or max(pixel_mm, min(geometry.spacing_mm) / 2.0)
     ncx = int(np.ceil((frame.shape[0] - 1) * pixel_mm / pitch)) + 2
     ncz = int(np.ceil((frame.shape[1] - 1) * pixel_mm / pitch)) + 2
-    ax = mat @ frame.ex * pitch
-    az = mat @ frame.ez * pitch
-    ay = mat @ frame.ey
-    base = mat @ (frame.origin_mm - org)
-    areal = np.zeros((ncx, ncz))
-    peak = np.zeros((ncx, ncz))
-    ii = np.arange(ncx)
-    rows = max(1, int(2_000_000 // max(ncx * len(ts), 1)))
-    for k0 in range(0, ncz, rows):
-        kk = np.arange(k0, min(ncz, k0 + rows))
-        c = (base[:, None, None, None] + ax[:, None, None, None] * ii[None, :, None, None]
-             + az[:, None, None, None] * kk[None, None, :, None]
-             + ay[:, None, None, None] * ts[None, None, None, :])
-        flat = c.reshape(3, -1)
-        mi = ndimage.map_coordinates(m, flat, order=1, mode="constant", cval=0.0,
-                                     prefilter=False).reshape(ncx, len(kk), len(ts))
-        di = ndimage.map_coordinates(d, flat, order=1, mode="constant", cval=0.0,
-                                     prefilter=False).reshape(ncx, len(kk), len(ts))
-        areal[:, kk] = di.sum(axis=2) * step * 1e-4
-        peak[:, kk] = mi.max(axis=2)
+    rays = ProjectionGrid(frame.origin_mm, frame.ex, frame.ez, frame.ey, pitch, (ncx, ncz),
+                          t_range)
+    areal, peak = project_many([(d, "sum"), (m, "max")], crop_geometry(geometry, lo, hi),
+                               rays, step_mm)
+    areal *= 1e-4  # mg/cm3 x mm -> g/cm2
     # rays every `pitch` mm -> pixels of `pixel_mm` by bilinear interpolation
     fi, fk = np.meshgrid(np.arange(frame.shape[0]) * (pixel_mm / pitch),
                          np.arange(frame.shape[1]) * (pixel_mm / pitch), indexing="ij")

@@ -30,11 +30,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..alm import normalise_sex
 from ..calibration import Calibration
 from ..dxa.material import MaterialConversion, to_hydroxyapatite
 from ..dxa.references import ReferenceTable
-from ..dxa.scores import ScoreContext, score_methods, score_quantities, score_rows
+from ..dxa.scores import (
+    ScoreContext,
+    score_context,
+    score_methods,
+    score_quantities,
+    score_rows,
+)
 from ..errors import InputError, NotMeasurableError
 from ..fov import border_voxels as touches_border
 from ..image import CTImage, LabelMap
@@ -42,7 +47,7 @@ from ..results import NO_CALIBRATION_REASON, ResultRow
 from .checks import check_femur, cut_edges
 from .dxa_projection import PIXEL_MM, Projection, project
 from .landmarks import FemurLandmarks, femur_points, find_landmarks
-from .partial_volume import restore_edge_mineral
+from .partial_volume import EDGE_MARGIN_MM, restore_edge_mineral
 from .rois import (
     DISTAL_BELOW_LT_MM,
     PlaneLandmarks,
@@ -62,8 +67,6 @@ METHOD_HU = "mean HU of the {region} region's femur voxels"
 METHOD_VOLUME = "voxel count x voxel volume"
 METHOD_NSA = "angle between the neck axis and the shaft axis (automatic landmarks)"
 METHOD_HEAD = "least-squares sphere fit to the femoral head"
-#: Reason of every calibration-dependent value when there is no calibration.
-NO_CALIBRATION = NO_CALIBRATION_REASON
 #: Quantity prefixes whose values depend on the HU-to-BMD calibration.
 CALIBRATED_PREFIXES = ("abmd_", "t_score_", "z_score_", "who_category_", "jsbmr_category_",
                        "percent_yam_", "vbmd_")
@@ -105,15 +108,6 @@ class FemurOutput:
     projections: dict[str, FemurProjection] = field(default_factory=dict)
     landmarks: dict[str, FemurLandmarks] = field(default_factory=dict)
     provenance: list[dict[str, object]] = field(default_factory=list)
-
-
-def default_score_context(ct: CTImage) -> ScoreContext:
-    """Shipped CT-to-DXA model (identity, unvalidated), NHANES III, sex and age from the
-    CT header."""
-    from ..dxa import load_dxa_model, load_reference
-
-    return ScoreContext(load_dxa_model(None), load_reference("nhanes3"),
-                        normalise_sex(ct.metadata.patient_sex), ct.metadata.patient_age_years)
 
 
 def quantities(reference: ReferenceTable | None = None) -> tuple[tuple[str, str], ...]:
@@ -293,10 +287,15 @@ def _fov_flags(edges: list[str], lm: FemurLandmarks | None) -> tuple[str | None,
 
 
 def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibration,
-                  scores: ScoreContext | None = None, labels: LabelMap | None = None
+                  scores: ScoreContext | None = None, labels: LabelMap | None = None,
+                  margin_mm: float = EDGE_MARGIN_MM
                   ) -> tuple[list[ResultRow], FemurProjection | None, FemurLandmarks | None]:
-    """Rows (and projection, landmarks) of one femur; see :func:`measure_femurs`."""
-    scores = scores or default_score_context(ct)
+    """Rows (and projection, landmarks) of one femur; see :func:`measure_femurs`.
+
+    ``margin_mm``: edge-mineral shell of :func:`.partial_volume.restore_edge_mineral`
+    (0 measures inside the label only).
+    """
+    scores = scores or score_context(ct)
     structure = f"femur_{side}"
     checks = check_femur(ct, mask, side)
     g = ct.geometry
@@ -334,12 +333,12 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
     # mineral the scanner's blur moved just outside the label returned to it
     # (partial_volume.py; other structures in ``labels`` keep theirs)
     dens = (restore_edge_mineral(ct.hu, mask, g, ha_cal.bmd_mg_cm3, labels=labels,
-                                 femur_key=structure).density_mg_cm3
+                                 femur_key=structure, margin_mm=margin_mm).density_mg_cm3
             if ha_cal.calibrated else None)
 
     def uncalibrated(reason: str | None) -> str:
         """The reason of a calibrated value without calibration (FOV reason first)."""
-        return f"{reason}; and {NO_CALIBRATION}" if reason else NO_CALIBRATION
+        return f"{reason}; and {NO_CALIBRATION_REASON}" if reason else NO_CALIBRATION_REASON
 
     for region in REGIONS:
         if region not in masks:
@@ -356,14 +355,14 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
             rows.add("volume_total_proximal", vol, METHOD_VOLUME,
                      flags_lm + ([volume_note] if volume_note else []))
         if dens is None:
-            rows.missing(f"vbmd_{region}", NO_CALIBRATION)
+            rows.missing(f"vbmd_{region}", NO_CALIBRATION_REASON)
         else:
             v, _ = region_stats(dens, masks[region], g.voxel_volume_cm3)
             rows.add(f"vbmd_{region}", v, METHOD_VBMD.format(region=region), flags_lm)
 
     if dens is None:
         rows.site_missing("total_hip", uncalibrated(th_reason))
-        rows.site_missing("femoral_neck", NO_CALIBRATION)
+        rows.site_missing("femoral_neck", NO_CALIBRATION_REASON)
         return rows.result(), None, lm
 
     density = np.zeros(mask.shape, dtype=np.float32)
@@ -419,7 +418,8 @@ def measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration,
         HU-only results.
     scores : ScoreContext, optional
         CT-to-DXA model, reference table, sex and age for the DXA-scale rows (default:
-        :func:`default_score_context`: identity model, NHANES III, header sex and age).
+        :func:`CTMuscleBoneLib.dxa.scores.score_context`: identity model, NHANES III,
+        header sex and age).
     keys : tuple of str
         The femurs to measure (after an edit, only the edited one); the other structures
         of ``labels`` still tell the partial-volume step where the femur's neighbours are.
@@ -440,7 +440,7 @@ def measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration,
         raise InputError(
             "The label map is not on the CT's voxel grid; resample the segmentation to the "
             "CT before measuring femoral BMD.")
-    scores = scores or default_score_context(ct)
+    scores = scores or score_context(ct)
     out = FemurOutput()
     for side in SIDES:
         key = f"femur_{side}"
@@ -461,5 +461,5 @@ def measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration,
     return out
 
 
-__all__ = ["FemurOutput", "FemurProjection", "default_score_context", "measure_femur",
+__all__ = ["FemurOutput", "FemurProjection", "measure_femur",
            "measure_femurs", "quantities", "PIXEL_MM"]

@@ -144,21 +144,18 @@ def other_structures(labels: LabelMap, femur_key: str, box: tuple[slice, ...] | 
     np.ndarray of bool, shape of the crop
     """
     box = box or tuple(slice(None) for _ in range(3))
+
+    def gives(key: str) -> bool:  # the femur itself, or soft tissue around bone
+        st = BY_KEY.get(key)
+        return key == femur_key or (st is not None and (st.group in SOFT_TISSUE_GROUPS
+                                                        or key in SOFT_TISSUE_KEYS))
+
     arr = labels.array[box]
-    keep = []
-    soft = []
-    for value, key in labels.structures.items():
-        st = BY_KEY.get(key)
-        if key == femur_key or (st is not None and (st.group in SOFT_TISSUE_GROUPS
-                                                    or key in SOFT_TISSUE_KEYS)):
-            soft.append(value)
-        else:
-            keep.append(value)
-    other = np.isin(arr, keep) | (~np.isin(arr, soft) & (arr != 0))
+    # every non-zero label value but the femur's and soft tissue's (unknown values too)
+    soft = [value for value, key in labels.structures.items() if gives(key)]
+    other = (arr != 0) & ~np.isin(arr, soft)
     for key, ov in labels.overlays.items():
-        st = BY_KEY.get(key)
-        if key != femur_key and not (st is not None and (st.group in SOFT_TISSUE_GROUPS
-                                                         or key in SOFT_TISSUE_KEYS)):
+        if not gives(key):
             other |= np.asarray(ov, dtype=bool)[box]
     return other
 

@@ -1,8 +1,8 @@
 """T-score, WHO category and percent of the young-adult mean against NHANES III.
 
-Kept for callers of the single-reference API; the reference values and criteria now
-live in data files read by :mod:`CTMuscleBoneLib.dxa.references` (``nhanes3``:
-NHANES III non-Hispanic white women aged 20-29, Looker et al., Osteoporos Int 1998;
+Kept for callers of the single-reference API (no pipeline module uses it): thin
+delegations to the bundled ``nhanes3`` table of :mod:`CTMuscleBoneLib.dxa.references`
+(NHANES III non-Hispanic white women aged 20-29, Looker et al., Osteoporos Int 1998;
 8(5):468-489, doi 10.1007/s001980050093; femoral neck 0.858 +- 0.120, total hip
 0.942 +- 0.122 g/cm2, *unverified against the primary table*). WHO categories (WHO
 Technical Report Series 843, 1994): T >= -1 normal; -2.5 < T < -1 low bone mass
@@ -39,13 +39,12 @@ REFERENCES: dict[str, Reference] = {
 
 def t_score(abmd_g_cm2: float, site: str) -> float:
     """(aBMD - young-adult mean) / young-adult SD for ``site`` ('femoral_neck', 'total_hip')."""
-    ref = REFERENCES[site]
-    return (abmd_g_cm2 - ref.mean_g_cm2) / ref.sd_g_cm2
+    return _NHANES3.t_score(abmd_g_cm2, site)
 
 
 def percent_young_adult_mean(abmd_g_cm2: float, site: str) -> float:
     """aBMD as a percentage of the young-adult mean of the same reference."""
-    return 100.0 * abmd_g_cm2 / REFERENCES[site].mean_g_cm2
+    return _NHANES3.percent_yam(abmd_g_cm2, site)
 
 
 def who_category(t: float) -> str:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -128,7 +128,7 @@ class VertebraSpec:
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
-        if self.fracture not in ("none", "wedge", "biconcave", "crush"):
+        if self.fracture not in get_args(FractureType):
             raise ValueError(f"unknown fracture type {self.fracture!r}")
         if not 0.2 <= self.fracture_ratio <= 1.0:
             raise ValueError("fracture_ratio must lie in [0.2, 1]")

@@ -154,16 +154,17 @@ def evaluate_label_maps(pred: LabelMap, ref: LabelMap, structures: Iterable[str]
     out = []
     for key in keys:
         p, r = pred.mask(key), ref.mask(key)
+        n_p, n_r = int(np.count_nonzero(p)), int(np.count_nonzero(r))
         out.append(StructureScore(
             case=case,
             structure=key,
             dice=dice(p, r),
             assd_mm=average_symmetric_surface_distance(p, r, spacing) if with_surface else None,
-            pred_voxels=int(p.sum()),
-            ref_voxels=int(r.sum()),
+            pred_voxels=n_p,
+            ref_voxels=n_r,
             uncertainty=None if uncertainty is None else _opt_float(uncertainty.get(key)),
-            pred_volume_cm3=int(p.sum()) * voxel_cm3,
-            ref_volume_cm3=int(r.sum()) * voxel_cm3,
+            pred_volume_cm3=n_p * voxel_cm3,
+            ref_volume_cm3=n_r * voxel_cm3,
         ))
     return out
 

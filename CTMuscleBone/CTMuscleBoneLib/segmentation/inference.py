@@ -205,6 +205,8 @@ def keep_largest_components(labels: np.ndarray, values: list[int]) -> None:
         sizes = np.bincount(comp.ravel())
         sizes[0] = 0
         sub[(comp != 0) & (comp != int(np.argmax(sizes)))] = 0
+
+
 def _review_volumes_on_ct_grid(review: list[StructureUncertainty], lab: np.ndarray,
                                voxel_cm3: float) -> list[StructureUncertainty]:
     """The review list with each volume and presence taken from the final label map.

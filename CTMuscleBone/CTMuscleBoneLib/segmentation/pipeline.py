@@ -12,17 +12,19 @@ import json
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..atomic import atomic_write_text
-from ..errors import InputError
 from ..image import CTImage, LabelMap
 from ..progress import ProgressCallback
-from .inference import SegmentationResult, predict
+from .inference import SegmentationResult, predict, resolve_device
 from .model_card import ModelCard
 from .registry import DEFAULT_MODEL, load_model
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..pipeline import SegmentOptions
 
 REVIEW_COLUMNS = ("rank", "key", "label_value", "present", "volume_cm3", "mean_inside",
                   "mean_boundary", "score", "map_name")
@@ -53,10 +55,7 @@ class Segmentation:
 
 def segment_ct(
     ct: CTImage,
-    model: str | None = None,
-    samples: int | None = None,
-    seed: int | None = None,
-    device: str = "auto",
+    options: SegmentOptions,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> Segmentation:
@@ -65,25 +64,15 @@ def segment_ct(
     Parameters
     ----------
     ct : CTImage
-    model : str, optional
-        Installed model name or model folder.
-    samples : int, optional
-        Monte-Carlo samples T (default: the card's).
-    seed : int, optional
-        Seed of the dropout masks (default: the card's).
-    device : {'auto', 'cpu', 'cuda'}
+    options : SegmentOptions
+        Model (None: the bundled demo model), Monte-Carlo samples T and seed (None: the
+        card's), device; validated when the options are made.
     progress, cancel
         Progress callback and cancellation event, passed to inference.
     """
-    import torch
-
-    if samples is not None and samples < 1:
-        raise InputError(f"The number of Monte-Carlo samples must be >= 1, got {samples}.")
-    if seed is not None and seed < 0:
-        raise InputError(f"The seed must be >= 0, got {seed}.")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("CUDA was asked for but no CUDA GPU is available; use cpu or auto.")
-    card, network = load_model(model or DEFAULT_MODEL)
+    samples, seed = options.samples, options.seed
+    device = resolve_device(options.device)  # refused before the model is read
+    card, network = load_model(options.model or DEFAULT_MODEL)
     inf = card.inference
     changes: dict[str, Any] = {}
     if samples is not None:
@@ -99,19 +88,21 @@ def segment_ct(
 
 def write_segmentation(seg: Segmentation, ct: CTImage, out: Path,
                        input_ct: str | None = None,
-                       input_sha256: str | None = None) -> dict[str, Path]:
+                       input_sha256: str | None = None,
+                       region: np.ndarray | None = None) -> dict[str, Path]:
     """Write labels, uncertainty maps and the review list into ``out`` (atomically).
 
     Files: ``labels.nii.gz`` + ``labels.labels.json``, ``uncertainty_<map>.nii.gz``
-    (inside the body and near labels only, at float16 precision: see
-    :func:`compact_uncertainty`), ``review.json``, ``review.csv``.
+    (inside the body and near labels only, mantissa rounded: see
+    :func:`compact_uncertainty`), ``review.json``, ``review.csv``. ``region``: the
+    :func:`uncertainty_region` of ``seg`` when the caller has it already.
     """
     from ..io_ct import write_image, write_label_map
 
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     paths["labels"], paths["names"] = write_label_map(seg.result.label_map, out / "labels.nii.gz")
-    keep = uncertainty_region(ct, seg.result.label_map)
+    keep = uncertainty_region(ct, seg.result.label_map) if region is None else region
     for name, arr in seg.result.uncertainty.items():
         paths[f"uncertainty_{name}"] = write_image(compact_uncertainty(arr, keep), ct.geometry,
                                                    out / f"uncertainty_{name}.nii.gz")

@@ -202,14 +202,18 @@ def install_model(source: str | os.PathLike[str], models_dir: str | os.PathLike[
     return ModelCard.load(dest)
 
 
-#: Loaded models by (folder, device, card and weights file stamps): a model is read and
-#: its weights hashed once per process, not on every call.
+#: Loaded models by (folder, device, card file stamp), each with the stamp of its weights
+#: file: a model is read and its weights hashed once per process, not on every call.
 _MODEL_CACHE: dict[tuple, tuple] = {}
 _MODEL_CACHE_SIZE = 2
 
 
-def _file_stamp(path: Path) -> tuple[int, int]:
-    st = path.stat()
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """(modification time, size) of a file; None when it is missing."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
     return st.st_mtime_ns, st.st_size
 
 
@@ -220,21 +224,24 @@ def load_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, device: str
     The network is in ``eval`` mode on ``device``; Monte-Carlo dropout is switched on
     by the inference code, not here. With ``cache`` (the default) the last
     :data:`_MODEL_CACHE_SIZE` models are kept: a second call for the same folder and
-    device returns the same objects without reading or hashing the weights again, as
-    long as neither the card nor the weights file changed on disk (size and
-    modification time).
+    device returns the same objects without reading the card or reading and hashing
+    the weights again, as long as neither the card nor the weights file changed on disk
+    (size and modification time).
     """
     folder = _resolve(name_or_path).resolve()
     if not cache:
-        return _load_model_uncached(folder, device)
-    card_path = folder / CARD_FILE
-    card = ModelCard.load(folder)
-    key = (str(folder), str(device), _file_stamp(card_path), _file_stamp(card.weights_path))
+        return _load_model_uncached(ModelCard.load(folder), device)
+    key = (str(folder), str(device), _file_stamp(folder / CARD_FILE))
     hit = _MODEL_CACHE.get(key)
     if hit is not None:
-        return hit
-    loaded = _load_model_uncached(folder, device)
-    _MODEL_CACHE[key] = loaded
+        loaded, weights_stamp = hit
+        if _file_stamp(loaded[0].weights_path) == weights_stamp:
+            return loaded
+    card = ModelCard.load(folder)
+    weights_stamp = _file_stamp(card.weights_path)
+    loaded = _load_model_uncached(card, device)
+    _MODEL_CACHE.pop(key, None)
+    _MODEL_CACHE[key] = (loaded, weights_stamp)
     while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
         _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
     return loaded
@@ -245,11 +252,10 @@ def clear_model_cache() -> None:
     _MODEL_CACHE.clear()
 
 
-def _load_model_uncached(folder: Path, device: str):
+def _load_model_uncached(card: ModelCard, device: str):
     from .network import build_network
     from .weights import load_weights
 
-    card = ModelCard.load(folder)
     try:
         network = build_network(card.architecture)
     except (TypeError, ValueError) as exc:

@@ -60,13 +60,20 @@ from scipy import ndimage
 
 from ..calibration.model import Calibration
 from ..dxa.material import MaterialConversion, to_hydroxyapatite
-from ..dxa.scores import ScoreContext, score_methods, score_quantities, score_rows
+from ..dxa.scores import (
+    ScoreContext,
+    score_context,
+    score_methods,
+    score_quantities,
+    score_rows,
+)
 from ..errors import InputError
 from ..femur.partial_volume import EDGE_MARGIN_MM, restore_edge_mineral
-from ..image import CTImage, Geometry, LabelMap
+from ..fov import indices_touch_border
+from ..image import CTImage, LabelMap
 from ..results import NO_CALIBRATION_REASON, ResultRow
 from .measure import LUMBAR_KEYS, METAL_HU, METAL_MARGIN_MM, METAL_MIN_VOLUME_MM3, metal_volume_mm3
-from .projection import ProjectionGrid, project
+from .projection import ProjectionGrid, crop_geometry, project_many
 
 #: The vertebrae of the DXA lumbar spine site (ISCD: L1-L4).
 ABMD_KEYS: tuple[str, ...] = LUMBAR_KEYS[:4]
@@ -139,12 +146,6 @@ class VertebraProjection:
     restored_fraction: float
 
 
-def _crop_geometry(geometry: Geometry, lo: np.ndarray, hi: np.ndarray) -> Geometry:
-    origin = geometry.index_to_physical(np.asarray(lo, dtype=float)[None, :])[0]
-    return Geometry(tuple(int(b - a) for a, b in zip(lo, hi, strict=True)),
-                    geometry.spacing_mm, tuple(float(v) for v in origin), geometry.direction)
-
-
 def _lattice_grid(points_mm: np.ndarray, margin_mm: float) -> ProjectionGrid:
     """AP grid covering LPS points (N, 3) + margin, on the lattice of pixel centres at
     integer multiples of :data:`PIXEL_MM` (shared by every vertebra)."""
@@ -199,14 +200,14 @@ def project_vertebra(ct: CTImage, labels: LabelMap, key: str, mask: np.ndarray,
     lo = np.maximum(idx.min(axis=0) - pad, 0)
     hi = np.minimum(idx.max(axis=0) + pad + 1, np.asarray(mask.shape))
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    sub = _crop_geometry(g, lo, hi)
+    sub = crop_geometry(g, lo, hi)
     m = mask[box]
     density = np.zeros(m.shape, dtype=np.float32)
     density[m] = em.density_mg_cm3
     smooth = ndimage.gaussian_filter(m.astype(np.float32), SMOOTH_SIGMA_VOXELS)
     grid = _lattice_grid(g.index_to_physical(idx), float(max(g.spacing_mm)) * 2.0 + 2.0)
-    areal = project(density, sub, grid) * 1e-4  # mg/cm3 x mm -> g/cm2
-    peak = project(smooth, sub, grid, reduce="max")
+    areal, peak = project_many([(density, "sum"), (smooth, "max")], sub, grid)
+    areal *= 1e-4  # mg/cm3 x mm -> g/cm2
     coverage = subpixel_coverage(peak, PIXEL_MM)
     area_cm2 = float(coverage.sum() * (PIXEL_MM / 10.0) ** 2)
     abmd = bmc_g / area_cm2 if area_cm2 > 0 else float("nan")
@@ -256,9 +257,9 @@ def cut_by_fov(hu: np.ndarray, mask: np.ndarray) -> str | None:
     field of view that ends inside the bone without reaching the array's edge.
     """
     idx = np.argwhere(mask)
-    lo, hi = idx.min(axis=0), idx.max(axis=0)
-    if (lo == 0).any() or (hi == np.asarray(mask.shape) - 1).any():
+    if indices_touch_border(idx, mask.shape):
         return "the vertebra touches the image edge"
+    lo, hi = idx.min(axis=0), idx.max(axis=0)
     a = np.maximum(lo - 2, 0)
     b = np.minimum(hi + 3, np.asarray(mask.shape))
     box = tuple(slice(int(x), int(y)) for x, y in zip(a, b, strict=True))
@@ -267,12 +268,6 @@ def cut_by_fov(hu: np.ndarray, mask: np.ndarray) -> str | None:
     if int((np.asarray(hu[box])[near] <= PADDING_HU).sum()) >= MIN_PADDING_VOXELS:
         return "air or padding outside the reconstructed field of view next to the vertebra"
     return None
-
-
-def _default_context(ct: CTImage) -> ScoreContext:
-    from ..femur.measure import default_score_context
-
-    return default_score_context(ct)
 
 
 def lumbar_abmd_rows(ct: CTImage, labels: LabelMap, calibration: Calibration,
@@ -318,7 +313,7 @@ def lumbar_abmd_rows(ct: CTImage, labels: LabelMap, calibration: Calibration,
     if not labels.geometry.same_grid(ct.geometry):
         raise InputError("The label map is not on the CT's voxel grid; resample the "
                          "segmentation to the CT before measuring the lumbar aBMD.")
-    ctx = ctx or _default_context(ct)
+    ctx = ctx or score_context(ct)
     exclude = dict(exclude or {})
     ha_cal, conv = to_hydroxyapatite(calibration, ct.metadata.kvp)
     cal_flags = calibration.flags() + (conv.flags() if conv is not None else [])
@@ -411,11 +406,8 @@ def _combined_rows(projections: dict[str, VertebraProjection], exclude: Mapping[
     if len(used) < len(ABMD_KEYS):
         flags.append(f"warning: combined from {len(used)} of 4 vertebrae ({levels}); "
                      "ISCD allows 3 or 2 when 4 cannot be used")
-    rows = _value_rows(COMBINED, abmd, bmc, area, flags, method_cal, method)
-    for row in score_rows(COMBINED, SITE, abmd, ctx, flags):
-        rows.append(ResultRow(row.structure, row.quantity, row.value, row.unit,
-                              row.method, list(row.flags)))
-    return rows
+    return (_value_rows(COMBINED, abmd, bmc, area, flags, method_cal, method)
+            + score_rows(COMBINED, SITE, abmd, ctx, flags))
 
 
 __all__ = ["ABMD_KEYS", "COMBINED", "PIXEL_MM", "SITE", "VertebraProjection", "compose",

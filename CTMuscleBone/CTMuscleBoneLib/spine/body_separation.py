@@ -136,11 +136,18 @@ def area_profile(
     centres : np.ndarray, (K,)
     area_mm2 : np.ndarray, (K,)
     """
+    edges, counts = binned_counts(t_mm, bin_mm)
+    return edges, 0.5 * (edges[:-1] + edges[1:]), counts * voxel_volume_mm3 / bin_mm
+
+
+def binned_counts(t_mm: np.ndarray, bin_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges (K + 1,) and voxel counts (K,) along one axis, bins of ``bin_mm`` from
+    half a bin below the lowest position (the binning of :func:`area_profile`)."""
     lo = float(t_mm.min()) - bin_mm / 2.0
     n = max(1, int(np.ceil((float(t_mm.max()) + bin_mm / 2.0 - lo) / bin_mm)))
     edges = lo + bin_mm * np.arange(n + 1)
     counts = np.bincount(np.clip(((t_mm - lo) / bin_mm).astype(int), 0, n - 1), minlength=n)
-    return edges, 0.5 * (edges[:-1] + edges[1:]), counts * voxel_volume_mm3 / bin_mm
+    return edges, counts
 
 
 def robust_walls(x_mm: np.ndarray, bin_mm: float, voxel_volume_mm3: float) -> tuple[float, float]:

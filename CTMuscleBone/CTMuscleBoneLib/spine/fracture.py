@@ -80,7 +80,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .body_separation import BodySeparation, vertebra_axes
+from .body_separation import BodySeparation, binned_counts, vertebra_axes
 
 #: Half a voxel step (along the axis) per endplate: the label's boundary resolution.
 HALF_VOXEL = 0.5
@@ -310,14 +310,16 @@ def _local(points: np.ndarray, centre: np.ndarray, axes: np.ndarray) -> np.ndarr
     return (points - centre) @ axes
 
 
-def own_axes(body: BodySeparation) -> tuple[np.ndarray, bool, float]:
+def own_axes(body: BodySeparation, steps: np.ndarray | None = None
+             ) -> tuple[np.ndarray, bool, float]:
     """The body's own frame (3, 3) (columns left, posterior, superior; LPS).
 
     Returns (axes, ok, change in degrees from the separation's axis); ``ok`` is False
     when the endplate planes could not be fitted or tilt the axis by more than
-    :data:`MAX_AXIS_CHANGE_DEG` (the separation's frame is returned then).
+    :data:`MAX_AXIS_CHANGE_DEG` (the separation's frame is returned then). ``steps``:
+    the grid's step vectors (:func:`_grid_steps`), when the caller has them.
     """
-    steps = _grid_steps(body)
+    steps = _grid_steps(body) if steps is None else steps
     points = body.body_points_mm
     axes = body.axes
     for _ in range(2):
@@ -352,11 +354,8 @@ def _walls(v: np.ndarray, bin_mm: float) -> tuple[float, float] | None:
     """
     if v.size < 4:
         return None
-    lo = float(v.min()) - bin_mm / 2.0
-    n = max(1, int(np.ceil((float(v.max()) + bin_mm / 2.0 - lo) / bin_mm)))
-    counts = np.bincount(np.clip(((v - lo) / bin_mm).astype(int), 0, n - 1),
-                         minlength=n).astype(float)
-    edges = lo + bin_mm * np.arange(n + 1)
+    edges, counts = binned_counts(v, bin_mm)
+    counts = counts.astype(float)
     ref = float(np.median(counts[counts >= 0.5 * counts.max()]))
     # the body is the run of consecutive bins above a quarter of ref holding the most
     # voxels: a piece of lamina left behind the spinal canal is a separate run
@@ -394,8 +393,8 @@ def _band_height(
 def body_heights(body: BodySeparation) -> VertebralHeights:
     """Anterior, middle and posterior heights of a body (see module docstring)."""
     nan = float("nan")
-    axes, axis_ok, change = own_axes(body)
     steps = _grid_steps(body)
+    axes, axis_ok, change = own_axes(body, steps)
     points = body.body_points_mm
     top, bot, half = _surface_points(body.body_index, points, steps, axes[:, 2])
     res = half / HALF_VOXEL  # one voxel step along the axis, mm

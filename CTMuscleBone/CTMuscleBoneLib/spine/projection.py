@@ -1,9 +1,8 @@
 """Parallel-beam line integrals of a voxel volume in an arbitrary orthonormal frame.
 
-Used twice in the spine code: the body's thickness along its own superior axis
-(fracture heights, :mod:`.fracture`) and the antero-posterior areal density of a whole
-vertebra (DXA-like aBMD, :mod:`.abmd`). The method is the femur's
-(:mod:`CTMuscleBoneLib.femur.dxa_projection`): the volume is interpolated trilinearly at
+Shared by the femur's DXA-view projection (CT-aBMD,
+:mod:`CTMuscleBoneLib.femur.dxa_projection`) and the antero-posterior areal density of a
+whole vertebra (DXA-like aBMD, :mod:`.abmd`): the volume is interpolated trilinearly at
 points along each ray (``step_mm`` apart) and summed x step, which conserves the
 integral of the volume (sum of the projection x pixel area = sum of voxels x voxel
 volume, up to the sampling error of the ray grid).
@@ -15,6 +14,7 @@ Pixel ``[i, k]`` of the image is the ray
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +57,13 @@ class ProjectionGrid:
         return i * self.pixel_mm, k * self.pixel_mm
 
 
+def crop_geometry(geometry: Geometry, lo: np.ndarray, hi: np.ndarray) -> Geometry:
+    """Geometry of the sub-array ``[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]``."""
+    origin = geometry.index_to_physical(np.asarray(lo, dtype=float)[None, :])[0]
+    return Geometry(tuple(int(b - a) for a, b in zip(lo, hi, strict=True)),
+                    geometry.spacing_mm, tuple(float(v) for v in origin), geometry.direction)
+
+
 def project(volume: np.ndarray, geometry: Geometry, grid: ProjectionGrid,
             step_mm: float | None = None, reduce: str = "sum") -> np.ndarray:
     """Line integral (or maximum) of ``volume`` along every ray of ``grid``.
@@ -70,15 +77,20 @@ def project(volume: np.ndarray, geometry: Geometry, grid: ProjectionGrid,
     step_mm : float, optional
         Sampling step along the beam; default half the smallest voxel spacing, at most
         0.5 mm.
-    reduce : {'sum', 'max', 'moment'}
-        'sum': integral (value x mm); 'max': the largest interpolated value on the ray;
-        'moment': the first moment, integral of value x t (value x mm^2; ``t`` the beam
-        coordinate of the sample, see :class:`ProjectionGrid`).
+    reduce : {'sum', 'max'}
+        'sum': integral (value x mm); 'max': the largest interpolated value on the ray.
 
     Returns
     -------
     np.ndarray, (n_rows, n_cols)
     """
+    return project_many([(volume, reduce)], geometry, grid, step_mm)[0]
+
+
+def project_many(volumes: Sequence[tuple[np.ndarray, str]], geometry: Geometry,
+                 grid: ProjectionGrid, step_mm: float | None = None) -> list[np.ndarray]:
+    """:func:`project` of several ``(volume, reduce)`` pairs on one grid: the sample
+    points of every ray are computed once for all of them."""
     spacing = np.asarray(geometry.spacing_mm, dtype=float)
     step = step_mm or min(0.5, float(spacing.min()) / 2.0)
     ts = np.arange(grid.t_range_mm[0], grid.t_range_mm[1] + step / 2.0, step)
@@ -88,21 +100,20 @@ def project(volume: np.ndarray, geometry: Geometry, grid: ProjectionGrid,
     a_c = to_index @ grid.e_col * grid.pixel_mm
     a_t = to_index @ grid.e_beam
     nr, nc = grid.shape
-    out = np.zeros((nr, nc))
+    outs = [np.zeros((nr, nc)) for _ in volumes]
+    vols = [np.asarray(v, dtype=np.float32) for v, _ in volumes]
     ii = np.arange(nr)
-    vol = np.asarray(volume, dtype=np.float32)
     cols_per_chunk = max(1, _CHUNK_POINTS // max(nr * ts.size, 1))
     for k0 in range(0, nc, cols_per_chunk):
         kk = np.arange(k0, min(nc, k0 + cols_per_chunk))
         c = (base[:, None, None, None] + a_r[:, None, None, None] * ii[None, :, None, None]
              + a_c[:, None, None, None] * kk[None, None, :, None]
-             + a_t[:, None, None, None] * ts[None, None, None, :])
-        vals = ndimage.map_coordinates(vol, c.reshape(3, -1), order=1, mode="constant",
-                                       cval=0.0, prefilter=False).reshape(nr, kk.size, ts.size)
-        if reduce == "sum":
-            out[:, kk] = vals.sum(axis=2) * step
-        elif reduce == "moment":
-            out[:, kk] = (vals * ts[None, None, :]).sum(axis=2) * step
-        else:
-            out[:, kk] = vals.max(axis=2)
-    return out
+             + a_t[:, None, None, None] * ts[None, None, None, :]).reshape(3, -1)
+        for out, vol, (_, reduce) in zip(outs, vols, volumes, strict=True):
+            vals = ndimage.map_coordinates(vol, c, order=1, mode="constant", cval=0.0,
+                                           prefilter=False).reshape(nr, kk.size, ts.size)
+            if reduce == "sum":
+                out[:, kk] = vals.sum(axis=2) * step
+            else:
+                out[:, kk] = vals.max(axis=2)
+    return outs

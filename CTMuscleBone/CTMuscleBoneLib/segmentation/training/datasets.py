@@ -138,15 +138,22 @@ class TotalSegmentatorDataset(_LazyCases):
         arr = np.zeros(ct.geometry.shape, dtype=np.int16)
         present: list[str] = []
         seg_dir = folder / "segmentations"
-        if seg_dir.is_dir() and any(image_stem(p.name) for p in seg_dir.iterdir()):
-            masks = read_mask_folder(
-                seg_dir, keep=lambda stem: anatomy.key_for_name(stem) in self.structures)
+
+        def keep(stem: str) -> bool:
+            return anatomy.key_for_name(stem) in self.structures
+
+        # no requested mask in the folder: every structure is missing (not an error)
+        if seg_dir.is_dir() and any(keep(stem) for p in seg_dir.iterdir()
+                                    if (stem := image_stem(p.name))):
+            masks = read_mask_folder(seg_dir, keep=keep)
             if not masks.geometry.same_grid(ct.geometry, tol_mm=1e-2):
                 raise InputError(f"The masks in {seg_dir} are not on the grid of "
                                  f"{folder / 'ct.nii.gz'}.")
-            for value, mask_name in masks.names.items():
-                key = anatomy.key_for_name(mask_name)
-                arr[masks.array == value] = anatomy.structure(key).label_value
+            if masks.names:  # mask value -> model label value, one pass over the volume
+                lut = np.zeros(max(masks.names) + 1, dtype=arr.dtype)
+                for value, mask_name in masks.names.items():
+                    lut[value] = anatomy.structure(anatomy.key_for_name(mask_name)).label_value
+                arr = lut[masks.array]
             found = list(masks.names.values()) + masks.empty
             keys = {anatomy.key_for_name(n) for n in found}
             present = [k for k in self.structures if k in keys]
