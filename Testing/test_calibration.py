@@ -211,6 +211,9 @@ def test_method_none_and_errors():
 # -- internal calibration -----------------------------------------------------------------
 TISSUE_HU = {"air": -1000.0, "subcutaneous_fat": -100.0, "skeletal_muscle": 50.0,
              "blood": 40.0}
+#: A site table of equivalent densities (0.80 mg/cm3 per HU x nominal HU: test values).
+SITE_TABLE = {"material": "K2HPO4", "kvp": 120, "references": {
+    k: {"equivalent_density_mg_cm3": 0.8 * v} for k, v in TISSUE_HU.items()}}
 
 
 def _tissue_body(hu_fat=-100.0, hu_muscle=50.0, hu_blood=40.0, hu_air=-1000.0, noise=0.0,
@@ -237,8 +240,8 @@ def _tissue_body(hu_fat=-100.0, hu_muscle=50.0, hu_blood=40.0, hu_air=-1000.0, n
 
 def test_internal_calibration_arithmetic_exact():
     ct, labels = _tissue_body()
-    cal = internal_calibration(ct, labels)
-    table = load_internal_references()["references"]
+    cal = internal_calibration(ct, labels, SITE_TABLE)
+    table = load_internal_references(SITE_TABLE)["references"]
     names = [p[0] for p in cal.points]
     assert names == ["air", "subcutaneous_fat", "skeletal_muscle", "blood"]
     for name, hu, rho in cal.points:
@@ -250,11 +253,11 @@ def test_internal_calibration_arithmetic_exact():
     a, b = np.polyfit(rho, hu, 1)
     assert cal.slope_mg_cm3_per_hu == pytest.approx(1 / a, rel=1e-12)
     assert cal.intercept_mg_cm3 == pytest.approx(-b / a, abs=1e-9)
-    # the bundled (unvalidated) table lies on 0.80 mg/cm3 per HU through 0
+    # the test table lies on 0.80 mg/cm3 per HU through 0
     assert cal.slope_mg_cm3_per_hu == pytest.approx(0.80, rel=1e-9)
     assert cal.intercept_mg_cm3 == pytest.approx(0.0, abs=1e-6)
     assert cal.method == "internal" and cal.material == "K2HPO4" and cal.n_points == 4
-    assert any("unvalidated" in w for w in cal.warnings)
+    assert any("not marked verified" in w for w in cal.warnings)
     assert not any("contrast" in w for w in cal.warnings)
 
 
@@ -262,7 +265,7 @@ def test_internal_calibration_follows_scanner_shift_with_noise():
     # a scanner reading every tissue 1.1x further from water: the line must follow
     ct, labels = _tissue_body(hu_fat=-110.0, hu_muscle=55.0, hu_blood=44.0, hu_air=-1000.0,
                               noise=12.0)
-    cal = internal_calibration(ct, labels)
+    cal = internal_calibration(ct, labels, SITE_TABLE)
     rho = np.array([p[2] for p in cal.points])
     hu = np.array([p[1] for p in cal.points])
     a, b = np.polyfit(rho, hu, 1)
@@ -272,11 +275,11 @@ def test_internal_calibration_follows_scanner_shift_with_noise():
 
 def test_internal_calibration_contrast_excludes_blood():
     ct, labels = _tissue_body(hu_blood=300.0)
-    cal = internal_calibration(ct, labels)
+    cal = internal_calibration(ct, labels, SITE_TABLE)
     assert "blood" not in [p[0] for p in cal.points]
     assert any("contrast-enhanced" in w for w in cal.warnings)
     ct, labels = _tissue_body(contrast_agent="Iohexol")
-    cal = internal_calibration(ct, labels)
+    cal = internal_calibration(ct, labels, SITE_TABLE)
     assert "blood" not in [p[0] for p in cal.points]
     assert any("Iohexol" in w for w in cal.warnings)
 
@@ -285,7 +288,9 @@ def test_internal_calibration_refuses_without_tissues_and_bad_table(tmp_path):
     geom = Geometry((10, 10, 4), (4.0, 4.0, 5.0))
     ct = CTImage(np.full(geom.shape, 40.0, np.float32), geom)  # all soft tissue: no air
     with pytest.raises(CalibrationRefused, match="at least 2"):
-        internal_calibration(ct, None)
+        internal_calibration(ct, None, SITE_TABLE)
+    with pytest.raises(InputError, match="reference-tissue table is needed"):
+        load_internal_references(None)  # type: ignore[arg-type]
     p = tmp_path / "refs.json"
     p.write_text(json.dumps({"material": "K2HPO4", "references": {"bone": {}}}))
     with pytest.raises(InputError, match="unknown tissue"):

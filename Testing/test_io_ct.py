@@ -54,18 +54,27 @@ def write_dicom_series(folder: Path, hu: np.ndarray, spacing=(0.7, 0.9, 2.5),
                        thickness: float | None = None, description: str = "Abdomen 2.5",
                        patient_size: float = 1.72, contrast: str | None = "OMNIPAQUE 350",
                        positions_mm: list[float] | None = None, shuffle: bool = True,
-                       series_number: int = 3) -> str:
+                       series_number: int = 3, frame_of_reference_uid: str | None = None,
+                       transfer_syntax: str | None = None, image_type: str | None = None,
+                       orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
+                       sop_class: str | None = None, study_uid: str | None = None) -> str:
     """Write ``hu`` (ITK order [i, j, k]) as a CT Image Storage series, one file per slice.
 
     Rescale: stored = HU + 1024 (unsigned), RescaleSlope 1, RescaleIntercept -1024.
     Without ``rescale`` the HU are stored as signed values and the tags are omitted.
+    ``transfer_syntax``: a compressed syntax UID encodes the pixels with pydicom's
+    encoders (RLE natively, JPEG-LS with pyjpegls, JPEG 2000 with pylibjpeg-openjpeg).
+    ``orientation``: ImageOrientationPatient; slice ``k`` is at ``origin + z_k * normal``.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
-    study_uid = "1.2.826.0.1.3680043.8.498.1"
+    study_uid = study_uid or "1.2.826.0.1.3680043.8.498.1"
+    frame_of_reference_uid = frame_of_reference_uid or f"{study_uid}.{series_number}"
+    row, col = np.array(orientation[:3], float), np.array(orientation[3:], float)
+    normal = np.cross(row, col)
     n = hu.shape[2]
     zs = positions_mm if positions_mm is not None else [origin[2] + k * spacing[2]
                                                         for k in range(n)]
@@ -74,12 +83,15 @@ def write_dicom_series(folder: Path, hu: np.ndarray, spacing=(0.7, 0.9, 2.5),
         order = list(np.random.default_rng(0).permutation(n))
     for k in order:
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPClassUID = sop_class or CTImageStorage
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
         ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
+        ds.SOPClassUID = meta.MediaStorageSOPClassUID
+        ds.FrameOfReferenceUID = frame_of_reference_uid
+        if image_type is not None:
+            ds.ImageType = image_type.split("\\")
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.Modality = modality
         ds.SeriesInstanceUID = series_uid
@@ -101,8 +113,9 @@ def write_dicom_series(folder: Path, hu: np.ndarray, spacing=(0.7, 0.9, 2.5),
             ds.ContrastBolusAgent = contrast
         ds.SliceThickness = thickness if thickness is not None else spacing[2]
         ds.PixelSpacing = [spacing[1], spacing[0]]  # row spacing (j), column spacing (i)
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [origin[0], origin[1], zs[k]]
+        ds.ImageOrientationPatient = list(orientation)
+        ds.ImagePositionPatient = [float(v) for v in
+                                   np.array([origin[0], origin[1], 0.0]) + zs[k] * normal]
         ds.Rows, ds.Columns = hu.shape[1], hu.shape[0]
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
@@ -118,6 +131,8 @@ def write_dicom_series(folder: Path, hu: np.ndarray, spacing=(0.7, 0.9, 2.5),
             ds.PixelRepresentation = 1
             stored = plane.astype(np.int16)
         ds.PixelData = stored.tobytes()
+        if transfer_syntax is not None:
+            ds.compress(transfer_syntax, stored)
         ds.save_as(folder / f"IM{int(k) * 7919 % 1000:04d}_{k}.dcm", enforce_file_format=True)
     return series_uid
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -230,7 +231,8 @@ def test_overview_figure_legends_labels_and_orientation(phantom, measured, tmp_p
         # radiological order: the right femur's panel before the left one
         titles = [ax.get_title() for ax in fig.axes if "femur, DXA view" in ax.get_title()]
         assert [t.split()[0] for t in titles] == ["right", "left"]
-        assert "total hip 1." in titles[0]
+        # the value itself depends on the calibration (physics-based internal here)
+        assert re.search(r"total hip \d\.\d{3} g/cm2", titles[0]), titles[0]
         # the patient's right on the image left: right femur voxels left of the left's
         seg = _panel(fig, "segmentation")
         rgba = np.asarray(seg.images[1].get_array())

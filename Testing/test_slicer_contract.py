@@ -108,7 +108,8 @@ def test_widget_controller_covers_every_parameter():
     handled = {**combos, **values, "input_volume_id": "inputVolumeSelector",
                "model": "modelComboBox", "heatmap_visible": "heatmapVisibleCheckBox",
                "output_folder": "outputFolderPathLineEdit",
-               "dxa_model": "dxaModelPathLineEdit"}
+               "dxa_model": "dxaModelPathLineEdit", "deidentify": "deidentifyCheckBox",
+               "export_dicom": "dicomExportCheckBox"}
     assert handled == PARAMETER_WIDGETS
 
 

@@ -8,7 +8,16 @@ import json
 
 import pytest
 import slicer_fixtures
-from CTMuscleBoneSlicer.install import missing_packages, read_requirements, requirements_file
+from CTMuscleBoneSlicer.install import (
+    DICOM_PACKAGES,
+    REPORT_PACKAGES,
+    SEGMENTATION_PACKAGES,
+    missing_packages,
+    read_requirements,
+    requirement_name,
+    requirements_file,
+    requirements_for,
+)
 from CTMuscleBoneSlicer.parameters import INPUT_VOLUME_ROLE, CTMuscleBoneParameters
 
 _slicer_env = pytest.fixture(slicer_fixtures.slicer_environment, name="slicer_env")
@@ -31,7 +40,8 @@ def test_parameters_round_trip_through_a_scripted_module_node(slicer_env):
         model="my-model", mc_samples=7, device="cpu", calibration="fixed", phantom="QRM-BDC",
         fixed_slope_mg_cm3_per_hu=0.81, fixed_intercept_mg_cm3=-2.5, fixed_material="HA",
         density_model="hu_linear", criteria="ewgsop2", heatmap_opacity=0.3,
-        heatmap_threshold=0.02, heatmap_visible=False, output_folder="/some/folder")
+        heatmap_threshold=0.02, heatmap_visible=False, output_folder="/some/folder",
+        deidentify=True, export_dicom=True)
     node = _parameter_node(slicer_env.scene)
     p.to_parameter_node(node)
     assert node.GetNodeReference(INPUT_VOLUME_ROLE) is volume
@@ -105,10 +115,21 @@ def test_missing_packages():
     assert missing_packages(['surely-not-installed-pkg-ctmb; python_version < "3"']) == []
 
 
-def test_requirements_file_lists_monai_and_safetensors_not_torch():
+def test_requirements_file_lists_each_group_not_torch_with_the_extras_floors():
+    import re
+    from pathlib import Path
+
     reqs = read_requirements(requirements_file())
-    names = {r.split(">")[0].split("=")[0].strip() for r in reqs}
-    assert names == {"monai", "safetensors"}
+    names = [requirement_name(r) for r in reqs]
+    assert sorted(names) == sorted(SEGMENTATION_PACKAGES + REPORT_PACKAGES + DICOM_PACKAGES)
+    assert "torch" not in names  # through the PyTorch extension
+    assert requirements_for(["highdicom"]) == ["highdicom>=0.23"]
+    with pytest.raises(ValueError, match="torch not listed"):
+        requirements_for(["torch"])
+    # the same version floors as the pip extras (segmentation, reports, dicom)
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    extras = set(re.findall(r'"([A-Za-z0-9_.-]+>=[0-9.]+)"', pyproject))
+    assert set(reqs) <= extras, set(reqs) - extras
 
 
 def test_demo_ct_file_is_built_once_and_reused(tmp_path, monkeypatch):

@@ -249,10 +249,51 @@ def test_worker_on_tiny_ct_then_import_measure_edit_remeasure_export(tmp_path, s
     paths = logic.export(tmp_path / "export", save_node=save_node)
     for name in ("segmentation",):
         assert Path(paths[name]).is_file()
-    for name in ("results.csv", "results.json", "summary.txt"):
+    for name in ("results.csv", "results.json", "summary.txt", "report.html", "report.pdf"):
         assert (tmp_path / "export" / name).is_file()
+    html = (tmp_path / "export" / "report.html").read_text(encoding="utf-8")
+    assert '<figure data-key="muscles"><h3>' in html  # the muscle slices with the heatmap,
+    assert "uncertainty map shown" in html  # drawn from the panel's uncertainty map
+    _check_dicom_and_deidentified_export(logic, tmp_path, save_node, key)
     logic.cleanup_work_dir()
     assert not (tmp_path / "work").exists()
+
+
+def _check_dicom_and_deidentified_export(logic, tmp_path: Path, save_node, key: str) -> None:
+    """Export with the panel's "DICOM SEG + SR" box, with and without "De-identify", for a
+    CT whose header names the patient: the DICOM files read back with pydicom, the SR holds
+    the table's numbers, and with de-identify on no exported file names the patient."""
+    from dataclasses import replace
+
+    import pydicom
+
+    case = logic.case
+    name, patient_id = "Doe^Jane", "PID-4711"
+    case.ct = replace(case.ct, metadata=replace(case.ct.metadata, patient_name=name,
+                                                patient_id=patient_id))
+    named = logic.export(tmp_path / "named", save_node=save_node, report=False, dicom=True)
+    seg = pydicom.dcmread(named["dicom_seg"])
+    assert seg.Modality == "SEG" and str(seg.PatientName) == name  # the control
+    out = tmp_path / "anonymous"
+    paths = logic.export(out, save_node=save_node, report=True, dicom=True, deidentify=True)
+    seg = pydicom.dcmread(out / "segmentation.dcm")
+    sr = pydicom.dcmread(out / "measurements_sr.dcm")
+    assert Path(paths["dicom_seg"]) == out / "segmentation.dcm"
+    assert seg.Modality == "SEG" and sr.Modality == "SR"
+    assert seg.NumberOfFrames > 0 and len(seg.SegmentSequence) > 5
+    numbers = [float(e.value) for e in sr.iterall() if e.keyword == "NumericValue"]
+    volume = case.results.get(key, "volume").value
+    assert any(abs(v - volume) <= 1e-6 * max(1.0, abs(volume)) for v in numbers)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert (out / "ct").is_dir() and len(files) > 8
+    for path in files:
+        data = path.read_bytes()
+        if path.suffix == ".pdf":
+            continue  # compressed streams: its text is the HTML's (same report model)
+        for secret in (name, patient_id):
+            assert secret.encode() not in data, (path.name, secret)
+    for ds in (seg, sr, pydicom.dcmread(next((out / "ct").glob("*.dcm")))):
+        assert str(ds.PatientName) != name and ds.PatientIdentityRemoved == "YES"
 
 
 def test_cancel_stops_the_real_worker_within_2_s_and_leaves_no_outputs(tmp_path):

@@ -63,9 +63,10 @@ class MeasureOptions:
     criteria : {'awgs2019', 'ewgsop2'}
         Sarcopenia criteria.
     calibration : {'auto', 'phantom', 'internal', 'fixed', 'none'} or Calibration
-        HU -> BMD calibration: 'auto' (phantom when ``phantom`` is given, internal when
-        ``references`` is given, else none: HU only), 'phantom', 'internal' (bundled
-        unvalidated reference values unless ``references``), 'fixed' (asynchronous: a
+        HU -> BMD calibration: 'auto' (a phantom found in the scan, the named one or any
+        known one; else the physics-based phantomless calibration; else none: HU only),
+        'phantom', 'internal' (physics-based, or the site table ``references``), 'fixed'
+        (asynchronous: a
         line from ``calibration_file`` or the ``fixed_*`` coefficients), 'none', or a ready
         :class:`~CTMuscleBoneLib.calibration.model.Calibration` (e.g. the one of an
         earlier run, reused after an edit).
@@ -73,7 +74,7 @@ class MeasureOptions:
         Calibration phantom definition: bundled name ('B-MAS200', 'Mindways Model 3',
         'QRM-BDC'), a JSON file or a loaded definition.
     references : path or None
-        Reference-tissue table for internal calibration (None: bundled default).
+        A site's reference-tissue table for internal calibration (None: physics-based).
     calibration_file : path or None
         For 'fixed': a calibration saved from a phantom scan of the same scanner and
         protocol (``ctmusclebone calibrate``).
@@ -376,14 +377,16 @@ def choose_calibration(
 ) -> Calibration:
     """The calibration ``options.calibration`` asks for; 'auto' falls back with a warning.
 
-    'auto': phantom calibration when a phantom definition is given; internal calibration
-    when a site's reference-tissue table is given; otherwise, and when those are
-    refused, no calibration (HU only). The bundled internal reference values are an
-    unvalidated default, so 'auto' never uses them: ask for ``internal`` explicitly.
-    Every fallback is written to the warnings. An explicitly requested method that is
-    refused raises its error.
+    'auto': (1) phantom calibration with the phantom found in the scan: the named one
+    (``options.phantom``) or, when none is named, the best fit among every known
+    definition (:func:`~CTMuscleBoneLib.calibration.detect.detect_phantom`); (2) else
+    internal calibration: the site's table when ``options.references`` is given, else
+    the physics-based phantomless calibration (flagged with its expected error); (3)
+    else no calibration (HU only). Every step not taken is written to the warnings. An
+    explicitly requested method that is refused raises its error.
     """
     from .calibration.api import calibrate
+    from .calibration.detect import detect_phantom
 
     method = options.calibration
     if isinstance(method, Calibration):  # given (e.g. reused after an edit)
@@ -404,31 +407,28 @@ def choose_calibration(
     if method != "auto":
         return calibrate(ct, labels, method, phantom=options.phantom,
                          references=options.references)
-    rods_labelled = any(k.startswith("calibration_rod_") for k in labels.present_keys())
-    attempts: list[str] = []
-    if options.phantom:
-        attempts.append("phantom")
-    elif rods_labelled:
-        results.warnings.append(
-            "calibration rods are labelled but no phantom definition was given (--phantom); "
-            "phantom calibration skipped"
-        )
-    if options.references:
-        attempts.append("internal")
-    for m in attempts:
-        try:
-            cal = calibrate(ct, labels, m, phantom=options.phantom,
-                            references=options.references)
-        except NotMeasurableError as exc:
-            results.warnings.append(f"{m} calibration refused: {exc}")
-            continue
+    try:
+        if options.phantom:
+            cal = calibrate(ct, labels, "phantom", phantom=options.phantom)
+        else:
+            cal = detect_phantom(ct, labels)
         results.warnings.append(f"calibration: {cal.method_text()}")
         return cal
+    except NotMeasurableError as exc:
+        results.warnings.append(f"phantom calibration not used: {exc}")
+    try:
+        cal = calibrate(ct, labels, "internal", references=options.references)
+    except NotMeasurableError as exc:
+        results.warnings.append(f"internal calibration refused: {exc}")
+    else:
+        results.warnings.append(f"calibration: {cal.method_text()}"
+                                + (f"; {cal.expected_error}" if cal.expected_error else ""))
+        return cal
     results.warnings.append(
-        "no calibration: bone values are reported in HU only. For BMD give --phantom NAME "
-        "(a calibration phantom in the scan), --references FILE (your site's reference-tissue "
-        "table), or --calibration internal (bundled, UNVALIDATED reference values)"
-    )
+        "no calibration: bone values are reported in HU only (no calibration phantom found "
+        "and the phantomless calibration was refused; see the warnings above). For BMD give "
+        "--phantom NAME or a phantom definition file, or --calibration fixed with a saved "
+        "line of this scanner")
     return Calibration.none("no calibration available: HU values only")
 
 
@@ -445,6 +445,8 @@ def calibration_provenance(cal: Calibration) -> dict[str, object]:
         "description": cal.description,
         "points": [list(p) for p in cal.points],
         "warnings": list(cal.warnings),
+        "expected_error": cal.expected_error or None,
+        "details": dict(cal.details),
     }
 
 

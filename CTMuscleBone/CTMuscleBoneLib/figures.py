@@ -8,6 +8,11 @@
 * :func:`overview_figure`: writes that figure as PNG.
 * :func:`draw_femur_projection`: one femur's projection with total hip and femoral
   neck ROIs and landmarks, on a matplotlib axes.
+* Building blocks shared with the report (:mod:`CTMuscleBoneLib.report`):
+  :func:`to_lps_view`, :func:`slice_of_view` and :func:`draw_slice` (coronal, axial or
+  sagittal slices with the label overlay or the uncertainty heatmap),
+  :func:`segment_legend`, :func:`roi_legend`, :func:`colorbar`, :func:`side_marks`,
+  :func:`absent_panel`.
 
 Every panel follows the radiological convention: the patient's right is on the image
 left (the slice's first axis runs towards the patient's left), superior is up, and the
@@ -49,6 +54,11 @@ def _mpl() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
+    return _mpl()
 
 
 def to_lps_view(array: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -146,7 +156,7 @@ def _roi_handles() -> tuple[list, list]:
     return handles, labels
 
 
-def _absent(ax: Any, title: str, reason: str) -> None:
+def absent_panel(ax: Any, title: str, reason: str) -> None:
     """A panel that says why its content is absent."""
     ax.set_axis_off()
     ax.set_title(title, fontsize=8)
@@ -155,7 +165,7 @@ def _absent(ax: Any, title: str, reason: str) -> None:
             bbox={"boxstyle": "round", "fc": "whitesmoke", "ec": "lightgray"})
 
 
-def _colorbar(plt: Any, mappable: Any, ax: Any, label: str) -> Any:
+def colorbar(plt: Any, mappable: Any, ax: Any, label: str) -> Any:
     """A labelled colour bar beside ``ax``."""
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
@@ -166,11 +176,128 @@ def _colorbar(plt: Any, mappable: Any, ax: Any, label: str) -> Any:
     return cb
 
 
-def _side_marks(ax: Any) -> None:
-    """'R' and 'L' at the image edges (patient's right on the image left)."""
-    for x, text in ((0.02, "R"), (0.98, "L")):
+def side_marks(ax: Any, marks: tuple[str, str] = ("R", "L")) -> None:
+    """Orientation letters at the left and right image edges (default 'R' and 'L':
+    the patient's right on the image left)."""
+    for x, text in zip((0.02, 0.98), marks, strict=True):
         ax.text(x, 0.97, text, transform=ax.transAxes, ha="center", va="top", fontsize=9,
                 color="white", fontweight="bold")
+
+
+#: Slice planes of :func:`slice_of_view`: (axes shown as columns, rows), the row axis'
+#: origin for ``imshow``, axis labels and the orientation letters at the image edges.
+PLANES: dict[str, dict[str, Any]] = {
+    "coronal": {"cols": 0, "rows": 2, "origin": "lower", "marks": ("R", "L"),
+                "xlabel": "patient right <-> left (mm)",
+                "ylabel": "inferior <-> superior (mm)"},
+    "axial": {"cols": 0, "rows": 1, "origin": "upper", "marks": ("R", "L"),
+              "xlabel": "patient right <-> left (mm)",
+              "ylabel": "anterior <-> posterior (mm)"},
+    "sagittal": {"cols": 1, "rows": 2, "origin": "lower", "marks": ("A", "P"),
+                 "xlabel": "anterior <-> posterior (mm)",
+                 "ylabel": "inferior <-> superior (mm)"},
+}
+_PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+
+def slice_of_view(view: np.ndarray, spacing_mm: tuple[float, ...], plane: str, index: int
+                  ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """One slice of an LPS view (:func:`to_lps_view`) ready for ``imshow``.
+
+    Parameters
+    ----------
+    view : np.ndarray, (nx, ny, nz) or (nx, ny, nz, c)
+        Axis 0 towards the patient's left, 1 posterior, 2 superior.
+    spacing_mm : tuple of float, (3,)
+    plane : {'coronal', 'axial', 'sagittal'}
+    index : int
+        Slice index along the plane's normal axis.
+
+    Returns
+    -------
+    image : np.ndarray, (rows, cols[, c])
+        Shown with ``origin=PLANES[plane]['origin']``: coronal and axial in the
+        radiological convention (patient's right on the image left; axial seen from
+        the feet, anterior up), sagittal seen from the patient's left (anterior on the
+        image left), superior up.
+    extent : (left, right, bottom, top), mm
+    """
+    p = PLANES[plane]
+    sl = np.take(view, int(index), axis=_PLANE_AXIS[plane])  # remaining axes keep order
+    img = np.swapaxes(sl, 0, 1)  # (cols axis, rows axis) -> (rows, cols)
+    w = view.shape[p["cols"]] * spacing_mm[p["cols"]]
+    h = view.shape[p["rows"]] * spacing_mm[p["rows"]]
+    extent = (0.0, w, 0.0, h) if p["origin"] == "lower" else (0.0, w, h, 0.0)
+    return img, extent
+
+
+def draw_slice(ax: Any, ct_view: np.ndarray, spacing_mm: tuple[float, ...], plane: str,
+               index: int, labels_view: np.ndarray | None = None,
+               structures: dict[int, str] | None = None,
+               uncertainty_view: np.ndarray | None = None, title: str = "",
+               ct_colorbar: bool = False) -> None:
+    """Draw a CT slice of an LPS view, optionally with the label overlay or the
+    uncertainty heatmap (the upper half of the positive values in the slice, with a
+    colour bar), axis labels and orientation letters.
+
+    ``ct_view``, ``labels_view``, ``uncertainty_view``: (nx, ny, nz) LPS views on one
+    grid; ``structures``: label value -> anatomy key (colours of the anatomy table).
+    """
+    plt = _mpl()
+    p = PLANES[plane]
+    lo, hi = CT_WINDOW_HU
+    img, ext = slice_of_view(ct_view, spacing_mm, plane, index)
+    im = ax.imshow(np.clip(img, lo, hi), origin=p["origin"], cmap="gray", extent=ext,
+                   vmin=lo, vmax=hi)
+    if ct_colorbar:
+        colorbar(plt, im, ax, "CT (HU, window)")
+    if labels_view is not None:
+        lab, _ = slice_of_view(labels_view, spacing_mm, plane, index)
+        ax.imshow(label_rgba(lab, structures or {}), origin=p["origin"], extent=ext)
+    if uncertainty_view is not None:
+        u, _ = slice_of_view(uncertainty_view, spacing_mm, plane, index)
+        u = np.asarray(u, dtype=float)
+        pos = u[np.isfinite(u) & (u > 0)]
+        cut = float(np.percentile(pos, 50)) if pos.size else 0.0
+        shown = np.ma.masked_where(~np.isfinite(u) | (u <= cut), u)
+        hm = ax.imshow(shown, origin=p["origin"], cmap="inferno", extent=ext, alpha=0.8)
+        colorbar(plt, hm, ax, "predictive variance\n(upper half inside the body shown)")
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel(p["xlabel"], fontsize=7)
+    ax.set_ylabel(p["ylabel"], fontsize=7)
+    ax.tick_params(labelsize=6)
+    side_marks(ax, p["marks"])
+
+
+def segment_legend(ax: Any, structures: list[Structure], title: str = "segments in this slice",
+                   loc: str = "upper left", ncol: int = 4) -> Any:
+    """Add the segment colour legend (:func:`legend_entries`) to ``ax``; returns it."""
+    from matplotlib.legend_handler import HandlerTuple
+
+    handles, names = _segment_handles(legend_entries(structures))
+    leg = ax.legend(handles, names, loc=loc, ncol=max(1, min(ncol, len(names))), fontsize=7,
+                    title=title, title_fontsize=7,
+                    handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, frameon=False)
+    ax.add_artist(leg)
+    return leg
+
+
+def roi_legend(ax: Any, loc: str = "upper right", ncol: int = 2) -> Any:
+    """Add the legend of the femur ROI outlines and landmark marks to ``ax``."""
+    handles, names = _roi_handles()
+    leg = ax.legend(handles, names, loc=loc, ncol=ncol, fontsize=7, title="DXA-view marks",
+                    title_fontsize=7, frameon=False)
+    ax.add_artist(leg)
+    return leg
+
+
+def structures_in(labels: np.ndarray, structures: dict[int, str]) -> list[Structure]:
+    """Anatomy-table structures whose label value occurs in ``labels`` (any shape),
+    in label-value order."""
+    values = set(np.unique(labels).tolist())
+    found = [st for v, k in sorted(structures.items())
+             if v in values and (st := _structure(v, k)) is not None]
+    return sorted(found, key=lambda st: st.label_value)
 
 
 def draw_femur_projection(ax: Any, fp: Any, title: str = "") -> None:
@@ -200,8 +327,8 @@ def draw_femur_projection(ax: Any, fp: Any, title: str = "") -> None:
     ax.set_xlabel("patient right <-> left (mm)", fontsize=7)
     ax.set_ylabel("inferior <-> superior (mm)", fontsize=7)
     ax.tick_params(labelsize=6)
-    _side_marks(ax)
-    _colorbar(plt, im, ax, "areal BMD (g/cm2)")
+    side_marks(ax)
+    colorbar(plt, im, ax, "areal BMD (g/cm2)")
 
 
 def _femur_text(results: Any, side: str) -> tuple[dict[str, float], str | None]:
@@ -262,7 +389,6 @@ def build_overview(
     fem = np.isin(lab_v, list(femur_values_in))
     where = np.argwhere(fem if fem.any() else lab_v > 0)
     y = int(np.median(where[:, 1])) if where.size else lab_v.shape[1] // 2
-    ext = (0, ct_v.shape[0] * sp[0], 0, ct_v.shape[2] * sp[2])
     fps = femur_projections or {}
     sides = [s for s in _SIDES_RADIOLOGICAL if f"femur_{s}" in labels.structures.values()]
     femur_panels: list[str | None] = list(sides) or [None]
@@ -275,66 +401,35 @@ def build_overview(
     leg_ax.set_axis_off()
     oblique = " (nearest-to-coronal slice)" if _is_oblique(g) else ""
 
-    lo, hi = CT_WINDOW_HU
-    ct_slice = np.clip(ct_v[:, y, :].T, lo, hi)
-    for i, ax in enumerate(axes[:3]):
-        if i == 2 and unc_v is None:
-            _absent(ax, "uncertainty", uncertainty_reason)
+    panels = (("CT (coronal)", None, None, True), ("segmentation", lab_v, None, False),
+              ("uncertainty (predictive variance)", None, unc_v, False))
+    for ax, (name, lab, unc, bar) in zip(axes[:3], panels, strict=True):
+        if name.startswith("uncertainty") and unc_v is None:
+            absent_panel(ax, "uncertainty", uncertainty_reason)
             continue
-        im = ax.imshow(ct_slice, origin="lower", cmap="gray", extent=ext, vmin=lo, vmax=hi)
-        if i == 0:
-            ax.set_title("CT (coronal)" + oblique, fontsize=8)
-            _colorbar(plt, im, ax, "CT (HU, window)")
-        elif i == 1:
-            ax.imshow(np.transpose(label_rgba(lab_v[:, y, :], labels.structures), (1, 0, 2)),
-                      origin="lower", extent=ext)
-            ax.set_title("segmentation" + oblique, fontsize=8)
-        else:
-            assert unc_v is not None
-            u = np.asarray(unc_v[:, y, :].T, dtype=float)
-            pos = u[np.isfinite(u) & (u > 0)]
-            cut = float(np.percentile(pos, 50)) if pos.size else 0.0
-            shown = np.ma.masked_where(~np.isfinite(u) | (u <= cut), u)
-            hm = ax.imshow(shown, origin="lower", cmap="inferno", extent=ext, alpha=0.8)
-            ax.set_title("uncertainty (predictive variance)" + oblique, fontsize=8)
-            _colorbar(plt, hm, ax, "predictive variance\n(upper half inside the body shown)")
-        ax.set_xlabel("patient right <-> left (mm)", fontsize=7)
-        ax.set_ylabel("inferior <-> superior (mm)", fontsize=7)
-        ax.tick_params(labelsize=6)
-        _side_marks(ax)
+        draw_slice(ax, ct_v, sp, "coronal", y, labels_view=lab, structures=labels.structures,
+                   uncertainty_view=unc, title=name + oblique, ct_colorbar=bar)
 
     for ax, side in zip(axes[3:], femur_panels, strict=True):
         if side is None:
-            _absent(ax, "femur, DXA view", "no femur segmented")
+            absent_panel(ax, "femur, DXA view", "no femur segmented")
             continue
         vals, reason = _femur_text(results, side)
         vals = {**vals, **(femur_values or {}).get(side, {})}
         if side not in fps:
-            _absent(ax, f"{side} femur, DXA view",
-                    "no DXA view: " + (reason or "femur not measured"))
+            absent_panel(ax, f"{side} femur, DXA view",
+                         "no DXA view: " + (reason or "femur not measured"))
             continue
         text = ", ".join(f"{q.replace('abmd_', '').replace('_', ' ')} {vals[q]:.3f} g/cm2"
                          for q in ("abmd_total_hip", "abmd_femoral_neck")
                          if isinstance(vals.get(q), float))
         draw_femur_projection(ax, fps[side], f"{side} femur, DXA view\n" + text)
 
-    present = [st for v, k in sorted(labels.structures.items())
-               if (st := _structure(v, k)) is not None and np.any(lab_v[:, y, :] == v)]
-    present.sort(key=lambda st: st.label_value)
+    present = structures_in(lab_v[:, y, :], labels.structures)
     if present:
-        handles, names = _segment_handles(legend_entries(present))
-        from matplotlib.legend_handler import HandlerTuple
-
-        seg_leg = leg_ax.legend(handles, names, loc="upper left", ncol=min(4, len(names)),
-                                fontsize=7, title="segments in this slice", title_fontsize=7,
-                                handler_map={tuple: HandlerTuple(ndivide=None, pad=0)},
-                                frameon=False)
-        leg_ax.add_artist(seg_leg)
+        segment_legend(leg_ax, present)
     if fps:
-        handles, names = _roi_handles()
-        leg_ax.legend(handles, names, loc="upper right", ncol=2, fontsize=7,
-                      title="DXA-view marks", title_fontsize=7, frameon=False,
-                      facecolor="gray")
+        roi_legend(leg_ax)
     if title:
         fig.suptitle(title, fontsize=9, color="darkred")
     fig.tight_layout()

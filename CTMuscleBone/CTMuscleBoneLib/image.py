@@ -234,6 +234,23 @@ class CTMetadata:
     #: True once :func:`CTMuscleBoneLib.pipeline.check_ct` accepted the image (its
     #: warnings are then in ``notes``), so the check runs once per image.
     checked: bool = False
+    # -- DICOM source facts the DICOM SEG / SR outputs reference (dicom_out) -----------
+    frame_of_reference_uid: str | None = None
+    #: SOPClassUID of the source slices (CT Image Storage, Enhanced CT ...).
+    sop_class_uid: str | None = None
+    #: SOPInstanceUID of each slice in array order along axis 2 (k = 0, 1, ...); None
+    #: when unknown (not DICOM, or a multi-frame file).
+    sop_instance_uids: tuple[str, ...] | None = None
+    series_number: int | None = None
+    # -- patient / study modules (DICOM PS3.3 C.7.1.1, C.7.2.1), as in the header -----
+    patient_name: str | None = None
+    patient_birth_date: str | None = None  # YYYYMMDD
+    patient_age: str | None = None  # DICOM AS string ('065Y')
+    study_time: str | None = None
+    study_id: str | None = None
+    study_description: str | None = None
+    accession_number: str | None = None
+    referring_physician_name: str | None = None
 
     def with_notes(self, *notes: str) -> CTMetadata:
         return replace(self, notes=self.notes + tuple(notes))
@@ -272,6 +289,25 @@ class CTImage:
     def to_sitk(self) -> Any:
         """This CT as a ``SimpleITK.Image`` (copies the voxels)."""
         return sitk_from_array(self.hu, self.geometry)
+
+
+def mask_bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Smallest index box holding every True voxel of a 3-D mask; None when it is empty.
+
+    Three projections, each over the part of the volume left by the previous one (much
+    cheaper than ``np.argwhere`` on a large volume).
+    """
+    box: list[slice] = []
+    sub = np.asarray(mask)
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(sub.any(axis=other))
+        if idx.size == 0:
+            return None
+        sl = slice(int(idx[0]), int(idx[-1]) + 1)
+        box.append(sl)
+        sub = sub[(slice(None),) * axis + (sl,)]
+    return (box[0], box[1], box[2])
 
 
 @dataclass
@@ -341,8 +377,25 @@ class LabelMap:
             return np.zeros(self.array.shape, dtype=bool)
         return self.array == value
 
+    def boxes(self) -> dict[int, tuple[slice, slice, slice]]:
+        """Index bounding box of each positive label value present in ``array``.
+
+        One pass over the array (``scipy.ndimage.find_objects``), computed once and
+        kept while ``array`` is the same object: the measure steps share it (a label
+        map is not edited in place; edits build a new map).
+        """
+        cached = self.__dict__.get("_boxes")
+        if cached is not None and cached[0] is self.array:
+            return cached[1]
+        from scipy import ndimage
+
+        found = ndimage.find_objects(np.asarray(self.array))  # values <= 0: background
+        boxes = {i + 1: b for i, b in enumerate(found) if b is not None}
+        self.__dict__["_boxes"] = (self.array, boxes)
+        return boxes
+
     def present_keys(self) -> list[str]:
         """Anatomy keys with at least one voxel (in the array or in their overlay)."""
-        present = set(np.unique(self.array).tolist())
+        present = set(self.boxes())
         return [k for v, k in sorted(self.structures.items())
                 if v in present or (k in self.overlays and bool(self.overlays[k].any()))]

@@ -13,11 +13,31 @@ without one (anonymised exports) are grouped by :data:`FALLBACK_SERIES_TAGS`
 (StudyInstanceUID, FrameOfReferenceUID, SeriesNumber, description, orientation, image
 size, pixel spacing) and a note says so. When
 the folder holds several series and ``series_uid`` is not given, the series is chosen
-by this rule (stated in ``metadata.notes``):
+by this rule (stated in ``metadata.notes``, with the reason each other series was not
+chosen):
 
-1. only CT series (Modality ``CT``) are candidates; when there is none, all series are;
-2. the series with the most slices (distinct slice positions) wins;
-3. ties: the smallest slice thickness; then the lowest SeriesNumber; then the UID.
+1. never chosen automatically: localizers / scouts (ImageType ``LOCALIZER``, ``SCOUT``),
+   secondary captures (SOP class Secondary Capture: dose screens, screenshots), dose
+   reports and other structured reports, and series of another modality (MR, PT, ...);
+   a folder holding only these is refused (CT only);
+2. candidates, in tiers: original axial CT series first; then series whose modality
+   says nothing (``OT``, empty: judged by their HU later); then, only when there is
+   neither, fallback series: derived / secondary images (ImageType ``DERIVED``,
+   ``SECONDARY``, reformats) and non-axial stacks (slice normal further than 45 degrees
+   from the patient's superior axis);
+3. within a tier the series with the most slices (distinct slice positions) wins;
+4. ties: the smallest slice thickness; then the lowest SeriesNumber; then the UID.
+
+A series chosen with ``series_uid`` is read whatever its tier, except a non-CT modality
+or a non-image object (refused).
+
+Compressed transfer syntaxes (JPEG-LS, JPEG 2000, JPEG lossless, RLE, ...) of
+single-frame series are decoded with pydicom and the decoders of the ``dicom`` extra
+(pylibjpeg, pylibjpeg-openjpeg, pylibjpeg-libjpeg, pylibjpeg-rle, pyjpegls); a missing
+decoder is an :class:`InputError` naming ``pip install "ctmusclebone[dicom]"``.
+Uncompressed series are read with SimpleITK (GDCM). Slices must be evenly spaced (no
+missing slice), at distinct positions and not sheared (gantry tilt); the refusals name
+the slice positions and what to do.
 
 Refusals common to every format (one place each): non-finite voxels
 (:func:`refuse_non_finite`; NIfTI also on its raw bytes, since ITK reads NaN as 0),
@@ -436,10 +456,11 @@ def _read_image_ct(path: Path) -> CTImage:
 # DICOM
 # ------------------------------------------------------------------------------------
 _SCAN_TAGS = [
-    "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality", "SeriesNumber",
-    "SeriesDescription", "ImagePositionPatient", "ImageOrientationPatient", "SliceThickness",
-    "Rows", "Columns", "NumberOfFrames", "InstanceNumber", "RescaleSlope", "RescaleIntercept",
-    "FrameOfReferenceUID", "PixelSpacing", "AcquisitionNumber",
+    "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality",
+    "SeriesNumber", "SeriesDescription", "ImagePositionPatient", "ImageOrientationPatient",
+    "SliceThickness", "Rows", "Columns", "NumberOfFrames", "InstanceNumber", "RescaleSlope",
+    "RescaleIntercept", "FrameOfReferenceUID", "PixelSpacing", "AcquisitionNumber",
+    "ImageType", "GantryDetectorTilt",
 ]
 
 #: Tags that identify a series when SeriesInstanceUID is empty or absent (anonymised
@@ -450,6 +471,24 @@ FALLBACK_SERIES_TAGS: tuple[str, ...] = (
 )
 #: Prefix of the series key made from :data:`FALLBACK_SERIES_TAGS`.
 NO_UID_PREFIX = "no-uid-"
+
+#: SOP class UID prefixes never read as a CT volume (DICOM PS3.4 B.5): Secondary
+#: Capture Image Storage (``...1.1.7``) and its multi-frame variants (``...1.1.7.1`` to
+#: ``.7.4``); structured reports (``...1.1.88.*``, the X-Ray Radiation Dose SR is
+#: ``...1.1.88.67``).
+SECONDARY_CAPTURE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+STRUCTURED_REPORT_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+RADIATION_DOSE_SR_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.88.67",
+                                 "1.2.840.10008.5.1.4.1.1.88.68")
+#: Smallest |cosine| between the slice normal and the patient's superior axis for a
+#: series to count as axial (cos 45 deg: the normal is nearer to superior than to any
+#: other patient axis; gantry-tilted axial series stay axial). CTMuscleBone choice.
+AXIAL_MIN_COSINE = float(np.cos(np.radians(45.0)))
+#: Modalities that are images of another kind: refused (not judged by their values).
+#: Anything but CT and :data:`UNDECIDED_MODALITIES` is such a modality.
+_CT_MODALITY = "CT"
+#: The install hint for missing DICOM decoders (the ``dicom`` extra of pyproject.toml).
+DICOM_EXTRA_HINT = 'pip install "ctmusclebone[dicom]"'
 
 
 def _fallback_series_key(ds: Any) -> str:
@@ -469,7 +508,7 @@ def _fallback_series_key(ds: Any) -> str:
 
 @dataclass(frozen=True)
 class DicomSeriesInfo:
-    """One image series found in a DICOM folder.
+    """One series found in a DICOM folder.
 
     Attributes
     ----------
@@ -478,12 +517,18 @@ class DicomSeriesInfo:
     description : str or None
     series_number : int or None
     n_files : int
-        Image files of the series.
+        Files of the series.
     n_slices : int
-        Distinct slice positions (frames for a multi-frame file).
+        Distinct slice positions (frames for a multi-frame file; 0 for a non-image).
     slice_thickness_mm : float or None
     files : tuple of str
         The files, in no particular order.
+    skip_reason : str or None
+        Why the series is never chosen automatically (localizer, dose report, secondary
+        capture, not CT, ...); None for a CT volume candidate.
+    fallback_reason : str or None
+        Why the series is only a fallback candidate (derived / secondary image, not
+        axial): chosen only when no original axial CT series is in the folder.
     """
 
     series_uid: str
@@ -494,14 +539,25 @@ class DicomSeriesInfo:
     n_slices: int
     slice_thickness_mm: float | None
     files: tuple[str, ...]
+    skip_reason: str | None = None
+    fallback_reason: str | None = None
 
     def describe(self) -> str:
         desc = f" '{self.description}'" if self.description else ""
         thick = (f", {self.slice_thickness_mm:g} mm slices"
                  if self.slice_thickness_mm is not None else "")
         num = f"#{self.series_number} " if self.series_number is not None else ""
-        return (f"{num}{self.modality or '?'}{desc} ({self.n_slices} slices{thick}; "
-                f"UID {self.series_uid})")
+        what = f"{self.n_slices} slices" if self.n_slices else f"{self.n_files} file(s)"
+        return f"{num}{self.modality or '?'}{desc} ({what}{thick}; UID {self.series_uid})"
+
+    @property
+    def tier(self) -> int:
+        """Choice tier: 0 original axial CT, 1 undecided modality, 2 fallback, 3 never."""
+        if self.skip_reason is not None:
+            return 3
+        if self.fallback_reason is not None:
+            return 2
+        return 0 if (self.modality or "").upper() == _CT_MODALITY else 1
 
 
 def _is_dicom_file(path: Path) -> bool:
@@ -517,10 +573,12 @@ def _is_dicom_file(path: Path) -> bool:
 
 
 def _scan_dicom(folder: Path) -> dict[str, list[tuple[Path, Any]]]:
-    """Image files of ``folder`` grouped into series: series key -> [(path, header)].
+    """DICOM files of ``folder`` grouped into series: series key -> [(path, header)].
 
     The key is the SeriesInstanceUID; files without one are grouped by
     :data:`FALLBACK_SERIES_TAGS` under a key starting with :data:`NO_UID_PREFIX`.
+    Non-image objects (structured reports, presentation states) are kept, so that the
+    series choice can say why they were skipped.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -537,11 +595,68 @@ def _scan_dicom(folder: Path) -> dict[str, list[tuple[Path, Any]]]:
             except (InvalidDicomError, OSError, EOFError, ValueError, TypeError,
                     AttributeError, KeyError):
                 continue
-            if ds.get("Rows") is None:
-                continue  # not an image (structured report, presentation state, ...)
+            if ds.get("Rows") is None and ds.get("SOPClassUID") is None:
+                continue  # not a DICOM object we can name
             uid = _str_or_none(ds.get("SeriesInstanceUID")) or _fallback_series_key(ds)
             series.setdefault(uid, []).append((p, ds))
     return series
+
+
+def _image_type(ds: Any) -> list[str]:
+    value = ds.get("ImageType")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split("\\")
+    return [str(v).strip().upper() for v in value]
+
+
+def _slice_normal(ds: Any) -> np.ndarray | None:
+    iop = ds.get("ImageOrientationPatient")
+    if iop is None or len(iop) != 6:
+        return None
+    try:
+        row = np.array([float(v) for v in iop[:3]])
+        col = np.array([float(v) for v in iop[3:6]])
+    except (TypeError, ValueError):
+        return None
+    normal = np.cross(row, col)
+    norm = float(np.linalg.norm(normal))
+    return normal / norm if norm > 1e-6 else None
+
+
+def _skip_reasons(items: list[tuple[Path, Any]], n_slices: int) -> tuple[str | None, str | None]:
+    """(skip reason, fallback reason) of a series; see :class:`DicomSeriesInfo`."""
+    ds0 = items[0][1]
+    sop = _str_or_none(ds0.get("SOPClassUID")) or ""
+    modality = (_str_or_none(ds0.get("Modality")) or "").upper()
+    image_type = _image_type(ds0)
+    description = (_str_or_none(ds0.get("SeriesDescription")) or "").lower()
+    if sop in RADIATION_DOSE_SR_SOP_CLASSES:
+        return "radiation dose structured report (RDSR), not an image", None
+    if sop.startswith(STRUCTURED_REPORT_SOP_PREFIX) or modality == "SR":
+        return "structured report, not an image", None
+    if ds0.get("Rows") is None:
+        return f"not an image (SOP class {sop or 'unknown'})", None
+    if sop == SECONDARY_CAPTURE_SOP_PREFIX or sop.startswith(SECONDARY_CAPTURE_SOP_PREFIX + "."):
+        if "dose" in description or "SCREEN SAVE" in image_type:
+            return "dose screen or screen capture (secondary capture)", None
+        return "secondary capture (a picture of images, no geometry or HU)", None
+    if "LOCALIZER" in image_type or "SCOUT" in image_type or "topogram" in description:
+        return "localizer / scout (ImageType " + "\\".join(image_type) + ")", None
+    if modality and modality != _CT_MODALITY and modality not in UNDECIDED_MODALITIES:
+        return f"not CT (modality {modality})", None
+    fallback = []
+    if image_type[:1] == ["DERIVED"] or image_type[1:2] == ["SECONDARY"] or any(
+            t in image_type for t in ("REFORMATTED", "MPR", "MIP", "PROJECTION IMAGE")):
+        fallback.append("derived/secondary image (ImageType " + "\\".join(image_type) + ")")
+    normal = _slice_normal(ds0)
+    if normal is not None and abs(float(normal[2])) < AXIAL_MIN_COSINE:
+        plane = ("sagittal" if abs(normal[0]) >= abs(normal[1]) else "coronal")
+        fallback.append(f"not axial ({plane} slices)")
+    if n_slices <= 1 and int(ds0.get("NumberOfFrames") or 1) <= 1:
+        fallback.append("a single slice")
+    return None, ("; ".join(fallback) or None)
 
 
 def _fallback_note(uid: str, n_files: int) -> str:
@@ -555,16 +670,22 @@ def _series_info(uid: str, items: list[tuple[Path, Any]]) -> DicomSeriesInfo:
     ds0 = items[0][1]
     positions = set()
     frames = 0
+    n_images = 0
     for _p, ds in items:
+        if ds.get("Rows") is None:
+            continue
+        n_images += 1
         ipp = ds.get("ImagePositionPatient")
         if ipp is not None:
             positions.add(tuple(round(float(v), 3) for v in ipp))
         frames += int(ds.get("NumberOfFrames") or 1)
-    n_slices = max(len(positions), frames if len(items) == 1 else len(positions), 1)
+    n_slices = (max(len(positions), frames if n_images == 1 else len(positions), 1)
+                if n_images else 0)
     try:
         number = int(ds0.get("SeriesNumber")) if ds0.get("SeriesNumber") is not None else None
     except (TypeError, ValueError):
         number = None
+    skip, fallback = _skip_reasons(items, n_slices)
     return DicomSeriesInfo(
         series_uid=uid,
         modality=_str_or_none(ds0.get("Modality")),
@@ -574,6 +695,8 @@ def _series_info(uid: str, items: list[tuple[Path, Any]]) -> DicomSeriesInfo:
         n_slices=n_slices,
         slice_thickness_mm=_float_or_none(ds0.get("SliceThickness")),
         files=tuple(str(p) for p, _ in items),
+        skip_reason=skip,
+        fallback_reason=fallback,
     )
 
 
@@ -581,7 +704,9 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeriesInfo]:
     """Image series in a DICOM folder (scanned recursively), in the preferred order.
 
     The first entry is the series :func:`read_ct` chooses when not told (see the module
-    docstring for the rule). Non-DICOM files are ignored.
+    docstring for the rule); series that are never chosen automatically (localizers,
+    secondary captures, non-CT) come last with their ``skip_reason``. Non-image objects
+    (dose reports and other structured reports) and non-DICOM files are not listed.
 
     Raises
     ------
@@ -591,7 +716,8 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeriesInfo]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"'{folder}' is not a folder.")
-    infos = [_series_info(uid, items) for uid, items in _scan_dicom(folder).items()]
+    infos = [i for i in (_series_info(uid, items) for uid, items in _scan_dicom(folder).items())
+             if i.n_slices > 0]
     if not infos:
         raise InputError(
             f"No DICOM image was found in '{folder}' (or its sub-folders). Point to the "
@@ -603,7 +729,7 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeriesInfo]:
 def _order_series(infos: list[DicomSeriesInfo]) -> list[DicomSeriesInfo]:
     def key(s: DicomSeriesInfo) -> tuple:
         return (
-            0 if (s.modality or "").upper() == "CT" else 1,
+            s.tier,
             -s.n_slices,
             s.slice_thickness_mm if s.slice_thickness_mm is not None else np.inf,
             s.series_number if s.series_number is not None else 10**9,
@@ -613,8 +739,19 @@ def _order_series(infos: list[DicomSeriesInfo]) -> list[DicomSeriesInfo]:
     return sorted(infos, key=key)
 
 
-def _sorted_slices(items: list[tuple[Path, Any]]) -> list[Path]:
-    """Files of a single-frame series sorted along the slice normal; checks spacing."""
+def _positions_text(values_mm: Iterable[float], limit: int = 8) -> str:
+    values = [f"{v:.4g}" for v in values_mm]
+    if len(values) > limit:
+        values = values[: limit - 1] + ["...", values[-1]]
+    return ", ".join(values)
+
+
+def _sorted_slices(items: list[tuple[Path, Any]]) -> list[int]:
+    """Indices of a single-frame series' files sorted along the slice normal.
+
+    Checks one orientation, distinct positions, even gaps and no gantry tilt; the
+    messages name the slice positions (mm along the slice normal) and what to do.
+    """
     ds0 = items[0][1]
     iop = ds0.get("ImageOrientationPatient")
     if iop is None or any(ds.get("ImagePositionPatient") is None for _, ds in items):
@@ -622,9 +759,10 @@ def _sorted_slices(items: list[tuple[Path, Any]]) -> list[Path]:
             "The DICOM series lacks ImageOrientationPatient/ImagePositionPatient, so the "
             "slice geometry is unknown. Export the series with full geometry tags."
         )
-    row = np.array([float(v) for v in iop[:3]])
-    col = np.array([float(v) for v in iop[3:6]])
-    normal = np.cross(row, col)
+    normal = _slice_normal(ds0)
+    if normal is None:
+        raise InputError("The DICOM series has an invalid ImageOrientationPatient (row and "
+                         "column directions parallel). Export the series again.")
     pos = np.array([[float(v) for v in ds.get("ImagePositionPatient")] for _, ds in items])
     for _, ds in items[1:]:
         other = ds.get("ImageOrientationPatient")
@@ -637,36 +775,53 @@ def _sorted_slices(items: list[tuple[Path, Any]]) -> list[Path]:
     order = np.argsort(along, kind="stable")
     along = along[order]
     gaps = np.diff(along)
-    if np.any(gaps < 1e-3):
+    same = np.flatnonzero(gaps < 1e-3)
+    if same.size:
         raise InputError(
-            "The DICOM series has two or more slices at the same position (several "
-            "acquisitions or phases share one SeriesInstanceUID). Split the series or "
+            "The DICOM series has two or more slices at the same position ("
+            f"{_positions_text(along[same])} mm along the slice normal): several "
+            "acquisitions or phases share one SeriesInstanceUID. Split the series or "
             "export the phase you want on its own."
         )
     if len(gaps) >= 2:
         median = float(np.median(gaps))
-        worst = float(np.max(np.abs(gaps - median)) / median)
-        if worst > MAX_SLICE_GAP_DEVIATION:
+        bad = np.flatnonzero(np.abs(gaps - median) / median > MAX_SLICE_GAP_DEVIATION)
+        if bad.size:
+            where = "; ".join(f"{gaps[b]:.3g} mm between {along[b]:.4g} and "
+                              f"{along[b + 1]:.4g}" for b in bad[:5])
+            more = f" (and {bad.size - 5} more)" if bad.size > 5 else ""
+            missing = int(round(float(np.sum(np.maximum(gaps[bad] / median - 1.0, 0.0)))))
             raise InputError(
-                f"The DICOM series has missing or unevenly spaced slices (gaps from "
-                f"{gaps.min():.3g} to {gaps.max():.3g} mm). Volumes would be wrong; "
-                "re-export the complete series."
+                f"The DICOM series has missing or unevenly spaced slices: the usual gap is "
+                f"{median:.3g} mm, but {where}{more} (slice positions in mm along the slice "
+                f"normal; about {missing} slice(s) missing). Volumes would be wrong. "
+                "Re-export the complete series from the archive (all images), or choose "
+                "another series with --series / series_uid."
             )
     if len(gaps) >= 1:
         steps = np.diff(pos[order], axis=0)
         inplane = np.linalg.norm(steps - np.outer(steps @ normal, normal), axis=1)
-        if np.max(inplane / np.maximum(gaps, 1e-6)) > MAX_SLICE_SHEAR:
+        shear = inplane / np.maximum(gaps, 1e-6)
+        if np.max(shear) > MAX_SLICE_SHEAR:
+            tilt_deg = float(np.degrees(np.arctan(np.median(shear))))
+            header = _float_or_none(ds0.get("GantryDetectorTilt"))
+            said = f"; GantryDetectorTilt says {header:g} deg" if header is not None else ""
+            first, last = pos[order[0]], pos[order[-1]]
             raise InputError(
-                "The DICOM slices are sheared (gantry tilt): slice positions do not follow "
-                "the slice normal. Resample the series to an orthogonal grid first (e.g. "
-                "load it in 3D Slicer, which corrects gantry tilt, and save it as NRRD)."
+                f"The DICOM slices are sheared (gantry tilt of about {tilt_deg:.1f} deg"
+                f"{said}): each slice is shifted {np.median(inplane):.3g} mm in-plane "
+                f"against the next; the first slice is at ({_positions_text(first)}) mm and "
+                f"the last at ({_positions_text(last)}) mm (LPS). Resample the series to an "
+                "orthogonal grid first (e.g. load it in 3D Slicer, which corrects gantry "
+                "tilt, and save it as NRRD), or use a series reconstructed without tilt."
             )
-    return [items[i][0] for i in order]
+    return [int(i) for i in order]
 
 
 def _choose_series(series: dict[str, list[tuple[Path, Any]]], series_uid: str | None,
                    folder: Path) -> tuple[str, list[str]]:
-    infos = _order_series([_series_info(uid, items) for uid, items in series.items()])
+    every = _order_series([_series_info(uid, items) for uid, items in series.items()])
+    infos = [s for s in every if s.n_slices > 0]
     if not infos:
         raise InputError(
             f"No DICOM image was found in '{folder}' (or its sub-folders). Point to the "
@@ -674,32 +829,66 @@ def _choose_series(series: dict[str, list[tuple[Path, Any]]], series_uid: str | 
         )
     notes: list[str] = []
     if series_uid is not None:
-        chosen = next((s for s in infos if s.series_uid == series_uid), None)
+        chosen = next((s for s in every if s.series_uid == series_uid), None)
         if chosen is None:
             listing = "; ".join(s.describe() for s in infos)
             raise InputError(
                 f"Series {series_uid} is not in '{folder}'. Series found: {listing}."
             )
-        if len(infos) > 1:
-            others = "; ".join(s.describe() for s in infos if s is not chosen)
+        if chosen.skip_reason is not None and (
+                chosen.n_slices == 0 or chosen.skip_reason.startswith("not CT")):
+            raise InputError(
+                f"The series {chosen.describe()} cannot be read as a CT: "
+                f"{chosen.skip_reason}. CTMuscleBone measures Hounsfield units on CT "
+                "images only; choose the axial CT series."
+            )
+        if len(every) > 1:
+            others = "; ".join(s.describe() for s in every if s is not chosen)
             notes.append(f"DICOM series chosen by the user: {chosen.describe()}. "
                          f"Other series in the folder: {others}.")
+        if chosen.skip_reason or chosen.fallback_reason:
+            notes.append(f"The chosen series is a {chosen.skip_reason or chosen.fallback_reason}"
+                         "; check that it is the CT volume you meant.")
         return chosen.series_uid, notes
-    chosen = infos[0]
-    if len(infos) > 1:
-        others = "; ".join(s.describe() for s in infos[1:])
-        notes.append(
-            f"The folder holds {len(infos)} image series; chosen by rule (CT series with "
-            f"the most slices, ties: thinnest slices): {chosen.describe()}. Other series: "
-            f"{others}. Choose another with series_uid (--series-uid)."
+    chosen = every[0]
+    if chosen.tier == 3:
+        listing = "; ".join(f"{s.describe()}: {s.skip_reason}" for s in every)
+        raise InputError(
+            f"No CT image series in '{folder}'. Found: {listing}. CTMuscleBone measures "
+            "Hounsfield units on CT only; point to the folder of the axial CT series (or "
+            "to a NIfTI/NRRD CT)."
         )
-    if (chosen.modality or "").upper() != "CT":
-        notes.append(f"No CT series in the folder; read the {chosen.modality or 'unknown'} "
-                     "series instead.")
+    if len(every) > 1:
+        lines = []
+        for s in every[1:]:
+            why = s.skip_reason or (
+                f"fallback only: {s.fallback_reason}" if s.fallback_reason and chosen.tier < 2
+                else "fewer slices or thicker slices than the chosen series")
+            lines.append(f"{s.describe()}: {why}")
+        n_other = len(every) - len(infos)
+        other = f" and {n_other} non-image series" if n_other else ""
+        notes.append(
+            f"The folder holds {len(infos)} image series{other}; chosen by rule (original axial CT "
+            f"series with the most slices, ties: thinnest slices, then lowest series "
+            f"number): {chosen.describe()}. Not chosen: {'; '.join(lines)}. Choose another "
+            "with series_uid (--series)."
+        )
+    if chosen.tier == 1:
+        notes.append(f"The chosen series does not say it is CT (modality "
+                     f"'{chosen.modality or ''}'); it is judged by its HU values.")
+    if chosen.tier == 2:
+        notes.append(f"No original axial CT series in the folder; read a fallback series "
+                     f"({chosen.fallback_reason}). Check that it is the CT volume you meant.")
     return chosen.series_uid, notes
 
 
-def _dicom_metadata(path: Path, notes: list[str], source: str) -> CTMetadata:
+def _uid_list(values: Iterable[Any]) -> tuple[str, ...] | None:
+    out = tuple(_str_or_none(v) or "" for v in values)
+    return out if out and all(out) else None
+
+
+def _dicom_metadata(path: Path, notes: list[str], source: str,
+                    sop_instance_uids: tuple[str, ...] | None = None) -> CTMetadata:
     import pydicom
 
     ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
@@ -717,6 +906,10 @@ def _dicom_metadata(path: Path, notes: list[str], source: str) -> CTMetadata:
     weight = _float_or_none(ds.get("PatientWeight"))
     if weight is not None and weight <= 0:
         weight = None
+    try:
+        number = int(ds.get("SeriesNumber")) if ds.get("SeriesNumber") is not None else None
+    except (TypeError, ValueError):
+        number = None
     return CTMetadata(
         modality=_str_or_none(ds.get("Modality")),
         kvp=_float_or_none(ds.get("KVP")),
@@ -735,7 +928,108 @@ def _dicom_metadata(path: Path, notes: list[str], source: str) -> CTMetadata:
         patient_id=_str_or_none(ds.get("PatientID")),
         source=source,
         notes=tuple(notes),
+        frame_of_reference_uid=_str_or_none(ds.get("FrameOfReferenceUID")),
+        sop_class_uid=_str_or_none(ds.get("SOPClassUID")),
+        sop_instance_uids=sop_instance_uids,
+        series_number=number,
+        patient_name=_str_or_none(ds.get("PatientName")),
+        patient_birth_date=_str_or_none(ds.get("PatientBirthDate")),
+        patient_age=_str_or_none(ds.get("PatientAge")),
+        study_time=_str_or_none(ds.get("StudyTime")),
+        study_id=_str_or_none(ds.get("StudyID")),
+        study_description=_str_or_none(ds.get("StudyDescription")),
+        accession_number=_str_or_none(ds.get("AccessionNumber")),
+        referring_physician_name=_str_or_none(ds.get("ReferringPhysicianName")),
     )
+
+
+def _transfer_syntax(ds: Any) -> Any:
+    meta = getattr(ds, "file_meta", None)
+    return meta.get("TransferSyntaxUID") if meta is not None else None
+
+
+def _decoder_for(transfer_syntax: Any, where: str) -> Any:
+    """The pydicom decoder of a compressed transfer syntax, or an InputError saying what
+    to install (the ``dicom`` extra) or that the compression is not supported."""
+    from pydicom.pixels import get_decoder
+
+    name = getattr(transfer_syntax, "name", str(transfer_syntax))
+    try:
+        decoder = get_decoder(transfer_syntax)
+    except NotImplementedError:
+        raise InputError(
+            f"{where} is compressed with '{name}' ({transfer_syntax}), which CTMuscleBone "
+            "cannot decode. Export the series uncompressed (e.g. dcmtk 'dcmdjpeg' / gdcmconv "
+            "--raw) or with JPEG-LS, JPEG 2000, JPEG lossless or RLE."
+        ) from None
+    if not decoder.is_available:
+        missing = "; ".join(str(m) for m in getattr(decoder, "missing_dependencies", []))
+        raise InputError(
+            f"{where} is compressed with '{name}' and no decoder for it is installed"
+            f"{f' ({missing})' if missing else ''}. Install the DICOM decoders with: "
+            f"{DICOM_EXTRA_HINT}"
+        )
+    return decoder
+
+
+def _read_compressed_slices(items: list[tuple[Path, Any]], order: list[int], uid: str,
+                            folder: Path) -> tuple[np.ndarray, Geometry]:
+    """Decode a compressed single-frame series with pydicom (the ``dicom`` extra).
+
+    Returns HU in ITK index order ``[i, j, k]`` (``i`` = column, ``j`` = row, ``k`` =
+    slice sorted along the slice normal) and the geometry from the headers: origin =
+    ImagePositionPatient of the first sorted slice, direction columns = row direction,
+    column direction and slice normal, spacing = (column spacing, row spacing, median
+    slice gap) -- the same convention as SimpleITK's series reader.
+    """
+    import pydicom
+    from pydicom.pixels import apply_rescale
+
+    where = f"The DICOM series {uid} in '{folder}'"
+    _decoder_for(_transfer_syntax(items[order[0]][1]), where)
+    planes = []
+    for idx in order:
+        path = items[idx][0]
+        try:
+            ds = pydicom.dcmread(path, force=True)
+            stored = ds.pixel_array
+        except (RuntimeError, ValueError, OSError, EOFError, TypeError, AttributeError) as exc:
+            detail = " ".join(str(exc).split())[:200]
+            raise InputError(
+                f"Cannot decode '{path}' of {where}: the file is damaged or truncated "
+                f"({detail}). Re-export the series."
+            ) from None
+        if stored.ndim != 2:
+            raise InputError(f"'{path}' holds {stored.ndim}-D pixel data (colour or several "
+                             "frames); a CT slice is a grey-scale image. Choose the CT series.")
+        slope = _float_or_none(ds.get("RescaleSlope"))
+        intercept = _float_or_none(ds.get("RescaleIntercept"))
+        if slope is not None and intercept is not None:
+            if float(slope).is_integer() and float(intercept).is_integer():
+                plane = stored.astype(np.int32) * int(slope) + int(intercept)
+            else:
+                plane = apply_rescale(stored, ds).astype(np.float32)
+        else:
+            plane = stored.astype(np.int32)
+        planes.append(np.asarray(plane).T)  # rows = j, columns = i -> [i, j]
+    hu = np.stack(planes, axis=2)
+    if hu.dtype.kind == "i" and hu.size and -32768 <= hu.min() and hu.max() <= 32767:
+        hu = hu.astype(np.int16)
+    ds0 = items[order[0]][1]
+    iop = [float(v) for v in ds0.get("ImageOrientationPatient")]
+    row, col = np.array(iop[:3]), np.array(iop[3:6])
+    normal = np.cross(row, col)
+    pos = np.array([[float(v) for v in items[i][1].get("ImagePositionPatient")]
+                    for i in order])
+    gaps = np.diff(pos @ normal)
+    spacing = ds0.get("PixelSpacing") or [1.0, 1.0]
+    dz = float(np.median(gaps)) if gaps.size else (_float_or_none(ds0.get("SliceThickness"))
+                                                  or 1.0)
+    geometry = Geometry(shape=hu.shape, spacing_mm=(float(spacing[1]), float(spacing[0]), dz),
+                        origin_mm=tuple(pos[0]),
+                        direction=np.stack([row, col, normal], axis=1))
+    refuse_non_finite(hu, where)
+    return hu, geometry
 
 
 def _read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = None) -> CTImage:
@@ -747,33 +1041,54 @@ def _read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = N
                 series_uid = uid
                 break
     uid, notes = _choose_series(series, series_uid, folder)
-    items = series[uid]
+    items = [(p, ds) for p, ds in series[uid] if ds.get("Rows") is not None]
     if uid.startswith(NO_UID_PREFIX):
         notes.append(_fallback_note(uid, len(items)))
     multiframe = len(items) == 1 and int(items[0][1].get("NumberOfFrames") or 1) > 1
+    transfer_syntax = _transfer_syntax(items[0][1])
+    compressed = bool(getattr(transfer_syntax, "is_compressed", False))
+    sop_uids: tuple[str, ...] | None = None
     try:
         if multiframe:
+            if compressed:
+                _decoder_for(transfer_syntax, f"The DICOM file '{items[0][0]}'")
             image = sitk.ReadImage(str(items[0][0]))
             files = [items[0][0]]
         else:
-            files = _sorted_slices(items) if len(items) > 1 else [items[0][0]]
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames([str(f) for f in files])
-            image = reader.Execute()
+            order = _sorted_slices(items) if len(items) > 1 else [0]
+            files = [items[i][0] for i in order]
+            sop_uids = _uid_list(items[i][1].get("SOPInstanceUID") for i in order)
+            if len(files) == 1:
+                raise InputError(
+                    f"The DICOM series {uid} has a single slice; CTMuscleBone needs a volume "
+                    "(a stack of slices). Choose the full axial series."
+                )
+            if compressed:
+                hu, geometry = _read_compressed_slices(items, order, uid, folder)
+                notes.append(f"Decoded from {transfer_syntax.name} with pydicom.")
+                image = None
+            else:
+                reader = sitk.ImageSeriesReader()
+                reader.SetFileNames([str(f) for f in files])
+                image = reader.Execute()
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:200]
+        hint = (f" If the series is compressed, install the decoders: {DICOM_EXTRA_HINT}."
+                if compressed else "")
         raise InputError(
             f"Cannot read the DICOM series {uid} in '{folder}': a file is damaged, "
-            f"truncated or uses an unsupported compression ({detail}). Re-export the series."
+            f"truncated or uses an unsupported compression ({detail}). Re-export the "
+            f"series.{hint}"
         ) from None
-    if image.GetDimension() == 2 or (image.GetDimension() == 3 and len(files) == 1
-                                     and not multiframe):
-        raise InputError(
-            f"The DICOM series {uid} has a single slice; CTMuscleBone needs a volume "
-            "(a stack of slices). Choose the full axial series."
-        )
-    geometry = _geometry(image, f"DICOM series {uid} in {folder}")
-    hu = _pixel_array_for_ct(image, f"DICOM series {uid} in {folder}")
+    if image is not None:
+        if image.GetDimension() == 2 or (image.GetDimension() == 3 and len(files) == 1
+                                         and not multiframe):
+            raise InputError(
+                f"The DICOM series {uid} has a single slice; CTMuscleBone needs a volume "
+                "(a stack of slices). Choose the full axial series."
+            )
+        geometry = _geometry(image, f"DICOM series {uid} in {folder}")
+        hu = _pixel_array_for_ct(image, f"DICOM series {uid} in {folder}")
     ds0 = items[0][1]
     has_rescale = ds0.get("RescaleSlope") is not None and ds0.get("RescaleIntercept") is not None
     modality = (_str_or_none(ds0.get("Modality")) or "").upper()
@@ -787,7 +1102,7 @@ def _read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = N
         if modality == "CT":
             notes.append("The series has no RescaleSlope/RescaleIntercept; its values "
                          "already look like HU (air below 0) and are used as stored.")
-    meta = _dicom_metadata(files[0], notes, source=str(folder))
+    meta = _dicom_metadata(files[0], notes, source=str(folder), sop_instance_uids=sop_uids)
     return CTImage(hu=hu, geometry=geometry, metadata=meta)
 
 

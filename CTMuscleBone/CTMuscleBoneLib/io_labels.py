@@ -48,6 +48,10 @@ the table the sidecar matches, when it matches another one).
 
 Several label values mapping to one anatomy key (e.g. TotalSegmentator ``sacrum`` and
 ``vertebrae_S1``, both the sacrum here) are merged into the smallest value, with a note.
+
+Tissue masks: :func:`add_tissue_masks` adds TotalSegmentator ``tissue_types`` masks
+(:data:`TISSUE_MASK_NAMES`) to a label map read from another file (the reference
+tissues of the phantomless calibration).
 """
 
 from __future__ import annotations
@@ -720,3 +724,106 @@ def read_labels(path: str | os.PathLike[str], ct_geometry: Geometry,
     table = read_names(names_path)
     return _read_simple(p, table, ct_geometry, f"{p} (names: {names_path.name})",
                         [f"Label names read from '{names_path.name}'."])
+
+
+# ------------------------------------------------------------------------------------
+# tissue masks added to a label map
+# ------------------------------------------------------------------------------------
+#: TotalSegmentator ``tissue_types`` mask names that :func:`add_tissue_masks` accepts:
+#: the reference tissues of the phantomless calibration (subcutaneous adipose tissue,
+#: skeletal muscle). ``subcutaneous_fat`` is an anatomy key; ``skeletal_muscle`` (all
+#: skeletal muscle, no single structure) is kept as a named label outside the anatomy
+#: table, which only the calibration's tissue sampler reads.
+TISSUE_MASK_NAMES = ("subcutaneous_fat", "skeletal_muscle")
+
+
+def tissue_mask_name(path: str | os.PathLike[str]) -> str:
+    """The tissue a mask file holds, from its name ending (``*subcutaneous_fat.nii.gz``).
+
+    Raises
+    ------
+    InputError
+        The name ends in none of :data:`TISSUE_MASK_NAMES`.
+    """
+    stem = (image_stem(Path(path).name) or "").lower()
+    for name in TISSUE_MASK_NAMES:
+        if stem == name or stem.endswith(("_" + name, "-" + name)):
+            return name
+    raise InputError(
+        f"'{Path(path).name}' is not a tissue mask this option takes: its file name must end "
+        f"in {' or '.join(n + '.nii.gz' for n in TISSUE_MASK_NAMES)} (TotalSegmentator "
+        "tissue_types names). Rename the file, or merge other structures into the main "
+        "label map.")
+
+
+def add_tissue_masks(labels: LabelMap, paths: list[str | os.PathLike[str]]) -> LabelMap:
+    """The label map with TotalSegmentator tissue masks added where it has background.
+
+    Parameters
+    ----------
+    labels : LabelMap
+        On the CT grid (not modified).
+    paths : list of path-like
+        Binary mask files (nonzero = tissue), named by :func:`tissue_mask_name`; a mask
+        on another grid of the same physical space is resampled (:func:`to_ct_grid`).
+
+    Returns
+    -------
+    LabelMap
+        A copy whose array gains one label per tissue on voxels that were background
+        (the main label map wins where both label a voxel); a note per mask says how
+        many voxels were added and how many kept their label.
+
+    Raises
+    ------
+    InputError
+        Missing, empty or non-binary-image file, a name not in
+        :data:`TISSUE_MASK_NAMES`, the same tissue twice, a mask outside the CT.
+    """
+    from dataclasses import replace
+
+    from .io_ct import read_image
+
+    array = labels.array
+    structures = dict(labels.structures)
+    unknown = dict(labels.unknown)
+    notes = list(labels.notes)
+    seen: set[str] = set()
+    for path in paths:
+        p = Path(path)
+        name = tissue_mask_name(p)
+        if name in seen:
+            raise InputError(f"Two tissue masks for '{name}' ({p.name}); give one per tissue.")
+        seen.add(name)
+        if not p.is_file():
+            raise InputError(f"Tissue mask file not found: {p}")
+        raw, geom = read_image(p)
+        raw = np.asarray(raw)
+        if not np.all(np.isfinite(raw)):
+            raise InputError(f"Tissue mask {p.name} holds non-finite values.")
+        binary = (raw != 0).astype(np.uint8)
+        if not binary.any():
+            raise InputError(f"Tissue mask {p.name} is empty (no nonzero voxel).")
+        on_ct, grid_notes = to_ct_grid(binary, geom, labels.geometry, f"The tissue mask {p.name}")
+        mask = on_ct != 0
+        value = labels.value_of(name) if name in anatomy.BY_KEY else next(
+            (v for v, n in unknown.items() if n == name), None)
+        if value is None:
+            used = set(structures) | set(unknown) | {int(v) for v in np.unique(array)}
+            value = max(used | {0}) + 1
+        if array is labels.array:
+            array = labels.array.copy()
+        if value > np.iinfo(array.dtype).max:
+            array = array.astype(np.int32)
+        free = mask & (array == 0)
+        array[free] = value
+        if name in anatomy.BY_KEY:
+            structures[value] = name
+        else:
+            unknown[value] = name
+        notes += grid_notes
+        notes.append(f"Tissue mask {p.name} added as '{name}' (label {value}): "
+                     f"{int(free.sum())} voxels; {int((mask & ~free).sum())} voxels already "
+                     "labelled kept their label.")
+    return replace(labels, array=array, structures=structures, unknown=unknown,
+                   notes=tuple(notes))

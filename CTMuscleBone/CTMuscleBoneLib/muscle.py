@@ -136,7 +136,7 @@ def measure_muscles(
     if not labels.geometry.same_grid(ct.geometry):
         raise ValueError("label map and CT must share a grid; resample the labels first")
     out: list[MuscleMeasure] = []
-    boxes = ndimage.find_objects(labels.array.astype(np.int32, copy=False))
+    boxes = labels.boxes()
     for value, key in sorted(labels.structures.items()):
         if structure(key).group != "muscle":
             continue
@@ -146,7 +146,7 @@ def measure_muscles(
             box = found[0] if found else None
             mask_box = full[box] if box is not None else None
         else:
-            box = boxes[value - 1] if 0 < value <= len(boxes) else None
+            box = boxes.get(value)
             mask_box = labels.array[box] == value if box is not None else None
         if box is None:
             continue

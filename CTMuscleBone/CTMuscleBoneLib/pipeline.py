@@ -75,7 +75,9 @@ __all__ = [
     "measure",
     "remeasure",
     "segment",
+    "write_dicom",
     "write_outputs",
+    "write_report",
     "write_segmentation",
 ]
 
@@ -428,3 +430,116 @@ def write_outputs(
     paths["summary"] = out / "summary.txt"
     atomic_write_text(paths["summary"], text.rstrip("\n") + "\n")
     return paths
+
+
+def deidentify_results(results: Results, ct: CTImage | None = None) -> Results:
+    """A copy of ``results`` without patient identifiers, for :func:`write_outputs`.
+
+    Removes the input paths, DICOM UIDs and the identifying header values of ``ct``
+    (name, IDs, birth date, accession, institution, dates) wherever they appear; keeps
+    sex, age, height, weight and the checksums
+    (:func:`CTMuscleBoneLib.deidentify.deidentify`). :func:`write_report` and
+    :func:`write_dicom` do the same with ``deidentify=True``.
+    """
+    from .deidentify import deidentify
+
+    return deidentify(results, ct.metadata if ct is not None else None)
+
+
+def write_report(
+    results: Results,
+    ct: CTImage,
+    labels: LabelMap,
+    out_dir: str | os.PathLike[str],
+    uncertainty: np.ndarray | None = None,
+    formats: tuple[str, ...] = ("html", "pdf"),
+    deidentify: bool = False,
+) -> dict[str, Path]:
+    """Write the case report, ``report.html`` and ``report.pdf`` (same content), into
+    ``out_dir``.
+
+    The report shows each femur's DXA-view projection with its ROIs, the lumbar spine
+    with its trabecular ROIs, muscle slices with the segmentation and the uncertainty
+    heatmap, the value tables (from the results' rows and formatting), T-score, SMI and
+    vertebral vBMD plots, a quality section and the provenance (docs/report.md). The
+    HTML is self-contained (inline CSS, images as data URIs); the PDF is made with
+    reportlab (no browser needed). Each file is written atomically.
+
+    Parameters
+    ----------
+    results : Results
+        From :func:`measure`, :func:`analyze` or :func:`remeasure` (its artifacts hold
+        the projections, ROIs, calibration and segmentation).
+    ct : CTImage
+    labels : LabelMap
+        The label map that was measured, on the CT grid.
+    out_dir : path
+        Created when absent.
+    uncertainty : np.ndarray, (n0, n1, n2), optional
+        Voxel uncertainty map on the CT grid; default: the predictive variance of the
+        segmentation in ``results.artifacts`` (after :func:`analyze`), else none (the
+        report says so).
+    formats : tuple of {'html', 'pdf'}
+    deidentify : bool
+        Leave out patient identifiers (:func:`CTMuscleBoneLib.deidentify.deidentify`):
+        name, IDs, birth date, accession, institution, dates, UIDs and input paths;
+        sex, age, height and weight are kept (the scores need them).
+
+    Returns
+    -------
+    dict
+        {'html': path, 'pdf': path} for the formats written.
+
+    Raises
+    ------
+    InputError
+        Unknown format.
+    MissingDependencyError
+        matplotlib or reportlab missing (``pip install "ctmusclebone[reports]"``).
+    """
+    from .report import write_report as _write
+
+    return _write(results, ct, labels, out_dir, uncertainty=uncertainty, formats=formats,
+                  deidentify=deidentify)
+
+
+def write_dicom(results: Results | None, ct: CTImage, labels: LabelMap,
+                out_dir: str | os.PathLike[str], deidentify: bool = False) -> dict[str, Path]:
+    """Write the DICOM SEG of the labels and the DICOM SR of the results into ``out_dir``.
+
+    ``segmentation.dcm``: DICOM Segmentation, one segment per labelled anatomy structure
+    (SNOMED CT codes of :mod:`CTMuscleBoneLib.anatomy`). ``measurements_sr.dcm``:
+    Comprehensive 3D SR, TID 1500 measurement report of every row (UCUM units), its
+    groups referring to the SEG's segments. When the CT came from a DICOM series the SEG
+    refers to it (same study, frame of reference and slice instances); otherwise, or
+    with ``deidentify``, the CT is written as a DICOM series in ``ct/`` (new UIDs) and
+    referred to. See docs/dicom.md.
+
+    Parameters
+    ----------
+    results : Results or None
+        None writes the SEG only (e.g. after :func:`segment`).
+    ct : CTImage
+    labels : LabelMap
+        On the CT grid.
+    out_dir : path
+        Created when absent; each file is written atomically.
+    deidentify : bool
+        Leave out patient name, IDs, birth date, dates, accession, institution and the
+        source UIDs; sex, age, size and weight are kept.
+
+    Returns
+    -------
+    dict
+        {'seg': path, 'sr': path, 'ct_series': folder} for what was written.
+
+    Raises
+    ------
+    InputError
+        Labels not on the CT grid or without any anatomy structure.
+    MissingDependencyError
+        highdicom / pydicom missing (``pip install "ctmusclebone[dicom]"``).
+    """
+    from .dicom_out import write_dicom as _write
+
+    return _write(results, ct, labels, out_dir, deidentify=deidentify)

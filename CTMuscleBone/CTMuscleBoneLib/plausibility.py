@@ -223,10 +223,18 @@ def check_label_plausibility(ct: CTImage, labels: LabelMap) -> PlausibilityRepor
         raise InputError("The label map is not on the CT's voxel grid; read it with "
                          "read_labels(), which resamples it, before checking it.")
     array = np.asarray(labels.array)
-    flat = array.reshape(-1).astype(np.int64, copy=False)
-    hu = np.asarray(ct.hu, dtype=np.float64).reshape(-1)
-    counts = np.bincount(flat)
-    sums = np.bincount(flat, weights=hu, minlength=counts.size)
+    hu = np.asarray(ct.hu)
+    boxes = labels.boxes()  # each structure is counted on its bounding box only
+    # integer HU: exact integer sums (the same values as float64 sums)
+    sum_dtype = np.int64 if np.issubdtype(hu.dtype, np.integer) else np.float64
+
+    def count_and_sum(value: int) -> tuple[int, float]:
+        box = boxes.get(value)
+        if box is None:
+            return 0, 0.0
+        values = hu[box][array[box] == value]
+        return int(values.size), float(values.sum(dtype=sum_dtype))
+
     border = border_label_values(array)
     overlays = getattr(labels, "overlays", None) or {}
     voxel_cm3 = ct.geometry.voxel_volume_cm3
@@ -238,11 +246,10 @@ def check_label_plausibility(ct: CTImage, labels: LabelMap) -> PlausibilityRepor
         if key in overlays:
             mask = np.asarray(overlays[key], dtype=bool)
             n = int(np.count_nonzero(mask))
-            total = float(hu[mask.reshape(-1)].sum()) if n else 0.0
+            total = float(hu[mask].sum(dtype=np.float64)) if n else 0.0
             touches = touches_border(mask)
         else:
-            n = int(counts[value]) if value < counts.size else 0
-            total = float(sums[value]) if n else 0.0
+            n, total = count_and_sum(int(value))
             touches = value in border
         if n < MIN_VOXELS_TO_JUDGE:
             continue

@@ -1,9 +1,12 @@
-"""Install the Python packages the segmentation needs, on first use, after confirmation.
+"""Install the Python packages the module needs, on first use, after confirmation.
 
 Never at import. torch comes through the PyTorch extension (``PyTorchUtils``, declared in
-the extension's ``EXTENSION_DEPENDS``), the rest (monai, safetensors) with
-``slicer.packaging.pip_ensure`` (Slicer 5.12+, asks for confirmation itself) or, in older
-Slicer, ``slicer.util.pip_install`` after ``slicer.util.confirmOkCancelDisplay``.
+the extension's ``EXTENSION_DEPENDS``), the rest (``Resources/requirements.txt``: monai
+and safetensors for the segmentation, matplotlib and reportlab for the report, highdicom
+for the DICOM SEG + SR export) with ``slicer.packaging.pip_ensure`` (Slicer 5.12+, asks
+for confirmation itself) or, in older Slicer, ``slicer.util.pip_install`` after
+``slicer.util.confirmOkCancelDisplay``. Each use installs only its own group
+(:data:`SEGMENTATION_PACKAGES`, :data:`REPORT_PACKAGES`, :data:`DICOM_PACKAGES`).
 
 Call pattern sources: SlicerMONAIAuto3DSeg ``MONAIAuto3DSegLib/dependency_handler.py``
 (``PyTorchUtilsLogic().torchInstalled()`` / ``installTorch(askConfirmation=True,
@@ -25,6 +28,10 @@ from pathlib import Path
 
 MINIMUM_TORCH = ">=2.1"
 REQUESTER = "CTMuscleBone"
+#: Distribution names of each group of ``Resources/requirements.txt``.
+SEGMENTATION_PACKAGES = ("monai", "safetensors")
+REPORT_PACKAGES = ("matplotlib", "reportlab")
+DICOM_PACKAGES = ("highdicom",)
 
 
 class DependencyError(RuntimeError):
@@ -32,7 +39,7 @@ class DependencyError(RuntimeError):
 
 
 def requirements_file() -> Path:
-    """``Resources/requirements.txt`` of the module (monai, safetensors; not torch)."""
+    """``Resources/requirements.txt`` of the module (every group above; not torch)."""
     return Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
 
 
@@ -46,6 +53,27 @@ def read_requirements(path: str | Path | None = None) -> list[str]:
         if text and not text.startswith("#") and not text.startswith("-"):
             out.append(text)
     return out
+
+
+def requirement_name(text: str) -> str:
+    """The distribution name of a requirement string (``"monai>=1.3"`` -> ``"monai"``)."""
+    return re.split(r"[\s\[<>=!~;]", text.strip(), maxsplit=1)[0].lower()
+
+
+def requirements_for(names: Iterable[str], path: str | Path | None = None) -> list[str]:
+    """The lines of the requirements file for the distributions ``names``.
+
+    Raises
+    ------
+    ValueError
+        A name the file does not list (the file and the groups above disagree).
+    """
+    reqs = {requirement_name(r): r for r in read_requirements(path)}
+    wanted = [n.lower() for n in names]
+    absent = [n for n in wanted if n not in reqs]
+    if absent:
+        raise ValueError(f"{', '.join(absent)} not listed in {path or requirements_file()}")
+    return [reqs[n] for n in wanted]
 
 
 def missing_packages(requirements: Iterable[str]) -> list[str]:
@@ -69,7 +97,7 @@ def missing_packages(requirements: Iterable[str]) -> list[str]:
     missing = []
     for text in requirements:
         if Requirement is None:
-            name = re.split(r"[\s\[<>=!~;]", text.strip(), maxsplit=1)[0]
+            name = requirement_name(text)
             try:
                 importlib.metadata.version(name)
             except importlib.metadata.PackageNotFoundError:
@@ -106,8 +134,10 @@ def ensure_torch() -> None:
             f"install torch {MINIMUM_TORCH}, then press Analyze again.")
 
 
-def ensure_packages(requirements: list[str] | None = None) -> None:
-    """Install monai and safetensors when missing (asks the user first)."""
+def ensure_packages(requirements: list[str] | None = None, purpose: str = "the segmentation"
+                    ) -> None:
+    """Install the ``requirements`` (default: every line of the requirements file) that
+    are missing (asks the user first); ``purpose`` is named in the messages."""
     import slicer
 
     reqs = read_requirements() if requirements is None else list(requirements)
@@ -127,7 +157,7 @@ def ensure_packages(requirements: list[str] | None = None) -> None:
                     "installed now (a few minutes):\n\n" + "\n".join(missing))
             if not slicer.util.confirmOkCancelDisplay(text, "CTMuscleBone"):
                 raise DependencyError("Installation of " + ", ".join(missing)
-                                      + " cancelled; the segmentation cannot run without them.")
+                                      + f" cancelled; {purpose} cannot run without them.")
             slicer.util.pip_install(missing)
     except DependencyError:
         raise
@@ -146,4 +176,11 @@ def ensure_packages(requirements: list[str] | None = None) -> None:
 def ensure_segmentation_dependencies() -> None:
     """torch, then monai and safetensors; raises :class:`DependencyError` with advice."""
     ensure_torch()
-    ensure_packages()
+    ensure_packages(requirements_for(SEGMENTATION_PACKAGES))
+
+
+def ensure_export_dependencies(dicom: bool = False) -> None:
+    """matplotlib and reportlab (the report), and highdicom with ``dicom`` (the DICOM SEG
+    + SR); raises :class:`DependencyError` with advice."""
+    names = REPORT_PACKAGES + (DICOM_PACKAGES if dicom else ())
+    ensure_packages(requirements_for(names), purpose="the export")

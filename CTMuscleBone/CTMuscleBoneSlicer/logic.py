@@ -49,6 +49,8 @@ class AnalysisLogic:
         self.runner: ProcessRunner | None = None
         self.work_dir: Path | None = None
         self.case: CaseState | None = None
+        #: Why the last export wrote no report ('' when it did).
+        self.export_note = ""
 
     # -- worker -----------------------------------------------------------------------
     @staticmethod
@@ -293,11 +295,21 @@ class AnalysisLogic:
         return None
 
     # -- export -----------------------------------------------------------------------
-    def export(self, folder: str | Path, save_node=None) -> dict[str, Path]:
-        """Write results.csv/json, summary.txt and segmentation.seg.nrrd into ``folder``.
+    def export(self, folder: str | Path, save_node=None, report: bool | None = None,
+               deidentify: bool = False, dicom: bool = False) -> dict[str, Path]:
+        """Write results.csv/json, summary.txt, segmentation.seg.nrrd, report.html and
+        report.pdf (and with ``dicom`` segmentation.dcm, measurements_sr.dcm and perhaps
+        ct/) into ``folder``.
 
         ``save_node(node, path) -> bool`` writes the segmentation (``slicer.util.saveNode``
-        in Slicer; injectable for tests).
+        in Slicer; injectable for tests). The report is the core's
+        (:func:`CTMuscleBoneLib.pipeline.write_report`), with the uncertainty map the
+        panel shows. ``report``: True = required, False = not written, None = written
+        when matplotlib and reportlab are installed (otherwise ``export_note`` says why
+        it is missing). ``dicom``: the DICOM SEG of the measured labels and the SR of the
+        results (:func:`CTMuscleBoneLib.pipeline.write_dicom`; highdicom required).
+        ``deidentify``: no patient identifiers in the results, report or DICOM files
+        (:func:`CTMuscleBoneLib.pipeline.deidentify_results`).
         """
         from CTMuscleBoneLib import pipeline
 
@@ -309,7 +321,9 @@ class AnalysisLogic:
         extra = ""
         if case.synthetic_model:
             extra = f"Segmentation model: {case.clinical_use_warning}"
-        paths = dict(pipeline.write_outputs(case.results, folder, summary_extra=extra))
+        results = pipeline.deidentify_results(case.results, case.ct) if deidentify \
+            else case.results
+        paths = dict(pipeline.write_outputs(results, folder, summary_extra=extra))
         if case.segmentation_node is not None:
             if save_node is None:
                 import slicer
@@ -319,6 +333,25 @@ class AnalysisLogic:
             if not save_node(case.segmentation_node, str(seg_path)):
                 raise OSError(f"Could not write {seg_path}")
             paths["segmentation"] = seg_path
+        self.export_note = ""
+        if report is not False and case.labels is not None:
+            from CTMuscleBoneLib.errors import MissingDependencyError
+
+            try:
+                paths.update({f"report_{k}": p for k, p in pipeline.write_report(
+                    results, case.ct, case.labels, folder,
+                    uncertainty=case.heatmap_arrays.get("predictive_variance"),
+                    deidentify=deidentify).items()})
+            except MissingDependencyError as exc:
+                if report:
+                    raise
+                self.export_note = f"Report not written: {exc}"
+        if dicom:
+            if case.labels is None:
+                raise RuntimeError("No measured segmentation to write as DICOM SEG: measure "
+                                   "first.")
+            paths.update({f"dicom_{k}": p for k, p in pipeline.write_dicom(
+                results, case.ct, case.labels, folder, deidentify=deidentify).items()})
         return paths
 
     def _require_case(self) -> CaseState:

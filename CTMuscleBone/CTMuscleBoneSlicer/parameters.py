@@ -64,6 +64,10 @@ class CTMuscleBoneParameters:
     heatmap_visible : bool
     output_folder : str
         Export folder.
+    deidentify : bool
+        Export without patient identifiers (results, report, DICOM).
+    export_dicom : bool
+        Export the DICOM SEG and SR too.
     weight_kg : float
         Patient weight, kg (0 = unknown / from the DICOM header); BMI-dependent L3 cut-offs.
     bmd_reference : {'nhanes3', 'jsbmr2012'}
@@ -94,6 +98,8 @@ class CTMuscleBoneParameters:
     heatmap_threshold: float = 0.0
     heatmap_visible: bool = True
     output_folder: str = ""
+    deidentify: bool = False
+    export_dicom: bool = False
 
     # -- parameter node ---------------------------------------------------------------
     def to_parameter_node(self, node: Any) -> None:
@@ -191,6 +197,8 @@ PARAMETER_WIDGETS: dict[str, str] = {
     "heatmap_threshold": "heatmapThresholdSlider",
     "heatmap_visible": "heatmapVisibleCheckBox",
     "output_folder": "outputFolderPathLineEdit",
+    "deidentify": "deidentifyCheckBox",
+    "export_dicom": "dicomExportCheckBox",
 }
 
 

@@ -19,7 +19,7 @@ import qt
 import slicer
 from CTMuscleBoneLib.results import display_name
 
-from .install import DependencyError, ensure_segmentation_dependencies
+from .install import DependencyError, ensure_export_dependencies, ensure_segmentation_dependencies
 from .logic import AnalysisLogic
 from .parameters import (
     BMD_REFERENCES,
@@ -75,7 +75,8 @@ class PanelController:
         for widget_name in VALUE_WIDGETS.values():
             getattr(ui, widget_name).connect("valueChanged(double)", self.save_parameters)
         ui.modelComboBox.connect("currentIndexChanged(int)", self.save_parameters)
-        ui.heatmapVisibleCheckBox.connect("toggled(bool)", self.save_parameters)
+        for name in ("heatmapVisibleCheckBox", "deidentifyCheckBox", "dicomExportCheckBox"):
+            getattr(ui, name).connect("toggled(bool)", self.save_parameters)
         ui.outputFolderPathLineEdit.connect("currentPathChanged(QString)", self.save_parameters)
         ui.dxaModelPathLineEdit.connect("currentPathChanged(QString)", self.save_parameters)
         for name in ("heatmapOpacitySlider", "heatmapThresholdSlider"):
@@ -107,6 +108,8 @@ class PanelController:
         values["mc_samples"] = int(values["mc_samples"])
         values["model"] = ui.modelComboBox.currentData or ""
         values["heatmap_visible"] = bool(ui.heatmapVisibleCheckBox.checked)
+        values["deidentify"] = bool(ui.deidentifyCheckBox.checked)
+        values["export_dicom"] = bool(ui.dicomExportCheckBox.checked)
         values["output_folder"] = ui.outputFolderPathLineEdit.currentPath
         values["dxa_model"] = ui.dxaModelPathLineEdit.currentPath
         return CTMuscleBoneParameters(**values).validated()
@@ -135,6 +138,8 @@ class PanelController:
             index = ui.modelComboBox.findData(p.model)
             ui.modelComboBox.currentIndex = max(index, 0)
             ui.heatmapVisibleCheckBox.checked = p.heatmap_visible
+            ui.deidentifyCheckBox.checked = p.deidentify
+            ui.dicomExportCheckBox.checked = p.export_dicom
             ui.outputFolderPathLineEdit.currentPath = p.output_folder
             ui.dxaModelPathLineEdit.currentPath = p.dxa_model
         finally:
@@ -348,9 +353,16 @@ class PanelController:
         if not folder:
             slicer.util.errorDisplay("Choose an export folder first.")
             return
+        params = self.parameters()
+        try:  # matplotlib, reportlab (and highdicom): asks before installing
+            ensure_export_dependencies(dicom=params.export_dicom)
+        except DependencyError as e:  # the report is optional; a DICOM export then fails
+            logging.warning(f"CTMuscleBone: {e}")
         with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-            paths = self.logic.export(folder)
-            self.ui.statusLabel.text = f"Exported {len(paths)} files to {folder}"
+            paths = self.logic.export(folder, deidentify=params.deidentify,
+                                      dicom=params.export_dicom)
+            self.ui.statusLabel.text = (f"Exported {len(paths)} files to {folder}. "
+                                        + self.logic.export_note).strip()
 
     def on_install_model(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(None, "Model folder (card.json + weights)")

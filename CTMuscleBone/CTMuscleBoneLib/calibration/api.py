@@ -11,6 +11,7 @@ from .definitions import PhantomDefinition
 from .internal import internal_calibration
 from .model import Calibration
 from .phantom_fit import MIN_R, phantom_calibration
+from .phantomless import physics_calibration
 
 
 def calibrate(
@@ -20,6 +21,7 @@ def calibrate(
     phantom: str | Path | dict | PhantomDefinition | None = None,
     references: str | Path | dict | None = None,
     min_r: float | None = None,
+    material: str = "K2HPO4",
 ) -> Calibration:
     """Calibrate a CT's HU to mineral density.
 
@@ -32,9 +34,14 @@ def calibrate(
     phantom : str, path, dict or PhantomDefinition
         Phantom definition for method 'phantom' (required there).
     references : path or dict
-        Reference-tissue table for method 'internal' (bundled unvalidated default if None).
+        A site's reference-tissue table for method 'internal' (equivalent densities
+        derived from its own phantom-calibrated scans); None: the physics-based
+        phantomless calibration (:func:`.phantomless.physics_calibration`).
     min_r : float
-        Minimum Pearson r of the fit (default 0.99).
+        Minimum Pearson r of a phantom or table fit (default 0.99).
+    material : {'K2HPO4'}
+        Density scale of the physics-based internal calibration: K2HPO4 only (HA
+        through :func:`CTMuscleBoneLib.dxa.material.to_hydroxyapatite`).
 
     Returns
     -------
@@ -55,6 +62,8 @@ def calibrate(
                              "(B-MAS200, Mindways Model 3, QRM-BDC) or a JSON file path.")
         return phantom_calibration(ct, labels, phantom, min_r=MIN_R if min_r is None else min_r)
     if method == "internal":
+        if references is None:
+            return physics_calibration(ct, labels, material=material)
         kw = {} if min_r is None else {"min_r": min_r}
         return internal_calibration(ct, labels, references, **kw)
     raise InputError(f"Unknown calibration method '{method}': use phantom, internal or none.")

@@ -1,4 +1,8 @@
-"""Phantomless (internal) HU -> BMD calibration from reference tissues in the scan.
+"""Table-based internal HU -> BMD calibration: a site's own reference-tissue table.
+
+The default phantomless method is physics-based (:mod:`.phantomless`); this module is
+used when a site passes a table of equivalent densities derived from its own
+phantom-calibrated scans (``--references FILE``).
 
 Reference tissues (air outside the body, subcutaneous fat, skeletal muscle, aortic
 blood) are measured in the same scan and given equivalent mineral densities; a line
@@ -7,10 +11,9 @@ by Engelke et al., Curr Osteoporos Rep 2023, PMC9925590; air with blood or adipo
 in Lee et al., Bone 2017; air, adipose, blood and muscle among the references of
 Michalski et al., Med Eng Phys 2020).
 
-The equivalent densities come from a JSON table (``internal_references.json`` by
-default). The bundled table is an UNVALIDATED DEFAULT (see its ``derivation``): every
-calibration made with it carries a warning. Internal calibration is scanner- and
-kVp-specific; a site should derive its own table from phantom-calibrated scans.
+The equivalent densities come from the site's JSON table (no table is bundled: a
+table is scanner- and kVp-specific). A table without ``"verified": true`` makes every
+calibration carry a warning.
 
 Contrast-enhanced scans: blood is excluded (and a warning given) when the metadata
 name a contrast agent or the aorta is brighter than :data:`CONTRAST_BLOOD_HU`
@@ -21,7 +24,6 @@ calibration by > 6 mg/mL).
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +55,8 @@ MIN_R_INTERNAL = 0.99
 REFERENCE_KEYS = ("air", "subcutaneous_fat", "skeletal_muscle", "blood")
 
 
-def load_internal_references(path: str | Path | dict | None = None) -> dict[str, Any]:
-    """Read the reference-tissue table (bundled default when ``path`` is None).
+def load_internal_references(path: str | Path | dict) -> dict[str, Any]:
+    """Read a site's reference-tissue table (JSON file path or parsed dict).
 
     Raises
     ------
@@ -65,9 +67,9 @@ def load_internal_references(path: str | Path | dict | None = None) -> dict[str,
     if isinstance(path, dict):
         data, where = path, "internal reference table"
     elif path is None:
-        text = resources.files(__package__).joinpath("internal_references.json").read_text(
-            "utf-8")
-        data, where = json.loads(text), "bundled internal reference table"
+        raise InputError("A reference-tissue table is needed (a JSON file of equivalent "
+                         "densities from your phantom-calibrated scans); without one use the "
+                         "physics-based internal calibration.")
     else:
         where = f"internal reference table {path}"
         try:
@@ -158,8 +160,8 @@ def measure_reference_tissues(
 
 def internal_calibration(
     ct: CTImage,
-    labels: LabelMap | None = None,
-    references: str | Path | dict | None = None,
+    labels: LabelMap | None,
+    references: str | Path | dict,
     min_r: float = MIN_R_INTERNAL,
 ) -> Calibration:
     """Phantomless calibration from reference tissues of the same scan.
@@ -171,7 +173,7 @@ def internal_calibration(
         Muscle labels, ``subcutaneous_fat`` and ``aorta`` are used when present; HU
         windows otherwise (blood needs the ``aorta`` label).
     references : path, dict or None
-        Equivalent-density table (see :func:`load_internal_references`).
+        The site's equivalent-density table (see :func:`load_internal_references`).
     min_r : float
         Minimum Pearson r of the fit (with 3 or more tissues).
 
@@ -185,8 +187,9 @@ def internal_calibration(
     measured, notes = measure_reference_tissues(ct, labels)
     warnings: list[str] = []
     if not table.get("verified", False):
-        warnings.append("internal calibration uses unvalidated default equivalent densities "
-                        "(not derived from phantom-calibrated scans of this scanner and kVp)")
+        warnings.append("internal calibration uses a reference table not marked verified "
+                        "(equivalent densities should come from phantom-calibrated scans of "
+                        "this scanner and kVp)")
     kvp = ct.metadata.kvp
     if kvp is not None and table.get("kvp") is not None and abs(kvp - table["kvp"]) > 1:
         warnings.append(f"scan at {kvp:g} kVp but reference densities are for "

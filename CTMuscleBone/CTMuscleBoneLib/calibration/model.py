@@ -2,13 +2,13 @@
 
 ``bmd_mg_cm3 = slope_mg_cm3_per_hu * hu + intercept_mg_cm3`` in the stated reference
 material (K2HPO4 or hydroxyapatite, "HA"): the two are not interchangeable (Goodsitt,
-Med Phys 1992), so the material is always part of the result.
+Bone Miner 1992;19:145-158), so the material is always part of the result.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -42,6 +42,14 @@ class Calibration:
         E.g. contrast-enhanced scan with blood as a reference.
     points : tuple of (str, float, float)
         (name, measured HU, assigned density mg/cm3) of each calibration point.
+    details : dict
+        Method-specific record for the provenance (phantomless: effective energy, r2,
+        samples with location / volume / mean / SD, tissues refused; phantom search:
+        the candidates tried and their fit).
+    expected_error : str
+        The error to expect from the method where it is not validated on this scanner
+        (phantomless calibration); every calibrated value carries it as an
+        ``unvalidated:`` flag.
     """
 
     method: Method
@@ -53,6 +61,8 @@ class Calibration:
     description: str = ""
     warnings: tuple[str, ...] = ()
     points: tuple[tuple[str, float, float], ...] = field(default=())
+    details: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    expected_error: str = ""
 
     @classmethod
     def none(cls, reason: str = "no calibration requested") -> Calibration:
@@ -89,6 +99,8 @@ class Calibration:
     def flags(self) -> list[str]:
         """Flags every calibrated value carries (uncalibrated, warnings)."""
         out = [] if self.calibrated else ["uncalibrated: HU only"]
+        if self.calibrated and self.expected_error:
+            out.append(f"unvalidated: {self.expected_error}")
         return out + [f"calibration: {w}" for w in self.warnings]
 
 

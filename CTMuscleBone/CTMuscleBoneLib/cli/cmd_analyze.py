@@ -14,7 +14,13 @@ from ..pipeline import Analysis, SegmentOptions
 from ..progress import stderr_progress, sub_progress
 from ..results import Provenance, Results
 from .cmd_measure import add_measure_model_arguments, options_from_args
-from .common import add_calibration_arguments, add_patient_arguments, load_ct
+from .common import (
+    add_calibration_arguments,
+    add_dicom_arguments,
+    add_patient_arguments,
+    add_report_arguments,
+    load_ct,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
@@ -46,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_measure_model_arguments(p)
     add_calibration_arguments(p)
     p.add_argument("--no-figure", action="store_true", help="do not write overview.png")
+    add_report_arguments(p)
+    add_dicom_arguments(p)
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress and no table")
     p.set_defaults(func=run)
@@ -58,20 +66,37 @@ def segment_options_from_args(args: argparse.Namespace) -> SegmentOptions:
 
 
 def write_analysis(analysis: Analysis, ct: CTImage, prov: Provenance, out: Path,
-                   figure: bool = True) -> str:
-    """Write segmentation, results, summary and figure of an analysis into ``out``.
+                   figure: bool = True, report: bool = False, deidentify: bool = False,
+                   dicom: bool = False) -> str:
+    """Write segmentation, results, summary and figure of an analysis into ``out``;
+    ``report``: report.html and report.pdf too; ``deidentify``: no patient identifiers
+    in any of them (:mod:`CTMuscleBoneLib.deidentify`); ``dicom``: segmentation.dcm and
+    measurements_sr.dcm (:func:`CTMuscleBoneLib.pipeline.write_dicom`).
 
     Returns the summary text (results table and review list).
     """
-    from ..segmentation.pipeline import format_review, uncertainty_region
+    from ..segmentation.pipeline import compact_uncertainty, format_review, uncertainty_region
 
     seg = analysis.segmentation
     results = analysis.results
+    if deidentify:
+        from ..deidentify import deidentify as _deidentify
+
+        results = _deidentify(results, ct.metadata)
+        prov = results.provenance
     region = uncertainty_region(ct, seg.result.label_map)  # a full-volume labelling: once
     pipeline.write_segmentation(seg, ct, out / "segmentation", prov, region=region)
     review = format_review(seg)
     if figure:
         write_overview_figure(results, ct, seg, out / "overview.png", region=region)
+    if report:
+        unc = seg.result.uncertainty.get("predictive_variance")
+        pipeline.write_report(results, ct, seg.result.label_map, out,
+                              uncertainty=None if unc is None else compact_uncertainty(unc,
+                                                                                       region),
+                              deidentify=deidentify)
+    if dicom:
+        pipeline.write_dicom(results, ct, seg.result.label_map, out, deidentify=deidentify)
     pipeline.write_outputs(results, out, summary_extra=review)
     return (out / "summary.txt").read_text(encoding="utf-8")
 
@@ -118,7 +143,9 @@ def run(args: argparse.Namespace) -> int:
                                 provenance=prov)
     seg = analysis.segmentation
     with staged_output_dir(out) as stage:
-        summary = write_analysis(analysis, ct, prov, stage, figure=not args.no_figure)
+        summary = write_analysis(analysis, ct, prov, stage, figure=not args.no_figure,
+                                 report=args.report, deidentify=args.deidentify,
+                                 dicom=args.dicom)
     progress(1.0, f"results in {out}")
     if not args.quiet:
         print(summary)

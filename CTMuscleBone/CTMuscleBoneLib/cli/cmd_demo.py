@@ -21,6 +21,7 @@ from ..pipeline import MeasureOptions, SegmentOptions
 from ..progress import stderr_progress, sub_progress
 from ..results import Provenance, sha256_of_path
 from .cmd_phantom import SYNTHETIC_BANNER, write_phantom
+from .common import add_dicom_arguments, add_report_arguments
 
 #: The demo's phantom seed: not among the demo model's training or validation seeds
 #: (1000-1011, see the model card).
@@ -35,6 +36,9 @@ results.csv/.json    every measurement: structure, quantity, value, unit, method
 summary.txt          the readable table printed by the demo, with the review list
 overview.png         coronal CT, segmentation, uncertainty heatmap, femur DXA-view projections
 demo_check.csv       the model's segmentation against the ground truth (Dice per structure)
+report.html/.pdf     the case report (with --report): images beside the values, plots, quality
+segmentation.dcm     DICOM SEG and SR of the results (with --dicom), referring to the CT written
+measurements_sr.dcm  as a DICOM series in ct/ (docs/dicom.md)
 
 Open ct.nii.gz with segmentation/labels.nii.gz and segmentation/uncertainty_*.nii.gz in
 3D Slicer to review, or measure a corrected label map with `ctmusclebone measure`.
@@ -55,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, help="Monte-Carlo samples (default: the card's)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto = CUDA when available, else CPU")
+    add_report_arguments(p)
+    add_dicom_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress and no table")
     p.set_defaults(func=run)
 
@@ -117,7 +123,8 @@ def _run_demo(args: argparse.Namespace, seg_options: SegmentOptions, stage: Path
         check.append(f"L1 trabecular vBMD {l1.value:.1f} mg/cm3 measured; the phantom was "
                      f"built with {spec.vertebra_bmd_mg_cm3:.1f} mg/cm3")
     progress(0.95, "writing results")
-    summary = write_analysis(analysis, phantom.ct, prov, stage)
+    summary = write_analysis(analysis, phantom.ct, prov, stage, report=args.report,
+                             deidentify=args.deidentify, dicom=args.dicom)
     # the summary starts with the synthetic banners itself (once each)
     text = "\n".join([summary.rstrip("\n"), "",
                       "Demo self-check (synthetic phantom truth):", *check,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import Any
 
 from .. import pipeline
 from ..alm import CRITERIA, parse_height_m
@@ -14,7 +15,10 @@ from ..pipeline import MeasureOptions
 from ..progress import stderr_progress, sub_progress
 from .common import (
     add_calibration_arguments,
+    add_dicom_arguments,
     add_patient_arguments,
+    add_report_arguments,
+    dicom_writer,
     load_inputs,
     write_results,
 )
@@ -36,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "totalseg-v1 = TotalSegmentator 'total' ids of that version; "
                    "totalseg-folder, json, csv, seg.nrrd, canonical (default: auto, detect)")
     p.add_argument("--names", help="JSON or CSV of label value -> structure name")
+    p.add_argument("--labels-extra", action="append", metavar="FILE",
+                   help="a TotalSegmentator tissue_types mask (file name ending in "
+                   "subcutaneous_fat or skeletal_muscle, e.g. subcutaneous_fat.nii.gz) added "
+                   "to --labels where that has background: reference tissues of the "
+                   "phantomless calibration; repeatable (default: none)")
     p.add_argument("--series", help="DICOM SeriesInstanceUID to use when the folder has several")
     add_patient_arguments(p)
     add_measure_model_arguments(p)
@@ -46,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight", type=float, metavar="KG",
                    help="patient weight in kg (BMI for the Martin 2013 L3 cut-offs; "
                    "default: DICOM PatientWeight)")
+    add_report_arguments(p)
+    add_dicom_arguments(p)
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress and no table")
     p.set_defaults(func=run)
@@ -79,17 +90,37 @@ def run(args: argparse.Namespace) -> int:
     progress = stderr_progress(args.quiet)
     ct, labels, prov = load_inputs(args.ct, args.labels, args.label_format, args.names,
                                    args.series, progress)
+    if args.labels_extra:
+        from ..io_labels import add_tissue_masks
+
+        labels = add_tissue_masks(labels, args.labels_extra)
     results = pipeline.measure(ct, labels, options, sub_progress(progress, 0.3, 1.0), prov)
-    write_results(results, out, quiet=args.quiet)
+    if args.deidentify:
+        from ..deidentify import deidentify
+
+        results = deidentify(results, ct.metadata)
+    writers = []
+    if args.report:
+        writers.append(lambda stage: pipeline.write_report(results, ct, labels, stage,
+                                                           deidentify=args.deidentify))
+    if args.dicom:
+        writers.append(dicom_writer(results, ct, labels, args))
+    write_results(results, out, quiet=args.quiet, extra_writers=writers)
     return 0
 
 
 def options_from_args(args: argparse.Namespace) -> MeasureOptions:
     """MeasureOptions from parsed arguments (sex, height, age, models)."""
+    return MeasureOptions(**measure_kwargs_from_args(args))
+
+
+def measure_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """MeasureOptions keyword arguments from parsed arguments, as plain data (``batch``
+    keeps them so: they go into each case's completion marker)."""
     height_m, note = (None, None)
     if args.height is not None:
         height_m, note = parse_height_m(args.height)
-    return MeasureOptions(
+    return dict(
         sex=args.sex,
         height_m=height_m,
         age_years=args.age,

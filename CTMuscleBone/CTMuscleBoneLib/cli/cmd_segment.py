@@ -8,6 +8,7 @@ Writes into ``--out`` (each file atomically):
   information (float32, CT grid, stored compactly: see ``compact_uncertainty``);
 * ``review.csv`` / ``review.json``: structures ranked for review (absent first, then by
   mean uncertainty inside the structure, highest first), with the model, samples, seed;
+* ``segmentation.dcm`` (with ``--dicom``): the label map as DICOM SEG (docs/dicom.md);
 * prints the review list and, for a model trained on synthetic phantoms, a banner that
   it is not for clinical images.
 """
@@ -18,6 +19,7 @@ import argparse
 import sys
 
 from .cmd_analyze import add_segmentation_arguments, segment_options_from_args
+from .common import add_dicom_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct", required=True, help="CT: NIfTI, NRRD, MHA file or a DICOM folder")
     p.add_argument("--series", help="DICOM SeriesInstanceUID when the folder has several")
     add_segmentation_arguments(p)
+    add_dicom_arguments(p, seg_only=True)
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
@@ -50,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     seg = pipeline.segment(ct, options, progress=progress)
     with staged_output_dir(out) as stage:
         pipeline.write_segmentation(seg, ct, stage, prov)
+        if args.dicom:  # the SEG only: segment measures nothing
+            pipeline.write_dicom(None, ct, seg.result.label_map, stage,
+                                 deidentify=bool(getattr(args, "deidentify", False)))
     print(format_review(seg))
     if seg.card.synthetic:  # once, on stderr: the review list on stdout stays clean
         print(f"*** {seg.card.clinical_use_warning} ***", file=sys.stderr)

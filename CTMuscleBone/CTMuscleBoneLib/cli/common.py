@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..image import CTImage, LabelMap
@@ -26,14 +27,18 @@ def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("bone density calibration")
     g.add_argument("--calibration", default="auto",
                    choices=["auto", "phantom", "internal", "fixed", "none"],
-                   help="HU -> BMD (default: auto = phantom when --phantom is given, internal "
-                   "when --references is given, else HU only); phantom; internal (bundled "
-                   "UNVALIDATED reference values unless --references); fixed (asynchronous: "
-                   "--calibration-file, or --slope/--intercept/--material); none")
+                   help="HU -> BMD (default: auto = a calibration phantom found in the scan "
+                   "(--phantom, else the best fit of every known phantom), else the "
+                   "physics-based phantomless calibration (flagged with its expected error), "
+                   "else HU only); phantom; internal (physics-based, or your --references "
+                   "table); fixed (asynchronous: --calibration-file, or "
+                   "--slope/--intercept/--material); none")
     g.add_argument("--phantom", help="calibration phantom in the scan: B-MAS200, "
-                   "'Mindways Model 3', QRM-BDC or a definition JSON (default: none)")
-    g.add_argument("--references", help="reference-tissue table JSON for internal "
-                   "calibration (default: the bundled, unvalidated table)")
+                   "'Mindways Model 3', QRM-BDC or a definition JSON (default: none = auto "
+                   "looks for every known phantom)")
+    g.add_argument("--references", help="your site's reference-tissue table JSON for "
+                   "internal calibration (default: none = physics-based phantomless "
+                   "calibration)")
     g.add_argument("--calibration-file", help="for --calibration fixed: a calibration saved "
                    "by `ctmusclebone calibrate` from a phantom scan of the same scanner and "
                    "protocol")
@@ -78,17 +83,57 @@ def load_inputs(
     return ct, labels, prov
 
 
-def write_results(results: Results, out_dir: Path, quiet: bool = False) -> dict[str, Path]:
+def add_report_arguments(p: argparse.ArgumentParser, where: str = "the output folder") -> None:
+    """--report, --deidentify; ``where``: the folder named in the help."""
+    g = p.add_argument_group("report")
+    g.add_argument("--report", action="store_true",
+                   help="also write report.html and report.pdf (images beside the values, "
+                   f"plots, quality, provenance; docs/report.md) into {where} "
+                   "(default: off)")
+    g.add_argument("--deidentify", action="store_true",
+                   help="leave patient identifiers (name, IDs, birth date, accession, "
+                   "institution, dates, UIDs, input paths) out of every output; sex, age, "
+                   "height and weight are kept (default: off)")
+
+
+def write_results(results: Results, out_dir: Path, quiet: bool = False,
+                  extra_writers: list[Callable[[Path], dict[str, Path]]] | None = None
+                  ) -> dict[str, Path]:
     """Write results.csv, results.json and summary.txt into ``out_dir`` (staged: all or
-    nothing); print the summary table."""
+    nothing); print the summary table. ``extra_writers``: functions writing more files
+    into the staging folder (e.g. the report), returning {role: path}."""
     from ..atomic import staged_output_dir
     from ..pipeline import write_outputs
 
     with staged_output_dir(out_dir) as stage:
         staged = write_outputs(results, stage)
+        for writer in extra_writers or ():
+            staged.update(writer(stage))
     paths = {role: out_dir / p.name for role, p in staged.items()}
     if not quiet:
         print(paths["summary"].read_text(encoding="utf-8"), end="")
         print(f"\nWrote {paths['csv']}, {paths['json']} and {paths['summary']}",
               file=sys.stderr)
     return paths
+
+
+def add_dicom_arguments(p: argparse.ArgumentParser, seg_only: bool = False,
+                        where: str = "the output folder") -> None:
+    """--dicom: DICOM SEG (and SR) into ``where`` (:mod:`CTMuscleBoneLib.dicom_out`)."""
+    what = ("segmentation.dcm (DICOM SEG of the label map)" if seg_only else
+            "segmentation.dcm (DICOM SEG of the label map) and measurements_sr.dcm (DICOM SR "
+            "TID 1500 measurement report)")
+    p.add_argument("--dicom", action="store_true",
+                   help=f"also write {what} into {where}; when the CT was not a DICOM "
+                   "series (or with "
+                   "--deidentify) the CT is written as a DICOM series in ct/ for the SEG to "
+                   "refer to; docs/dicom.md (default: off)")
+
+
+def dicom_writer(results: Results | None, ct: CTImage, labels: LabelMap,
+                 args: argparse.Namespace) -> Callable[[Path], dict[str, Path]]:
+    """A writer (for ``extra_writers`` / a staging folder) of the --dicom outputs."""
+    from ..pipeline import write_dicom
+
+    deidentify = bool(getattr(args, "deidentify", False))
+    return lambda stage: write_dicom(results, ct, labels, stage, deidentify=deidentify)

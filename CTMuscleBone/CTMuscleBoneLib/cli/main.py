@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cmd_train",
     "cmd_evaluate",
     "cmd_validate_bmd",
+    "cmd_batch",
 )
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..fov import border_faces
-from ..image import CTImage, Geometry
+from ..image import CTImage, Geometry, mask_bounding_box
 from ..tissue import METAL_HU
 from ..validation import effective_slice_thickness_mm
 
@@ -63,10 +63,10 @@ def check_femur(ct: CTImage, mask: np.ndarray, side: str) -> FemurChecks:
             f"femur_{side} label too small ({vol:.1f} cm3 < {MIN_VOLUME_CM3:.0f} cm3): "
             "the proximal femur is not in the image or not segmented")
         return out
-    nz = np.argwhere(mask)
+    box = mask_bounding_box(mask)  # not None: the volume check above found voxels
     pad = np.ceil(METAL_MARGIN_MM / np.asarray(g.spacing_mm)).astype(int) + 1
-    lo = np.maximum(nz.min(axis=0) - pad, 0)
-    hi = np.minimum(nz.max(axis=0) + pad + 1, mask.shape)
+    lo = np.maximum(np.array([b.start for b in box]) - pad, 0)
+    hi = np.minimum(np.array([b.stop for b in box]) + pad, mask.shape)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     m = mask[sl]
     dist = ndimage.distance_transform_edt(~m, sampling=g.spacing_mm)

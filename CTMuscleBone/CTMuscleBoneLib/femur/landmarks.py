@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import NotMeasurableError
-from ..image import Geometry
+from ..image import Geometry, mask_bounding_box
 
 #: Distances (mm) below the lesser trochanter of the shaft segment used for the shaft
 #: axis (Uemura et al. 2022: points 2 cm and 5 cm below the lesser trochanter).
@@ -110,14 +110,22 @@ class FemurLandmarks:
 
 
 # -- helpers ---------------------------------------------------------------------------
+def _box_offset(mask: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The mask's bounding box (the whole array when empty) and its low corner (3,)."""
+    box = mask_bounding_box(mask) or tuple(slice(0, n) for n in mask.shape)
+    return box, np.array([b.start for b in box])
+
+
 def femur_points(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
     """LPS positions (N, 3) of the centres of the mask's voxels."""
-    return geometry.index_to_physical(np.argwhere(mask))
+    box, lo = _box_offset(mask)
+    return geometry.index_to_physical(np.argwhere(mask[box]) + lo)
 
 
 def surface_points(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Midpoints (M, 3) LPS between face neighbours on either side of the mask surface."""
-    padded = np.pad(mask, 1)
+    box, off = _box_offset(mask)  # outside the box the mask is False: same points
+    padded = np.pad(mask[box], 1)
     out = []
     for a in range(3):
         lo = [slice(None)] * 3
@@ -127,7 +135,7 @@ def surface_points(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
         diff = padded[tuple(lo)] != padded[tuple(hi)]
         idx = np.argwhere(diff).astype(float)
         idx[:, a] += 0.5
-        out.append(idx - 1.0)  # undo the padding
+        out.append(idx - 1.0 + off)  # undo the padding and the crop
     return geometry.index_to_physical(np.concatenate(out))
 
 
@@ -191,9 +199,8 @@ def _head(mask: np.ndarray, geometry: Geometry, pts: np.ndarray, surf: np.ndarra
           ) -> tuple[np.ndarray, float, float, np.ndarray]:
     """Head centre, radius, fit RMS and a first neck direction."""
     top = pts[:, 2].max()
-    nz = np.argwhere(mask)
-    lo, hi = nz.min(axis=0), nz.max(axis=0) + 1
-    crop = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    box, lo = _box_offset(mask)
+    crop = mask[box]
     edt = ndimage.distance_transform_edt(np.pad(crop, 1), sampling=geometry.spacing_mm)[
         1:-1, 1:-1, 1:-1]
     cidx = np.argwhere(crop) + lo

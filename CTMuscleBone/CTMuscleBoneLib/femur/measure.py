@@ -323,7 +323,7 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
     rows.add("head_radius", lm.head_radius_mm, METHOD_HEAD)
 
     pts = femur_points(mask, g)
-    hu = np.asarray(ct.hu, dtype=np.float64)[mask]
+    hu = np.asarray(ct.hu)[mask].astype(np.float64)
     masks = region_masks(pts, lm)
     th_reason = _total_hip_reason(lm, edges)
     if th_reason is not None:

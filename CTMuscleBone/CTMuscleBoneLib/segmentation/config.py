@@ -295,6 +295,11 @@ class InferenceConfig:
         Keep only the largest connected component (26-connectivity) of each structure
         on the CT grid; removed islands become background. Right for structures that
         are one piece (a bone, a muscle); turn off for a model of scattered tissue.
+    crop_to_body : bool
+        Run the network (and resample to and from the model grid) only inside the
+        bounding box of the voxels denser than air (``body.BODY_HU``) plus 10 mm; outside
+        it labels are background and uncertainty maps 0. Default on (speed; the air
+        outside the box is background for any CT model).
     """
 
     patch_size: tuple[int, ...] = (96, 96, 96)
@@ -308,9 +313,12 @@ class InferenceConfig:
     review_map: str = "predictive_variance"
     label_resampling: str = "probability"
     largest_component: bool = True
+    crop_to_body: bool = True
 
     def __post_init__(self) -> None:
         w = "InferenceConfig"
+        if not isinstance(self.crop_to_body, bool):
+            raise ModelError(f"{w}: crop_to_body must be true or false.")
         if self.label_resampling not in ("probability", "nearest"):
             raise ModelError(f"{w}: label_resampling must be 'probability' or 'nearest', "
                              f"got {self.label_resampling!r}.")

@@ -2,16 +2,20 @@
 
 Steps of :func:`predict`:
 
-1. Preprocess (:mod:`.preprocess`): resample the CT (linear) onto the model grid
+1. Preprocess (:mod:`.preprocess`): with ``crop_to_body`` (default) keep only the CT's
+   bounding box of voxels denser than air (:func:`.preprocess.body_box`); resample it
+   (linear) onto the model grid
    (model spacing, model orientation by nearest-axis permutation / flip of the CT's own
    axes), clip HU to the window and normalise to ``normalized_range`` ((0, 1) default).
 2. Sliding window over the model grid (:func:`mc_sliding_window`): windows of
    ``patch_size`` with ``overlap``; per window the deterministic part of the network
    runs once (:meth:`BayesianUNet.forward_features`) and the stochastic remainder T
    times (:meth:`BayesianUNet.forward_stochastic`), with dropout masks seeded from
-   ``(seed, window index)``. Per window, Welford running statistics over the T softmax
-   samples (:class:`.uncertainty.MCAccumulator`) give the mean softmax, the
-   class-averaged variance and the mean per-sample entropy; these are blended into
+   ``(seed, window index)``. With the ``head`` placement the T samples are drawn
+   chunk by chunk of voxels (:func:`pointwise_mc_statistics`: one matrix product and
+   one ``exp`` per class and voxel, running sums); otherwise Welford running statistics
+   over the T softmax samples (:class:`.uncertainty.MCAccumulator`). Both give the mean
+   softmax, the class-averaged variance and the mean per-sample entropy, blended into
    volume accumulators with Gaussian importance weights (sigma = 0.125 x patch, MONAI's
    default). Predictive entropy and mutual information come from the blended mean
    softmax and mean entropy at the end.
@@ -21,10 +25,12 @@ Steps of :func:`predict`:
 4. Review list: structure-wise uncertainty on the model grid (physical band widths).
 
 Memory (float32, model grid of N voxels, C classes): volume accumulators (C + 3) x 4 N
-bytes, the input 4 N, and per window O(mc_batch_size x activations); none of them grows
-with T. Outputs on the CT grid (M voxels): labels M bytes (uint8), 3 x 4 M bytes for
-the uncertainty maps, + C x 4 M with ``return_probabilities``. Peak RSS is therefore
-about 4 N (C + 5) + 13 M bytes + the network's window activations + the caller's CT.
+bytes, the input 4 N, and per window the activations of one pass (``head`` placement:
+plus C x ``CHUNK_VOXELS`` floats; other placements: O(mc_batch_size x activations));
+none of them grows with T. Outputs on the CT grid (M voxels): labels M bytes (uint8),
+3 x 4 M bytes for the uncertainty maps, + C x 4 M with ``return_probabilities``. Peak
+RSS is therefore about 4 N (C + 5) + 13 M bytes + the network's window activations +
+the caller's CT; with ``crop_to_body`` N covers the body box only.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from ..image import CTImage, Geometry, LabelMap
 from ..progress import ProgressCallback
 from .config import InferenceConfig, InputConfig
 from .network import BayesianUNet
-from .preprocess import prepare_input, resample
+from .preprocess import body_box, crop_geometry, prepare_input, resample
 from .uncertainty import MCAccumulator, StructureUncertainty, entropy, review_list
 
 #: Key of the background channel in a model's labels.
@@ -67,6 +73,10 @@ class ModelGridOutput:
     n_windows : int
     accumulator_bytes : int
         Bytes of the volume accumulators (independent of T).
+    timings_s : dict[str, float]
+        Wall time, seconds: ``deterministic`` (the network up to the first dropout
+        layer), ``stochastic`` (the rest, T times, with the per-window statistics),
+        ``blend`` (Gaussian-weighted accumulation) and ``finalize``.
     """
 
     mean_probability: np.ndarray
@@ -75,6 +85,7 @@ class ModelGridOutput:
     mutual_information: np.ndarray
     n_windows: int
     accumulator_bytes: int
+    timings_s: dict[str, float] = field(default_factory=dict)
 
     def uncertainty(self) -> dict[str, np.ndarray]:
         return {n: getattr(self, n) for n in UNCERTAINTY_NAMES}
@@ -182,6 +193,16 @@ def argmax_on_grid(
         labels[lo[0]:hi[0], lo[1]:hi[1], k0:k1] = best
 
 
+def _paste(array: np.ndarray, box: tuple[slice, ...] | None, shape: tuple[int, ...]
+           ) -> np.ndarray:
+    """``array`` (the body box) placed in a zero volume of ``shape``; itself without box."""
+    if box is None:
+        return array
+    out = np.zeros(shape, dtype=array.dtype)
+    out[box] = array
+    return out
+
+
 def keep_largest_components(labels: np.ndarray, values: list[int]) -> None:
     """Keep the largest 26-connected component of each label value; others -> 0 (in place).
 
@@ -279,6 +300,96 @@ def _check_cancel(cancel: threading.Event | None) -> None:
         raise CancelledError("Segmentation cancelled by the user; nothing was written.")
 
 
+#: Voxels per chunk of the pointwise Monte-Carlo head (``head`` placement): with 65
+#: classes a chunk's temporaries are 65 x 16384 x 4 B = 4 MB, small enough to stay in
+#: the CPU caches' reach. This project's choice (benchmarks/bench_clinical.py).
+CHUNK_VOXELS = 1 << 14
+
+
+def softmax_entropy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax and its entropy (nats) along axis 0, with one ``exp`` per element.
+
+    ``H = log s + m - sum_c p_c z_c`` with ``m = max_c z_c``, ``s = sum_c exp(z_c - m)``:
+    the same value as ``-sum_c p_c ln p_c`` without a logarithm per element.
+
+    Parameters
+    ----------
+    logits : torch.Tensor, (C, n)
+
+    Returns
+    -------
+    p : torch.Tensor, (C, n)
+    h : torch.Tensor, (n,)
+    """
+    m = logits.amax(0, keepdim=True)
+    e = torch.exp(logits - m)
+    s = e.sum(0, keepdim=True)
+    p = e.div_(s)
+    h = (s.log_() + m).squeeze(0) - (p * logits).sum(0)
+    return p, h.clamp_(min=0)
+
+
+def pointwise_mc_statistics(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    dropout_p: float,
+    n_samples: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Monte-Carlo statistics of ``softmax(W (m_t * x) / (1 - p) + b)`` for n voxels.
+
+    The stochastic part of the ``head`` placement (dropout, then the 1x1 output
+    convolution) for one chunk of voxels: per sample t a Bernoulli keep-mask ``m_t``
+    (keep probability ``1 - dropout_p``, as :class:`torch.nn.Dropout`) on the features,
+    one matrix product, softmax and entropy; running sums of p, sum_c p^2 and H.
+
+    Parameters
+    ----------
+    features : torch.Tensor of float32, (C_f, n)
+        Input of the dropout layer for n voxels.
+    weight, bias : torch.Tensor, (C, C_f) and (C,)
+        The output convolution.
+    dropout_p : float
+    n_samples : int
+        T; 1 = one deterministic pass (no dropout).
+    generator : torch.Generator, optional
+        Source of the masks.
+
+    Returns
+    -------
+    mean_p : torch.Tensor, (C, n)
+        Mean softmax over the T samples.
+    variance : torch.Tensor, (n,) or None
+        Class-averaged population variance over the samples (None for T = 1).
+    expected_entropy : torch.Tensor, (n,)
+        Mean over samples of the per-sample entropy (nats).
+    """
+    def logits(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        z = torch.matmul(w, x)
+        return z.add_(bias[:, None]) if bias is not None else z
+
+    if n_samples == 1:
+        p, h = softmax_entropy(logits(features, weight))
+        return p, None, h
+    keep = 1.0 - float(dropout_p)
+    w = weight * (1.0 / keep)
+    sum_p = torch.zeros((weight.shape[0], features.shape[1]), dtype=torch.float32)
+    sum_p2 = torch.zeros(features.shape[1], dtype=torch.float32)
+    sum_h = torch.zeros(features.shape[1], dtype=torch.float32)
+    u = torch.empty(features.shape, dtype=features.dtype)
+    for _ in range(n_samples):
+        u.uniform_(generator=generator)
+        p, h = softmax_entropy(logits(features * (u < keep), w))
+        sum_p += p
+        sum_p2 += (p * p).sum(0)
+        sum_h += h
+    mean_p = sum_p.div_(n_samples)
+    # M2 / (T C) with M2 = sum_t sum_c p^2 - T sum_c mean^2 (as MCAccumulator)
+    var = (sum_p2 - n_samples * (mean_p * mean_p).sum(0)).div_(n_samples * mean_p.shape[0])
+    return mean_p, var.clamp_(min=0), sum_h.div_(n_samples)
+
+
 # -- core: sliding window with MC samples ------------------------------------------------
 def mc_sliding_window(
     volume: np.ndarray,
@@ -292,6 +403,14 @@ def mc_sliding_window(
     progress_range: tuple[float, float] = (0.0, 1.0),
 ) -> ModelGridOutput:
     """Monte-Carlo sliding-window inference on a normalised volume (model grid).
+
+    Per window the deterministic part of the network runs once. With the ``head``
+    placement (:attr:`BayesianUNet.pointwise_tail`) the T samples of the stochastic
+    part (dropout + 1x1 convolution) are drawn chunk by chunk of ``CHUNK_VOXELS`` voxels
+    (:func:`pointwise_mc_statistics`) and blended straight into the volume
+    accumulators, so no (T, C, patch) tensor is ever held and ``mc_batch_size`` plays no
+    part; other placements run :meth:`BayesianUNet.forward_stochastic` in batches of
+    ``mc_batch_size`` samples.
 
     Parameters
     ----------
@@ -321,6 +440,8 @@ def mc_sliding_window(
     model.to(dev)
     model.eval()
     model.set_mc_dropout(T > 1)
+    pointwise = model.pointwise_tail
+    head_w, head_b = model.head_weights()
 
     vol = np.asarray(volume, dtype=np.float32)
     shape = vol.shape
@@ -338,6 +459,17 @@ def mc_sliding_window(
     acc_ent = torch.zeros(padded, dtype=torch.float32)
     acc_w = torch.zeros(padded, dtype=torch.float32)
     acc_bytes = sum(int(a.nelement() * a.element_size()) for a in (acc_p, acc_var, acc_ent, acc_w))
+    timings = {"deterministic": 0.0, "stochastic": 0.0, "blend": 0.0}
+
+    def blend(sl: tuple[slice, ...], w: torch.Tensor, mean_p: torch.Tensor,
+              ent: torch.Tensor, var: torch.Tensor | None) -> None:
+        t = time.perf_counter()
+        acc_p[(slice(None), *sl)].addcmul_(mean_p.cpu(), w)
+        acc_ent[sl].addcmul_(ent.cpu(), w)
+        if var is not None:
+            acc_var[sl].addcmul_(var.cpu(), w)
+        acc_w[sl] += w
+        timings["blend"] += time.perf_counter() - t
 
     f0, f1 = progress_range
     fork_devices = [dev.index or 0] if dev.type == "cuda" else []
@@ -351,8 +483,16 @@ def mc_sliding_window(
                 x = torch.stack([vol_t[sl] for sl in slices])[:, None]
                 if dims == 2:
                     x = x[..., 0]
+                t = time.perf_counter()
                 feats = model.forward_features(x.to(dev))
+                timings["deterministic"] += time.perf_counter() - t
                 for bi, sl in enumerate(slices):
+                    if pointwise:
+                        _pointwise_window(feats.x[bi], sl, head_w, head_b, net_cfg.dropout_p,
+                                          T, window_seed(cfg.seed, b0 + bi), wmap, dims,
+                                          blend, timings)
+                        continue
+                    t = time.perf_counter()
                     f = feats.select(slice(bi, bi + 1))
                     acc = MCAccumulator()
                     with torch.random.fork_rng(devices=fork_devices):
@@ -369,11 +509,9 @@ def mc_sliding_window(
                     if dims == 2:
                         mean_p, ent = mean_p.unsqueeze(-1), ent.unsqueeze(-1)
                         var = var.unsqueeze(-1) if var is not None else None
-                    acc_p[(slice(None), *sl)] += (mean_p.cpu() * wmap)
-                    acc_ent[sl] += ent.cpu() * wmap
-                    if var is not None:
-                        acc_var[sl] += var.cpu() * wmap
-                    acc_w[sl] += wmap
+                    timings["stochastic"] += time.perf_counter() - t
+                    blend(sl, wmap, mean_p, ent, var)
+                del feats
                 if progress is not None:
                     done_w = min(b0 + cfg.sw_batch_size, len(windows))
                     progress(f0 + (f1 - f0) * done_w / len(windows),
@@ -382,6 +520,7 @@ def mc_sliding_window(
         model.set_mc_dropout(was_mc)
         model.train(was_training)
 
+    t = time.perf_counter()
     crop = tuple(slice(0, n) for n in shape)
     acc_w = acc_w[crop]
     mean_p = acc_p[(slice(None), *crop)]
@@ -392,7 +531,7 @@ def mc_sliding_window(
     acc_ent /= acc_w
     h = entropy(mean_p, axis=0)
     mi = (h - acc_ent).clamp_(min=0)
-    del acc_ent
+    timings["finalize"] = time.perf_counter() - t
     return ModelGridOutput(
         mean_probability=mean_p.numpy(),
         predictive_variance=acc_var.numpy(),
@@ -400,7 +539,38 @@ def mc_sliding_window(
         mutual_information=mi.numpy(),
         n_windows=len(windows),
         accumulator_bytes=acc_bytes,
+        timings_s=timings,
     )
+
+
+def _pointwise_window(x: torch.Tensor, sl: tuple[slice, ...], weight: torch.Tensor,
+                      bias: torch.Tensor | None, dropout_p: float, T: int, seed: int,
+                      wmap: torch.Tensor, dims: int, blend, timings: dict[str, float]) -> None:
+    """MC statistics of one window's voxels, slab by slab along its first axis, blended.
+
+    ``x``: features (C_f, p0, p1[, p2]) of the window ``sl``; the masks come from a
+    generator seeded with ``seed`` and are drawn slab after slab, sample after sample.
+    """
+    gen = torch.Generator(device=x.device)
+    gen.manual_seed(seed)
+    plane = int(np.prod(x.shape[2:])) if x.dim() > 2 else 1
+    step = max(1, CHUNK_VOXELS // plane)
+    n0 = x.shape[1]
+    for i0 in range(0, n0, step):
+        i1 = min(i0 + step, n0)
+        t = time.perf_counter()
+        chunk = x[:, i0:i1].reshape(x.shape[0], -1)
+        mean_p, var, ent = pointwise_mc_statistics(chunk, weight, bias, dropout_p, T, gen)
+        sub = (i1 - i0, *x.shape[2:])
+        mean_p = mean_p.reshape(-1, *sub)
+        ent = ent.reshape(sub)
+        var = var.reshape(sub) if var is not None else None
+        if dims == 2:
+            mean_p, ent = mean_p.unsqueeze(-1), ent.unsqueeze(-1)
+            var = var.unsqueeze(-1) if var is not None else None
+        timings["stochastic"] += time.perf_counter() - t
+        win_sl = (slice(sl[0].start + i0, sl[0].start + i1), *sl[1:])
+        blend(win_sl, wmap[i0:i1], mean_p, ent, var)
 
 
 # -- full pipeline -----------------------------------------------------------------------
@@ -475,7 +645,11 @@ def predict(
     t0 = time.perf_counter()
     report(0.0, "resampling the CT to the model grid")
     _check_cancel(cancel)
-    x, grid = prepare_input(ct, input_cfg)
+    box = body_box(ct) if inference_cfg.crop_to_body else None
+    # target: the CT grid, or its body box (outputs are pasted into the full grid)
+    target = crop_geometry(ct.geometry, box) if box is not None else ct.geometry
+    x, grid = prepare_input(CTImage(ct.hu[box] if box is not None else ct.hu, target,
+                                    ct.metadata), input_cfg)
     x = np.ascontiguousarray(x)
     timings["preprocess"] = time.perf_counter() - t0
     _check_cancel(cancel)
@@ -486,6 +660,7 @@ def predict(
                             cancel=cancel, progress_range=(0.05, 0.85))
     del x
     timings["network"] = time.perf_counter() - t1
+    timings.update({f"network_{k}": v for k, v in out.timings_s.items()})
 
     t2 = time.perf_counter()
     _check_cancel(cancel)
@@ -498,28 +673,33 @@ def predict(
     timings["review"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    lab = resample(lab_model, grid, ct.geometry, "nearest", 0, label_dtype)
+    lab = resample(lab_model, grid, target, "nearest", 0, label_dtype)
     del lab_model
     if inference_cfg.label_resampling == "probability":
         _check_cancel(cancel)
-        argmax_on_grid(out.mean_probability, grid, ct.geometry, lut, lab)
+        argmax_on_grid(out.mean_probability, grid, target, lut, lab)
     if inference_cfg.largest_component:
         keep_largest_components(lab, list(structures))
     review = _review_volumes_on_ct_grid(review, lab, ct.geometry.voxel_volume_cm3)
-    label_map = LabelMap(lab, ct.geometry, dict(structures),
+    label_map = LabelMap(_paste(lab, box, ct.geometry.shape), ct.geometry, dict(structures),
                          source=source or "CTMuscleBone Bayesian U-Net")
+    del lab
     unc: dict[str, np.ndarray] = {}
     for i, name in enumerate(UNCERTAINTY_NAMES):
         _check_cancel(cancel)
-        unc[name] = resample(getattr(out, name), grid, ct.geometry, "linear", 0.0)
+        unc[name] = _paste(resample(getattr(out, name), grid, target, "linear", 0.0), box,
+                           ct.geometry.shape)
         setattr(out, name, None)
         report(0.88 + 0.03 * i, f"{name} on the CT grid")
     probs = None
     if inference_cfg.return_probabilities:
-        probs = np.empty((n_classes, *ct.geometry.shape), dtype=np.float32)
+        probs = np.zeros((n_classes, *ct.geometry.shape), dtype=np.float32)
+        if box is not None:
+            probs[0] = 1.0  # outside the body box: background
         for c in range(n_classes):
             _check_cancel(cancel)
-            probs[c] = resample(out.mean_probability[c], grid, ct.geometry, "linear", 0.0)
+            pc = resample(out.mean_probability[c], grid, target, "linear", 0.0)
+            probs[(c, *box) if box is not None else c] = pc
     timings["to_ct_grid"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
     report(1.0, "segmentation done")

@@ -238,6 +238,22 @@ class BayesianUNet(nn.Module):
                          len(self._steps))
         return y.reshape(n, b, *y.shape[1:])
 
+    @property
+    def pointwise_tail(self) -> bool:
+        """True when the stochastic part is only dropout + the 1x1 output convolution.
+
+        That is the ``head`` placement: each voxel's Monte-Carlo samples then depend on
+        that voxel's features alone, so they can be drawn voxel chunk by voxel chunk
+        (:func:`~CTMuscleBoneLib.segmentation.inference.pointwise_mc_statistics`).
+        """
+        return [k for k, _ in self._steps[self._first_stochastic:]] == ["drop", "head"]
+
+    def head_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight ``(out_channels, C)`` and bias ``(out_channels,)`` of the 1x1 output
+        convolution (the matrix product of :meth:`_head`)."""
+        conv = self.head.conv
+        return conv.weight.reshape(conv.weight.shape[0], -1), conv.bias
+
     def stochastic_steps(self) -> str:
         """A short description of which steps are stochastic (for logs and reports)."""
         names = [f"{k}{a}" for k, a in self._steps[self._first_stochastic:]]

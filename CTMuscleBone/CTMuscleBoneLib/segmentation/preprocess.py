@@ -154,6 +154,55 @@ def prepare_input(ct: CTImage, cfg: InputConfig) -> tuple[np.ndarray, Geometry]:
     return normalize_hu(hu, cfg), grid
 
 
+#: Margin around the body's bounding box when the model grid is cropped to it, mm:
+#: a few model voxels of air around the skin, as the network sees at the body's edge.
+#: This project's choice, not validated.
+BODY_BOX_MARGIN_MM = 10.0
+
+
+def body_box(ct: CTImage, margin_mm: float = BODY_BOX_MARGIN_MM
+             ) -> tuple[slice, slice, slice] | None:
+    """Index box of every CT voxel above :data:`CTMuscleBoneLib.body.BODY_HU`, widened.
+
+    The box holds the body and whatever else is denser than air (table, phantom): only
+    air is left out, where the model predicts background. One comparison over the
+    volume and three projections; no morphology.
+
+    Parameters
+    ----------
+    ct : CTImage
+    margin_mm : float
+        Widening on each side (clipped to the volume).
+
+    Returns
+    -------
+    tuple of 3 slices, or None
+        None when no voxel is above the threshold or the box is the whole volume.
+    """
+    from ..body import BODY_HU
+
+    fg = np.asarray(ct.hu) > BODY_HU
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(fg.any(axis=other))
+        if idx.size == 0:
+            return None
+        pad = int(np.ceil(margin_mm / ct.geometry.spacing_mm[axis]))
+        box.append(slice(max(int(idx[0]) - pad, 0),
+                         min(int(idx[-1]) + pad + 1, ct.geometry.shape[axis])))
+    if all(b.start == 0 and b.stop == n for b, n in zip(box, ct.geometry.shape, strict=True)):
+        return None
+    return tuple(box)
+
+
+def crop_geometry(geometry: Geometry, box: tuple[slice, slice, slice]) -> Geometry:
+    """The sub-grid of ``geometry`` covering the index box ``box`` (same physical space)."""
+    lo = np.array([b.start for b in box], dtype=float)
+    return Geometry(tuple(b.stop - b.start for b in box), geometry.spacing_mm,
+                    tuple(geometry.index_to_physical(lo)), geometry.direction)
+
+
 def labels_to_grid(labels: LabelMap, grid: Geometry) -> np.ndarray:
     """A label map resampled (nearest neighbour) onto a grid, e.g. the model grid (int16)."""
     arr = np.asarray(labels.array)
