@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -91,7 +92,7 @@ def deidentify_metadata(metadata: CTMetadata) -> CTMetadata:
     """A copy of ``metadata`` with every identifying field (:data:`IDENTIFIER_FIELDS`)
     set to None; sex, age, height, weight and acquisition facts kept."""
     names = {f.name for f in fields(metadata)} & set(IDENTIFIER_FIELDS)
-    scrub = _scrubber(list(identifiers(metadata).values()))
+    scrub = scrubber(list(identifiers(metadata).values()))
     return replace(metadata, notes=tuple(scrub(n) for n in metadata.notes),
                    **{n: None for n in names})
 
@@ -116,7 +117,7 @@ def deidentify(results: Results, metadata: CTMetadata | None = None) -> Results:
     prov = results.provenance
     secrets = list(identifiers(metadata).values())
     secrets += [p for p in (prov.input_ct, prov.input_labels) if p]
-    scrub = _scrubber(secrets)
+    scrub = scrubber(secrets)
     new_prov = Provenance(**{f.name: _scrub_any(copy.deepcopy(getattr(prov, f.name)), scrub)
                              for f in fields(Provenance)})
     new_prov.patient = dict(prov.patient)  # sex, age, height, weight: kept as they are
@@ -133,7 +134,7 @@ def deidentify(results: Results, metadata: CTMetadata | None = None) -> Results:
                    artifacts=dict(results.artifacts))
 
 
-def _scrubber(secrets: list[str]):
+def scrubber(secrets: list[str]) -> Callable[[str], str]:
     """A function replacing the secrets (longest first) and DICOM UIDs in a text."""
     words = sorted({s.strip() for s in secrets if len(s.strip()) >= _MIN_SCRUB_CHARS},
                    key=len, reverse=True)
@@ -150,7 +151,7 @@ def _scrubber(secrets: list[str]):
     return scrub
 
 
-def _scrub_any(value: Any, scrub) -> Any:
+def _scrub_any(value: Any, scrub: Callable[[str], str]) -> Any:
     """``value`` with every string in it (nested lists and dicts too) scrubbed."""
     if isinstance(value, str):
         return scrub(value)

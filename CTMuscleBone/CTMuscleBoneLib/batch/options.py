@@ -108,10 +108,10 @@ class BatchOptions:
         """Raise :class:`~CTMuscleBoneLib.errors.MissingDependencyError` (naming the pip
         extra) when the report or DICOM packages are missing here, before any case runs."""
         if self.report:
-            from ..report.write import _require  # the report's own check and message
+            from ..report.write import require_package  # the report's own check and message
 
-            _require("matplotlib", "report's images")
-            _require("reportlab", "PDF report")
+            require_package("matplotlib", "report's images")
+            require_package("reportlab", "PDF report")
         if self.dicom:
             from ..dicom_out import require_dicom
 

@@ -174,10 +174,10 @@ def _path_scrubber(spec: CaseSpec, deidentify: bool):
     (identity when not de-identifying)."""
     if not deidentify:
         return lambda text: text
-    from ..deidentify import _scrubber  # the one rule for identifiers in free text
+    from ..deidentify import scrubber  # the one rule for identifiers in free text
 
     paths = [p for p in (spec.ct, spec.labels) if p]
-    return _scrubber(paths + [str(Path(p).parent) for p in paths])
+    return scrubber(paths + [str(Path(p).parent) for p in paths])
 
 
 def run_case(spec: CaseSpec, options: BatchOptions, out_dir: str) -> CaseRecord:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 REPORT_FORMATS = {"html": "report.html", "pdf": "report.pdf"}
 
 
-def _require(module: str, what: str) -> None:
+def require_package(module: str, what: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
@@ -41,9 +41,9 @@ def write_report(results: Results, ct: CTImage, labels: LabelMap,
     if unknown or not formats:
         raise InputError(f"Unknown report format(s) {', '.join(unknown) or '(none)'}: choose "
                          f"from {', '.join(REPORT_FORMATS)}.")
-    _require("matplotlib", "report's images")
+    require_package("matplotlib", "report's images")
     if "pdf" in formats:
-        _require("reportlab", "PDF report")
+        require_package("reportlab", "PDF report")
     from .build import build_report
 
     out = check_output_dir(out_dir)
