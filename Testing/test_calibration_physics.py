@@ -334,3 +334,31 @@ def test_measure_cli_labels_extra_on_the_real_crop(real_data_dir, tmp_path):
     doc = json.loads((out / "results.json").read_text())
     text = json.dumps(doc)
     assert "subcutaneous_fat label" in text and "effective_energy_kev" in text
+
+
+def test_phantom_command_kvp_gives_a_scan_internal_calibration_reads_right(tmp_path):
+    """`ctmusclebone phantom --kvp`: physically consistent HU, so `measure` with the
+    default `--calibration auto` (no phantom in the scan: internal) gets L1 vBMD within
+    3 % of the design; without --kvp the truth says internal calibration does not apply."""
+    import json
+
+    from CTMuscleBoneLib.cli.main import main
+    from CTMuscleBoneLib.results import Results
+
+    out = tmp_path / "ph"
+    assert main(["phantom", "--out", str(out), "--region", "lumbar", "--spacing", "3",
+                 "--kvp", "100", "--seed", "2"]) == 0
+    truth = json.loads((out / "truth.json").read_text())
+    assert "100 kVp" in truth["note"]
+    assert main(["measure", "--ct", str(out / "ct.nii.gz"), "--labels",
+                 str(out / "labels.nii.gz"), "--out", str(tmp_path / "res"), "--quiet"]) == 0
+    res = Results.read_json(tmp_path / "res" / "results.json")
+    row = res.get("vertebrae_L1", "trabecular_vbmd")
+    assert row is not None and row.value is not None
+    assert "internal calibration" in row.method
+    design = truth["spec"]["vertebra_bmd_mg_cm3"]
+    assert abs(row.value / design - 1.0) < 0.03, (row.value, design)
+
+    plain = tmp_path / "plain"
+    assert main(["phantom", "--out", str(plain), "--region", "lumbar", "--spacing", "4"]) == 0
+    assert "does not reproduce the truth" in json.loads((plain / "truth.json").read_text())["note"]

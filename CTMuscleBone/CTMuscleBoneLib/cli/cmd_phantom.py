@@ -13,6 +13,13 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 
+#: Said in truth.json of a phantom rendered without --kvp.
+NOT_PHYSICAL_NOTE = (
+    "Tissue CT numbers are round design values and bone follows a linear design line "
+    "(truth 'scanner'): they do not come from one X-ray spectrum, so a phantomless "
+    "(internal) calibration of this image does not reproduce the truth. Use a calibration "
+    "phantom (--calibration-phantom) or render with --kvp."
+)
 SYNTHETIC_BANNER = (
     "SYNTHETIC PHANTOM: made by CTMuscleBone for testing and demonstration; "
     "not a patient image."
@@ -41,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add a calibration phantom under the body")
     p.add_argument("--sex", default="F", choices=["M", "F"], help="patient sex in the header")
     p.add_argument("--height", type=float, default=1.60, help="height in m (default 1.60)")
+    p.add_argument("--kvp", type=float, default=None,
+                   help="render every tissue, bone and rod CT number from one polychromatic "
+                   "X-ray spectrum of this tube voltage (70-150 kV), so that phantomless "
+                   "(internal) calibration applies (default: none: the builder's round "
+                   "tissue numbers and linear bone line, on which internal calibration is "
+                   "not meaningful)")
     p.set_defaults(func=run)
 
 
@@ -60,7 +73,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_phantom(phantom: Any, out: Path) -> dict[str, Path]:
+def write_phantom(phantom: Any, out: Path, notes: tuple[str, ...] = ()) -> dict[str, Path]:
     """Write a :class:`~CTMuscleBoneLib.phantoms.Phantom` as NIfTI + JSON into ``out``."""
     from ..io_ct import write_image, write_label_map
 
@@ -69,22 +82,28 @@ def write_phantom(phantom: Any, out: Path) -> dict[str, Path]:
     label_path, sidecar = write_label_map(phantom.labels, out / "labels.nii.gz")
     truth_path = out / "truth.json"
     truth = _jsonable(phantom.truth)
-    truth["note"] = SYNTHETIC_BANNER
+    truth["note"] = " ".join((SYNTHETIC_BANNER, *notes))
     atomic_write_text(truth_path, json.dumps(truth, indent=1, allow_nan=False) + "\n")
     return {"ct": ct_path, "labels": label_path, "names": sidecar, "truth": truth_path}
 
 
 def run(args: argparse.Namespace) -> int:
     from ..phantoms import PhantomSpec, make_phantom
+    from ..phantoms.polychromatic import XraySpectrum, make_polychromatic_phantom
 
     spacing = args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing)
-    spec = PhantomSpec(region=args.region, spacing_mm=spacing, orientation=args.orientation,
-                       noise_sd_hu=args.noise, seed=args.seed,
-                       calibration=args.calibration_phantom, sex=args.sex,
-                       height_m=args.height)
+    fields = dict(region=args.region, spacing_mm=spacing, orientation=args.orientation,
+                  noise_sd_hu=args.noise, seed=args.seed,
+                  calibration=args.calibration_phantom, sex=args.sex, height_m=args.height)
     print(SYNTHETIC_BANNER, file=sys.stderr)
-    phantom = make_phantom(spec)
-    paths = write_phantom(phantom, Path(args.out))
+    if args.kvp is None:
+        phantom = make_phantom(PhantomSpec(**fields))
+        notes: tuple[str, ...] = (NOT_PHYSICAL_NOTE,)
+    else:
+        phantom = make_polychromatic_phantom(XraySpectrum(kvp=args.kvp), **fields)
+        notes = (f"CT numbers from a polychromatic {args.kvp:g} kVp spectrum "
+                 "(CTMuscleBoneLib.phantoms.polychromatic).",)
+    paths = write_phantom(phantom, Path(args.out), notes)
     print(f"Phantom {phantom.ct.geometry.describe()}")
     for k, v in paths.items():
         print(f"  {k:7s} {v}")
