@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="nnU-Net runs: comma list of off/on; empty for none")
     ap.add_argument("--backends", default="bf16,compile,onnxruntime,openvino",
                     help="back ends beside torch eager fp32 (one window); empty for none")
+    ap.add_argument("--backends-only", action="store_true",
+                    help="only the back-end comparison on one window")
     ap.add_argument("--no-profile", action="store_true",
                     help="do not profile the last run of ours (cProfile)")
     ap.add_argument("--backend-window", type=int, default=64,
@@ -324,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"# {row['volume']} CT, model grid {args.spacing} mm, T = {T}, "
           f"{row['torch_threads']} threads, {row['cpu']}", flush=True)
+    if args.backends_only:
+        which = [b for b in args.backends.split(",") if b]
+        row["backends_one_window"] = window_backends(net, n_classes, which,
+                                                     (args.backend_window,) * 3)
+        return _finish(row, args.out)
 
     det = predict(ct, net, input_cfg, det_cfg, labels, device="cpu")
     row["det_total_s"] = det.timings_s["total"]
@@ -379,10 +386,14 @@ def main(argv: list[str] | None = None) -> int:
     row["goal_measure_lt_5s"] = row["measure_s"] < 5
     row["goal_rss_le_6gb"] = row["peak_rss_ours_gb"] <= 6
 
+    return _finish(row, args.out)
+
+
+def _finish(row: dict[str, object], out: Path | None) -> int:
     print_table(row)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(row, indent=2))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(row, indent=2))
     return 0
 
 

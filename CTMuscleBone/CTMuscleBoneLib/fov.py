@@ -74,6 +74,20 @@ def border_voxels(mask: np.ndarray) -> np.ndarray:
     return np.asarray(mask, dtype=bool) & border
 
 
+def border_voxel_indices(mask: np.ndarray) -> np.ndarray:
+    """Indices (n, 3), C order, of the voxels of ``mask`` on a face of the grid.
+
+    The rows of ``np.argwhere(border_voxels(mask))``, read from the six faces only.
+    """
+    rows = []
+    for a in range(mask.ndim):
+        for end in (0, mask.shape[a] - 1):
+            face = np.argwhere(np.take(mask, end, axis=a))
+            rows.append(np.insert(face, a, end, axis=1))
+    found = np.concatenate(rows) if rows else np.zeros((0, mask.ndim), int)
+    return np.unique(found, axis=0) if len(found) else found.reshape(0, mask.ndim)
+
+
 def border_label_values(array: np.ndarray) -> set[int]:
     """Label values present on any face of a label array (one pass over the faces)."""
     faces = [np.take(array, end, axis=a) for a in range(array.ndim) for end in (0, -1)]

@@ -41,7 +41,7 @@ from ..dxa.scores import (
     score_rows,
 )
 from ..errors import InputError, NotMeasurableError
-from ..fov import border_voxels as touches_border
+from ..fov import border_voxel_indices
 from ..image import CTImage, LabelMap
 from ..results import NO_CALIBRATION_REASON, ResultRow
 from .checks import check_femur, cut_edges
@@ -313,9 +313,9 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
     flag, volume_note = _fov_flags(edges, lm)
     if flag:
         rows.warnings = rows.warnings + [flag]
-    border = touches_border(mask)
-    if border.any():
-        bp = g.index_to_physical(np.argwhere(border))
+    border = border_voxel_indices(mask)
+    if len(border):
+        bp = g.index_to_physical(border)
         if (np.linalg.norm(bp - lm.head_centre_mm, axis=1) < 1.2 * lm.head_radius_mm).any():
             return rows.all_missing("femoral head cut by the field of view"), None, lm
     flags_lm = list(lm.notes)

@@ -143,14 +143,17 @@ def argmax_on_grid(
     target: Geometry,
     lut: np.ndarray,
     labels: np.ndarray,
-    max_slab_bytes: int = 256 << 20,
+    channel_labels: np.ndarray | None = None,
+    max_points: int = 1 << 17,
 ) -> None:
-    """Label = argmax of the linearly resampled mean probability, on the target grid.
+    """Label = argmax of the linearly interpolated mean probability, on the target grid.
 
-    Only the bounding box of the foreground of ``labels`` (a nearest-neighbour first
-    guess on the target grid), widened by two model voxels, is recomputed; it is
-    processed in slabs of at most ``max_slab_bytes`` of probabilities, so memory stays
-    bounded on large CTs.
+    Exact shortcut: trilinear interpolation is a convex combination of the 8 corners of
+    the model-grid cell around a point, so where all 8 corners share one argmax channel
+    the interpolated argmax is that channel, which is the nearest-neighbour first guess
+    already in ``labels``. Only target voxels whose nearest model voxel has another
+    channel in its 3 x 3 x 3 neighbourhood (the boundary shell) are interpolated: the 8
+    corners gathered with numpy, in batches of ``max_points`` voxels (memory bounded).
 
     Parameters
     ----------
@@ -160,37 +163,33 @@ def argmax_on_grid(
     lut : np.ndarray of int, (C,)
         Output channel -> label value.
     labels : np.ndarray, target.shape
-        First-guess labels; updated in place.
+        Nearest-neighbour labels on the target grid; updated in place.
+    channel_labels : np.ndarray of int, (m0, m1, m2), optional
+        Argmax channel on the model grid (computed when not given).
     """
-    import SimpleITK as sitk
+    from scipy import ndimage
 
-    fg = np.argwhere(labels != 0)
-    if fg.size == 0:
+    if channel_labels is None:
+        channel_labels = np.argmax(mean_probability, axis=0)
+    ch = channel_labels.astype(np.int16, copy=False)
+    shell = ndimage.maximum_filter(ch, size=3) != ndimage.minimum_filter(ch, size=3)
+    if not shell.any():
         return
-    pad = np.ceil(2 * max(source.spacing_mm) / np.asarray(target.spacing_mm)).astype(int)
-    lo = np.maximum(fg.min(axis=0) - pad, 0)
-    hi = np.minimum(fg.max(axis=0) + pad + 1, np.asarray(target.shape))
-    n_classes = mean_probability.shape[0]
-    vec = sitk.GetImageFromArray(
-        np.ascontiguousarray(np.moveaxis(mean_probability, 0, -1).transpose(2, 1, 0, 3)),
-        isVector=True)
-    source.apply_to_sitk(vec)
-    per_k = int((hi[0] - lo[0]) * (hi[1] - lo[1]) * n_classes * 4)
-    step = max(1, max_slab_bytes // max(per_k, 1))
-    f = sitk.ResampleImageFilter()
-    f.SetOutputSpacing(target.spacing_mm)
-    f.SetOutputDirection(tuple(np.asarray(target.direction).ravel()))
-    f.SetInterpolator(sitk.sitkLinear)
-    f.SetDefaultPixelValue(0.0)
-    for k0 in range(int(lo[2]), int(hi[2]), step):
-        k1 = min(k0 + step, int(hi[2]))
-        f.SetSize([int(hi[0] - lo[0]), int(hi[1] - lo[1]), k1 - k0])
-        f.SetOutputOrigin(tuple(target.index_to_physical(np.array([lo[0], lo[1], k0]))))
-        slab = f.Execute(vec)  # keep the image alive while its buffer is viewed
-        p = sitk.GetArrayViewFromImage(slab)  # (k, j, i, C)
-        best = lut[np.argmax(p, axis=-1)].transpose(2, 1, 0)
-        del p, slab
-        labels[lo[0]:hi[0], lo[1]:hi[1], k0:k1] = best
+    todo = resample(shell.view(np.uint8), source, target, "nearest", 0, np.uint8)
+    idx = np.argwhere(todo)
+    del todo
+    m = np.asarray(mean_probability.shape[1:])
+    for b0 in range(0, len(idx), max_points):
+        ii = idx[b0:b0 + max_points]
+        cont = source.physical_to_index(target.index_to_physical(ii))
+        lo = np.clip(np.floor(cont).astype(np.int64), 0, np.maximum(m - 2, 0))
+        f = np.clip(cont - lo, 0.0, 1.0).astype(np.float32)
+        acc = np.zeros((len(ii), mean_probability.shape[0]), np.float32)
+        for corner in product((0, 1), repeat=3):
+            c = np.minimum(lo + np.asarray(corner), m - 1)
+            w = np.prod(np.where(np.asarray(corner, bool), f, 1.0 - f), axis=1)
+            acc += w[:, None] * mean_probability[:, c[:, 0], c[:, 1], c[:, 2]].T
+        labels[ii[:, 0], ii[:, 1], ii[:, 2]] = lut[np.argmax(acc, axis=1)]
 
 
 def _paste(array: np.ndarray, box: tuple[slice, ...] | None, shape: tuple[int, ...]
@@ -301,9 +300,10 @@ def _check_cancel(cancel: threading.Event | None) -> None:
 
 
 #: Voxels per chunk of the pointwise Monte-Carlo head (``head`` placement): with 65
-#: classes a chunk's temporaries are 65 x 16384 x 4 B = 4 MB, small enough to stay in
-#: the CPU caches' reach. This project's choice (benchmarks/bench_clinical.py).
-CHUNK_VOXELS = 1 << 14
+#: classes a chunk's temporaries are 65 x 32768 x 4 B = 8.5 MB: large enough to amortise
+#: the per-call overhead, small enough to bound memory. This project's choice
+#: (benchmarks/bench_clinical.py).
+CHUNK_VOXELS = 1 << 15
 
 
 def softmax_entropy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,7 +335,7 @@ def pointwise_mc_statistics(
     bias: torch.Tensor | None,
     dropout_p: float,
     n_samples: int,
-    generator: torch.Generator | None = None,
+    rng: np.random.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Monte-Carlo statistics of ``softmax(W (m_t * x) / (1 - p) + b)`` for n voxels.
 
@@ -343,6 +343,9 @@ def pointwise_mc_statistics(
     convolution) for one chunk of voxels: per sample t a Bernoulli keep-mask ``m_t``
     (keep probability ``1 - dropout_p``, as :class:`torch.nn.Dropout`) on the features,
     one matrix product, softmax and entropy; running sums of p, sum_c p^2 and H.
+    Cheap masks: 16 random bits per feature and sample from numpy's PCG64 (a uniform
+    ``uint16`` below ``round(65536 (1 - p))``): the keep probability is exact to
+    1 / 65536.
 
     Parameters
     ----------
@@ -353,8 +356,8 @@ def pointwise_mc_statistics(
     dropout_p : float
     n_samples : int
         T; 1 = one deterministic pass (no dropout).
-    generator : torch.Generator, optional
-        Source of the masks.
+    rng : numpy.random.Generator, optional
+        Source of the masks (default: a fresh unseeded generator).
 
     Returns
     -------
@@ -372,15 +375,18 @@ def pointwise_mc_statistics(
     if n_samples == 1:
         p, h = softmax_entropy(logits(features, weight))
         return p, None, h
+    rng = rng if rng is not None else np.random.default_rng()
     keep = 1.0 - float(dropout_p)
+    threshold = np.uint16(min(round(65536 * keep), 65535))
     w = weight * (1.0 / keep)
     sum_p = torch.zeros((weight.shape[0], features.shape[1]), dtype=torch.float32)
     sum_p2 = torch.zeros(features.shape[1], dtype=torch.float32)
     sum_h = torch.zeros(features.shape[1], dtype=torch.float32)
-    u = torch.empty(features.shape, dtype=features.dtype)
+    n_mask = features.numel()
     for _ in range(n_samples):
-        u.uniform_(generator=generator)
-        p, h = softmax_entropy(logits(features * (u < keep), w))
+        bits = np.frombuffer(rng.bytes(2 * n_mask), dtype=np.uint16).reshape(features.shape)
+        mask = torch.from_numpy(bits < threshold) if keep < 1.0 else True
+        p, h = softmax_entropy(logits(features * mask, w))
         sum_p += p
         sum_p2 += (p * p).sum(0)
         sum_h += h
@@ -488,9 +494,12 @@ def mc_sliding_window(
                 timings["deterministic"] += time.perf_counter() - t
                 for bi, sl in enumerate(slices):
                     if pointwise:
-                        _pointwise_window(feats.x[bi], sl, head_w, head_b, net_cfg.dropout_p,
-                                          T, window_seed(cfg.seed, b0 + bi), wmap, dims,
-                                          blend, timings)
+                        # only the voxels inside the volume (not its padding)
+                        valid = tuple(min(s.stop, n) - s.start
+                                      for s, n in zip(sl, shape, strict=True))
+                        _pointwise_window(feats.x[bi], sl, valid, head_w, head_b,
+                                          net_cfg.dropout_p, T, window_seed(cfg.seed, b0 + bi),
+                                          wmap, dims, blend, timings)
                         continue
                     t = time.perf_counter()
                     f = feats.select(slice(bi, bi + 1))
@@ -543,24 +552,28 @@ def mc_sliding_window(
     )
 
 
-def _pointwise_window(x: torch.Tensor, sl: tuple[slice, ...], weight: torch.Tensor,
-                      bias: torch.Tensor | None, dropout_p: float, T: int, seed: int,
-                      wmap: torch.Tensor, dims: int, blend, timings: dict[str, float]) -> None:
+def _pointwise_window(x: torch.Tensor, sl: tuple[slice, ...], valid: tuple[int, ...],
+                      weight: torch.Tensor, bias: torch.Tensor | None, dropout_p: float,
+                      T: int, seed: int, wmap: torch.Tensor, dims: int, blend,
+                      timings: dict[str, float]) -> None:
     """MC statistics of one window's voxels, slab by slab along its first axis, blended.
 
-    ``x``: features (C_f, p0, p1[, p2]) of the window ``sl``; the masks come from a
-    generator seeded with ``seed`` and are drawn slab after slab, sample after sample.
+    ``x``: features (C_f, p0, p1[, p2]) of the window ``sl``; ``valid``: voxels of the
+    window inside the (unpadded) volume along each axis (3 values); padding voxels are
+    skipped. The masks come from a PCG64 generator seeded with ``seed``, drawn slab
+    after slab, sample after sample.
     """
-    gen = torch.Generator(device=x.device)
-    gen.manual_seed(seed)
-    plane = int(np.prod(x.shape[2:])) if x.dim() > 2 else 1
+    rng = np.random.default_rng(seed)
+    v = valid if dims == 3 else valid[:2]
+    x = x[(slice(None), *(slice(0, n) for n in v))]
+    wv = wmap[tuple(slice(0, n) for n in valid)]
+    plane = int(np.prod(x.shape[2:]))
     step = max(1, CHUNK_VOXELS // plane)
-    n0 = x.shape[1]
-    for i0 in range(0, n0, step):
-        i1 = min(i0 + step, n0)
+    for i0 in range(0, v[0], step):
+        i1 = min(i0 + step, v[0])
         t = time.perf_counter()
         chunk = x[:, i0:i1].reshape(x.shape[0], -1)
-        mean_p, var, ent = pointwise_mc_statistics(chunk, weight, bias, dropout_p, T, gen)
+        mean_p, var, ent = pointwise_mc_statistics(chunk, weight, bias, dropout_p, T, rng)
         sub = (i1 - i0, *x.shape[2:])
         mean_p = mean_p.reshape(-1, *sub)
         ent = ent.reshape(sub)
@@ -569,8 +582,9 @@ def _pointwise_window(x: torch.Tensor, sl: tuple[slice, ...], weight: torch.Tens
             mean_p, ent = mean_p.unsqueeze(-1), ent.unsqueeze(-1)
             var = var.unsqueeze(-1) if var is not None else None
         timings["stochastic"] += time.perf_counter() - t
-        win_sl = (slice(sl[0].start + i0, sl[0].start + i1), *sl[1:])
-        blend(win_sl, wmap[i0:i1], mean_p, ent, var)
+        win_sl = tuple(slice(s.start + a, s.start + b) for s, a, b in
+                       zip(sl, (i0, 0, 0), (i1, *valid[1:]), strict=True))
+        blend(win_sl, wv[i0:i1], mean_p, ent, var)
 
 
 # -- full pipeline -----------------------------------------------------------------------
@@ -666,7 +680,8 @@ def predict(
     _check_cancel(cancel)
     report(0.86, "labels and uncertainty back to the CT grid")
     label_dtype = np.uint8 if lut.max() <= 255 else np.int16
-    lab_model = lut.astype(label_dtype)[np.argmax(out.mean_probability, axis=0)]
+    channels = np.argmax(out.mean_probability, axis=0)
+    lab_model = lut.astype(label_dtype)[channels]
     review_unc = getattr(out, inference_cfg.review_map)
     review = review_list(lab_model, review_unc, grid.spacing_mm, structures,
                          map_name=inference_cfg.review_map)
@@ -677,7 +692,8 @@ def predict(
     del lab_model
     if inference_cfg.label_resampling == "probability":
         _check_cancel(cancel)
-        argmax_on_grid(out.mean_probability, grid, target, lut, lab)
+        argmax_on_grid(out.mean_probability, grid, target, lut, lab, channels)
+    del channels
     if inference_cfg.largest_component:
         keep_largest_components(lab, list(structures))
     review = _review_volumes_on_ct_grid(review, lab, ct.geometry.voxel_volume_cm3)
