@@ -17,8 +17,10 @@ from CTMuscleBoneLib.cli.main import main  # noqa: E402
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--out", str(out), "--spacing", "3.0", "--samples", "2",
-                 "--quiet"]) == 0
+    # The demo as users run it (T = 10 MC samples). With T = 2 the demo model's mean
+    # softmax sometimes leaves a hole inside a femoral head (largest inscribed ball
+    # 11.4 mm, below the 12 mm landmark threshold), so the head is not found.
+    assert main(["demo", "--out", str(out), "--spacing", "3.0", "--quiet"]) == 0
     return out
 
 

@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "CTMuscleBone"))
 
+from CTMuscleBoneLib.errors import InputError  # noqa: E402
 from CTMuscleBoneLib.image import CTImage, Geometry  # noqa: E402
 
 
@@ -169,11 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     det = [predict(ct, net, input_cfg, det_cfg, labels, device="cpu").timings_s
            for _ in range(args.repeats)]
     mc, measure_s, end_to_end_s = [], [], []
+    measure_refused = ""
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         res = predict(ct, net, input_cfg, mc_cfg, labels, device="cpu")
         t1 = time.perf_counter()
-        measure_case(ct, res.label_map, MeasureOptions(calibration="none"))
+        try:
+            measure_case(ct, res.label_map, MeasureOptions(calibration="none"))
+        except InputError as exc:  # e.g. an untrained net's map refused as implausible
+            measure_refused = str(exc).splitlines()[0][:160]
         t2 = time.perf_counter()
         mc.append(res.timings_s)
         measure_s.append(t2 - t1)
@@ -198,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         "end_to_end_segment_measure_s": statistics.median(end_to_end_s),
         "rss_before_gb": rss0, "peak_rss_ours_gb": rss_ours,
     }
+    if measure_refused:
+        row["measure_refused"] = measure_refused
     row["ratio_mc_over_det_network"] = row["mc_network_s"] / row["det_network_s"]
     row["ratio_mc_over_det_total"] = row["mc_total_s"] / row["det_total_s"]
     if not args.no_naive:

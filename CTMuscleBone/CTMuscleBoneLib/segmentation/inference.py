@@ -153,7 +153,8 @@ def argmax_on_grid(
     the interpolated argmax is that channel, which is the nearest-neighbour first guess
     already in ``labels``. Only target voxels whose nearest model voxel has another
     channel in its 3 x 3 x 3 neighbourhood (the boundary shell) are interpolated: the 8
-    corners gathered with numpy, in batches of ``max_points`` voxels (memory bounded).
+    corners gathered with numpy, in batches of ``max_points`` voxels (memory bounded),
+    and of those only the points whose own 8 corners disagree.
 
     Parameters
     ----------
@@ -179,15 +180,25 @@ def argmax_on_grid(
     idx = np.argwhere(todo)
     del todo
     m = np.asarray(mean_probability.shape[1:])
+    corners = [np.asarray(c) for c in product((0, 1), repeat=3)]
     for b0 in range(0, len(idx), max_points):
         ii = idx[b0:b0 + max_points]
         cont = source.physical_to_index(target.index_to_physical(ii))
         lo = np.clip(np.floor(cont).astype(np.int64), 0, np.maximum(m - 2, 0))
+        cs = [np.minimum(lo + c, m - 1) for c in corners]
+        # points whose 8 corners share one channel keep the nearest-neighbour label
+        first = ch[cs[0][:, 0], cs[0][:, 1], cs[0][:, 2]]
+        mixed = np.zeros(len(ii), bool)
+        for c in cs[1:]:
+            mixed |= ch[c[:, 0], c[:, 1], c[:, 2]] != first
+        if not mixed.any():
+            continue
+        ii, lo, cont = ii[mixed], lo[mixed], cont[mixed]
         f = np.clip(cont - lo, 0.0, 1.0).astype(np.float32)
         acc = np.zeros((len(ii), mean_probability.shape[0]), np.float32)
-        for corner in product((0, 1), repeat=3):
-            c = np.minimum(lo + np.asarray(corner), m - 1)
-            w = np.prod(np.where(np.asarray(corner, bool), f, 1.0 - f), axis=1)
+        for corner in corners:
+            c = np.minimum(lo + corner, m - 1)
+            w = np.prod(np.where(corner.astype(bool), f, 1.0 - f), axis=1)
             acc += w[:, None] * mean_probability[:, c[:, 0], c[:, 1], c[:, 2]].T
         labels[ii[:, 0], ii[:, 1], ii[:, 2]] = lut[np.argmax(acc, axis=1)]
 
@@ -343,9 +354,10 @@ def pointwise_mc_statistics(
     convolution) for one chunk of voxels: per sample t a Bernoulli keep-mask ``m_t``
     (keep probability ``1 - dropout_p``, as :class:`torch.nn.Dropout`) on the features,
     one matrix product, softmax and entropy; running sums of p, sum_c p^2 and H.
-    Cheap masks: 16 random bits per feature and sample from numpy's PCG64 (a uniform
-    ``uint16`` below ``round(65536 (1 - p))``): the keep probability is exact to
-    1 / 65536.
+    Cheap masks: random bytes from numpy's PCG64, a feature kept when its uniform
+    ``uint8`` is below ``256 (1 - p)`` where that is an integer (p = 0.5, 0.25, ...:
+    exact), else when its ``uint16`` is below ``round(65536 (1 - p))`` (exact to
+    1 / 65536).
 
     Parameters
     ----------
@@ -369,23 +381,28 @@ def pointwise_mc_statistics(
         Mean over samples of the per-sample entropy (nats).
     """
     def logits(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        z = torch.matmul(w, x)
-        return z.add_(bias[:, None]) if bias is not None else z
+        return torch.addmm(bias[:, None], w, x) if bias is not None else torch.matmul(w, x)
 
     if n_samples == 1:
         p, h = softmax_entropy(logits(features, weight))
         return p, None, h
     rng = rng if rng is not None else np.random.default_rng()
     keep = 1.0 - float(dropout_p)
-    threshold = np.uint16(min(round(65536 * keep), 65535))
+    levels = 256 if float(256 * keep).is_integer() else 65536
+    bit_type = np.uint8 if levels == 256 else np.uint16
+    threshold = min(round(levels * keep), levels - 1)
     w = weight * (1.0 / keep)
     sum_p = torch.zeros((weight.shape[0], features.shape[1]), dtype=torch.float32)
     sum_p2 = torch.zeros(features.shape[1], dtype=torch.float32)
     sum_h = torch.zeros(features.shape[1], dtype=torch.float32)
     n_mask = features.numel()
     for _ in range(n_samples):
-        bits = np.frombuffer(rng.bytes(2 * n_mask), dtype=np.uint16).reshape(features.shape)
-        mask = torch.from_numpy(bits < threshold) if keep < 1.0 else True
+        if keep < 1.0:
+            bits = np.frombuffer(rng.bytes(np.dtype(bit_type).itemsize * n_mask),
+                                 dtype=bit_type).reshape(features.shape)
+            mask = torch.from_numpy(bits < threshold)
+        else:
+            mask = True
         p, h = softmax_entropy(logits(features * mask, w))
         sum_p += p
         sum_p2 += (p * p).sum(0)

@@ -1,0 +1,205 @@
+"""Fast paths of segmentation and measurement: same numbers as the direct computations.
+
+* the pointwise Monte-Carlo head (``head`` placement) against softmax / entropy computed
+  directly with the same dropout masks;
+* a deterministic sliding-window pass with the ``head`` placement against one forward
+  pass of the network;
+* the body box (``crop_to_body``): same labels as without it, maps 0 outside;
+* bounding boxes (``mask_bounding_box``, ``LabelMap.boxes``) and the femur point sets
+  computed on them against ``np.argwhere`` on the whole volume.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from CTMuscleBoneLib.femur.landmarks import femur_points, surface_points  # noqa: E402
+from CTMuscleBoneLib.fov import border_voxel_indices, border_voxels  # noqa: E402
+from CTMuscleBoneLib.image import CTImage, Geometry, LabelMap, mask_bounding_box  # noqa: E402
+from CTMuscleBoneLib.segmentation.config import (  # noqa: E402
+    InferenceConfig,
+    InputConfig,
+    NetworkConfig,
+)
+from CTMuscleBoneLib.segmentation.inference import (  # noqa: E402
+    argmax_on_grid,
+    mc_sliding_window,
+    pointwise_mc_statistics,
+    predict,
+    softmax_entropy,
+)
+from CTMuscleBoneLib.segmentation.network import build_network  # noqa: E402
+from CTMuscleBoneLib.segmentation.preprocess import body_box, resample  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_softmax_entropy_matches_direct_and_survives_large_logits():
+    z = torch.randn(7, 500, dtype=torch.float64) * 5
+    z[:, 0] = torch.tensor([1000.0, 999.0, -1000.0, 0, 0, 0, 0], dtype=torch.float64)
+    p, h = softmax_entropy(z.clone())
+    ref = torch.softmax(z, 0)
+    assert torch.allclose(p, ref, atol=1e-12)
+    assert torch.allclose(h, torch.special.entr(ref).sum(0), atol=1e-9)
+    assert torch.isfinite(h).all()
+
+
+@pytest.mark.parametrize("p_drop", [0.3, 0.5])
+def test_pointwise_statistics_equal_direct_computation_with_the_same_masks(p_drop):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 300, generator=g)
+    w, b = torch.randn(4, 6, generator=g), torch.randn(4, generator=g)
+    T = 7
+    mean_p, var, ent = pointwise_mc_statistics(x, w, b, p_drop, T, np.random.default_rng(5))
+    rng = np.random.default_rng(5)  # the same masks, drawn the same way
+    # p = 0.5: 8 bits per mask (exact); p = 0.3: 16 bits
+    dtype = np.uint8 if p_drop == 0.5 else np.uint16
+    levels = 256 if p_drop == 0.5 else 65536
+    threshold = round(levels * (1 - p_drop))
+    probs = []
+    for _ in range(T):
+        bits = np.frombuffer(rng.bytes(np.dtype(dtype).itemsize * x.numel()),
+                             dtype).reshape(x.shape)
+        keep = torch.from_numpy(bits < threshold)
+        probs.append(torch.softmax(w @ (x * keep / (1 - p_drop)) + b[:, None], 0))
+    probs = torch.stack(probs)  # (T, C, n)
+    assert torch.allclose(mean_p, probs.mean(0), atol=1e-6)
+    assert torch.allclose(var, probs.var(0, unbiased=False).mean(0), atol=1e-6)
+    h = torch.special.entr(probs).sum(1).mean(0)
+    assert torch.allclose(ent, h, atol=1e-5)
+    assert var.max() > 1e-4  # the masks differ between samples
+    # deterministic: no masks
+    p1, v1, e1 = pointwise_mc_statistics(x, w, b, p_drop, 1)
+    assert v1 is None
+    assert torch.allclose(p1, torch.softmax(w @ x + b[:, None], 0), atol=1e-6)
+
+
+def test_head_placement_deterministic_window_pass_equals_forward():
+    torch.manual_seed(0)
+    net = build_network(NetworkConfig(out_channels=3, channels=(4, 8, 16), strides=(2, 2),
+                                      dropout_placement="head")).eval()
+    assert net.pointwise_tail
+    vol = np.random.default_rng(0).random((20, 16, 18), dtype=np.float32)
+    cfg = InferenceConfig(patch_size=(16, 16, 16), overlap=0.25, mc_samples=1, seed=1)
+    out = mc_sliding_window(vol, net, cfg, device="cpu")  # 2 x 1 x 2 windows
+    with torch.no_grad():  # one window: the forward pass itself
+        ref = torch.softmax(net(torch.from_numpy(vol[:16, :, :16])[None, None]), 1)[0]
+    single = mc_sliding_window(vol[:16, :, :16], net, cfg, device="cpu")
+    np.testing.assert_allclose(single.mean_probability, ref.numpy(), atol=1e-5)
+    assert out.mean_probability.shape == (3, 20, 16, 18)
+    np.testing.assert_allclose(out.mean_probability.sum(0), 1.0, atol=1e-5)
+    mc = mc_sliding_window(vol, net, InferenceConfig(patch_size=(16, 16, 16), mc_samples=4,
+                                                     mc_batch_size=2, seed=1), device="cpu")
+    again = mc_sliding_window(vol, net, InferenceConfig(patch_size=(16, 16, 16), mc_samples=4,
+                                                        mc_batch_size=4, seed=1), device="cpu")
+    np.testing.assert_array_equal(mc.mean_probability, again.mean_probability)
+    assert mc.predictive_variance.max() > 0
+
+
+def _air_phantom() -> CTImage:
+    """A soft-tissue block with a bright ball, in air (-1000 HU) with 20 voxels around."""
+    geom = Geometry((60, 56, 40), (2.0, 2.0, 2.0), (-60.0, -56.0, -40.0))
+    hu = np.full(geom.shape, -1000, np.int16)
+    hu[20:40, 18:38, 10:30] = 40
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in geom.shape], indexing="ij"), -1)
+    hu[((idx - np.array([30, 28, 20])) ** 2).sum(-1) <= 25] = 300
+    return CTImage(hu, geom)
+
+
+def test_body_box_crop_keeps_labels_and_zeroes_maps_outside():
+    ct = _air_phantom()
+    box = body_box(ct, margin_mm=4.0)
+    assert box == (slice(18, 42), slice(16, 40), slice(8, 32))
+    torch.manual_seed(0)
+    net = build_network(NetworkConfig(out_channels=2, channels=(4, 8), strides=(2,),
+                                      dropout_placement="head", dropout_p=0.2)).eval()
+    with torch.no_grad():  # a constant 'model': femur_left everywhere (p = 0.73)
+        net.head.conv.weight.zero_()
+        net.head.conv.bias.copy_(torch.tensor([0.0, 1.0]))
+    labels = {0: "background", 1: "femur_left"}
+    inp = InputConfig(spacing_mm=(2.0, 2.0, 2.0))
+    icfg = InferenceConfig(patch_size=(16, 16, 16), mc_samples=3, seed=0)
+    crop = predict(ct, net, inp, icfg, labels, device="cpu")
+    full = predict(ct, net, inp, InferenceConfig(patch_size=(16, 16, 16), mc_samples=3, seed=0,
+                                                 crop_to_body=False), labels, device="cpu")
+    assert crop.label_map.geometry.same_grid(ct.geometry)
+    outside = np.ones(ct.geometry.shape, bool)
+    outside[body_box(ct)] = False  # default margin 10 mm
+    assert (full.label_map.array == 1).all()  # without the box: the model everywhere
+    assert (crop.label_map.array[~outside] == 1).all()  # with it: the same inside,
+    assert not crop.label_map.array[outside].any()  # background outside
+    for name, u in crop.uncertainty.items():
+        assert u.shape == ct.geometry.shape, name
+        assert not u[outside].any(), name
+        np.testing.assert_allclose(u[~outside], full.uncertainty[name][~outside], atol=1e-6)
+    assert crop.uncertainty["predictive_entropy"][~outside].min() > 0.5
+
+
+def test_bounding_boxes_and_femur_points_match_whole_volume():
+    rng = np.random.default_rng(1)
+    mask = np.zeros((30, 25, 20), bool)
+    mask[5:12, 8:20, 3:9] = rng.random((7, 12, 6)) > 0.3
+    box = mask_bounding_box(mask)
+    nz = np.argwhere(mask)
+    assert box == tuple(slice(int(a), int(b) + 1)
+                        for a, b in zip(nz.min(0), nz.max(0), strict=True))
+    assert mask_bounding_box(np.zeros((3, 3, 3), bool)) is None
+    g = Geometry(mask.shape, (0.7, 0.8, 1.5), (3.0, -2.0, 5.0))
+    np.testing.assert_array_equal(femur_points(mask, g), g.index_to_physical(nz))
+    # surface points: the direct formula on the padded whole volume
+    padded = np.pad(mask, 1)
+    ref = []
+    for a in range(3):
+        lo, hi = [slice(None)] * 3, [slice(None)] * 3
+        lo[a], hi[a] = slice(0, -1), slice(1, None)
+        idx = np.argwhere(padded[tuple(lo)] != padded[tuple(hi)]).astype(float)
+        idx[:, a] += 0.5
+        ref.append(idx - 1.0)
+    np.testing.assert_allclose(surface_points(mask, g), g.index_to_physical(np.concatenate(ref)))
+    lab = np.zeros(mask.shape, np.uint8)
+    lab[mask] = 3
+    lab[20:22, 1:4, 15:16] = 7
+    lm = LabelMap(lab, g, {3: "femur_left", 7: "femur_right", 9: "sacrum"})
+    assert lm.boxes() == {3: box, 7: (slice(20, 22), slice(1, 4), slice(15, 16))}
+    assert lm.present_keys() == ["femur_left", "femur_right"]
+
+
+def test_border_voxel_indices_equal_argwhere_of_border_voxels():
+    rng = np.random.default_rng(0)
+    for shape in [(5, 6, 7), (1, 4, 4), (3, 1, 2)]:
+        m = rng.random(shape) > 0.5
+        np.testing.assert_array_equal(border_voxel_indices(m), np.argwhere(border_voxels(m)))
+        assert border_voxel_indices(np.zeros(shape, bool)).shape == (0, 3)
+
+
+def test_argmax_on_grid_equals_argmax_of_resampled_probabilities():
+    """The boundary-shell shortcut against SimpleITK's linear resampling of every class."""
+    rng = np.random.default_rng(0)
+    src = Geometry((12, 10, 9), (3.0, 3.0, 3.0), (-18.0, -15.0, -12.0))
+    a = np.deg2rad(10.0)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]])
+    tgt = Geometry((25, 22, 18), (1.1, 1.0, 1.3), (-12.0, -10.0, -8.0), rot)
+    # smooth 4-class probabilities: blobs
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in src.shape], indexing="ij"), -1)
+    centres = rng.uniform(0, 9, (4, 3))
+    logits = -((idx[None] - centres[:, None, None, None]) ** 2).sum(-1) / 8.0
+    prob = np.exp(logits) / np.exp(logits).sum(0)
+    prob = prob.astype(np.float32)
+    lut = np.array([0, 3, 5, 7])
+    nn = resample(lut.astype(np.uint8)[prob.argmax(0)], src, tgt, "nearest", 0, np.uint8)
+    fast = nn.copy()
+    argmax_on_grid(prob, src, tgt, lut, fast)
+    ref = np.stack([resample(prob[c], src, tgt, "linear", 0.0) for c in range(4)])
+    expect = lut[ref.argmax(0)].astype(np.uint8)
+    assert (fast != nn).any()  # the shell was recomputed
+    assert (fast == expect).mean() > 0.9995
