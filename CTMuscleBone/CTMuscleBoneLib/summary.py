@@ -51,9 +51,14 @@ def _fmt(row: ResultRow | None, scale: float = 1.0, unit: str | None = None) -> 
                         else "") or "n/a"
 
 
-def _tags(rows: list[ResultRow]) -> str:
-    """Short warning tags of rows ('partial, unvalidated'); information is left out."""
-    tags: list[str] = []
+def warning_tags(rows: list[ResultRow], not_measurable_first: bool = False) -> str:
+    """Short warning tags of rows ('partial, unvalidated'); information is left out.
+
+    ``not_measurable_first``: start with 'not measurable' when a row has no value (the
+    report's tables, where the reason is given below the table).
+    """
+    tags: list[str] = (["not measurable"] if not_measurable_first
+                       and any(r.value is None for r in rows) else [])
     for r in rows:
         for f in warning_flags(r.flags):
             tag = flag_tag(f) or f
@@ -143,17 +148,20 @@ def format_calibration(results: Results) -> str:
 
 
 # -- tables ----------------------------------------------------------------------------
-def _not_measurable_lines(rows: list[ResultRow]) -> list[str]:
+def not_measurable_reason(row: ResultRow) -> str:
+    """The reason of a row's first ``not_measurable:`` flag ('no value' when none)."""
+    why = [f.split(":", 1)[1].strip() for f in row.flags if flag_tag(f) == NOT_MEASURABLE]
+    return why[0] if why else "no value"
+
+
+def not_measurable_lines(rows: list[ResultRow]) -> list[str]:
     """'Femur (left): not measurable (reason): aBMD total hip, ...', one per reason."""
     groups: dict[tuple[str, str], list[str]] = {}
     for r in rows:
-        if r.value is not None:
-            continue
-        reasons = [f.split(":", 1)[1].strip() for f in r.flags
-                   if flag_tag(f) == NOT_MEASURABLE] or ["no value"]
-        groups.setdefault((display_name(r.structure), reasons[0]), []).append(
-            quantity_label(r.quantity))
-    return [f"  {name}: not measurable ({why}): {', '.join(qs)}"
+        if r.value is None:
+            groups.setdefault((display_name(r.structure), not_measurable_reason(r)),
+                              []).append(quantity_label(r.quantity))
+    return [f"{name}: not measurable ({why}): {', '.join(qs)}"
             for (name, why), qs in groups.items()]
 
 
@@ -162,10 +170,10 @@ def _value_table(title: str, rows: list[ResultRow]) -> str:
     parts = [title]
     if measured:
         body = [[display_name(r.structure), quantity_label(r.quantity), r.display_value(),
-                 display_unit(r.unit), _tags([r])] for r in measured]
+                 display_unit(r.unit), warning_tags([r])] for r in measured]
         parts.append(format_table(["structure", "quantity", "value", "unit", "flags"], body,
                                   "llrll"))
-    parts += _not_measurable_lines(rows)
+    parts += ["  " + line for line in not_measurable_lines(rows)]
     return "\n".join(parts)
 
 
@@ -176,7 +184,7 @@ def _muscle_table(keys: list[str], q: dict[str, dict[str, ResultRow]]) -> str:
         body.append([
             display_name(k), _fmt(rows.get("volume")), _fmt(rows.get("mean_hu")),
             _fmt(rows.get("fat_fraction"), 100.0, "%"), _fmt(rows.get("mass")),
-            _tags(list(rows.values())),
+            warning_tags(list(rows.values())),
         ])
     return "Muscles\n" + format_table(
         ["structure", "volume cm3", "mean HU", "IMAT %", "mass g", "flags"], body, "lrrrrl")
@@ -184,7 +192,7 @@ def _muscle_table(keys: list[str], q: dict[str, dict[str, ResultRow]]) -> str:
 
 def _totals_table(keys: list[str], q: dict[str, dict[str, ResultRow]]) -> str:
     body = [[display_name(k), _fmt(q[k].get("volume")), _fmt(q[k].get("mass")),
-             _fmt(q[k].get("lean_mass")), _tags(list(q[k].values()))] for k in keys]
+             _fmt(q[k].get("lean_mass")), warning_tags(list(q[k].values()))] for k in keys]
     return "Muscle group totals\n" + format_table(
         ["group", "volume cm3", "mass g", "lean mass g", "flags"], body, "lrrrl")
 

@@ -26,8 +26,8 @@ from ..results import (
     format_value,
     quantity_label,
     unique_flags,
-    warning_flags,
 )
+from ..summary import not_measurable_lines, not_measurable_reason, warning_tags
 from . import images, plots
 from .model import Block, Cell, Figure, QualityItem, Report, Section, Table
 
@@ -43,16 +43,7 @@ _SIDES = ("right", "left")  # radiological order: the patient's right first
 
 # -- tables ----------------------------------------------------------------------------
 def _tags(rows: list[ResultRow]) -> str:
-    """Short warning tags of rows ('partial, unvalidated'); 'not measurable' first."""
-    tags: list[str] = []
-    if any(r.value is None for r in rows):
-        tags.append("not measurable")
-    for r in rows:
-        for f in warning_flags(r.flags):
-            tag = flag_tag(f) or f
-            if tag != NOT_MEASURABLE and tag not in tags:
-                tags.append(tag)
-    return ", ".join(tags)
+    return warning_tags(rows, not_measurable_first=True)
 
 
 def _value_cell(row: ResultRow | None) -> Cell:
@@ -60,22 +51,6 @@ def _value_cell(row: ResultRow | None) -> Cell:
         return Cell("")
     return Cell(row.display_value() or "n/a", row.structure, row.quantity,
                 "; ".join(row.warnings + row.info))
-
-
-def _reason(row: ResultRow) -> str:
-    why = [f.split(":", 1)[1].strip() for f in row.flags if flag_tag(f) == NOT_MEASURABLE]
-    return why[0] if why else "no value"
-
-
-def _not_measurable_notes(rows: list[ResultRow]) -> list[str]:
-    """'Femur (left): not measurable (reason): Z-score total hip, ...', one per reason."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for r in rows:
-        if r.value is None:
-            groups.setdefault((display_name(r.structure), _reason(r)), []).append(
-                quantity_label(r.quantity))
-    return [f"{name}: not measurable ({why}): {', '.join(qs)}"
-            for (name, why), qs in groups.items()]
 
 
 def row_table(key: str, title: str, rows: list[ResultRow], with_structure: bool = False
@@ -87,7 +62,7 @@ def row_table(key: str, title: str, rows: list[ResultRow], with_structure: bool 
         head = [Cell(display_name(r.structure))] if with_structure else []
         body.append(head + [Cell(quantity_label(r.quantity)), _value_cell(r),
                             Cell(display_unit(r.unit)), Cell(_tags([r]))])
-    return Table(key, title, columns, body, _not_measurable_notes(rows))
+    return Table(key, title, columns, body, not_measurable_lines(rows))
 
 
 def pivot_table(key: str, title: str, structures: list[str],
@@ -104,7 +79,7 @@ def pivot_table(key: str, title: str, structures: list[str],
     body = [[Cell(display_name(s))] + [_value_cell(rows_by[s].get(q)) for q in quantities]
             + [Cell(_tags(list(rows_by[s].values())))] for s in structures]
     rows = [r for s in structures for r in rows_by[s].values()]
-    return Table(key, title, columns, body, _not_measurable_notes(rows))
+    return Table(key, title, columns, body, not_measurable_lines(rows))
 
 
 # -- sections --------------------------------------------------------------------------
@@ -137,7 +112,7 @@ def _score_block(results: Results, structures: list[str]) -> Block:
               if r.structure in structures and r.quantity.startswith(prefix)
               and isinstance(r.value, (int, float))]
     if not points:
-        why = next((_reason(r) for r in results.rows if r.structure in structures
+        why = next((not_measurable_reason(r) for r in results.rows if r.structure in structures
                     and r.quantity.startswith(prefix)), "no bone site measured")
         return Block([images.absent_figure("plot_score", "Scores",
                                            f"no {quantity_label(criteria.on)} to plot: {why}")],
@@ -159,7 +134,8 @@ def _femur_section(results: Results, labels: LabelMap, by: dict[str, dict[str, R
         if side in projections:
             fig = images.femur_figure(projections[side], side)
         else:
-            why = next((_reason(r) for r in rows if r.value is None), "femur not measured")
+            why = next((not_measurable_reason(r) for r in rows if r.value is None),
+                       "femur not measured")
             fig = images.absent_figure(key, f"Femur ({side}), DXA-view projection",
                                        f"no DXA view: {why}")
         sec.blocks.append(Block([fig], [row_table(key, display_name(key), rows)]))
@@ -257,7 +233,7 @@ def _smi_section(results: Results, by: dict[str, dict[str, ResultRow]]) -> Secti
     if smi is not None and isinstance(smi.value, (int, float)):
         fig = plots.smi_plot(smi, criteria, results.provenance.patient.get("sex"))
     else:
-        why = _reason(smi) if smi is not None else "no SMI row"
+        why = not_measurable_reason(smi) if smi is not None else "no SMI row"
         fig = images.absent_figure("plot_smi", "SMI", f"no SMI: {why}")
     sec.blocks.append(Block([fig], [row_table("patient", "Lean mass and SMI", patient)]
                             if patient else [], side_by_side=False))
