@@ -64,7 +64,8 @@ Verified against
 
 Verified codes: femur 71341001 [TS, SL, DICOM]; hip 29836001 "Hip" [TS, DICOM; the hip
 region, the code TotalSegmentator uses for the hip bone]; sacrum 54735007 [TS, SL, DICOM];
-L1-L5 66794005, 14293000, 36470004, 11994002, 49668003 [TS, SL, DICOM]; iliopsoas
+L1-L5 66794005, 14293000, 36470004, 11994002, 49668003 [TS, SL, DICOM]; lumbar spine
+122496007 [DICOM CID 7151; used for a lumbar vertebra of unassigned level]; iliopsoas
 68455001 [TS, SL]; gluteus maximus 181674001, medius 78333006, minimus 75297007 [TS, SL];
 psoas major 64038003 [SL]; erector spinae 44947003 [SL, DICOM CID 7151]; aorta 15825003,
 inferior vena cava 64131007 [TS, SL, DICOM]; subcutaneous fatty tissue 67769002 [TS];
@@ -189,6 +190,13 @@ def _build_table() -> tuple[Structure, ...]:
             (255, 230 - 15 * n, 170 - 10 * n),
             aliases=(f"vertebra_{level.lower()}", f"{level.lower()}", f"lumbar_vertebra_{n + 1}"),
         ))
+    # A lumbar vertebra whose level is not (yet) known: what a segmentation model that
+    # cannot tell the levels apart outputs before numbering (segmentation.vertebra_levels),
+    # and a lumbar-type vertebra left unnumbered (e.g. a sixth one). Coded as SNOMED CT
+    # 122496007 "Lumbar spine" (DICOM CID 7151 has no code for "a lumbar vertebra").
+    s.append(Structure("vertebrae_lumbar", "Lumbar vertebra (level not assigned)", 11,
+                       "none", "bone", ("122496007", "SCT", "Lumbar spine"),
+                       (255, 240, 190), aliases=("lumbar_vertebra", "vertebrae_lumbar_unnumbered")))
     # --- muscles: (base, name, snomed, region, colour, aliases) ----------------------
     muscles: list[tuple[str, str, Code, str, tuple[int, int, int], tuple[str, ...]]] = [
         ("iliacus", "Iliacus", MUSCLE_OF_LOWER_LIMB, "hip_flexor",
@@ -276,6 +284,35 @@ def _build_table() -> tuple[Structure, ...]:
 ANATOMY: tuple[Structure, ...] = _build_table()
 BY_KEY: dict[str, Structure] = {st.key: st for st in ANATOMY}
 BY_LABEL_VALUE: dict[int, Structure] = {st.label_value: st for st in ANATOMY}
+
+
+#: Structures that are unions of finer ones in this table: group key (side-less base)
+#: -> member bases. Used to train and score models that output the group (the thigh
+#: compartments of TotalSegmentator v2, a lumbar vertebra of unknown level) from label
+#: maps that hold the members. Thigh groups as in Gray's Anatomy (42nd ed.): quadriceps
+#: = rectus femoris + the three vasti; medial compartment = the three adductors (gracilis
+#: and pectineus kept apart, as TotalSegmentator keeps gracilis); posterior compartment
+#: = biceps femoris, semitendinosus, semimembranosus.
+GROUP_MEMBERS: dict[str, tuple[str, ...]] = {
+    "quadriceps_femoris": ("rectus_femoris", "vastus_lateralis", "vastus_intermedius",
+                           "vastus_medialis"),
+    "thigh_medial_compartment": ("adductor_longus", "adductor_brevis", "adductor_magnus"),
+    "thigh_posterior_compartment": ("biceps_femoris", "semitendinosus", "semimembranosus"),
+    "vertebrae_lumbar": ("vertebrae_L1", "vertebrae_L2", "vertebrae_L3", "vertebrae_L4",
+                         "vertebrae_L5"),
+}
+
+
+def group_members(key: str) -> tuple[str, ...]:
+    """Anatomy keys a group key is the union of (``()`` for a key that is no group).
+
+    ``group_members('quadriceps_femoris_left')`` gives the four left quadriceps heads.
+    """
+    for side in ("_left", "_right"):
+        if key.endswith(side):
+            base = key[: -len(side)]
+            return tuple(f"{m}{side}" for m in GROUP_MEMBERS.get(base, ()))
+    return GROUP_MEMBERS.get(key, ())
 
 
 def _normalise(name: str) -> str:
