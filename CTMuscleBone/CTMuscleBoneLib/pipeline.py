@@ -262,6 +262,8 @@ def analyze(
     prov = provenance or Provenance()
     prov.label_source = seg.result.label_map.source
     prov.models.append(seg.provenance_entry())
+    if seg.result.vertebra_levels is not None:  # (its warnings are in the label map's notes)
+        prov.notes.extend(seg.result.vertebra_levels.notes)
     results = measure_case(ct, seg.result.label_map, measure_options,
                            progress=sub_progress(progress, 0.8, 1.0), provenance=prov)
     if seg.card.synthetic:

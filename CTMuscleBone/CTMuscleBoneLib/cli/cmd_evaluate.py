@@ -11,7 +11,15 @@ folder itself. Label values are mapped to anatomy keys by the sidecar
 
 When a prediction folder holds ``review.json`` (structure-wise uncertainty from
 ``ctmusclebone segment``), the AUROC of that uncertainty for detecting Dice < 0.8 is
-reported too (Soufi et al., Sci Rep 2025).
+reported too (Soufi et al., Sci Rep 2025); when it holds ``score_variants`` (segment
+output of this version), every score variant (3 maps x inside / boundary band) gets its
+AUROC and Spearman rho with 1 - Dice (``uncertainty_variants.csv`` / ``.json`` and
+``score_vs_error.png``), and a ``confidence.nii.gz`` beside the labels adds the
+reliability diagram (``reliability.png``) with the expected calibration error.
+
+``--model DIR --phantoms N`` instead segments N perturbed held-out phantoms with that
+model and scores them (:mod:`CTMuscleBoneLib.segmentation.uncertainty_study`): a site's
+check of a model on phantoms; for its own data it uses ``--pred`` / ``--ref``.
 
 Over cases, per structure: volume agreement with the reference, Pearson r and
 Bland-Altman bias and 95 % limits of agreement (cm3), with the originating project's
@@ -24,6 +32,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -38,6 +47,7 @@ from ..io_labels import read_names
 
 SEGMENT_LABELS = "labels.nii.gz"
 SEGMENT_REVIEW = "review.json"
+SEGMENT_CONFIDENCE = "confidence.nii.gz"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,11 +60,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(Pearson r) and Bland-Altman agreement per structure; and the AUROC of the "
         "structure-wise uncertainty for flagging failures (Dice < threshold).",
     )
-    p.add_argument("--pred", required=True, nargs="+",
+    p.add_argument("--pred", nargs="+",
                    help="predicted label map file(s), a folder of <case>.nii.gz, or folder(s) "
-                   "written by `ctmusclebone segment`")
-    p.add_argument("--ref", required=True, nargs="+",
-                   help="reference label map file(s) or a folder of <case>.nii.gz")
+                   "written by `ctmusclebone segment` (needed unless --model)")
+    p.add_argument("--ref", nargs="+",
+                   help="reference label map file(s) or a folder of <case>.nii.gz (needed "
+                   "unless --model)")
+    p.add_argument("--model", help="instead of --pred/--ref: a model folder or installed "
+                   "model name to segment --phantoms held-out perturbed phantoms with")
+    p.add_argument("--phantoms", type=int, default=9,
+                   help="with --model: number of evaluation phantoms (default 9: one per "
+                   "perturbation kind)")
+    p.add_argument("--phantom-seed", type=int, default=40000,
+                   help="with --model: seed of the first phantom (default 40000, the "
+                   "perturbed held-out range)")
+    p.add_argument("--phantom-region", default="full",
+                   help="with --model: phantom region, hip, lumbar, thigh or full "
+                   "(default full)")
+    p.add_argument("--phantom-spacing", type=float, nargs=2, default=[1.5, 3.5],
+                   metavar=("MIN", "MAX"),
+                   help="with --model: range of phantom voxel sizes in mm (default 1.5 3.5)")
+    p.add_argument("--samples", type=int,
+                   help="with --model: Monte-Carlo samples T (default: the model card's)")
+    p.add_argument("--device", default="auto",
+                   help="with --model: auto, cpu or cuda (default auto: a GPU when present)")
+    p.add_argument("--no-plots", action="store_true",
+                   help="do not write reliability.png and score_vs_error.png")
     p.add_argument("--pred-names", help="JSON label value -> name for the predictions")
     p.add_argument("--ref-names", help="JSON label value -> name for the references")
     p.add_argument("--structures", nargs="+", help="anatomy keys to score (default: every "
@@ -62,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--failure-dice", type=float, default=0.8,
                    help="Dice below which a structure counts as failed (default 0.8)")
     p.add_argument("--no-surface", action="store_true", help="skip the surface distance")
-    p.add_argument("--out", help="folder for evaluation.csv and evaluation.json")
+    p.add_argument("--out", help="folder for evaluation.csv, evaluation.json, "
+                   "uncertainty_variants.csv/.json and the plots (default: print only)")
     p.set_defaults(func=run)
 
 
@@ -129,6 +161,17 @@ def read_label_file(path: Path, names_file: str | None = None) -> LabelMap:
     return LabelMap(arr, geom, structures, unknown, source=str(path))
 
 
+def _read_variants(path: Path | None) -> dict[str, dict[str, float | None]] | None:
+    """``score_variants`` of a segment review.json (None when absent: older output)."""
+    if path is None:
+        return None
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    sv = raw.get("score_variants") if isinstance(raw, dict) else None
+    if not isinstance(sv, dict) or not isinstance(sv.get("structures"), dict):
+        return None
+    return {str(k): dict(v) for k, v in sv["structures"].items() if isinstance(v, dict)}
+
+
 def _read_review(path: Path | None) -> dict[str, float] | None:
     if path is None:
         return None
@@ -152,6 +195,17 @@ def run(args: argparse.Namespace) -> int:
         volume_agreement,
     )
 
+    if args.model:
+        if args.pred or args.ref:
+            raise InputError("Give either --model (phantom evaluation) or --pred and --ref, "
+                             "not both.")
+        return _run_model_on_phantoms(args)
+    if not args.pred or not args.ref:
+        raise InputError("evaluate needs --pred and --ref (label maps), or --model DIR to "
+                         "evaluate a model on phantoms.")
+    from ..segmentation.evaluate import ReliabilityCounts, add_reliability
+    from ..segmentation.uncertainty_study import ModelEvaluation, format_table, write_outputs
+
     preds, refs = _collect(args.pred), _collect(args.ref)
     if len(preds) == 1 and len(refs) == 1:
         pairs = [(next(iter(preds)), next(iter(preds.values())), next(iter(refs.values())))]
@@ -162,13 +216,23 @@ def run(args: argparse.Namespace) -> int:
                              f"(pred: {sorted(preds)[:5]}, ref: {sorted(refs)[:5]}).")
         pairs = [(c, preds[c], refs[c]) for c in common]
     scores = []
+    reliability = ReliabilityCounts.empty()
     for case, (pfile, review), (rfile, _) in pairs:
         pred = read_label_file(pfile, args.pred_names)
         ref = read_label_file(rfile, args.ref_names)
         keys = args.structures or sorted(set(pred.structures.values()), key=_order)
         scores += evaluate_label_maps(pred, ref, keys, case=case,
                                       uncertainty=_read_review(review),
-                                      with_surface=not args.no_surface)
+                                      with_surface=not args.no_surface,
+                                      variants=_read_variants(review))
+        conf = pfile.parent / SEGMENT_CONFIDENCE
+        if pfile.name == SEGMENT_LABELS and conf.is_file():
+            from ..io_ct import read_image
+
+            carr, cgeom = read_image(conf)
+            if not cgeom.same_grid(pred.geometry, tol_mm=1e-2):
+                raise InputError(f"{conf} is not on the grid of {pfile}.")
+            add_reliability(reliability, carr, pred, ref)
     summary = summarise(scores)
     auroc = failure_detection_auroc(scores, args.failure_dice)
     print(f"{'structure':32s} {'n':>3s} {'Dice':>7s} {'(SD)':>7s} {'min':>6s} {'ASSD mm':>8s}")
@@ -194,8 +258,26 @@ def run(args: argparse.Namespace) -> int:
         print("uncertainty AUROC for failures: " + (
             f"{auroc:.3f}" if auroc is not None else "undefined (needs failed and successful "
             "structures)"))
+    has_unc = any(s.uncertainty is not None or s.variants for s in scores)
+    ev = ModelEvaluation("prediction", "", 0, "review", scores,
+                         reliability if reliability.count.sum() else None)
+    if has_unc:
+        from ..segmentation.uncertainty_study import table_rows
+
+        print("\nuncertainty score variants (AUROC for Dice < "
+              f"{args.failure_dice:g}; rho = Spearman with 1 - Dice):")
+        print(format_table(table_rows([ev], args.failure_dice)))
+    if ev.reliability is not None:
+        from ..segmentation.evaluate import reliability_diagram
+
+        d = reliability_diagram(ev.reliability)
+        print(f"voxel calibration: ECE {d.ece:.4f} over {d.n_voxels} voxels near structures")
     if args.out:
         out = Path(args.out)
+        if has_unc or ev.reliability is not None:
+            for path in write_outputs(out, [ev], args.failure_dice,
+                                      plots=not args.no_plots).values():
+                print(f"wrote {path}")
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         cols = ["case", "structure", "dice", "assd_mm", "pred_voxels", "ref_voxels",
@@ -221,6 +303,39 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(out / "evaluation.json", json.dumps(doc, indent=2) + "\n")
         print(f"wrote {out / 'evaluation.csv'}, {out / 'volume_agreement.csv'} and "
               f"{out / 'evaluation.json'}")
+    return 0
+
+
+def _run_model_on_phantoms(args: argparse.Namespace) -> int:
+    """``evaluate --model``: segment perturbed held-out phantoms and score the variants."""
+    from ..segmentation.uncertainty_study import (
+        evaluation_specs,
+        format_table,
+        run_study,
+        table_rows,
+        write_outputs,
+    )
+
+    if args.phantoms < 1:
+        raise InputError(f"--phantoms must be >= 1, got {args.phantoms}.")
+    specs = evaluation_specs(args.phantoms, args.phantom_seed, region=args.phantom_region,
+                             spacing_range_mm=tuple(args.phantom_spacing))
+    evals = run_study([args.model], specs, args.samples, args.device,
+                      with_surface=not args.no_surface,
+                      progress=lambda m: print(m, file=sys.stderr))
+    from ..segmentation.evaluate import summarise
+
+    print(f"{'structure':32s} {'n':>3s} {'Dice':>7s} {'min':>6s}")
+    for s in summarise(evals[0].scores):
+        print(f"{s.structure:32s} {s.n_cases:3d} {_f(s.dice_mean, 4):>7s} "
+              f"{_f(s.dice_min, 3):>6s}")
+    print(format_table(table_rows(evals, args.failure_dice)))
+    if args.out:
+        paths = write_outputs(args.out, evals, args.failure_dice, plots=not args.no_plots,
+                              extra={"phantoms": [{"case": c, "kind": k}
+                                                  for c, k, _ in specs]})
+        for path in paths.values():
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

@@ -21,32 +21,72 @@ from .shapes import SweptEllipse, Union
 Shafts = dict[str, layout.ShaftLine] | None
 
 
-def _outline_parts(inset_mm_trunk: float, inset_mm_thigh: float, shafts: Shafts = None
+@dataclass(frozen=True)
+class Habitus:
+    """Body size: lean outline scale and subcutaneous fat thickness (synthetic).
+
+    The lean (fat-free) outline is the layout's outline minus its fat layer
+    (trunk 172 x 122 mm, thighs 64 x 76 mm semi-axes), scaled by ``lean_scale`` about
+    its centre; the skin outline is the lean one plus the fat thickness. The defaults
+    reproduce the layout (:mod:`.layout`) exactly.
+
+    Attributes
+    ----------
+    trunk_fat_mm, thigh_fat_mm : float
+        Subcutaneous fat thickness of trunk and thighs, mm (layout: 18 and 12).
+    lean_scale : float
+        Scale of the lean outline's semi-axes (1 = layout).
+    trunk_z1_mm : float
+        Top of the trunk outline, mm (layout 280; higher with six lumbar vertebrae).
+    """
+
+    trunk_fat_mm: float = layout.TRUNK_FAT_MM
+    thigh_fat_mm: float = layout.THIGH_FAT_MM
+    lean_scale: float = 1.0
+    trunk_z1_mm: float = layout.TRUNK_Z_MM[1]
+
+    def trunk_semi_mm(self, inner: bool) -> tuple[float, float]:
+        """Semi-axes (x, y) of the trunk's skin (``inner`` False) or lean outline, mm."""
+        tx, ty = layout.TRUNK_SEMI_MM
+        f = layout.TRUNK_FAT_MM
+        lx, ly = (tx - f) * self.lean_scale, (ty - f) * self.lean_scale
+        add = 0.0 if inner else self.trunk_fat_mm
+        return lx + add, ly + add
+
+    def thigh_semi_mm(self, inner: bool) -> tuple[float, float]:
+        """Semi-axes (x, y) of a thigh's skin (``inner`` False) or lean outline, mm."""
+        a, b = layout.THIGH_SEMI_MM
+        f = layout.THIGH_FAT_MM
+        lx, ly = (a - f) * self.lean_scale, (b - f) * self.lean_scale
+        add = 0.0 if inner else self.thigh_fat_mm
+        return lx + add, ly + add
+
+
+def _outline_parts(habitus: Habitus, inner: bool, shafts: Shafts = None
                    ) -> tuple[SweptEllipse, ...]:
-    tx, ty = layout.TRUNK_SEMI_MM
-    parts = [SweptEllipse(layout.TRUNK_CENTER_XY_MM,
-                          (tx - inset_mm_trunk, ty - inset_mm_trunk), *layout.TRUNK_Z_MM)]
+    parts = [SweptEllipse(layout.TRUNK_CENTER_XY_MM, habitus.trunk_semi_mm(inner),
+                          layout.TRUNK_Z_MM[0], habitus.trunk_z1_mm)]
     for side in ("left", "right"):
         p, slope = (shafts or {}).get(side) or layout.shaft_line(side)
         z0, z1 = layout.THIGH_Z_MM
         off = np.array(layout.THIGH_OFFSET_MM) * (layout.side_sign(side), 1.0)
         c0 = p[:2] + off + slope * (z0 - p[2])
-        a, b = layout.THIGH_SEMI_MM
-        parts.append(SweptEllipse(tuple(c0), (a - inset_mm_thigh, b - inset_mm_thigh),
+        parts.append(SweptEllipse(tuple(c0), habitus.thigh_semi_mm(inner),
                                   z0, z1, slope_xy=tuple(slope)))
     return tuple(parts)
 
 
-def body_outer(shafts: Shafts = None) -> Union:
+def body_outer(shafts: Shafts = None, habitus: Habitus | None = None) -> Union:
     """The skin surface (outer outline) as a union of disjoint shapes.
 
-    ``shafts``: femoral shaft line per side (default :func:`.layout.shaft_line`)."""
-    return Union(_outline_parts(0.0, 0.0, shafts))
+    ``shafts``: femoral shaft line per side (default :func:`.layout.shaft_line`);
+    ``habitus``: body size (default the layout's)."""
+    return Union(_outline_parts(habitus or Habitus(), False, shafts))
 
 
-def body_inner(shafts: Shafts = None) -> Union:
+def body_inner(shafts: Shafts = None, habitus: Habitus | None = None) -> Union:
     """The outline minus the subcutaneous fat layer."""
-    return Union(_outline_parts(layout.TRUNK_FAT_MM, layout.THIGH_FAT_MM, shafts))
+    return Union(_outline_parts(habitus or Habitus(), True, shafts))
 
 
 @dataclass
@@ -59,15 +99,19 @@ class BodyComponent:
         Noiseless HU of the fat layer and of the unlabelled tissue inside it.
     shafts : dict side -> (point, slope), optional
         Femoral shaft lines the thighs follow.
+    habitus : Habitus, optional
+        Body size and fat thickness (default the layout's).
     """
 
     fat_hu: float
     soft_tissue_hu: float
     shafts: Shafts = None
+    habitus: Habitus | None = None
 
     def __post_init__(self) -> None:
-        self.outer = body_outer(self.shafts)
-        self.inner = body_inner(self.shafts)
+        self.habitus = self.habitus or Habitus()
+        self.outer = body_outer(self.shafts, self.habitus)
+        self.inner = body_inner(self.shafts, self.habitus)
         self.label_value = structure("subcutaneous_fat").label_value
 
     def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
@@ -95,4 +139,9 @@ class BodyComponent:
             "volume_cm3": (self.outer.volume_mm3 - self.inner.volume_mm3) / 1000.0,
             "body_volume_cm3": self.outer.volume_mm3 / 1000.0,
             "hu": float(self.fat_hu), "soft_tissue_hu": float(self.soft_tissue_hu),
+            "trunk_fat_mm": float(self.habitus.trunk_fat_mm),
+            "thigh_fat_mm": float(self.habitus.thigh_fat_mm),
+            "lean_scale": float(self.habitus.lean_scale),
+            "trunk_semi_mm": self.habitus.trunk_semi_mm(False),
+            "thigh_semi_mm": self.habitus.thigh_semi_mm(False),
         }

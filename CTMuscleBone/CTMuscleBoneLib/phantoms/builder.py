@@ -23,7 +23,16 @@ The phantom is one analytic object in the LPS patient frame (mm; +x patient LEFT
 * calibration phantom (optional) under the body: rod row centred at (0, +182, zc).
 
 Regions (z ranges, mm): 'hip' -110..70, 'lumbar' 45..260, 'thigh' -300..-90,
-'full' -300..280; x and y cover the body (and the calibration phantom) + 10 mm.
+'full' -300..280 (lumbar and full 37 mm higher with six lumbar vertebrae); x and y
+cover the body (with arms, when present, and the calibration phantom) + 10 mm, cut at
+x = +-``lateral_limit_mm`` when given.
+
+Patient-like options (each default leaves the layout above unchanged): ``lumbar_count``
+4 / 6, body habitus (``trunk_fat_mm``, ``thigh_fat_mm``, ``body_scale``,
+:class:`.body.Habitus`), muscle atrophy (``muscle_atrophy``: cross-sections shrunk in
+place, the space left painted as unlabelled fat before the muscles), contrast-like
+vessels (``hu_blood``, ``hu_ivc``), arms at the sides (``arms``, :mod:`.arms`,
+unlabelled, painted right after the body) and lateral truncation.
 
 Tissue HU defaults (fat -100, muscle 50, blood 40, soft tissue 30, air -1000) are
 synthetic round numbers of the usual order at 120 kVp, not measurements; the bone
@@ -54,12 +63,20 @@ from ..anatomy import BY_LABEL_VALUE, canonical_label_names, structure
 from ..errors import InputError
 from ..image import CTImage, CTMetadata, Geometry, LabelMap
 from . import layout
+from .arms import ArmComponent
 from .base import ScannerModel
-from .body import BodyComponent
+from .body import BodyComponent, Habitus
 from .calibration_rods import CalibrationRodsPhantom
 from .femur import FemurPhantom, FemurSpec
 from .metal import MetalComponent, StreakComponent, implant_shape
-from .muscles import MUSCLE_BASES, MuscleComponent, muscle_shape
+from .muscles import (
+    MUSCLE_BASES,
+    IntermuscularFat,
+    MuscleComponent,
+    atrophied_shape,
+    extended_shape,
+    muscle_shape,
+)
 from .pelvis import pelvis_components
 from .psf import blur_hu
 from .rasterize import (
@@ -67,6 +84,7 @@ from .rasterize import (
     direction_for,
     geometry_for,
     index_box,
+    is_axis_aligned,
     rasterize,
     voxel_centres_mm,
 )
@@ -74,6 +92,11 @@ from .shapes import SweptEllipse
 from .solid import SolidComponent
 from .vertebra import VertebraSpec, lumbar_spine
 
+#: Allowed scale of the lean trunk / thigh outlines (synthetic: at 1.0 the gluteus
+#: maximus and the hamstrings already reach 97 % of the lean outline's radius, so it
+#: may grow but not shrink; above 1.3 the thighs of an obese phantom would overlap).
+#: Thin habitus is thin fat.
+BODY_SCALE_RANGE = (1.0, 1.3)
 #: Margin (mm) added around the body in x and y.
 FOV_MARGIN_MM = 10.0
 #: Calibration phantom rod-row centre (x, y), mm: posterior of the trunk outline
@@ -150,6 +173,31 @@ class PhantomSpec:
         everything above z.
     scanner : ScannerModel
         HU <-> BMD relation of the synthetic scanner.
+    lumbar_count : int
+        Lumbar vertebrae: 5 (L5..L1, default), 4 (L5..L2: no L1) or 6 (L5..L1 and one
+        more vertebra of L1's shape 37 mm above L1, labelled ``vertebrae_lumbar``;
+        trunk, vessels, psoas, autochthon and the 'lumbar' / 'full' regions then reach
+        37 mm higher). Sacrum and L5 stay where they are.
+    trunk_fat_mm, thigh_fat_mm : float or None
+        Subcutaneous fat thickness of trunk / thighs, mm (None = layout 18 / 12;
+        allowed 2-80 / 2-60).
+    body_scale : float
+        Scale of the lean (fat-free) trunk and thigh outlines (1 = layout; allowed
+        1.0-1.3: smaller would cut into the muscles).
+    muscle_atrophy : float
+        Factor (0.3..1) shrinking every muscle's axial cross-section about its own
+        axis (volume x factor^2); the space left becomes unlabelled fat.
+    muscle_atrophy_factors : dict
+        Per-muscle overrides, keyed like ``muscle_fat_fractions``.
+    hu_ivc : float or None
+        HU of the inferior vena cava (None = ``hu_blood``): contrast phases enhance
+        aorta and IVC differently.
+    arms : bool
+        Add two arms (unlabelled fat, muscle, humerus-like bone) lateral of the trunk,
+        z 0 .. trunk top (:mod:`.arms`); the field of view widens to include them.
+    lateral_limit_mm : float or None
+        Lateral truncation: cut the field of view at x = +-limit (mm), besides any
+        ``truncation`` in z.
     """
 
     region: str | tuple[float, float] = "hip"
@@ -190,6 +238,15 @@ class PhantomSpec:
     metal_streak_hu: float = 150.0
     truncation: tuple[str, float] | None = None
     scanner: ScannerModel = field(default_factory=ScannerModel)
+    lumbar_count: int = 5
+    trunk_fat_mm: float | None = None
+    thigh_fat_mm: float | None = None
+    body_scale: float = 1.0
+    muscle_atrophy: float = 1.0
+    muscle_atrophy_factors: dict[str, float] = field(default_factory=dict)
+    hu_ivc: float | None = None
+    arms: bool = False
+    lateral_limit_mm: float | None = None
 
 
 @dataclass
@@ -303,35 +360,91 @@ def _fat_fraction(spec: PhantomSpec, key: str, base: str) -> float:
     return float(f)
 
 
+def _atrophy(spec: PhantomSpec, key: str, base: str) -> float:
+    f = spec.muscle_atrophy_factors.get(key, spec.muscle_atrophy_factors.get(
+        base, spec.muscle_atrophy))
+    if not 0.3 <= f <= 1.0:
+        raise InputError(f"Atrophy factor {f} of {key} must lie between 0.3 and 1 "
+                         "(1 = no atrophy).")
+    return float(f)
+
+
 def muscle_components(spec: PhantomSpec, shafts: dict[str, layout.ShaftLine] | None = None
                       ) -> list[MuscleComponent]:
     """The muscles of the spec (both sides), with seeded fat fields; thigh muscles
-    follow ``shafts`` (femoral shaft line per side, default the layout's)."""
+    follow ``shafts`` (femoral shaft line per side, default the layout's). Atrophied
+    muscles carry their shrunk shape (:func:`.muscles.atrophied_shape`)."""
     bases = MUSCLE_BASES if spec.muscles is None else tuple(spec.muscles)
+    extra = layout.cranial_extension_mm(spec.lumbar_count)
     out = []
     for base in bases:
         if base not in MUSCLE_BASES:
             raise InputError(f"Unknown phantom muscle '{base}'; choose from {MUSCLE_BASES}.")
         for side in spec.sides:
             key = f"{base}_{side}"
+            shape = extended_shape(muscle_shape(base, side, (shafts or {}).get(side)), base,
+                                   extra)
+            f = _atrophy(spec, key, base)
             out.append(MuscleComponent(
-                key, muscle_shape(base, side, (shafts or {}).get(side)), spec.hu_muscle,
+                key, atrophied_shape(shape, f), spec.hu_muscle,
                 spec.hu_fat,
                 _fat_fraction(spec, key, base),
                 seed=int(spec.seed) * 1000 + structure(key).label_value,
+                atrophy=f,
             ))
     return out
+
+
+def intermuscular_fat_components(spec: PhantomSpec, muscles: list[MuscleComponent]
+                                 ) -> list[IntermuscularFat]:
+    """Unlabelled fat where atrophied muscles were (their unshrunk shapes), painted
+    before the muscles."""
+    out = []
+    for m in muscles:
+        if m.atrophy != 1.0:
+            base = m.key.rsplit("_", 1)[0]
+            shape = m.shape
+            if isinstance(shape, SweptEllipse):
+                a, b = shape.semi_axes_mm
+                shape = dataclasses.replace(shape, semi_axes_mm=(a / m.atrophy, b / m.atrophy))
+            else:
+                side = m.key.rsplit("_", 1)[1]
+                shape = muscle_shape(base, side)
+            out.append(IntermuscularFat(shape, spec.hu_fat))
+    return out
+
+
+def arm_components(spec: PhantomSpec, habitus: Habitus) -> list[ArmComponent]:
+    """Both arms (unlabelled) when ``spec.arms``."""
+    if not spec.arms:
+        return []
+    return [ArmComponent(side, habitus, spec.hu_fat, spec.hu_muscle, spec.scanner)
+            for side in ("left", "right")]
+
+
+def habitus_of(spec: PhantomSpec) -> Habitus:
+    """The body size of a spec (fat thicknesses, lean scale, trunk top)."""
+    return Habitus(
+        trunk_fat_mm=layout.TRUNK_FAT_MM if spec.trunk_fat_mm is None
+        else float(spec.trunk_fat_mm),
+        thigh_fat_mm=layout.THIGH_FAT_MM if spec.thigh_fat_mm is None
+        else float(spec.thigh_fat_mm),
+        lean_scale=float(spec.body_scale),
+        trunk_z1_mm=layout.TRUNK_Z_MM[1] + layout.cranial_extension_mm(spec.lumbar_count),
+    )
 
 
 def vessel_components(spec: PhantomSpec) -> list[SolidComponent]:
     """Aorta and inferior vena cava (blood HU), anterior of the lumbar spine."""
     if not spec.vessels:
         return []
+    z1 = 280.0 + layout.cranial_extension_mm(spec.lumbar_count)
+    hu_ivc = spec.hu_blood if spec.hu_ivc is None else spec.hu_ivc
     return [
-        SolidComponent("aorta", SweptEllipse((15.0, 0.0), (11.0, 11.0), 100.0, 280.0),
+        SolidComponent("aorta", SweptEllipse((15.0, 0.0), (11.0, 11.0), 100.0, z1),
                        spec.hu_blood),
         SolidComponent("inferior_vena_cava",
-                       SweptEllipse((-20.0, 0.0), (12.0, 9.0), 100.0, 280.0), spec.hu_blood),
+                       SweptEllipse((-20.0, 0.0), (12.0, 9.0), 100.0, z1), hu_ivc),
     ]
 
 
@@ -364,23 +477,57 @@ def shaft_lines(femurs: list[FemurPhantom]) -> dict[str, layout.ShaftLine]:
 
 
 def vertebra_components(spec: PhantomSpec) -> list[Any]:
-    """VertebraPhantom components L5..L1 (with discs) at the layout positions."""
+    """VertebraPhantom components (with discs) at the layout positions: L5..L1, or
+    those of :func:`.layout.lumbar_stack` for ``spec.lumbar_count``. The density of the
+    sixth vertebra is ``vertebra_bmd_mg_cm3['L6']`` (or ``['vertebrae_lumbar']``) when
+    given per level."""
     if "vertebrae" not in spec.bones:
         return []
     specs = []
-    for level in layout.LUMBAR_LEVELS:
+    for key, level, centre in layout.lumbar_stack(spec.lumbar_count):
+        extra = key == layout.EXTRA_LUMBAR_KEY
         bmd = spec.vertebra_bmd_mg_cm3
-        bmd = bmd.get(level, 120.0) if isinstance(bmd, dict) else bmd
+        if isinstance(bmd, dict):
+            bmd = bmd.get("L6", bmd.get(key, 120.0)) if extra else bmd.get(level, 120.0)
         kw: dict[str, Any] = {"level": level,
-                              "body_centre_mm": tuple(layout.lumbar_center_mm(level)),
+                              "body_centre_mm": tuple(centre),
                               "trabecular_bmd_mg_cm3": float(bmd), **spec.vertebra}
-        if spec.fractured_level == level:
+        if extra:
+            kw["label_key"] = key
+        elif spec.fractured_level == level:
             kw.update(fracture=spec.fracture_type, fracture_ratio=spec.fracture_ratio)
         specs.append(VertebraSpec(**kw))
     return list(lumbar_spine(specs, spec.scanner))
 
 
-def calibration_components(spec: PhantomSpec, z_range: tuple[float, float]
+def lumbar_spine_truth(vertebrae: list[Any]) -> dict[str, Any]:
+    """Summary of the lumbar column: count and, caudal first, each vertebra's anatomy
+    key, label value, level counted from the sacrum ('L5' ... with 'L6' for a sixth),
+    body centre (LPS mm) and nominal body height (mm)."""
+    out = []
+    for i, v in enumerate(vertebrae):
+        out.append({
+            "key": v.spec.key, "label_value": int(v.label_value),
+            "level_from_sacrum": f"L{5 - i}" if i < 5 else "L6",
+            "shape_level": v.spec.level,
+            "body_centre_mm": tuple(float(c) for c in v.centre),
+            "body_height_mm": float(v.spec.size_mm[2]),
+        })
+    return {"count": len(vertebrae), "vertebrae": out}
+
+
+def calibration_centre_xy_mm(body_bounds: tuple[np.ndarray, np.ndarray] | None = None
+                             ) -> tuple[float, float]:
+    """Rod-row centre (x, y) mm: :data:`CALIBRATION_CENTER_XY_MM`, moved posterior when a
+    larger body (``body_bounds``, LPS min / max corners) reaches within 22 mm of it."""
+    y = CALIBRATION_CENTER_XY_MM[1]
+    if body_bounds is not None:
+        y = max(y, float(body_bounds[1][1]) + 22.0)
+    return (CALIBRATION_CENTER_XY_MM[0], y)
+
+
+def calibration_components(spec: PhantomSpec, z_range: tuple[float, float],
+                           centre_xy_mm: tuple[float, float] = CALIBRATION_CENTER_XY_MM
                            ) -> list[CalibrationRodsPhantom]:
     """The calibration phantom under the body, spanning the FOV's z range."""
     if not spec.calibration:
@@ -388,7 +535,7 @@ def calibration_components(spec: PhantomSpec, z_range: tuple[float, float]
     zc = (z_range[0] + z_range[1]) / 2.0
     return [CalibrationRodsPhantom(
         spec.calibration_definition, spec.scanner,
-        centre_mm=(*CALIBRATION_CENTER_XY_MM, zc),
+        centre_mm=(*centre_xy_mm, zc),
         rod_length_mm=min(200.0, z_range[1] - z_range[0]),
     )]
 
@@ -399,14 +546,18 @@ def _z_range(spec: PhantomSpec) -> tuple[float, float]:
         if spec.region not in layout.REGIONS_Z_MM:
             raise InputError(f"Unknown phantom region '{spec.region}'; use one of "
                              f"{sorted(layout.REGIONS_Z_MM)} or a (z_min, z_max) pair in mm.")
-        return layout.REGIONS_Z_MM[spec.region]
+        z0, z1 = layout.REGIONS_Z_MM[spec.region]
+        if spec.region in ("lumbar", "full"):
+            z1 += layout.cranial_extension_mm(spec.lumbar_count)
+        return z0, z1
     z0, z1 = (float(v) for v in spec.region)
     if z1 <= z0:
         raise InputError(f"Phantom region z range {spec.region} is empty.")
     return z0, z1
 
 
-def _fov(spec: PhantomSpec, body_bounds: tuple[np.ndarray, np.ndarray]
+def _fov(spec: PhantomSpec, body_bounds: tuple[np.ndarray, np.ndarray],
+         calibration_y_mm: float = CALIBRATION_CENTER_XY_MM[1]
          ) -> tuple[np.ndarray, np.ndarray]:
     if spec.fov_mm is not None:
         lo, hi = (np.asarray(v, dtype=float) for v in spec.fov_mm)
@@ -415,7 +566,10 @@ def _fov(spec: PhantomSpec, body_bounds: tuple[np.ndarray, np.ndarray]
         lo = np.array([*(body_bounds[0][:2] - FOV_MARGIN_MM), z0])
         hi = np.array([*(body_bounds[1][:2] + FOV_MARGIN_MM), z1])
         if spec.calibration:
-            hi[1] = max(hi[1], CALIBRATION_CENTER_XY_MM[1] + 40.0)
+            hi[1] = max(hi[1], calibration_y_mm + 40.0)
+    if spec.lateral_limit_mm is not None:
+        lim = float(spec.lateral_limit_mm)
+        lo[0], hi[0] = max(lo[0], -lim), min(hi[0], lim)
     if spec.truncation is not None:
         where, z = spec.truncation
         if where == "inferior":
@@ -504,18 +658,27 @@ def make_phantom(spec: PhantomSpec | None = None, **overrides: Any) -> Phantom:
     notes: list[str] = []
     femurs = femur_components(spec)
     shafts = shaft_lines(femurs)
-    body = BodyComponent(spec.hu_fat, spec.hu_soft_tissue, shafts)
-    lo, hi = _fov(spec, body.bounds_mm())
+    habitus = habitus_of(spec)
+    _check_thighs(habitus, shafts)
+    body = BodyComponent(spec.hu_fat, spec.hu_soft_tissue, shafts, habitus)
+    arms = arm_components(spec, habitus)
+    body_bounds = body.bounds_mm()
+    cal_xy = calibration_centre_xy_mm(body_bounds)
+    if arms:
+        b = [body_bounds, *(a.bounds_mm() for a in arms)]
+        body_bounds = (np.min([x[0] for x in b], axis=0), np.max([x[1] for x in b], axis=0))
+    lo, hi = _fov(spec, body_bounds, cal_xy[1])
     geometry = geometry_for(lo, hi, spec.spacing_mm, spec.orientation)
 
     muscles = muscle_components(spec, shafts)
+    ghosts = intermuscular_fat_components(spec, muscles)
     bones: list[Any] = pelvis_components(
         spec.scanner, spec.hip_bmd_mg_cm3, spec.sacrum_bmd_mg_cm3, spec.sides,
         hip="hip" in spec.bones, sacrum="sacrum" in spec.bones)
     vertebrae = vertebra_components(spec)
-    calib = calibration_components(spec, (float(lo[2]), float(hi[2])))
+    calib = calibration_components(spec, (float(lo[2]), float(hi[2])), cal_xy)
     vessels = vessel_components(spec)
-    anatomy = [body, *vessels, *muscles, *bones, *vertebrae, *femurs, *calib]
+    anatomy = [body, *arms, *vessels, *ghosts, *muscles, *bones, *vertebrae, *femurs, *calib]
 
     res = rasterize(anatomy, geometry, background_hu=spec.hu_air)
     cut = _outside_fov_mask(geometry, lo, hi)
@@ -536,10 +699,14 @@ def make_phantom(spec: PhantomSpec | None = None, **overrides: Any) -> Phantom:
         metals = [MetalComponent(m, shafts=shafts) for m in spec.metal]
         rasterize(streaks, geometry, result=res)
         for m in metals:
-            before = res.hu.copy()
+            box = index_box(geometry, *m.bounds_mm())
+            if box is None:  # the implant misses the grid: nothing painted
+                box = (np.zeros(3, dtype=int), np.zeros(3, dtype=int))
+            s = tuple(slice(a, b) for a, b in zip(*box, strict=True))  # all it can paint
+            before = res.hu[s].copy()
             rasterize([m], geometry, result=res)
-            hit = (res.hu == m.hu) & (before != m.hu)
-            labels_hit, counts = np.unique(res.labels[hit], return_counts=True)
+            hit = (res.hu[s] == m.hu) & (before != m.hu)
+            labels_hit, counts = np.unique(res.labels[s][hit], return_counts=True)
             metal_truth[m.name] = {
                 "voxels": int(hit.sum()), "hu": m.hu,
                 "labels": {(BY_LABEL_VALUE[int(v)].key if int(v) in BY_LABEL_VALUE
@@ -551,7 +718,7 @@ def make_phantom(spec: PhantomSpec | None = None, **overrides: Any) -> Phantom:
 
     hu = res.hu
     if spec.psf_fwhm_mm > 0:
-        hu = blur_hu(hu, geometry, spec.psf_fwhm_mm, outside=cut)
+        hu = blur_hu(hu, geometry, spec.psf_fwhm_mm, outside=cut, box_mm=(lo, hi))
         if cut is not None:
             hu[cut] = spec.hu_air
         notes.append(f"HU blurred by an isotropic Gaussian PSF of FWHM {spec.psf_fwhm_mm:g} mm "
@@ -584,6 +751,10 @@ def make_phantom(spec: PhantomSpec | None = None, **overrides: Any) -> Phantom:
         components.add(f"femur_{f.spec.side}", f)  # computed on first access (slow-ish)
     for v in vertebrae:
         components.add(v.spec.key, v)
+    if vertebrae:
+        components["lumbar_spine"] = lumbar_spine_truth(vertebrae)
+    for a in arms:
+        components[f"arm_{a.side}"] = a.truth()
     for c in calib:
         components.add("calibration", c)
     for b in [*vessels, *bones]:
@@ -621,12 +792,53 @@ def _validate(spec: PhantomSpec) -> None:
     bad = set(spec.bones) - {"femur", "vertebrae", "hip", "sacrum"}
     if bad:
         raise InputError(f"Unknown bone(s) {sorted(bad)}: use femur, vertebrae, hip, sacrum.")
-    if spec.fractured_level is not None and spec.fractured_level not in layout.LUMBAR_LEVELS:
-        raise InputError(f"Fractured level '{spec.fractured_level}' must be one of L1..L5.")
+    if spec.lumbar_count not in layout.LUMBAR_COUNTS:
+        raise InputError(f"lumbar_count {spec.lumbar_count} unsupported: use 4, 5 or 6.")
+    present = [lv for _, lv, _ in layout.lumbar_stack(spec.lumbar_count)][:5]
+    if spec.fractured_level is not None and spec.fractured_level not in present:
+        raise InputError(f"Fractured level '{spec.fractured_level}' must be one of the "
+                         f"phantom's levels {sorted(present)}.")
+    for m in spec.metal:
+        if m.startswith("pedicle_screw_") and m.rsplit("_", 1)[1].upper() not in present:
+            raise InputError(f"Implant '{m}': the phantom (lumbar_count "
+                             f"{spec.lumbar_count}) has no such level.")
+    _validate_habitus(spec)
     if spec.noise_sd_hu < 0:
         raise InputError("noise_sd_hu must be >= 0.")
     if not np.isfinite(spec.psf_fwhm_mm) or spec.psf_fwhm_mm < 0:
         raise InputError("psf_fwhm_mm (scanner blur FWHM, mm) must be a finite number >= 0.")
+
+
+def _validate_habitus(spec: PhantomSpec) -> None:
+    """Raise InputError on body-size, atrophy and lateral-limit values out of range."""
+    def bad(name: str, v: float | None, lo: float, hi: float) -> None:
+        if v is not None and not (np.isfinite(v) and lo <= v <= hi):
+            raise InputError(f"{name} = {v} must lie between {lo:g} and {hi:g}.")
+    # ranges: synthetic; the lean-scale floor keeps every muscle inside the lean outline
+    bad("trunk_fat_mm", spec.trunk_fat_mm, 2.0, 80.0)
+    bad("thigh_fat_mm", spec.thigh_fat_mm, 2.0, 60.0)
+    bad("body_scale", spec.body_scale, BODY_SCALE_RANGE[0], BODY_SCALE_RANGE[1])
+    bad("muscle_atrophy", spec.muscle_atrophy, 0.3, 1.0)
+    if spec.lateral_limit_mm is not None and not (np.isfinite(spec.lateral_limit_mm)
+                                                  and spec.lateral_limit_mm > 0):
+        raise InputError("lateral_limit_mm (half-width of the field of view in x, mm) must "
+                         "be a positive number.")
+
+
+def _check_thighs(habitus: Habitus, shafts: dict[str, layout.ShaftLine]) -> None:
+    """Raise InputError when the two thigh outlines (which follow the femoral shafts)
+    would overlap: the body is a union of disjoint pieces."""
+    a = habitus.thigh_semi_mm(False)[0]
+    for z in layout.THIGH_Z_MM:  # x of the medial skin edge is linear in z
+        for side in ("left", "right"):
+            p, sl = shafts[side]
+            cx = float(p[0] + layout.THIGH_OFFSET_MM[0] * layout.side_sign(side)
+                       + sl[0] * (z - p[2]))
+            if abs(cx) - a <= 1.0:
+                raise InputError(
+                    f"Thigh fat {habitus.thigh_fat_mm:g} mm with body_scale "
+                    f"{habitus.lean_scale:g} makes the thighs overlap (this femur "
+                    "geometry): reduce either.")
 
 
 def _outside_fov_mask(geometry: Geometry, lo: np.ndarray, hi: np.ndarray
@@ -634,14 +846,30 @@ def _outside_fov_mask(geometry: Geometry, lo: np.ndarray, hi: np.ndarray
     """Voxels whose centres lie outside the LPS box ``[lo, hi]`` (bool, geometry.shape),
     or None when there are none (always for axis-aligned grids from :func:`geometry_for`;
     an oblique grid covers the rotated box and so has corners outside it)."""
+    if is_axis_aligned(geometry) and _grid_inside_box(geometry, lo, hi):
+        return None
     out = np.zeros(geometry.shape, dtype=bool)
-    step = max(1, (1 << 21) // max(1, geometry.shape[0] * geometry.shape[1]))
-    for k0 in range(0, geometry.shape[2], step):
-        k1 = min(k0 + step, geometry.shape[2])
-        p = voxel_centres_mm(geometry, (0, 0, k0), (*geometry.shape[:2], k1))
-        m = np.any((p < lo - 1e-6) | (p > hi + 1e-6), axis=1)
-        out[:, :, k0:k1] = m.reshape(geometry.shape[0], geometry.shape[1], k1 - k0)
+    m = geometry.direction * np.asarray(geometry.spacing_mm)[None, :]
+    o = np.asarray(geometry.origin_mm, dtype=float)
+    a0, a1, a2 = (np.arange(n, dtype=float) for n in geometry.shape)
+    step = max(1, (1 << 20) // max(1, geometry.shape[1] * geometry.shape[2]))
+    for i0 in range(0, geometry.shape[0], step):  # slabs of ~1 M voxels
+        b0 = a0[i0:i0 + step]
+        blk = out[i0:i0 + step]
+        for c in range(3):  # one LPS coordinate at a time, as voxel_centres_mm computes it
+            p = (o[c] + b0[:, None, None] * m[c, 0] + a1[None, :, None] * m[c, 1]
+                 + a2[None, None, :] * m[c, 2])
+            blk |= (p < lo[c] - 1e-6) | (p > hi[c] + 1e-6)
     return out if out.any() else None
+
+
+def _grid_inside_box(geometry: Geometry, lo: np.ndarray, hi: np.ndarray) -> bool:
+    """True when every voxel centre of an axis-aligned grid lies in ``[lo, hi]`` (within
+    1e-6 mm): checked on the two extreme centres along each axis."""
+    n = np.asarray(geometry.shape)
+    pts = np.concatenate([voxel_centres_mm(geometry, (0, 0, 0), (1, 1, 1)),
+                          voxel_centres_mm(geometry, n - 1, n)])
+    return bool(np.all((pts >= lo - 1e-6) & (pts <= hi + 1e-6)))
 
 
 def _structure_truth(spec: PhantomSpec, geometry: Geometry, res: RasterResult,

@@ -14,7 +14,10 @@ femoral head centre       (+90, 0, 0)
 femoral shaft axis        that of the femur built (default: vertical through
                           (+131.2, +8.8, -35.4), the femur module's neck-shaft point)
 lumbar vertebrae          L5..L1 body centres at x = 0, y = +40, z = 78 + 37 n
-                          (n = 0 for L5 ... 4 for L1); L5 bottom about z = +63
+                          (n = 0 for L5 ... 4 for L1); L5 bottom about z = +63;
+                          ``lumbar_count`` 4: L5..L2 only; 6: one more lumbar-type
+                          vertebra (L1's shape) at n = 5, labelled
+                          ``vertebrae_lumbar`` (the anatomy has no L6)
 sacrum                    below L5, centre (0, +55, +25)
 hip bone                  acetabulum around the head, ilium wing above it at
                           x ~ +100, pubic and ischial rami below
@@ -64,6 +67,40 @@ LUMBAR_LEVELS = ("L5", "L4", "L3", "L2", "L1")
 LUMBAR_Y_MM = 40.0
 LUMBAR_Z0_MM = 78.0
 LUMBAR_PITCH_MM = 37.0
+
+#: Lumbar counts a phantom can have (4: transitional anatomy without L1; 6: one extra
+#: lumbar-type vertebra above L1). 5 is the default layout.
+LUMBAR_COUNTS = (4, 5, 6)
+#: Anatomy key of the extra (sixth) lumbar vertebra: the anatomy has no L6, so it is
+#: labelled "lumbar vertebra, level not assigned" and the truth says where it is.
+EXTRA_LUMBAR_KEY = "vertebrae_lumbar"
+
+
+def lumbar_stack(count: int = 5) -> list[tuple[str, str, np.ndarray]]:
+    """The lumbar vertebrae of a phantom with ``count`` (4, 5, 6) lumbar vertebrae.
+
+    Returns
+    -------
+    list of (key, shape_level, centre)
+        Caudal first: anatomy key (``vertebrae_L5`` ... or :data:`EXTRA_LUMBAR_KEY`),
+        the level whose default shape it takes ('L5'..'L1') and the body centre (3,)
+        LPS mm. 4: L5..L2; 5: L5..L1; 6: L5..L1 plus a vertebra of L1's shape one
+        pitch (37 mm) above L1.
+    """
+    if count not in LUMBAR_COUNTS:
+        raise ValueError(f"lumbar count must be one of {LUMBAR_COUNTS}")
+    out = [(f"vertebrae_{lv}", lv, lumbar_center_mm(lv)) for lv in LUMBAR_LEVELS[:count]]
+    if count == 6:
+        c = lumbar_center_mm("L1") + [0.0, 0.0, LUMBAR_PITCH_MM]
+        out.append((EXTRA_LUMBAR_KEY, "L1", c))
+    return out
+
+
+def cranial_extension_mm(count: int = 5) -> float:
+    """How far (mm) trunk outline, vessels, psoas, autochthon and the 'lumbar' / 'full'
+    regions reach further up for ``count`` lumbar vertebrae: one pitch for 6, else 0."""
+    return LUMBAR_PITCH_MM if count == 6 else 0.0
+
 
 #: Named z ranges (mm) of the regions a spec can ask for.
 REGIONS_Z_MM: dict[str, tuple[float, float]] = {

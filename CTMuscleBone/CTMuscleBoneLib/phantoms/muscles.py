@@ -38,11 +38,18 @@ physical space from a seed; voxels where the field is below its ``fraction``-qua
 (estimated on points sampled uniformly inside the muscle's shape) get the fat HU.
 The pattern is therefore the same physical pattern in every storage orientation and
 the realised fraction equals the designed one up to sampling and voxelisation.
+
+Atrophy (:func:`atrophied_shape`): a factor f shrinks a muscle's axial cross-section
+about its own axis (semi-axes in x and y times f, centre line and z extent kept), so
+its volume is exactly f^2 times the original; the builder paints the space the muscle
+left as unlabelled fat (:class:`IntermuscularFat`), as in atrophic muscle replaced by
+fat. Six lumbar vertebrae (:func:`extended_shape`) lengthen psoas and autochthon
+cranially by the extra vertebra's pitch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -120,6 +127,57 @@ def muscle_shape(base: str, side: str, shaft: layout.ShaftLine | None = None):  
     raise KeyError(f"no phantom muscle '{base}'")
 
 
+#: Muscles that run along the lumbar spine and reach one pitch higher with six lumbar
+#: vertebrae.
+SPINAL_MUSCLES = ("psoas_major", "autochthon")
+
+
+def extended_shape(shape, base: str, extra_mm: float):  # noqa: ANN001, ANN201
+    """``shape`` with its top raised by ``extra_mm`` for the spinal muscles (psoas,
+    autochthon); other muscles, or ``extra_mm`` = 0, unchanged."""
+    if extra_mm == 0 or base not in SPINAL_MUSCLES:
+        return shape
+    return replace(shape, z1_mm=shape.z1_mm + extra_mm)
+
+
+def atrophied_shape(shape, factor: float):  # noqa: ANN001, ANN201
+    """``shape`` with its axial cross-section shrunk by ``factor`` about its own axis.
+
+    SweptEllipse: semi-axes (a, b) -> (f a, f b), same centre line and z range;
+    axis-aligned Ellipsoid: x and y semi-axes times f. The volume is f^2 times the
+    original exactly. ``factor`` 1 returns the shape itself.
+    """
+    if factor == 1.0:
+        return shape
+    if isinstance(shape, SweptEllipse):
+        a, b = shape.semi_axes_mm
+        return replace(shape, semi_axes_mm=(a * factor, b * factor))
+    if isinstance(shape, Ellipsoid) and np.allclose(shape.rotation, np.eye(3)):
+        a, b, c = shape.semi_axes_mm
+        return Ellipsoid(shape.center_mm, (a * factor, b * factor, c))
+    raise TypeError(f"cannot atrophy a {type(shape).__name__}")
+
+
+@dataclass
+class IntermuscularFat:
+    """Paints fat HU, unlabelled (0), inside ``shape``: the space an atrophied muscle
+    left (the muscle itself is painted afterwards, on top)."""
+
+    shape: object
+    fat_hu: float
+
+    def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.shape.bounds_mm()
+
+    def paint(self, buf: PaintBuffer) -> None:
+        inside = self.shape.contains(buf.points_mm)
+        buf.labels[inside] = 0
+        buf.hu[inside] = self.fat_hu
+
+    def truth(self) -> dict:
+        return {"volume_cm3": self.shape.volume_mm3 / 1000.0, "hu": float(self.fat_hu)}
+
+
 def _sample_inside(shape, n: int, rng: np.random.Generator) -> np.ndarray:  # noqa: ANN001
     lo, hi = shape.bounds_mm()
     out: list[np.ndarray] = []
@@ -173,6 +231,9 @@ class MuscleComponent:
         Designed fraction (0..1) of the muscle's volume that is fat.
     seed : int
         Seed of the fat field (the builder derives it from the phantom seed and key).
+    atrophy : float
+        Cross-section factor this muscle was shrunk by (1 = none; ``shape`` is the
+        shrunk shape), recorded in the truth.
     """
 
     key: str
@@ -181,6 +242,7 @@ class MuscleComponent:
     fat_hu: float
     fat_fraction: float = 0.0
     seed: int = 0
+    atrophy: float = 1.0
 
     def __post_init__(self) -> None:
         self.label_value = structure(self.key).label_value
@@ -224,4 +286,6 @@ class MuscleComponent:
             "muscle_hu": float(self.muscle_hu), "fat_hu": float(self.fat_hu),
             "fat_fraction_designed": float(self.fat_fraction),
             "hu_mean_designed": self.expected_hu(), "shape": type(self.shape).__name__,
+            "atrophy_factor": float(self.atrophy),
+            "volume_before_atrophy_cm3": self.shape.volume_mm3 / 1000.0 / self.atrophy**2,
         }

@@ -94,6 +94,10 @@ class VertebraSpec:
         Radius of the rounded edge between the endplates and the side wall, mm.
     irregularity_seed : int
         Seed of the relief.
+    label_key : str or None
+        Anatomy key painted instead of ``vertebrae_<level>`` (e.g. ``vertebrae_lumbar``
+        for a sixth lumbar vertebra, which takes the shape of ``level``); None = the
+        level's key.
     tilt_deg : float
         Sagittal tilt of the vertebra about the patient left axis (lordosis), degrees;
         positive turns the superior axis towards posterior (+y).
@@ -124,8 +128,11 @@ class VertebraSpec:
     endplate_irregularity_mm: float = 0.0
     rim_rounding_mm: float = 0.0
     irregularity_seed: int = 0
+    label_key: str | None = None
 
     def __post_init__(self) -> None:
+        if self.label_key is not None and self.label_key not in BY_KEY:
+            raise ValueError(f"unknown anatomy key {self.label_key!r}")
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
         if self.fracture not in get_args(FractureType):
@@ -145,7 +152,7 @@ class VertebraSpec:
 
     @property
     def key(self) -> str:
-        return f"vertebrae_{self.level}"
+        return self.label_key or f"vertebrae_{self.level}"
 
 
 @dataclass(frozen=True)
@@ -402,7 +409,8 @@ def lumbar_spine(
     Parameters
     ----------
     specs : sequence of VertebraSpec or None
-        The vertebrae to stack (any order, unique levels, their centres used as given);
+        The vertebrae to stack (any order, unique keys, their centres used as given;
+        specs of the same shape level are stacked by the height of their centres);
         None = L1-L5 with default sizes, L1 body centre at ``l1_centre_mm`` and each
         lower level ``level_spacing_mm`` (synthetic 35 mm) further inferior.
     scanner : ScannerModel or None
@@ -422,9 +430,10 @@ def lumbar_spine(
                          trabecular_bmd_mg_cm3=trabecular_bmd_mg_cm3)
             for n, lv in enumerate(LEVELS)
         ]
-    ordered = sorted(specs, key=lambda s: LEVELS.index(s.level), reverse=True)  # L5 first
-    if len({s.level for s in ordered}) != len(ordered):
-        raise ValueError("lumbar_spine: each level may appear once")
+    ordered = sorted(specs, key=lambda s: (LEVELS.index(s.level), -s.body_centre_mm[2]),
+                     reverse=True)  # L5 first
+    if len({s.key for s in ordered}) != len(ordered):
+        raise ValueError("lumbar_spine: each level (anatomy key) may appear once")
     out: list[VertebraSpec] = []
     for i, s in enumerate(ordered):
         if i > 0 and s.disc_below_height_mm == 0:

@@ -34,6 +34,8 @@ BLEND_MODES: tuple[str, ...] = ("gaussian", "constant")
 UNCERTAINTY_MAPS: tuple[str, ...] = (
     "predictive_variance", "predictive_entropy", "mutual_information",
 )
+#: Regions of a predicted structure a structure score averages over (see uncertainty.py).
+REVIEW_REGIONS: tuple[str, ...] = ("inside", "band")
 _ORIENT_LETTERS = ("LR", "PA", "SI")
 
 
@@ -255,6 +257,10 @@ class InputConfig:
         return _to_dict(self)
 
 
+#: Arithmetic the network may run in (InferenceConfig.precision).
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
     """Sliding-window Monte-Carlo inference settings.
@@ -286,6 +292,11 @@ class InferenceConfig:
     review_map : str
         Uncertainty map used for the structure review list (default
         ``predictive_variance``, the reference group's measure).
+    review_region : {'inside', 'band'}
+        Region of a structure the review score averages ``review_map`` over: its voxels
+        (default, the structure-wise uncertainty of Hiasa et al. 2020) or the band of
+        +-2 mm around its surface. See ``ctmusclebone evaluate`` and
+        ``segmentation.uncertainty_study`` for measuring which variant ranks errors best.
     label_resampling : {'probability', 'nearest'}
         How the label map reaches the CT grid: 'probability' resamples the mean
         softmax linearly and takes the argmax on the CT grid (smooth boundaries when
@@ -300,6 +311,12 @@ class InferenceConfig:
         bounding box of the voxels denser than air (``body.BODY_HU``) plus 10 mm; outside
         it labels are background and uncertainty maps 0. Default on (speed; the air
         outside the box is background for any CT model).
+    precision : {'float32', 'bfloat16', 'float16'}
+        Arithmetic of the network's convolutions (torch autocast); the Monte-Carlo
+        statistics, blending and resampling stay float32. 'bfloat16' is for GPUs with
+        native support (on a CPU without it, it is emulated and slow);
+        benchmarks/bench_clinical.py compares its labels with float32 (Dice). Default
+        float32.
     """
 
     patch_size: tuple[int, ...] = (96, 96, 96)
@@ -311,12 +328,17 @@ class InferenceConfig:
     seed: int = 0
     return_probabilities: bool = False
     review_map: str = "predictive_variance"
+    review_region: str = "inside"
     label_resampling: str = "probability"
     largest_component: bool = True
     crop_to_body: bool = True
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         w = "InferenceConfig"
+        if self.precision not in PRECISIONS:
+            raise ModelError(f"{w}: precision must be one of {PRECISIONS}, got "
+                             f"{self.precision!r}.")
         if not isinstance(self.crop_to_body, bool):
             raise ModelError(f"{w}: crop_to_body must be true or false.")
         if self.label_resampling not in ("probability", "nearest"):
@@ -343,6 +365,9 @@ class InferenceConfig:
         if self.review_map not in UNCERTAINTY_MAPS:
             raise ModelError(f"{w}: review_map must be one of {UNCERTAINTY_MAPS}, "
                              f"got {self.review_map!r}.")
+        if self.review_region not in REVIEW_REGIONS:
+            raise ModelError(f"{w}: review_region must be one of {REVIEW_REGIONS}, "
+                             f"got {self.review_region!r}.")
 
     def check_against(self, net: NetworkConfig) -> None:
         """Raise ModelError when the patch does not suit the network."""

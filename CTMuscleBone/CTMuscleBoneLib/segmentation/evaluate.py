@@ -7,7 +7,11 @@ Lancet 1986), the statistic the originating project reported against its referen
 (r > 0.9, :data:`TARGET_VOLUME_R`). Over many structures and cases: the area under
 the ROC curve of the structure-wise uncertainty score for detecting failed
 segmentations (Dice below a threshold, 0.8 by default), as in Soufi et al., Sci Rep
-15:125 (2025), who reported AUROC >= 0.95 for the Bayesian U-Net's predictive uncertainty.
+15:125 (2025), who reported AUROC >= 0.95 for the Bayesian U-Net's predictive uncertainty,
+and the Spearman rank correlation of the score with 1 - Dice, for every structure score
+variant (:func:`variant_statistics`). Over voxels: a reliability diagram of the
+confidence (maximum mean softmax probability) against accuracy and the expected
+calibration error (:func:`reliability_diagram`).
 
 Definitions
 -----------
@@ -22,6 +26,23 @@ Definitions
   + the same from R to P) / (number of P- and R-surface voxels); distances between
   voxel centres in mm (Euclidean distance transform with ``sampling = spacing_mm``).
   Undefined (``None``) when either mask is empty.
+* Failure-detection AUROC: the probability that a failed structure (Dice <
+  ``failure_dice``) scores higher than a successful one, ties counting one half
+  (Mann-Whitney U / (n_fail n_ok); :func:`CTMuscleBoneLib.stats.roc_auc`). A structure
+  in the reference but absent from the prediction (Dice 0) has no score: it counts as
+  scored above every present one, as the review list puts absent structures first.
+  Undefined when the set has no failure or no success.
+* Spearman rho: the Pearson correlation of the average ranks (ties share the mean of
+  their ranks) of the score and of 1 - Dice; undefined for fewer than 3 pairs or a
+  constant column. Reported pooled over all (case, structure) pairs and as the mean of
+  the per-case values (cases where it is defined).
+* Reliability: voxels binned by confidence c into ``n_bins`` equal bins ((m-1)/M, m/M]
+  (c = 0 in the first); per bin the mean confidence and the accuracy (fraction whose
+  predicted structure equals the reference one); expected calibration error ECE =
+  sum_m (n_m / N) |acc_m - conf_m| (Naeini et al., AAAI 2015; Guo et al., ICML 2017).
+  The voxels counted are those predicted or labelled as a structure, grown by
+  ``margin_voxels`` (2) voxels: the easy background far from any structure would
+  otherwise dominate.
 
 This module imports no torch: it works on label arrays of any origin.
 """
@@ -29,7 +50,7 @@ This module imports no torch: it works on label arrays of any origin.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -93,6 +114,12 @@ def average_symmetric_surface_distance(pred: np.ndarray, ref: np.ndarray,
         raise InputError(f"ASSD: mask shapes differ ({pred.shape} vs {ref.shape}).")
     if not pred.any() or not ref.any():
         return None
+    # both surfaces lie in the union's bounding box: distances computed in that box
+    # (plus one voxel, so the box edge is outside both masks unless the image edge is)
+    box = ndimage.find_objects((pred | ref).astype(np.uint8))[0]
+    box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n))
+                for b, n in zip(box, pred.shape, strict=True))
+    pred, ref = pred[box], ref[box]
     sp, sr = surface_voxels(pred), surface_voxels(ref)
     d_pr = _surface_distances(sp, sr, spacing_mm)
     d_rp = _surface_distances(sr, sp, spacing_mm)
@@ -116,6 +143,7 @@ class StructureScore:
     uncertainty: float | None = None
     pred_volume_cm3: float | None = None
     ref_volume_cm3: float | None = None
+    variants: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,7 +152,9 @@ class StructureScore:
 def evaluate_label_maps(pred: LabelMap, ref: LabelMap, structures: Iterable[str] | None = None,
                         case: str = "case",
                         uncertainty: Mapping[str, float] | None = None,
-                        with_surface: bool = True) -> list[StructureScore]:
+                        with_surface: bool = True,
+                        variants: Mapping[str, Mapping[str, float | None]] | None = None,
+                        ) -> list[StructureScore]:
     """Dice and ASSD of each structure of a predicted label map against a reference.
 
     Parameters
@@ -140,6 +170,9 @@ def evaluate_label_maps(pred: LabelMap, ref: LabelMap, structures: Iterable[str]
         Structure-wise uncertainty scores (anatomy key -> score) to attach.
     with_surface : bool
         False skips the ASSD (faster).
+    variants : mapping of str to (mapping of str to float), optional
+        Anatomy key -> {score variant name -> score} (see
+        :func:`.uncertainty.structure_score_variants`) to attach.
     """
     if not pred.geometry.same_grid(ref.geometry, tol_mm=1e-2):
         raise InputError(
@@ -165,6 +198,8 @@ def evaluate_label_maps(pred: LabelMap, ref: LabelMap, structures: Iterable[str]
             uncertainty=None if uncertainty is None else _opt_float(uncertainty.get(key)),
             pred_volume_cm3=n_p * voxel_cm3,
             ref_volume_cm3=n_r * voxel_cm3,
+            variants={} if variants is None else {
+                k: _opt_float(v) for k, v in (variants.get(key) or {}).items()},
         ))
     return out
 
@@ -287,3 +322,288 @@ def volume_agreement(scores: Sequence[StructureScore],
                 va.meets_target_r = va.pearson_r > target_r
         out.append(va)
     return out
+
+
+# -- score variants: failure detection and rank correlation ---------------------------
+def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman rank correlation with average ranks for ties; None when undefined.
+
+    Parameters
+    ----------
+    x, y : sequences of float, (n,)
+        Paired values (``inf`` allowed: it ranks above every finite value; NaN is not).
+
+    Returns
+    -------
+    float or None
+        Pearson r of the average ranks; None for n < 3 or when either column is
+        constant.
+    """
+    from scipy.stats import rankdata
+
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if xa.shape != ya.shape or xa.ndim != 1:
+        raise InputError(f"Spearman: the two columns differ in shape ({xa.shape}, {ya.shape}).")
+    if np.isnan(xa).any() or np.isnan(ya).any():
+        raise InputError("Spearman: a value is NaN; leave undefined pairs out first.")
+    if xa.size < 3:
+        return None
+    rx, ry = rankdata(xa, method="average"), rankdata(ya, method="average")
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return pearson_r(rx, ry)
+
+
+def failure_auroc(score: Sequence[float], failed: Sequence[bool]) -> tuple[float | None, str]:
+    """AUROC of ``score`` for ``failed`` (ties one half), with a note when undefined.
+
+    Returns
+    -------
+    (auroc, note) : (float or None, str)
+        ``note`` is empty when the AUROC is defined, else says why not (no failure, no
+        success, or no pairs).
+    """
+    s = np.asarray(score, dtype=float)
+    f = np.asarray(failed, dtype=bool)
+    if s.size == 0:
+        return None, "undefined: no scored structures"
+    if not f.any():
+        return None, "undefined: no failures in the set"
+    if f.all():
+        return None, "undefined: every structure failed"
+    # +inf (an absent structure) ranks above every finite score; roc_auc drops
+    # non-finite scores, so map inf to a value above the finite maximum.
+    finite = s[np.isfinite(s)]
+    top = (finite.max() + 1.0) if finite.size else 1.0
+    return roc_auc(np.where(np.isposinf(s), top, s), f), ""
+
+
+def _variant_score(s: StructureScore, variant: str | None) -> float | None:
+    """The score of one variant (None: ``s.uncertainty``); +inf for a missed structure."""
+    if s.pred_voxels == 0 and s.ref_voxels > 0:
+        return float("inf")
+    v = s.uncertainty if variant is None else s.variants.get(variant)
+    return v
+
+
+@dataclass
+class VariantStatistics:
+    """How well one structure score variant ranks segmentation errors.
+
+    Attributes
+    ----------
+    variant : str
+        ``"<map>:<region>"`` (or ``review`` for the review list's own score).
+    n_pairs : int
+        (case, structure) pairs with a Dice and a score.
+    n_cases : int
+    n_failures : int
+        Pairs with Dice < ``failure_dice``.
+    mean_dice : float or None
+    auroc : float or None
+        Failure-detection AUROC; None when undefined (``auroc_note`` says why).
+    auroc_note : str
+    spearman_pooled : float or None
+        Spearman rho of score vs 1 - Dice over all pairs.
+    spearman_case_mean : float or None
+        Mean of the per-case Spearman rho over the ``n_cases_spearman`` cases where it
+        is defined.
+    n_cases_spearman : int
+    failure_dice : float
+    """
+
+    variant: str
+    n_pairs: int
+    n_cases: int
+    n_failures: int
+    mean_dice: float | None
+    auroc: float | None
+    auroc_note: str
+    spearman_pooled: float | None
+    spearman_case_mean: float | None
+    n_cases_spearman: int
+    failure_dice: float = FAILURE_DICE
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def variant_names(scores: Sequence[StructureScore]) -> list[str]:
+    """The score variant names present in ``scores``, in first-seen order."""
+    out: list[str] = []
+    for s in scores:
+        for k in s.variants:
+            if k not in out:
+                out.append(k)
+    return out
+
+
+def variant_statistics(scores: Sequence[StructureScore], variant: str | None,
+                       failure_dice: float = FAILURE_DICE) -> VariantStatistics:
+    """AUROC and Spearman rho of one score variant over (case, structure) pairs.
+
+    Parameters
+    ----------
+    scores : sequence of StructureScore
+        From :func:`evaluate_label_maps` with ``variants`` (or ``uncertainty``).
+    variant : str or None
+        Variant name; None uses each score's ``uncertainty`` (the review score).
+    failure_dice : float
+        Dice below which a structure counts as failed.
+
+    See the module docstring for the definitions.
+    """
+    rows = [(s.case, s.dice, _variant_score(s, variant)) for s in scores
+            if s.dice is not None]
+    rows = [r for r in rows if r[2] is not None]
+    dice_arr = np.array([r[1] for r in rows], dtype=float)
+    score_arr = np.array([r[2] for r in rows], dtype=float)
+    auroc, note = failure_auroc(score_arr, dice_arr < failure_dice)
+    pooled = spearman_rho(score_arr, 1.0 - dice_arr) if rows else None
+    cases = list(dict.fromkeys(r[0] for r in rows))
+    per_case = []
+    for c in cases:
+        idx = [i for i, r in enumerate(rows) if r[0] == c]
+        rho = spearman_rho(score_arr[idx], 1.0 - dice_arr[idx])
+        if rho is not None:
+            per_case.append(rho)
+    return VariantStatistics(
+        variant=variant or "review", n_pairs=len(rows), n_cases=len(cases),
+        n_failures=int((dice_arr < failure_dice).sum()),
+        mean_dice=float(dice_arr.mean()) if rows else None,
+        auroc=auroc, auroc_note=note, spearman_pooled=pooled,
+        spearman_case_mean=float(np.mean(per_case)) if per_case else None,
+        n_cases_spearman=len(per_case), failure_dice=failure_dice)
+
+
+# -- voxel calibration -----------------------------------------------------------------
+#: Confidence bins of the reliability diagram (10 equal bins: Guo et al., ICML 2017).
+RELIABILITY_BINS = 10
+
+
+@dataclass
+class ReliabilityCounts:
+    """Per-bin sums for a reliability diagram; add cases with :meth:`add`.
+
+    Attributes
+    ----------
+    count : np.ndarray of int64, (n_bins,)
+        Voxels per confidence bin.
+    sum_confidence : np.ndarray of float64, (n_bins,)
+    sum_correct : np.ndarray of float64, (n_bins,)
+        Voxels whose predicted structure equals the reference.
+    """
+
+    count: np.ndarray
+    sum_confidence: np.ndarray
+    sum_correct: np.ndarray
+
+    @classmethod
+    def empty(cls, n_bins: int = RELIABILITY_BINS) -> ReliabilityCounts:
+        if n_bins < 1:
+            raise InputError(f"Reliability: n_bins must be >= 1, got {n_bins}.")
+        return cls(np.zeros(n_bins, np.int64), np.zeros(n_bins), np.zeros(n_bins))
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.count.size)
+
+    def add(self, confidence: np.ndarray, correct: np.ndarray) -> None:
+        """Add voxels: ``confidence`` in [0, 1] and ``correct`` (bool), same shape."""
+        c = np.asarray(confidence, dtype=np.float64).ravel()
+        ok = np.asarray(correct, dtype=bool).ravel()
+        if c.shape != ok.shape:
+            raise InputError(f"Reliability: confidence ({c.size}) and correctness "
+                             f"({ok.size}) differ in size.")
+        if c.size and (not np.isfinite(c).all() or c.min() < 0 or c.max() > 1 + 1e-6):
+            raise InputError("Reliability: confidences must be finite and in [0, 1].")
+        m = self.n_bins
+        idx = np.clip(np.ceil(c * m).astype(np.int64) - 1, 0, m - 1)
+        self.count += np.bincount(idx, minlength=m)
+        self.sum_confidence += np.bincount(idx, weights=c, minlength=m)
+        self.sum_correct += np.bincount(idx, weights=ok.astype(np.float64), minlength=m)
+
+
+@dataclass
+class ReliabilityDiagram:
+    """Reliability diagram and expected calibration error (see the module docstring).
+
+    Attributes
+    ----------
+    bin_edges : list of float, (n_bins + 1,)
+    count : list of int, (n_bins,)
+    mean_confidence, accuracy : list of float or None, (n_bins,)
+        None for empty bins.
+    ece : float or None
+        Expected calibration error (fraction, 0-1); None without voxels.
+    n_voxels : int
+    """
+
+    bin_edges: list[float]
+    count: list[int]
+    mean_confidence: list[float | None]
+    accuracy: list[float | None]
+    ece: float | None
+    n_voxels: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def reliability_diagram(counts: ReliabilityCounts) -> ReliabilityDiagram:
+    """Per-bin mean confidence and accuracy, and the ECE, from accumulated counts."""
+    n = counts.count.astype(float)
+    total = int(counts.count.sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = counts.sum_confidence / n
+        acc = counts.sum_correct / n
+    ece = None
+    if total:
+        filled = n > 0
+        ece = float(np.sum(n[filled] / total * np.abs(acc[filled] - conf[filled])))
+    return ReliabilityDiagram(
+        bin_edges=[float(e) for e in np.linspace(0.0, 1.0, counts.n_bins + 1)],
+        count=[int(v) for v in counts.count],
+        mean_confidence=[float(v) if k else None for v, k in zip(conf, n, strict=True)],
+        accuracy=[float(v) if k else None for v, k in zip(acc, n, strict=True)],
+        ece=ece, n_voxels=total)
+
+
+def _canonical_values(labels: LabelMap) -> np.ndarray:
+    """Label array with each value mapped to its structure's canonical value (else -1)."""
+    from ..anatomy import BY_KEY
+
+    arr = np.asarray(labels.array)
+    lut_max = int(arr.max()) if arr.size else 0
+    lut = np.full(max(lut_max, 0) + 1, -1, dtype=np.int32)
+    lut[0] = 0
+    for v, key in labels.structures.items():
+        if 0 < int(v) <= lut_max and key in BY_KEY:
+            lut[int(v)] = BY_KEY[key].label_value
+    if arr.size and int(arr.min()) < 0:
+        raise InputError("A label map holds negative values; it is not a label map.")
+    return lut[arr]
+
+
+def add_reliability(counts: ReliabilityCounts, confidence: np.ndarray, pred: LabelMap,
+                    ref: LabelMap, margin_voxels: int = 2) -> None:
+    """Add one case's voxels to ``counts`` (voxels chosen as in the module docstring).
+
+    Parameters
+    ----------
+    confidence : np.ndarray of float, (n0, n1, n2)
+        Maximum mean softmax probability on the grid of ``pred`` and ``ref``.
+    pred, ref : LabelMap
+        Structures are compared by anatomy key (label values may differ).
+    margin_voxels : int
+        Growth of the structure region (face-connected dilations).
+    """
+    conf = np.asarray(confidence)
+    if conf.shape != pred.array.shape or pred.array.shape != ref.array.shape:
+        raise InputError(f"Reliability: confidence {conf.shape}, prediction "
+                         f"{pred.array.shape} and reference {ref.array.shape} differ in shape.")
+    p, r = _canonical_values(pred), _canonical_values(ref)
+    region = (p != 0) | (r != 0)
+    if margin_voxels > 0 and region.any():
+        region = ndimage.binary_dilation(region, _FACE_STRUCTURE, iterations=margin_voxels)
+    counts.add(np.clip(conf[region], 0.0, 1.0), p[region] == r[region])

@@ -22,6 +22,8 @@ Steps of :func:`predict`:
 3. Labels = argmax of the mean softmax on the model grid, mapped to canonical anatomy
    label values, resampled to the **original CT grid** by nearest neighbour;
    uncertainty maps (and optional probabilities) resampled to the CT grid linearly.
+   A model that labels every lumbar vertebra with one class (``vertebrae_lumbar``) has
+   it split into vertebrae and numbered from the sacrum (:mod:`.vertebra_levels`).
 4. Review list: structure-wise uncertainty on the model grid (physical band widths).
 
 Memory (float32, model grid of N voxels, C classes): volume accumulators (C + 3) x 4 N
@@ -48,9 +50,18 @@ from ..errors import CancelledError, InputError, ModelError
 from ..image import CTImage, Geometry, LabelMap
 from ..progress import ProgressCallback
 from .config import InferenceConfig, InputConfig
-from .network import BayesianUNet
+from .grid_torch import argmax_to_grid
+from .network import BayesianUNet, Features
 from .preprocess import body_box, crop_geometry, prepare_input, resample
-from .uncertainty import MCAccumulator, StructureUncertainty, entropy, review_list
+from .uncertainty import (
+    MCAccumulator,
+    StructureScoreVariants,
+    StructureUncertainty,
+    entropy,
+    review_from_variants,
+    structure_score_variants,
+)
+from .vertebra_levels import LUMBAR_KEY, VertebraLevels, number_label_map
 
 #: Key of the background channel in a model's labels.
 BACKGROUND = "background"
@@ -66,8 +77,10 @@ class ModelGridOutput:
 
     Attributes
     ----------
-    mean_probability : np.ndarray of float32, (C, n0, n1, n2)
-        Mean softmax over the T samples (Gaussian-blended over windows); sums to 1.
+    mean_probability : np.ndarray or torch.Tensor of float32, (C, n0, n1, n2)
+        Mean softmax over the T samples (Gaussian-blended over windows); sums to 1. A
+        tensor on the GPU when the network ran on one (:func:`predict` then takes the
+        argmax and resamples it there, :mod:`.grid_torch`), else a numpy array.
     predictive_variance, predictive_entropy, mutual_information : np.ndarray of float32
         Shape (n0, n1, n2); see :mod:`.uncertainty` for definitions (entropies in nats).
     n_windows : int
@@ -104,7 +117,18 @@ class SegmentationResult:
         ``predictive_variance``, ``predictive_entropy`` (nats), ``mutual_information``
         (nats) on the CT grid (linear interpolation from the model grid).
     review : list of StructureUncertainty
-        Structures ranked for review, most uncertain (or absent) first.
+        Structures ranked for review, most uncertain (or absent) first, by the variant
+        ``InferenceConfig.review_map`` + ``review_region``.
+    score_variants : list of StructureScoreVariants
+        Every structure score variant (3 maps x inside / boundary band, computed on the
+        model grid; :func:`.uncertainty.structure_score_variants`), in label order.
+    confidence : np.ndarray of float32, (n0, n1, n2) or None
+        Maximum over classes of the mean softmax on the CT grid (linear interpolation;
+        1 outside the body box), only when :func:`predict` was asked for it.
+    vertebra_levels : VertebraLevels or None
+        When the model labels ``vertebrae_lumbar`` (one class for every lumbar
+        vertebra): how :func:`.vertebra_levels.number_label_map` split and numbered it
+        (``label_map`` holds the numbered levels; its notes, the report's warnings).
     probabilities : np.ndarray of float32, (C, n0, n1, n2) or None
         Mean softmax per output channel on the CT grid (only with
         ``InferenceConfig.return_probabilities``).
@@ -134,6 +158,9 @@ class SegmentationResult:
     dropout_placement: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
     accumulator_bytes: int = 0
+    score_variants: list[StructureScoreVariants] = field(default_factory=list)
+    confidence: np.ndarray | None = None
+    vertebra_levels: VertebraLevels | None = None
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -392,12 +419,19 @@ def pointwise_mc_statistics(
     bit_type = np.uint8 if levels == 256 else np.uint16
     threshold = min(round(levels * keep), levels - 1)
     w = weight * (1.0 / keep)
-    sum_p = torch.zeros((weight.shape[0], features.shape[1]), dtype=torch.float32)
-    sum_p2 = torch.zeros(features.shape[1], dtype=torch.float32)
-    sum_h = torch.zeros(features.shape[1], dtype=torch.float32)
+    dev = features.device
+    sum_p = torch.zeros((weight.shape[0], features.shape[1]), dtype=torch.float32, device=dev)
+    sum_p2 = torch.zeros(features.shape[1], dtype=torch.float32, device=dev)
+    sum_h = torch.zeros(features.shape[1], dtype=torch.float32, device=dev)
     n_mask = features.numel()
+    gen = None
+    if dev.type != "cpu":  # masks drawn where the features are (seeded from ``rng``)
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(int(rng.integers(1 << 62)))
     for _ in range(n_samples):
-        if keep < 1.0:
+        if keep < 1.0 and gen is not None:
+            mask = torch.rand(features.shape, generator=gen, device=dev) < keep
+        elif keep < 1.0:
             bits = np.frombuffer(rng.bytes(np.dtype(bit_type).itemsize * n_mask),
                                  dtype=bit_type).reshape(features.shape)
             mask = torch.from_numpy(bits < threshold)
@@ -477,20 +511,24 @@ def mc_sliding_window(
                              for n, p in zip(padded, patch3, strict=True))))
     wmap = importance_map(patch3, dims, cfg.blend_mode)
 
-    acc_p = torch.zeros((n_classes, *padded), dtype=torch.float32)
-    acc_var = torch.zeros(padded, dtype=torch.float32)
-    acc_ent = torch.zeros(padded, dtype=torch.float32)
-    acc_w = torch.zeros(padded, dtype=torch.float32)
+    # accumulators where the network runs on a GPU (no per-window copies to the host)
+    acc_dev = dev if dev.type == "cuda" else torch.device("cpu")
+    wmap = wmap.to(acc_dev)
+    acc_p = torch.zeros((n_classes, *padded), dtype=torch.float32, device=acc_dev)
+    acc_var = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
+    acc_ent = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
+    acc_w = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
+    amp = _autocast_dtype(cfg.precision, dev)
     acc_bytes = sum(int(a.nelement() * a.element_size()) for a in (acc_p, acc_var, acc_ent, acc_w))
     timings = {"deterministic": 0.0, "stochastic": 0.0, "blend": 0.0}
 
     def blend(sl: tuple[slice, ...], w: torch.Tensor, mean_p: torch.Tensor,
               ent: torch.Tensor, var: torch.Tensor | None) -> None:
         t = time.perf_counter()
-        acc_p[(slice(None), *sl)].addcmul_(mean_p.cpu(), w)
-        acc_ent[sl].addcmul_(ent.cpu(), w)
+        acc_p[(slice(None), *sl)].addcmul_(mean_p.to(acc_dev), w)
+        acc_ent[sl].addcmul_(ent.to(acc_dev), w)
         if var is not None:
-            acc_var[sl].addcmul_(var.cpu(), w)
+            acc_var[sl].addcmul_(var.to(acc_dev), w)
         acc_w[sl] += w
         timings["blend"] += time.perf_counter() - t
 
@@ -507,7 +545,11 @@ def mc_sliding_window(
                 if dims == 2:
                     x = x[..., 0]
                 t = time.perf_counter()
-                feats = model.forward_features(x.to(dev))
+                with torch.autocast(dev.type, dtype=amp or torch.float32,
+                                    enabled=amp is not None):
+                    feats = model.forward_features(x.to(dev))
+                if amp is not None:
+                    feats = Features(feats.x.float(), feats.skips, feats.step)
                 timings["deterministic"] += time.perf_counter() - t
                 for bi, sl in enumerate(slices):
                     if pointwise:
@@ -526,7 +568,9 @@ def mc_sliding_window(
                         done = 0
                         while done < T:
                             k = min(cfg.mc_batch_size, T - done)
-                            logits = model.forward_stochastic(f, k)[:, 0]
+                            with torch.autocast(dev.type, dtype=amp or torch.float32,
+                                                enabled=amp is not None):
+                                logits = model.forward_stochastic(f, k)[:, 0]
                             acc.update(torch.softmax(logits.float(), dim=1))
                             done += k
                     mean_p = acc.mean_probability
@@ -559,14 +603,29 @@ def mc_sliding_window(
     mi = (h - acc_ent).clamp_(min=0)
     timings["finalize"] = time.perf_counter() - t
     return ModelGridOutput(
-        mean_probability=mean_p.numpy(),
-        predictive_variance=acc_var.numpy(),
-        predictive_entropy=h.numpy(),
-        mutual_information=mi.numpy(),
+        # on a GPU the mean softmax stays there (predict resamples it there)
+        mean_probability=mean_p if acc_dev.type == "cuda" else mean_p.numpy(),
+        predictive_variance=acc_var.cpu().numpy(),
+        predictive_entropy=h.cpu().numpy(),
+        mutual_information=mi.cpu().numpy(),
         n_windows=len(windows),
         accumulator_bytes=acc_bytes,
         timings_s=timings,
     )
+
+
+def _host(a: np.ndarray | torch.Tensor | tuple) -> np.ndarray:
+    """A numpy array of ``a`` (a tensor on any device, or the values of torch's max)."""
+    if isinstance(a, tuple):  # torch.max(dim) -> (values, indices)
+        a = a[0]
+    return a.cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def _autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``InferenceConfig.precision`` (None: float32 throughout)."""
+    if precision == "float32":
+        return None
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
 
 
 def _pointwise_window(x: torch.Tensor, sl: tuple[slice, ...], valid: tuple[int, ...],
@@ -635,6 +694,7 @@ def predict(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     source: str | None = None,
+    return_confidence: bool = False,
 ) -> SegmentationResult:
     """Segment a CT with Monte-Carlo dropout; labels and uncertainty on the CT grid.
 
@@ -654,6 +714,9 @@ def predict(
         When set, the run stops with :class:`~CTMuscleBoneLib.errors.CancelledError`.
     source : str, optional
         Name of the model for ``LabelMap.source``.
+    return_confidence : bool
+        Also return the voxel confidence (max mean softmax) on the CT grid, for
+        reliability diagrams (4 bytes per CT voxel more).
 
     Returns
     -------
@@ -697,26 +760,39 @@ def predict(
     _check_cancel(cancel)
     report(0.86, "labels and uncertainty back to the CT grid")
     label_dtype = np.uint8 if lut.max() <= 255 else np.int16
-    channels = np.argmax(out.mean_probability, axis=0)
-    lab_model = lut.astype(label_dtype)[channels]
-    review_unc = getattr(out, inference_cfg.review_map)
-    review = review_list(lab_model, review_unc, grid.spacing_mm, structures,
-                         map_name=inference_cfg.review_map)
+    # on a GPU the mean softmax stayed there: argmax and resampling run there too
+    on_device = isinstance(out.mean_probability, torch.Tensor)
+    if on_device:
+        lut_t = torch.as_tensor(lut.astype(np.int64), device=out.mean_probability.device)
+        lab_model = lut_t[out.mean_probability.argmax(0)].cpu().numpy().astype(label_dtype)
+        channels = None
+    else:
+        channels = np.argmax(out.mean_probability, axis=0)
+        lab_model = lut.astype(label_dtype)[channels]
+    variants = structure_score_variants(lab_model, out.uncertainty(), grid.spacing_mm,
+                                        structures)
+    review = review_from_variants(variants, inference_cfg.review_map,
+                                  inference_cfg.review_region)
     timings["review"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    lab = resample(lab_model, grid, target, "nearest", 0, label_dtype)
-    del lab_model
-    if inference_cfg.label_resampling == "probability":
-        _check_cancel(cancel)
-        argmax_on_grid(out.mean_probability, grid, target, lut, lab, channels)
-    del channels
-    if inference_cfg.largest_component:
-        keep_largest_components(lab, list(structures))
+    if on_device and inference_cfg.label_resampling == "probability":
+        lab = argmax_to_grid(out.mean_probability, grid, target, lut, label_dtype)
+    else:
+        lab = resample(lab_model, grid, target, "nearest", 0, label_dtype)
+        if inference_cfg.label_resampling == "probability":
+            _check_cancel(cancel)
+            argmax_on_grid(out.mean_probability, grid, target, lut, lab, channels)
+    del lab_model, channels
+    if inference_cfg.largest_component:  # (one lumbar class holds several vertebrae)
+        keep_largest_components(lab, [v for v, k in structures.items() if k != LUMBAR_KEY])
     review = _review_volumes_on_ct_grid(review, lab, ct.geometry.voxel_volume_cm3)
     label_map = LabelMap(_paste(lab, box, ct.geometry.shape), ct.geometry, dict(structures),
                          source=source or "CTMuscleBone Bayesian U-Net")
     del lab
+    levels = None
+    if LUMBAR_KEY in structures.values():  # split and number the lumbar vertebrae
+        label_map, levels = number_label_map(label_map)
     unc: dict[str, np.ndarray] = {}
     for i, name in enumerate(UNCERTAINTY_NAMES):
         _check_cancel(cancel)
@@ -724,6 +800,14 @@ def predict(
                            ct.geometry.shape)
         setattr(out, name, None)
         report(0.88 + 0.03 * i, f"{name} on the CT grid")
+    confidence = None
+    if return_confidence:
+        confidence = resample(_host(out.mean_probability.max(0)), grid, target, "linear",
+                              1.0)
+        if box is not None:  # outside the body box: background, confidence 1
+            full = np.ones(ct.geometry.shape, dtype=np.float32)
+            full[box] = confidence
+            confidence = full
     probs = None
     if inference_cfg.return_probabilities:
         probs = np.zeros((n_classes, *ct.geometry.shape), dtype=np.float32)
@@ -731,7 +815,7 @@ def predict(
             probs[0] = 1.0  # outside the body box: background
         for c in range(n_classes):
             _check_cancel(cancel)
-            pc = resample(out.mean_probability[c], grid, target, "linear", 0.0)
+            pc = resample(_host(out.mean_probability[c]), grid, target, "linear", 0.0)
             probs[(c, *box) if box is not None else c] = pc
     timings["to_ct_grid"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
@@ -749,4 +833,7 @@ def predict(
         dropout_placement=model.config.dropout_placement,
         timings_s=timings,
         accumulator_bytes=out.accumulator_bytes,
+        score_variants=variants,
+        confidence=confidence,
+        vertebra_levels=levels,
     )

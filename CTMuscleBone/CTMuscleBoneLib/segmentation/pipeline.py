@@ -50,6 +50,9 @@ class Segmentation:
             "device": self.result.device,
             "dropout_placement": self.result.dropout_placement,
             "warning": self.card.clinical_use_warning if self.card.synthetic else None,
+            # how the one lumbar class was split and numbered (segmentation.vertebra_levels)
+            "vertebra_levels": (self.result.vertebra_levels.to_dict()
+                                if self.result.vertebra_levels is not None else None),
         }
 
 
@@ -94,7 +97,10 @@ def write_segmentation(seg: Segmentation, ct: CTImage, out: Path,
 
     Files: ``labels.nii.gz`` + ``labels.labels.json``, ``uncertainty_<map>.nii.gz``
     (inside the body and near labels only, mantissa rounded: see
-    :func:`compact_uncertainty`), ``review.json``, ``review.csv``. ``region``: the
+    :func:`compact_uncertainty`), ``review.json``, ``review.csv``, and
+    ``confidence.nii.gz`` (max mean softmax) when the result carries it. ``review.json``
+    also holds ``score_variants`` (every structure score variant, the input of
+    ``ctmusclebone evaluate``'s variant table). ``region``: the
     :func:`uncertainty_region` of ``seg`` when the caller has it already.
     """
     from ..io_ct import write_image, write_label_map
@@ -106,6 +112,9 @@ def write_segmentation(seg: Segmentation, ct: CTImage, out: Path,
     for name, arr in seg.result.uncertainty.items():
         paths[f"uncertainty_{name}"] = write_image(compact_uncertainty(arr, keep), ct.geometry,
                                                    out / f"uncertainty_{name}.nii.gz")
+    if seg.result.confidence is not None:
+        paths["confidence"] = write_image(compact_uncertainty(seg.result.confidence, keep),
+                                          ct.geometry, out / "confidence.nii.gz")
     rows = [r.to_dict() for r in seg.result.review]
     doc = {
         "model": seg.provenance_entry(),
@@ -115,7 +124,12 @@ def write_segmentation(seg: Segmentation, ct: CTImage, out: Path,
         "seed": seg.result.seed,
         "device": seg.result.device,
         "review_map": seg.card.inference.review_map,
+        "review_region": seg.card.inference.review_region,
         "structures": rows,
+        "score_variants": {
+            "predictive_variance": "mean over classes of the per-class variance",
+            "structures": {v.key: v.scores for v in seg.result.score_variants},
+        },
     }
     paths["review_json"] = out / "review.json"
     atomic_write_text(paths["review_json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
@@ -210,4 +224,8 @@ def format_review(seg: Segmentation, top: int | None = None) -> str:
     for i, r in enumerate(r0.review[:top] if top else r0.review, 1):
         unc = "ABSENT" if not r.present else f"{r.score:.4g}"
         lines.append(f"{i:4d}  {display_name(r.key):32s} {r.volume_cm3:10.1f} {unc:>12s}")
+    lv = r0.vertebra_levels
+    if lv is not None:  # the one lumbar class, split and numbered
+        lines.append(f"Lumbar vertebra levels: {', '.join(lv.levels) or 'none'} ({lv.method})")
+        lines += [f"  note: {n}" for n in lv.notes] + [f"  WARNING: {w}" for w in lv.warnings]
     return "\n".join(lines)

@@ -15,12 +15,26 @@ Structure-wise uncertainty: the mean voxel uncertainty over a structure predicts
 segmentation failure (Hiasa et al. 2020; Soufi et al., Sci Rep 15:125, 2025, AUROC >=
 0.95). :func:`structure_uncertainty` reports it as ``score`` (the mean inside the
 predicted structure) with, for the reviewer, the mean in a band around its boundary.
+
+Score variants (:func:`structure_score_variants`): for each map M in
+:data:`UNCERTAINTY_MAPS` and each region R of a predicted structure S, the mean of M
+over R, named ``"<map>:<region>"`` (6 variants, :data:`SCORE_VARIANTS`):
+
+* ``inside``: the voxels labelled S;
+* ``band``: voxels within ``band_mm`` of the surface of S, both sides (voxels of S within
+  ``band_mm`` of a non-S voxel, and non-S voxels within ``band_mm`` of S; Euclidean
+  distance between voxel centres in mm), and always the voxels of S with a face
+  neighbour outside S and the voxels outside S with a face neighbour in S (so a grid
+  coarser than ``band_mm`` still has a one-voxel band on each side).
+
+The review list ranks by one variant: ``InferenceConfig.review_map`` and
+``review_region`` (:func:`review_from_variants`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,9 +42,15 @@ from scipy import ndimage
 
 from ..anatomy import BY_KEY
 from ..errors import InputError
+from .config import REVIEW_REGIONS, UNCERTAINTY_MAPS
+
+#: Names of the structure score variants, ``"<map>:<region>"``, maps outer.
+SCORE_VARIANTS: tuple[str, ...] = tuple(
+    f"{m}:{r}" for m in UNCERTAINTY_MAPS for r in REVIEW_REGIONS)
 
 #: Probability floor inside logarithms (numerical guard only).
 _EPS = 1e-12
+_FACE = ndimage.generate_binary_structure(3, 1)
 
 
 def _is_torch(x: Any) -> bool:
@@ -138,8 +158,9 @@ class StructureUncertainty:
         Mean uncertainty in the band within ``band_mm`` of its boundary, both sides
         (dilation minus erosion by ``band_mm``).
     score : float or None
-        Ranking score = ``mean_inside`` (the structure-wise uncertainty of Hiasa et al.
-        2020 / Soufi et al. 2025); higher = review first.
+        Ranking score: ``mean_inside`` (the structure-wise uncertainty of Hiasa et al.
+        2020 / Soufi et al. 2025; the default) or ``mean_boundary`` (review region
+        ``band``, see :func:`review_from_variants`); higher = review first.
     map_name : str
         Which uncertainty map was used.
     band_mm : float
@@ -170,6 +191,44 @@ def _label_values(keys: Iterable[str] | dict[int, str]) -> dict[int, str]:
     return out
 
 
+def _structure_regions(
+    labels: np.ndarray, spacing_mm: Sequence[float], keys: Iterable[str] | dict[int, str],
+    band_mm: float,
+) -> Iterator[tuple[int, str, tuple[slice, ...] | None, np.ndarray | None,
+                    np.ndarray | None]]:
+    """Per structure: (label value, key, box, inside mask, band mask) within its box.
+
+    Absent structures give ``(value, key, None, None, None)``. The box is the
+    structure's bounding box grown by ``band_mm`` + 1 voxel (clipped to the array).
+    """
+    if band_mm < 0:
+        raise InputError(f"band_mm must be >= 0, got {band_mm}.")
+    spacing = tuple(float(s) for s in spacing_mm)
+    values = _label_values(keys)
+    max_value = int(max(values)) if values else 0
+    objects = ndimage.find_objects(np.where(labels > max_value, 0, labels).astype(np.int64),
+                                   max_label=max_value) if max_value > 0 else []
+    margin = [int(np.ceil(band_mm / s)) + 1 for s in spacing]
+    for value, key in values.items():
+        sl = objects[value - 1] if 0 < value <= len(objects) else None
+        if sl is None:
+            yield value, key, None, None, None
+            continue
+        box = tuple(
+            slice(max(s.start - m, 0), min(s.stop + m, n))
+            for s, m, n in zip(sl, margin, labels.shape, strict=True)
+        )
+        mask = labels[box] == value
+        d_in = ndimage.distance_transform_edt(mask, sampling=spacing)
+        d_out = ndimage.distance_transform_edt(~mask, sampling=spacing)
+        band = (mask & (d_in <= band_mm)) | (~mask & (d_out <= band_mm))
+        # at least the voxels on either side of the surface (face neighbours), so that
+        # a grid coarser than band_mm still has a band
+        band |= mask & ndimage.binary_dilation(~mask, _FACE)
+        band |= ~mask & ndimage.binary_dilation(mask, _FACE)
+        yield value, key, box, mask, band
+
+
 def structure_uncertainty(
     label_array: np.ndarray,
     uncertainty_map: np.ndarray,
@@ -193,7 +252,8 @@ def structure_uncertainty(
     band_mm : float
         Half-width of the boundary band, mm: voxels of the structure within ``band_mm``
         of a non-structure voxel, and non-structure voxels within ``band_mm`` of the
-        structure (Euclidean distance between voxel centres).
+        structure (Euclidean distance between voxel centres), at least the one-voxel
+        shells on both sides of the surface.
 
     Returns
     -------
@@ -206,37 +266,120 @@ def structure_uncertainty(
         raise InputError(
             f"Label array {labels.shape} and uncertainty map {umap.shape} differ in shape."
         )
-    if band_mm < 0:
-        raise InputError(f"band_mm must be >= 0, got {band_mm}.")
-    spacing = tuple(float(s) for s in spacing_mm)
-    voxel_cm3 = float(np.prod(spacing)) / 1000.0
-    values = _label_values(keys)
-    max_value = int(max(values)) if values else 0
-    objects = ndimage.find_objects(np.where(labels > max_value, 0, labels).astype(np.int64),
-                                   max_label=max_value) if max_value > 0 else []
-    margin = [int(np.ceil(band_mm / s)) + 1 for s in spacing]
+    voxel_cm3 = float(np.prod([float(s) for s in spacing_mm])) / 1000.0
     out: list[StructureUncertainty] = []
-    for value, key in values.items():
-        sl = objects[value - 1] if 0 < value <= len(objects) else None
-        if sl is None:
+    for value, key, box, mask, band in _structure_regions(labels, spacing_mm, keys, band_mm):
+        if box is None:
             out.append(StructureUncertainty(key, value, False, 0.0, None, None, None,
                                             map_name, band_mm))
             continue
-        box = tuple(
-            slice(max(s.start - m, 0), min(s.stop + m, n))
-            for s, m, n in zip(sl, margin, labels.shape, strict=True)
-        )
-        mask = labels[box] == value
         u = umap[box]
-        n_vox = int(mask.sum())
-        d_in = ndimage.distance_transform_edt(mask, sampling=spacing)
-        d_out = ndimage.distance_transform_edt(~mask, sampling=spacing)
-        band = (mask & (d_in <= band_mm)) | (~mask & (d_out <= band_mm))
         mean_in = float(u[mask].mean())
         mean_band = float(u[band].mean()) if band.any() else None
-        out.append(StructureUncertainty(key, value, True, n_vox * voxel_cm3, mean_in,
-                                        mean_band, mean_in, map_name, band_mm))
+        out.append(StructureUncertainty(key, value, True, int(mask.sum()) * voxel_cm3,
+                                        mean_in, mean_band, mean_in, map_name, band_mm))
     return out
+
+
+@dataclass(frozen=True)
+class StructureScoreVariants:
+    """All score variants of one predicted structure (see the module docstring).
+
+    Attributes
+    ----------
+    key : str
+    label_value : int
+    present : bool
+        False when no voxel carries the label (every score is then None).
+    volume_cm3 : float
+        Predicted volume on the grid the scores were computed on, cm^3.
+    scores : dict[str, float or None]
+        Variant name ``"<map>:<region>"`` -> mean of the map over the region (the map's
+        unit: probability^2 for the variance, nats for the entropies).
+    band_mm : float
+    """
+
+    key: str
+    label_value: int
+    present: bool
+    volume_cm3: float
+    scores: dict[str, float | None] = field(default_factory=dict)
+    band_mm: float = 2.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def structure_score_variants(
+    label_array: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    spacing_mm: Sequence[float],
+    keys: Iterable[str] | dict[int, str],
+    band_mm: float = 2.0,
+) -> list[StructureScoreVariants]:
+    """Mean of every uncertainty map inside each structure and in its boundary band.
+
+    The regions are computed once per structure and shared by the maps.
+
+    Parameters
+    ----------
+    label_array : np.ndarray of int, (n0, n1, n2)
+        Predicted labels.
+    maps : mapping of map name -> np.ndarray of float, (n0, n1, n2)
+        Voxel uncertainty maps on the same grid (usually the three of
+        :data:`UNCERTAINTY_MAPS`).
+    spacing_mm, keys, band_mm
+        As :func:`structure_uncertainty`.
+
+    Returns
+    -------
+    list of StructureScoreVariants
+        In the order of ``keys``; ``scores`` has ``"<map>:inside"`` and ``"<map>:band"``
+        for every map given (``band`` None when the band is empty).
+    """
+    labels = np.asarray(label_array)
+    arrays = {name: np.asarray(m) for name, m in maps.items()}
+    for name, m in arrays.items():
+        if m.shape != labels.shape:
+            raise InputError(f"Label array {labels.shape} and uncertainty map '{name}' "
+                             f"{m.shape} differ in shape.")
+    voxel_cm3 = float(np.prod([float(s) for s in spacing_mm])) / 1000.0
+    out: list[StructureScoreVariants] = []
+    for value, key, box, mask, band in _structure_regions(labels, spacing_mm, keys, band_mm):
+        scores: dict[str, float | None] = {}
+        for name, m in arrays.items():
+            if box is None:
+                scores[f"{name}:inside"] = scores[f"{name}:band"] = None
+                continue
+            u = m[box]
+            scores[f"{name}:inside"] = float(u[mask].mean())
+            scores[f"{name}:band"] = float(u[band].mean()) if band.any() else None
+        out.append(StructureScoreVariants(
+            key, value, box is not None,
+            0.0 if mask is None else int(mask.sum()) * voxel_cm3, scores, band_mm))
+    return out
+
+
+def review_from_variants(variants: Iterable[StructureScoreVariants], map_name: str,
+                         region: str = "inside") -> list[StructureUncertainty]:
+    """The ranked review list whose ``score`` is the variant ``map_name:region``.
+
+    ``mean_inside`` and ``mean_boundary`` are those of ``map_name``; raises InputError
+    when the variants lack that map.
+    """
+    if region not in REVIEW_REGIONS:
+        raise InputError(f"Review region '{region}' is not one of {REVIEW_REGIONS}.")
+    items = []
+    for v in variants:
+        if v.present and f"{map_name}:inside" not in v.scores:
+            raise InputError(f"The structure scores hold no map '{map_name}'; "
+                             f"they have {sorted(v.scores)}.")
+        mean_in = v.scores.get(f"{map_name}:inside")
+        mean_band = v.scores.get(f"{map_name}:band")
+        score = mean_in if region == "inside" else mean_band
+        items.append(StructureUncertainty(v.key, v.label_value, v.present, v.volume_cm3,
+                                          mean_in, mean_band, score, map_name, v.band_mm))
+    return rank(items)
 
 
 def review_list(

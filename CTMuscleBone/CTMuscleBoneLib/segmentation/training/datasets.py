@@ -271,20 +271,60 @@ class SyntheticPhantomDataset(_LazyCases):
 
 
 def keep_structures(labels: LabelMap, structures: Sequence[str]) -> LabelMap:
-    """A label map with canonical values holding only ``structures`` (others -> 0)."""
+    """A label map with canonical values holding only ``structures`` (others -> 0).
+
+    A requested group key (:data:`anatomy.GROUP_MEMBERS`: ``quadriceps_femoris_left``,
+    ``vertebrae_lumbar`` ...) also takes the voxels of its members, so a model can be
+    trained on groups from label maps that hold the individual structures (a member
+    requested itself keeps its own label).
+    """
+    wanted = set(structures)
+    target_of: dict[str, str] = {}
+    for key in structures:
+        for member in anatomy.group_members(key):
+            if member not in wanted:
+                target_of.setdefault(member, key)
+        target_of[key] = key
     arr = np.zeros(labels.array.shape, dtype=np.int16)
     present: dict[int, str] = {}
     for value, key in labels.structures.items():
-        if key in structures:
-            lv = anatomy.structure(key).label_value
-            arr[labels.array == value] = lv
-            present[lv] = key
+        target = target_of.get(key)
+        if target is None:
+            continue
+        lv = anatomy.structure(target).label_value
+        arr[labels.array == value] = lv
+        present[lv] = target
     return LabelMap(arr, labels.geometry, present, source=labels.source)
 
 
+def scored_keys(structures: Sequence[str]) -> list[str]:
+    """Keys a model's prediction is scored on: its structures, with the lumbar-vertebra
+    class (``vertebrae_lumbar``) preceded by the numbered levels that inference makes
+    of it (the class itself stays: an unnumbered extra vertebra keeps it)."""
+    out: list[str] = []
+    for k in structures:
+        if k == "vertebrae_lumbar":
+            out += list(anatomy.group_members(k))
+        out.append(k)
+    return out
+
+
+def reference_for(labels: LabelMap, structures: Sequence[str]) -> tuple[LabelMap, list[str]]:
+    """A reference label map to score a model of ``structures`` against, and the keys to
+    score: finer reference structures merged into the model's groups
+    (:func:`keep_structures` over :func:`scored_keys`); keys the reference lacks are left
+    out of the list."""
+    keys = scored_keys(structures)
+    ref = keep_structures(labels, keys)
+    have = set(ref.structures.values())
+    return ref, [k for k in keys if k in have]
+
+
 def source_missing(labels: LabelMap, structures: Sequence[str]) -> list[str]:
+    """Requested keys the label map names neither itself nor through group members."""
     have = set(labels.structures.values())
-    return [k for k in structures if k not in have]
+    return [k for k in structures
+            if k not in have and not have.intersection(anatomy.group_members(k))]
 
 
 def open_dataset(root: str | os.PathLike[str] | None, layout: str,

@@ -99,9 +99,18 @@ class TrainConfig:
         ``memory``: every case prepared once and kept in memory (small data sets);
         ``disk``: prepared when first visited and kept as ``.npy`` in ``out/cache``
         (large data sets, e.g. TotalSegmentator); ``none``: prepared at every visit.
+    workers : int
+        Processes that prepare the cases (build a synthetic phantom or read the files,
+        resample to the model grid) in parallel with ``cache='memory'``; 0 or 1 = in
+        this process. The result does not depend on it.
+    loader_workers : int
+        DataLoader worker processes for patch sampling and augmentation (MONAI seeds
+        each worker); 0 = in this process. Augmented patches depend on it.
     max_minutes : float or None
-        Stop after the first epoch that ends past this wall time (the card records the
-        epochs done); None = run every epoch (exactly reproducible).
+        Wall-time budget: after the first epoch the run is shortened to the epochs that
+        fit in 90 % of it (the cosine learning-rate schedule is fitted to them, so it
+        still ends low), and it stops after the first epoch that ends past it anyway
+        (the card records the epochs done); None = run every epoch (exactly reproducible).
     seed : int
     phantoms : dict
         Only for ``--layout synthetic``: ``n_train``, ``n_val``, ``seed``, ``region``
@@ -132,6 +141,8 @@ class TrainConfig:
     amp: bool = True
     batch_dice: bool = True
     cache: str = "memory"
+    workers: int = 0
+    loader_workers: int = 0
     max_minutes: float | None = None
     seed: int = 0
     phantoms: dict[str, Any] = field(default_factory=dict)
@@ -228,8 +239,31 @@ def _init_distributed(device: torch.device) -> _Dist:
 
 
 # -- transforms ------------------------------------------------------------------------
+#: Voxel positions kept per class for patch sampling (a uniform subsample; MONAI's
+#: ``max_samples_per_class``): computing them once per case instead of at every visit
+#: makes class-balanced sampling cheap on large volumes. Project choice.
+INDICES_PER_CLASS = 20000
+INDICES_KEY = "label_cls_indices"
+
+
+def class_indices(target: np.ndarray, n_classes: int, seed: int) -> list[np.ndarray]:
+    """Flat voxel indices per class of a (1, n0, n1, n2) target, at most
+    :data:`INDICES_PER_CLASS` each (uniform subsample, seeded)."""
+    flat = np.asarray(target).ravel()
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(n_classes + 1))
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in range(n_classes):
+        idx = order[bounds[c]:bounds[c + 1]]
+        if idx.size > INDICES_PER_CLASS:
+            idx = np.sort(rng.choice(idx, INDICES_PER_CLASS, replace=False))
+        out.append(idx)
+    return out
+
+
 def _train_transforms(cfg: TrainConfig, n_classes: int, spatial_dims: int,
-                      pad_value: float = 0.0) -> Any:
+                      pad_value: float = 0.0, indices_key: str | None = None) -> Any:
     from monai.transforms import (
         Compose,
         RandAffined,
@@ -252,7 +286,7 @@ def _train_transforms(cfg: TrainConfig, n_classes: int, spatial_dims: int,
         SpatialPadd(keys="label", spatial_size=ps, mode="constant", constant_values=0),
         RandCropByLabelClassesd(keys=("image", "label"), label_key="label", spatial_size=ps,
                                 num_classes=n_classes, num_samples=cfg.samples_per_case,
-                                allow_smaller=True, warn=False),
+                                indices_key=indices_key, allow_smaller=True, warn=False),
         RandAffined(keys=("image", "label"), prob=p, rotate_range=rotate_range,
                     scale_range=(cfg.scale,) * 3, mode=("bilinear", "nearest"),
                     padding_mode="border"),
@@ -268,6 +302,10 @@ def _set_seed(transform: Any, seed: int) -> None:
 
 
 # -- validation ------------------------------------------------------------------------
+#: Axial slices of a 2-D model validated in one batch (memory: slices x classes x plane).
+VAL_SLICES = 32
+
+
 def validation_dice(network: torch.nn.Module, cases: Sequence[PreparedCase],
                     inference: InferenceConfig, n_classes: int, device: torch.device,
                     ) -> dict[int, list[float]]:
@@ -295,14 +333,16 @@ def validation_dice(network: torch.nn.Module, cases: Sequence[PreparedCase],
                         x, tuple(inference.patch_size), inference.sw_batch_size, net,
                         overlap=inference.overlap, mode=inference.blend_mode)
                     pred = logits.argmax(1)[0].cpu().numpy()
-                else:
+                else:  # axial slices as a batch, VAL_SLICES at a time
+                    planes = x[0].permute(3, 0, 1, 2)  # (n2, 1, n0, n1)
                     slices = []
-                    for k in range(x.shape[-1]):
+                    for k in range(0, planes.shape[0], VAL_SLICES):
                         lg = sliding_window_inference(
-                            x[..., k], tuple(inference.patch_size), inference.sw_batch_size,
-                            net, overlap=inference.overlap, mode=inference.blend_mode)
-                        slices.append(lg.argmax(1)[0].cpu().numpy())
-                    pred = np.stack(slices, axis=-1)
+                            planes[k:k + VAL_SLICES], tuple(inference.patch_size),
+                            max(inference.sw_batch_size, VAL_SLICES), net,
+                            overlap=inference.overlap, mode=inference.blend_mode)
+                        slices.append(lg.argmax(1).cpu().numpy())
+                    pred = np.concatenate(slices, axis=0).transpose(1, 2, 0)
                 ref = case.target[0]
                 for c in range(1, n_classes):
                     p, r = pred == c, ref == c
@@ -369,6 +409,25 @@ class _Prepared(Sequence[PreparedCase]):
     def as_dict(self, i: int) -> dict[str, np.ndarray]:
         pc = self[i]
         return {"image": pc.image, "label": pc.target}
+
+
+def _prepare_one(prep: _Prepared, i: int) -> PreparedCase:
+    return prep[i]
+
+
+def prepare_all(prep: _Prepared, workers: int = 0) -> list[PreparedCase]:
+    """Every case of ``prep`` on the model grid, in order; ``workers`` > 1 processes
+    prepare them in parallel (each gets a pickled copy of the case source)."""
+    n = len(prep)
+    if workers <= 1 or n <= 1:
+        return [prep[i] for i in range(n)]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # 'spawn' (not fork): torch and BLAS threads in the parent do not survive a fork
+    with ProcessPoolExecutor(max_workers=min(workers, n),
+                             mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(_prepare_one, [prep] * n, range(n)))
 
 
 @dataclass
@@ -443,7 +502,8 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
 
     # pad with the input value of air (what inference pads with)
     transform = _train_transforms(cfg, n_classes, net_cfg.spatial_dims,
-                                  pad_value=in_cfg.normalized_range[0])
+                                  pad_value=in_cfg.normalized_range[0],
+                                  indices_key=INDICES_KEY if cfg.cache == "memory" else None)
     _set_seed(transform, cfg.seed + 1000 * dist.rank)
     t_prep = time.perf_counter()
     cache_dir = out / "cache" if cfg.cache == "disk" else None
@@ -451,15 +511,17 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
     val_prep = _Prepared(val_src, in_cfg, channel_keys, cache_dir) if dist.main else \
         _Prepared([], in_cfg, channel_keys, None)
     if cfg.cache == "memory":
-        prepared = [train_prep[i] for i in range(len(train_prep))]
-        val_prepared: Sequence[PreparedCase] = [val_prep[i] for i in range(len(val_prep))]
+        prepared = prepare_all(train_prep, cfg.workers)
+        val_prepared: Sequence[PreparedCase] = prepare_all(val_prep, cfg.workers)
         log(f"prepared {len(prepared)} training and {len(val_prepared)} validation cases on "
             f"the model grid ({time.perf_counter() - t_prep:.1f} s)")
         for pc in prepared:
             if not pc.target.any():
                 log(f"warning: case {pc.name} holds none of the requested structures")
-        data: list[dict[str, Any]] = [{"image": pc.image, "label": pc.target}
-                                      for pc in prepared]
+        data: list[dict[str, Any]] = [
+            {"image": pc.image, "label": pc.target,
+             INDICES_KEY: class_indices(pc.target, n_classes, cfg.seed + i)}
+            for i, pc in enumerate(prepared)]
         ds = Dataset(data=data, transform=transform)
     else:  # prepared when visited (and kept on disk with cache='disk')
         val_prepared = val_prep
@@ -473,7 +535,9 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
         sampler = DistributedSampler(ds, num_replicas=dist.world_size, rank=dist.rank,
                                      shuffle=True, seed=cfg.seed)
     loader = DataLoader(ds, batch_size=max(1, cfg.batch_size // cfg.samples_per_case),
-                        shuffle=sampler is None, sampler=sampler, num_workers=0,
+                        shuffle=sampler is None, sampler=sampler,
+                        num_workers=max(0, int(cfg.loader_workers)),
+                        persistent_workers=int(cfg.loader_workers) > 0,
                         generator=gen if sampler is None else None)
 
     network = build_network(net_cfg).to(dev)
@@ -491,10 +555,15 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=cfg.batch_dice)
     opt = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, total_steps)
-                                                         / max(total_steps, 1))))
+    # the cosine runs over ``plan['epochs']``: cfg.epochs, or fewer when max_minutes is set
+    # and the first epoch shows they would not fit (the schedule then still completes)
+    plan = {"epochs": cfg.epochs}
+
+    def lr_factor(step: int) -> float:
+        total = max(steps_per_epoch * plan["epochs"], 1)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     use_amp = cfg.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -504,7 +573,8 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
         log(f"resumed from {ckpt_dir} at epoch {start_epoch}")
 
     t0 = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
+    epoch = start_epoch
+    while epoch < plan["epochs"]:
         model.train()
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -530,7 +600,14 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
                                  "seconds": round(time.perf_counter() - t0, 1)}
         out_of_time = cfg.max_minutes is not None and \
             time.perf_counter() - t0 > 60.0 * cfg.max_minutes
-        last = epoch + 1 == cfg.epochs or out_of_time
+        if cfg.max_minutes is not None and epoch == start_epoch and not resume:
+            # 90 %: room for the validations
+            fit = int(0.9 * 60.0 * cfg.max_minutes / max(time.perf_counter() - t0, 1e-3))
+            if fit < cfg.epochs:
+                plan["epochs"] = max(fit, epoch + 1)
+                log(f"max_minutes {cfg.max_minutes}: {plan['epochs']} of {cfg.epochs} epochs "
+                    "fit; the learning-rate schedule is fitted to them")
+        last = epoch + 1 == plan["epochs"] or out_of_time
         if dist.main and val_prepared and ((epoch + 1) % cfg.val_every == 0 or last):
             vd = validation_dice(network, val_prepared, inf_cfg, n_classes, dev)
             entry["val_dice"] = {channel_keys[c]: (float(np.mean(v)) if v else None)
@@ -539,7 +616,7 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
             entry["val_dice_mean"] = float(np.mean(means)) if means else None
         history.append(entry)
         if dist.main:
-            msg = f"epoch {epoch + 1}/{cfg.epochs} loss {entry['loss']:.4f} " \
+            msg = f"epoch {epoch + 1}/{plan['epochs']} loss {entry['loss']:.4f} " \
                   f"({entry['seconds']:.0f} s)"
             if "val_dice" in entry:
                 worst = min((v, k) for k, v in entry["val_dice"].items() if v is not None) \
@@ -552,6 +629,7 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
         if out_of_time:
             log(f"stopping after epoch {epoch + 1}: max_minutes {cfg.max_minutes} reached")
             break
+        epoch += 1
     seconds = time.perf_counter() - t0
     card = None
     if dist.main:

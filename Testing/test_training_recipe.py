@@ -1,0 +1,117 @@
+"""Training on groups (thigh compartments, one lumbar class), parallel preparation,
+cached class indices and the time-fitted schedule (the demo model's recipe)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from CTMuscleBoneLib import anatomy  # noqa: E402
+from CTMuscleBoneLib.image import Geometry, LabelMap  # noqa: E402
+from CTMuscleBoneLib.segmentation.training.datasets import (  # noqa: E402
+    SyntheticPhantomDataset,
+    keep_structures,
+    reference_for,
+    scored_keys,
+    source_missing,
+)
+from CTMuscleBoneLib.segmentation.training.train import (  # noqa: E402
+    INDICES_PER_CLASS,
+    _Prepared,
+    class_indices,
+    prepare_all,
+    train,
+)
+
+V = {k: anatomy.structure(k).label_value for k in (
+    "rectus_femoris_left", "vastus_lateralis_left", "adductor_longus_left", "sartorius_left",
+    "vertebrae_L1", "vertebrae_L5", "quadriceps_femoris_left", "vertebrae_lumbar")}
+
+
+def _labels() -> LabelMap:
+    arr = np.zeros((6, 4, 3), np.uint8)
+    arr[0] = V["rectus_femoris_left"]
+    arr[1] = V["vastus_lateralis_left"]
+    arr[2] = V["adductor_longus_left"]
+    arr[3] = V["sartorius_left"]
+    arr[4] = V["vertebrae_L1"]
+    arr[5] = V["vertebrae_L5"]
+    names = {v: k for k, v in V.items() if k not in ("quadriceps_femoris_left",
+                                                     "vertebrae_lumbar")}
+    return LabelMap(arr, Geometry(arr.shape, (1.0, 1.0, 1.0)), names)
+
+
+def test_group_keys_take_their_members_voxels():
+    lab = _labels()
+    out = keep_structures(lab, ["quadriceps_femoris_left", "sartorius_left",
+                                "vertebrae_lumbar"])
+    q, lum = V["quadriceps_femoris_left"], V["vertebrae_lumbar"]
+    assert (out.array[0] == q).all() and (out.array[1] == q).all()
+    assert (out.array[2] == 0).all()  # adductor: not asked for
+    assert (out.array[3] == V["sartorius_left"]).all()
+    assert (out.array[4:] == lum).all()
+    assert set(out.structures.values()) == {"quadriceps_femoris_left", "sartorius_left",
+                                            "vertebrae_lumbar"}
+    assert source_missing(lab, ["quadriceps_femoris_left", "gracilis_left"]) == \
+        ["gracilis_left"]
+    # a member asked for itself keeps its own label
+    out2 = keep_structures(lab, ["quadriceps_femoris_left", "rectus_femoris_left"])
+    assert (out2.array[0] == V["rectus_femoris_left"]).all()
+    assert (out2.array[1] == q).all()
+
+
+def test_reference_for_scores_numbered_levels_of_a_lumbar_class_model():
+    assert scored_keys(["femur_left", "vertebrae_lumbar"]) == [
+        "femur_left", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3", "vertebrae_L4",
+        "vertebrae_L5", "vertebrae_lumbar"]
+    ref, keys = reference_for(_labels(), ["vertebrae_lumbar", "quadriceps_femoris_left"])
+    assert keys == ["vertebrae_L1", "vertebrae_L5", "quadriceps_femoris_left"]
+    assert (ref.array[4] == V["vertebrae_L1"]).all() and (ref.array[0] ==
+                                                           V["quadriceps_femoris_left"]).all()
+
+
+def test_class_indices_are_each_class_voxels_capped_at_the_limit():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 3, (1, 40, 40, 30)).astype(np.uint8)
+    target[0, :2, :2, :2] = 4  # 8 voxels of class 4; class 3 absent
+    idx = class_indices(target, 5, seed=1)
+    flat = target.ravel()
+    assert len(idx) == 5 and idx[3].size == 0
+    np.testing.assert_array_equal(idx[4], np.flatnonzero(flat == 4))
+    for c in range(3):
+        n = int((flat == c).sum())
+        assert idx[c].size == min(n, INDICES_PER_CLASS)
+        assert (flat[idx[c]] == c).all() and np.unique(idx[c]).size == idx[c].size
+
+
+def test_parallel_preparation_equals_serial():
+    from CTMuscleBoneLib.phantoms import PhantomSpec
+    from CTMuscleBoneLib.segmentation.config import InputConfig
+
+    specs = [PhantomSpec(region=(-150.0, -110.0), spacing_mm=6.0, seed=s) for s in (1, 2)]
+    keys = {0: "background", 1: "femur_left", 2: "quadriceps_femoris_left"}
+    ds = SyntheticPhantomDataset(specs, ["femur_left", "quadriceps_femoris_left"],
+                                 cache=False)
+    prep = _Prepared(ds, InputConfig(spacing_mm=(6.0, 6.0, 6.0)), keys, None)
+    serial = prepare_all(prep, 0)
+    parallel = prepare_all(prep, 2)
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.target, b.target)
+    assert (serial[0].target == 2).any() and (serial[0].target == 1).any()
+
+
+def test_time_budget_fits_the_schedule_to_the_epochs_that_fit(tmp_path):
+    from test_training import _cfg, _training_case
+
+    torch.set_num_threads(1)
+    cases = [_training_case(s) for s in range(2)]
+    lines: list[str] = []
+    res = train(_cfg(epochs=50, val_every=50, max_minutes=1e-4), cases, tmp_path / "r",
+                val_cases=cases[:1], device="cpu", log=lines.append)
+    assert len(res.history) == 1  # only one epoch fits
+    assert any("1 of 50 epochs fit" in s for s in lines)
+    assert "val_dice" in res.history[-1]  # the last epoch validated
