@@ -271,7 +271,7 @@ def test_study_entry_point(tiny_models, tmp_path, capsys):
 def test_segment_output_carries_variants_and_evaluate_reads_them(tiny_models, tmp_path,
                                                                  capsys):
     from CTMuscleBoneLib.cli.main import main
-    from CTMuscleBoneLib.io_ct import write_label_map
+    from CTMuscleBoneLib.io_ct import write_image, write_label_map
     from CTMuscleBoneLib.phantoms import PhantomSpec, make_phantom
     from CTMuscleBoneLib.segmentation.inference import predict
     from CTMuscleBoneLib.segmentation.pipeline import Segmentation, write_segmentation
@@ -280,10 +280,16 @@ def test_segment_output_carries_variants_and_evaluate_reads_them(tiny_models, tm
     card, net = load_model(str(tiny_models[1]))
     for i in range(2):
         ph = make_phantom(PhantomSpec(region="hip", spacing_mm=6.0, seed=i))
+        write_label_map(ph.labels, tmp_path / "ref" / f"c{i}.nii.gz")
+        if i == 0:  # as a site runs it: the segment command with --confidence
+            write_image(ph.ct.hu, ph.ct.geometry, tmp_path / "c0_ct.nii.gz")
+            assert main(["segment", "--ct", str(tmp_path / "c0_ct.nii.gz"), "--model",
+                         str(tiny_models[1]), "--device", "cpu", "--confidence", "--quiet",
+                         "--out", str(tmp_path / "pred" / "c0")]) == 0
+            continue
         res = predict(ph.ct, net, card.input, card.inference, card.labels, device="cpu",
                       return_confidence=True)
         write_segmentation(Segmentation(card, res), ph.ct, tmp_path / "pred" / f"c{i}")
-        write_label_map(ph.labels, tmp_path / "ref" / f"c{i}.nii.gz")
     review = json.loads((tmp_path / "pred" / "c0" / "review.json").read_text())
     assert review["review_region"] == "inside"
     assert set(review["score_variants"]["structures"]) == set(TINY["structures"])

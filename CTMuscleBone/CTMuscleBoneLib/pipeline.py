@@ -118,12 +118,18 @@ class SegmentOptions:
     seed : int or None
         Seed of the dropout masks (None: the card's), for reproducible uncertainty.
     device : {'auto', 'cpu', 'cuda'}
+    confidence : bool
+        Also keep the voxel confidence (maximum mean softmax probability) on the CT grid
+        (``confidence.nii.gz`` in the segmentation folder): what ``ctmusclebone
+        evaluate`` needs for its reliability diagram on a site's own labelled CTs.
+        Costs 4 bytes per CT voxel. Default off.
     """
 
     model: str | None = None
     samples: int | None = None
     seed: int | None = None
     device: Device = "auto"
+    confidence: bool = False
 
     def __post_init__(self) -> None:
         if self.samples is not None and int(self.samples) < 1:

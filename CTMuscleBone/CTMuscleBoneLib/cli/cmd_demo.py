@@ -19,12 +19,13 @@ from .. import pipeline
 from ..atomic import atomic_write_text, check_output_dir, staged_output_dir
 from ..pipeline import MeasureOptions, SegmentOptions
 from ..progress import stderr_progress, sub_progress
-from ..results import Provenance, sha256_of_path
+from ..results import Provenance, Results, sha256_of_path
+from ..segmentation.training.datasets import reference_for
 from .cmd_phantom import SYNTHETIC_BANNER, write_phantom
 from .common import add_dicom_arguments, add_report_arguments
 
 #: The demo's phantom seed: not among the demo model's training or validation seeds
-#: (1000-1011, see the model card).
+#: (20000-20025, see the model card).
 DEMO_SEED = 7
 
 README = """CTMuscleBone demo results (SYNTHETIC: not a patient, demo model not for clinical use)
@@ -79,6 +80,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Results the demo compares between the model's segmentation and the phantom's
+#: ground-truth labels (structure, quantity): the mission's headline measurements.
+SELF_CHECK_ROWS: tuple[tuple[str, str], ...] = (
+    ("femur_left", "abmd_total_hip"), ("femur_right", "abmd_total_hip"),
+    ("femur_left", "abmd_femoral_neck"), ("femur_right", "abmd_femoral_neck"),
+    *((f"vertebrae_L{n}", "trabecular_vbmd") for n in range(1, 5)),
+    ("patient", "alm"), ("patient", "smi"),
+)
+
+
+def truth_measurement_check(model: Results, truth: Results) -> list[str]:
+    """One line per headline measurement: on the model's labels and on the truth's.
+
+    Both come from the same measurement code on the same CT, so the difference is what
+    the segmentation changes. A row not measurable on either side says so.
+    """
+    lines = ["Measurements on the model's segmentation vs on the phantom's ground-truth "
+             "labels (same code, same CT):"]
+    for structure, quantity in SELF_CHECK_ROWS:
+        a, b = model.get(structure, quantity), truth.get(structure, quantity)
+        name = f"  {structure} {quantity}"
+        if a is None and b is None:
+            continue
+        va = a.value if a is not None and isinstance(a.value, int | float) else None
+        vb = b.value if b is not None and isinstance(b.value, int | float) else None
+        if va is None or vb is None:
+            lines.append(f"{name}: model {'-' if va is None else f'{va:.3f}'}, truth labels "
+                         f"{'-' if vb is None else f'{vb:.3f}'} (not measurable on one side)")
+            continue
+        unit = (a.unit if a is not None else "") or ""
+        rel = f" ({100.0 * (va - vb) / vb:+.1f} %)" if vb else ""
+        lines.append(f"{name}: model {va:.3f} {unit}, truth labels {vb:.3f} {unit}{rel}")
+    return lines
+
+
 def _run_demo(args: argparse.Namespace, seg_options: SegmentOptions, stage: Path, out: Path,
               progress) -> str:
     """Build the phantom, analyze it and write every demo file into ``stage``."""
@@ -99,7 +135,9 @@ def _run_demo(args: argparse.Namespace, seg_options: SegmentOptions, stage: Path
                                 progress=sub_progress(progress, 0.1, 0.9), provenance=prov)
     seg_labels = analysis.segmentation.result.label_map
     model_keys = [k for k in analysis.segmentation.card.labels.values() if k != "background"]
-    scores = evaluate_label_maps(seg_labels, phantom.labels, model_keys, case="demo",
+    # the truth merged into the model's classes (thigh groups; numbered lumbar levels)
+    truth_labels, scored = reference_for(phantom.labels, model_keys)
+    scores = evaluate_label_maps(seg_labels, truth_labels, scored, case="demo",
                                  with_surface=False)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -122,6 +160,9 @@ def _run_demo(args: argparse.Namespace, seg_options: SegmentOptions, stage: Path
     if l1 is not None and l1.value is not None:
         check.append(f"L1 trabecular vBMD {l1.value:.1f} mg/cm3 measured; the phantom was "
                      f"built with {spec.vertebra_bmd_mg_cm3:.1f} mg/cm3")
+    progress(0.92, "measuring the ground-truth labels for the self-check")
+    truth_res = pipeline.measure_case(phantom.ct, truth_labels, options)
+    check += truth_measurement_check(res, truth_res)
     progress(0.95, "writing results")
     summary = write_analysis(analysis, phantom.ct, prov, stage, report=args.report,
                              deidentify=args.deidentify, dicom=args.dicom)

@@ -9,6 +9,8 @@ Writes into ``--out`` (each file atomically):
 * ``review.csv`` / ``review.json``: structures ranked for review (absent first, then by
   mean uncertainty inside the structure, highest first), with the model, samples, seed;
 * ``segmentation.dcm`` (with ``--dicom``): the label map as DICOM SEG (docs/dicom.md);
+* ``confidence.nii.gz`` (with ``--confidence``): the maximum mean softmax per voxel, for
+  the reliability diagram of ``ctmusclebone evaluate``;
 * prints the review list and, for a model trained on synthetic phantoms, a banner that
   it is not for clinical images.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from .cmd_analyze import add_segmentation_arguments, segment_options_from_args
 from .common import add_dicom_arguments
@@ -33,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series", help="DICOM SeriesInstanceUID when the folder has several")
     add_segmentation_arguments(p)
     add_dicom_arguments(p, seg_only=True)
+    p.add_argument("--confidence", action="store_true",
+                   help="also write confidence.nii.gz (max mean softmax per voxel), for the "
+                   "reliability diagram of `ctmusclebone evaluate` (default off)")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from .common import load_ct
 
     out = check_output_dir(args.out)
-    options = segment_options_from_args(args)
+    options = replace(segment_options_from_args(args), confidence=args.confidence)
     pipeline.require_segmentation()
     progress = stderr_progress(args.quiet)
     ct, prov = load_ct(args.ct, args.series, progress)  # refuses MR and other non-CT input

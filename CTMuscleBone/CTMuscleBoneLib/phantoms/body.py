@@ -45,21 +45,22 @@ class Habitus:
     lean_scale: float = 1.0
     trunk_z1_mm: float = layout.TRUNK_Z_MM[1]
 
+    def _semi_mm(self, layout_semi_mm: tuple[float, float], layout_fat_mm: float,
+                 fat_mm: float, inner: bool) -> tuple[float, float]:
+        """Lean outline of the layout scaled by ``lean_scale``, plus ``fat_mm`` for skin."""
+        add = 0.0 if inner else fat_mm
+        return tuple((s - layout_fat_mm) * self.lean_scale + add  # type: ignore[return-value]
+                     for s in layout_semi_mm)
+
     def trunk_semi_mm(self, inner: bool) -> tuple[float, float]:
         """Semi-axes (x, y) of the trunk's skin (``inner`` False) or lean outline, mm."""
-        tx, ty = layout.TRUNK_SEMI_MM
-        f = layout.TRUNK_FAT_MM
-        lx, ly = (tx - f) * self.lean_scale, (ty - f) * self.lean_scale
-        add = 0.0 if inner else self.trunk_fat_mm
-        return lx + add, ly + add
+        return self._semi_mm(layout.TRUNK_SEMI_MM, layout.TRUNK_FAT_MM, self.trunk_fat_mm,
+                             inner)
 
     def thigh_semi_mm(self, inner: bool) -> tuple[float, float]:
         """Semi-axes (x, y) of a thigh's skin (``inner`` False) or lean outline, mm."""
-        a, b = layout.THIGH_SEMI_MM
-        f = layout.THIGH_FAT_MM
-        lx, ly = (a - f) * self.lean_scale, (b - f) * self.lean_scale
-        add = 0.0 if inner else self.thigh_fat_mm
-        return lx + add, ly + add
+        return self._semi_mm(layout.THIGH_SEMI_MM, layout.THIGH_FAT_MM, self.thigh_fat_mm,
+                             inner)
 
 
 def _outline_parts(habitus: Habitus, inner: bool, shafts: Shafts = None

@@ -85,7 +85,8 @@ def segment_ct(
         changes["seed"] = seed
     inf = replace(inf, **changes) if changes else inf
     result = predict(ct, network, card.input, inf, card.labels, device=device,
-                     progress=progress, cancel=cancel, source=f"{card.name} {card.version}")
+                     progress=progress, cancel=cancel, source=f"{card.name} {card.version}",
+                     return_confidence=options.confidence)
     return Segmentation(card, result)
 
 

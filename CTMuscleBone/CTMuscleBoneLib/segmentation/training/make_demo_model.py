@@ -1,15 +1,21 @@
 """Build the bundled demo model: a small Bayesian U-Net trained on synthetic phantoms.
 
-One command reproduces it (fixed seed; CPU, about 20-25 minutes on 2 cores)::
+One command reproduces it (fixed seeds; CPU, about 45 minutes on 2 cores: the recipe's
+``max_minutes`` fits the epochs and the learning-rate schedule to 42 minutes of
+training, so a faster machine runs more of the 160 epochs)::
 
     python -m CTMuscleBoneLib.segmentation.training.make_demo_model \\
-        --out CTMuscleBone/Resources/Models/ctmusclebone-demo-synthetic
+        --out CTMuscleBone/Resources/Models/ctmusclebone-demo-synthetic --workers 2
 
-Steps: build varied phantoms (:mod:`.synthetic`, training seeds), train by the recipe
-of :mod:`.train` with :data:`DEMO_CONFIG`, copy the model folder to ``--out``, then
-segment held-out phantoms (other seeds, spacings, orientations, densities) with the
-full Monte-Carlo inference and write per-structure Dice and ASSD on their CT grids into
-the card's ``validation.held_out`` section.
+Steps: build patient-like phantoms (:func:`.synthetic.patient_like_spec`, training
+seeds), train by the recipe of :mod:`.train` with :data:`DEMO_CONFIG`, copy the model
+folder to ``--out``, then segment held-out phantoms (other seeds, 1-3.5 mm spacings,
+every storage orientation, habitus, densities) with the full Monte-Carlo inference and
+vertebra numbering and write per-structure Dice and ASSD on their CT grids into the
+card's ``validation.held_out`` section. ``--placement decoder`` (or ``all``) trains the
+same recipe with dropout elsewhere, for the uncertainty study
+(:mod:`CTMuscleBoneLib.segmentation.uncertainty_study`); ``--device cuda`` trains on a
+GPU.
 
 The model is **not for clinical images**: it has only seen synthetic phantoms.
 """
@@ -30,14 +36,15 @@ DEMO_NAME = "ctmusclebone-demo-synthetic"
 #: (femoral BMD: femurs; lumbar BMD: the lumbar vertebrae; ALM/SMI: gluteal, hip-flexor
 #: and thigh muscles; L3 muscle: psoas and erector spinae; internal calibration: the
 #: muscles), and the hip bones and sacrum (the sacrum also numbers the vertebrae).
-#: Two classes are groups (:data:`CTMuscleBoneLib.anatomy.GROUP_MEMBERS`): the lumbar
-#: vertebrae are one class, split and numbered from the sacrum after inference
+#: Two kinds of class are groups (:data:`CTMuscleBoneLib.anatomy.GROUP_MEMBERS`): the
+#: lumbar vertebrae are one class, split and numbered from the sacrum after inference
 #: (:mod:`CTMuscleBoneLib.segmentation.vertebra_levels`: a 2-D axial model cannot tell
 #: L2 from L3), and the thigh muscles are the groups the ALM model sums (quadriceps,
 #: adductors = medial compartment, hamstrings = posterior compartment), with sartorius
-#: and gracilis apart, as TotalSegmentator v2 outputs them. The model grid is 2 mm: at
-#: 3 mm the truth itself resampled there and back reaches only Dice 0.86-0.90 for the
-#: gracilis and the hip bones (nearest neighbour; 0.90 at 2 mm).
+#: and gracilis apart, as TotalSegmentator v2 outputs them. On a 3 mm model grid the
+#: truth itself, resampled there and back by nearest neighbour, reaches only Dice
+#: 0.86-0.90 for the gracilis, semimembranosus and hip bones (0.90 at 2 mm): a finer grid
+#: needs more training than a 2-core CPU gives (see docs/segmentation.md).
 DEMO_STRUCTURES: list[str] = [
     "femur_left", "femur_right", "hip_left", "hip_right", "sacrum", "vertebrae_lumbar",
     "gluteus_maximus_left", "gluteus_maximus_right",
@@ -52,9 +59,8 @@ DEMO_STRUCTURES: list[str] = [
     "thigh_posterior_compartment_left", "thigh_posterior_compartment_right",
 ]
 
-#: The demo training recipe (every value this project's choice, not validated beyond the
-#: synthetic phantoms). Trained on one GPU (see the module docstring for the command and
-#: the time); ``--device cpu`` runs the same recipe, hours on a laptop.
+#: The demo training recipe (every value this project's choice for a 2-core CPU, not
+#: validated beyond the synthetic phantoms; see the module docstring for the command).
 DEMO_CONFIG: dict[str, Any] = {
     "structures": DEMO_STRUCTURES,
     "network": {"spatial_dims": 2, "channels": [16, 32, 64, 128, 128],
@@ -88,7 +94,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "model": {
         "name": DEMO_NAME,
         "version": "2.0.0",
-        "description": "Demo Bayesian U-Net (2-D axial slices at 2 mm, channels "
+        "description": "Demo Bayesian U-Net (2-D axial slices at 3 mm, channels "
                        "16-32-64-128-128, Monte-Carlo dropout p=0.2 before the output "
                        "convolution) trained on CTMuscleBone synthetic phantoms only: "
                        "femurs, hip bones, sacrum, lumbar vertebrae (one class, numbered "
