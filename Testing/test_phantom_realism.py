@@ -354,3 +354,20 @@ def test_perturbed_spec_kinds(kind: str) -> None:
     assert ph.truth.overwrites == {}
     with pytest.raises(InputError):
         perturbed_spec(PERTURBED_SEEDS.start, "unknown")
+
+
+def test_phantom_command_writes_patient_like_variation(tmp_path):
+    """`ctmusclebone phantom` passes the patient-like fields through to the builder."""
+    import json
+
+    from CTMuscleBoneLib.cli.main import main
+
+    out = tmp_path / "ph"
+    assert main(["phantom", "--out", str(out), "--region", "lumbar", "--spacing", "5",
+                 "--lumbar-count", "6", "--arms", "--trunk-fat-mm", "40",
+                 "--muscle-atrophy", "0.8"]) == 0
+    truth = json.loads((out / "truth.json").read_text())
+    spec = truth["spec"]
+    assert spec["lumbar_count"] == 6 and spec["arms"] is True
+    assert spec["trunk_fat_mm"] == 40.0 and spec["muscle_atrophy"] == 0.8
+    assert truth["structures"]["vertebrae_lumbar"]["voxel_count"] > 0  # the sixth one

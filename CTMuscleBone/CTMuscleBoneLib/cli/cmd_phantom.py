@@ -54,6 +54,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(internal) calibration applies (default: none: the builder's round "
                    "tissue numbers and linear bone line, on which internal calibration is "
                    "not meaningful)")
+    g = p.add_argument_group("patient-like variation (docs/phantoms.md; synthetic ranges)")
+    g.add_argument("--lumbar-count", type=int, default=5, choices=[4, 5, 6],
+                   help="lumbar vertebrae: 4 (no L1), 5, or 6 (an extra one above L1, "
+                   "labelled as a lumbar vertebra of unassigned level) (default 5)")
+    g.add_argument("--trunk-fat-mm", type=float, default=None,
+                   help="subcutaneous fat of the trunk, mm (default: the layout's 18)")
+    g.add_argument("--thigh-fat-mm", type=float, default=None,
+                   help="subcutaneous fat of the thighs, mm (default: the layout's 12)")
+    g.add_argument("--muscle-atrophy", type=float, default=1.0,
+                   help="factor (0.6-1.0) shrinking every muscle's cross-section "
+                   "(default 1.0: none)")
+    g.add_argument("--arms", action="store_true", help="arms at the sides (unlabelled)")
+    g.add_argument("--blur", type=float, default=0.0,
+                   help="scanner point-spread function FWHM, mm (default 0: none)")
     p.set_defaults(func=run)
 
 
@@ -94,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
     spacing = args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing)
     fields = dict(region=args.region, spacing_mm=spacing, orientation=args.orientation,
                   noise_sd_hu=args.noise, seed=args.seed,
-                  calibration=args.calibration_phantom, sex=args.sex, height_m=args.height)
+                  calibration=args.calibration_phantom, sex=args.sex, height_m=args.height,
+                  lumbar_count=args.lumbar_count, trunk_fat_mm=args.trunk_fat_mm,
+                  thigh_fat_mm=args.thigh_fat_mm, muscle_atrophy=args.muscle_atrophy,
+                  arms=args.arms, psf_fwhm_mm=args.blur)
     print(SYNTHETIC_BANNER, file=sys.stderr)
     if args.kvp is None:
         phantom = make_phantom(PhantomSpec(**fields))
