@@ -22,6 +22,7 @@ from CTMuscleBoneLib.segmentation.training.train import (  # noqa: E402
     INDICES_PER_CLASS,
     _Prepared,
     class_indices,
+    fitted_epochs,
     prepare_all,
     train,
 )
@@ -104,7 +105,15 @@ def test_parallel_preparation_equals_serial():
     assert (serial[0].target == 2).any() and (serial[0].target == 1).any()
 
 
-def test_time_budget_fits_the_schedule_to_the_epochs_that_fit(tmp_path):
+def test_fitted_epochs_use_the_pace_after_the_first_epoch():
+    # first epoch 30 s (start-up), then 2 s each: 3 done at 34 s; 90 % of 100 s = 90 s
+    assert fitted_epochs(500, 3, [30.0, 32.0, 34.0], 100.0) == 3 + 28
+    assert fitted_epochs(20, 3, [30.0, 32.0, 34.0], 100.0) == 20  # the recipe's cap
+    assert fitted_epochs(500, 3, [30.0, 60.0, 95.0], 100.0) == 3  # over budget already
+    assert fitted_epochs(500, 1, [10.0], 100.0) == 1 + 8
+
+
+def test_time_budget_stops_training_after_the_epoch_past_it(tmp_path):
     from test_training import _cfg, _training_case
 
     torch.set_num_threads(1)
@@ -112,6 +121,6 @@ def test_time_budget_fits_the_schedule_to_the_epochs_that_fit(tmp_path):
     lines: list[str] = []
     res = train(_cfg(epochs=50, val_every=50, max_minutes=1e-4), cases, tmp_path / "r",
                 val_cases=cases[:1], device="cpu", log=lines.append)
-    assert len(res.history) == 1  # only one epoch fits
-    assert any("1 of 50 epochs fit" in s for s in lines)
+    assert len(res.history) == 1
+    assert any("stopping after epoch 1" in s for s in lines)
     assert "val_dice" in res.history[-1]  # the last epoch validated

@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                     "bottleneck_decoder): for the uncertainty study")
     ap.add_argument("--epochs", type=int, default=None, help="epochs instead of the recipe's")
     ap.add_argument("--max-minutes", type=float, default=None,
-                    help="stop training after the first epoch past this wall time")
+                    help="training time budget instead of the recipe's (0: none, every "
+                    "epoch runs: exactly reproducible with --epochs)")
     ap.add_argument("--n-train", type=int, default=None,
                     help="training phantoms instead of the recipe's")
     ap.add_argument("--workers", type=int, default=0,
@@ -248,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                                       f"'{args.placement}'.")
     if args.epochs:
         d["epochs"] = args.epochs
-    if args.max_minutes:
-        d["max_minutes"] = args.max_minutes
+    if args.max_minutes is not None:
+        d["max_minutes"] = args.max_minutes or None
     if args.n_train:
         d["phantoms"]["n_train"] = args.n_train
     d["workers"], d["loader_workers"] = args.workers, args.loader_workers

@@ -107,10 +107,12 @@ class TrainConfig:
         DataLoader worker processes for patch sampling and augmentation (MONAI seeds
         each worker); 0 = in this process. Augmented patches depend on it.
     max_minutes : float or None
-        Wall-time budget: after the first epoch the run is shortened to the epochs that
-        fit in 90 % of it (the cosine learning-rate schedule is fitted to them, so it
-        still ends low), and it stops after the first epoch that ends past it anyway
-        (the card records the epochs done); None = run every epoch (exactly reproducible).
+        Wall-time budget: after :data:`FIT_AFTER_EPOCHS` epochs the run is shortened to
+        the epochs that fit in 90 % of it at the pace of the epochs after the first
+        (:func:`fitted_epochs`; the cosine learning-rate schedule is fitted to them, so
+        it still ends low), and it stops after the first epoch that ends past the budget
+        anyway (the card records the epochs done); None = run every epoch (exactly
+        reproducible).
     seed : int
     phantoms : dict
         Only for ``--layout synthetic``: ``n_train``, ``n_val``, ``seed``, ``region``
@@ -411,6 +413,44 @@ class _Prepared(Sequence[PreparedCase]):
         return {"image": pc.image, "label": pc.target}
 
 
+#: Epochs timed before a ``max_minutes`` budget is turned into a number of epochs (the
+#: first one is not used: it carries the start-up of the loader workers and the GPU).
+FIT_AFTER_EPOCHS = 3
+#: Share of the budget the fitted epochs may take (the rest: validations, saving).
+FIT_BUDGET_SHARE = 0.9
+
+
+def fitted_epochs(total: int, done: int, epoch_ends_s: Sequence[float],
+                  budget_s: float) -> int:
+    """Epochs of a run that fit in ``budget_s`` seconds, at most ``total``.
+
+    Parameters
+    ----------
+    total : int
+        Epochs of the recipe.
+    done : int
+        Epochs finished so far (>= 1).
+    epoch_ends_s : sequence of float
+        Seconds from the start of training at the end of each finished epoch.
+    budget_s : float
+        The whole time budget, seconds.
+
+    Returns
+    -------
+    int
+        ``done`` + the epochs that fit in :data:`FIT_BUDGET_SHARE` of the budget left, at
+        the pace of the epochs after the first; never fewer than ``done``.
+    """
+    ends = list(epoch_ends_s)
+    if len(ends) >= 2:
+        per_epoch = (ends[-1] - ends[0]) / (len(ends) - 1)
+    else:
+        per_epoch = ends[-1]
+    left = FIT_BUDGET_SHARE * budget_s - ends[-1]
+    more = int(left / per_epoch) if per_epoch > 0 and left > 0 else 0
+    return max(done, min(total, done + more))
+
+
 def _prepare_one(prep: _Prepared, i: int) -> PreparedCase:
     return prep[i]
 
@@ -574,6 +614,7 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
 
     t0 = time.perf_counter()
     epoch = start_epoch
+    epoch_ends: list[float] = []  # seconds since t0 at the end of each epoch of this run
     while epoch < plan["epochs"]:
         model.train()
         if sampler is not None:
@@ -600,11 +641,12 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
                                  "seconds": round(time.perf_counter() - t0, 1)}
         out_of_time = cfg.max_minutes is not None and \
             time.perf_counter() - t0 > 60.0 * cfg.max_minutes
-        if cfg.max_minutes is not None and epoch == start_epoch and not resume:
-            # 90 %: room for the validations
-            fit = int(0.9 * 60.0 * cfg.max_minutes / max(time.perf_counter() - t0, 1e-3))
+        epoch_ends.append(time.perf_counter() - t0)
+        if cfg.max_minutes is not None and epoch == start_epoch + FIT_AFTER_EPOCHS - 1 \
+                and not resume:
+            fit = fitted_epochs(cfg.epochs, epoch + 1, epoch_ends, 60.0 * cfg.max_minutes)
             if fit < cfg.epochs:
-                plan["epochs"] = max(fit, epoch + 1)
+                plan["epochs"] = fit
                 log(f"max_minutes {cfg.max_minutes}: {plan['epochs']} of {cfg.epochs} epochs "
                     "fit; the learning-rate schedule is fitted to them")
         last = epoch + 1 == plan["epochs"] or out_of_time
