@@ -130,36 +130,18 @@ FULL_STRUCTURES: list[str] = [
 #: beyond the synthetic phantoms). Trained once (docs/segmentation.md): not yet good
 #: enough to replace the bundled demo model, so it is not bundled.
 FULL_CONFIG: dict[str, Any] = {
+    **DEMO_CONFIG,  # the demo's optimiser, augmentation and input window; these differ:
     "structures": FULL_STRUCTURES,
-    "network": {"spatial_dims": 2, "channels": [16, 32, 64, 128, 128],
-                "strides": [2, 2, 2, 2], "num_res_units": 0, "norm": "batch",
-                "dropout_p": 0.2, "dropout_placement": "head", "act": "relu"},
-    "input": {"spacing_mm": [3.0, 3.0, 3.0], "hu_window": [-150.0, 350.0],
-              "normalized_range": [0.0, 1.0], "orientation": "LPS",
-              "reorient": "nearest_axis"},
-    "inference": {"patch_size": [192, 192], "overlap": 0.25, "blend_mode": "gaussian",
-                  "sw_batch_size": 4, "mc_samples": 10, "mc_batch_size": 5, "seed": 0,
-                  "review_map": "predictive_variance"},
-    "patch_size": [128, 128, 1],
-    "batch_size": 8,
-    "samples_per_case": 8,
+    "network": {**DEMO_CONFIG["network"], "channels": [16, 32, 64, 128, 128],
+                "strides": [2, 2, 2, 2]},
+    "inference": {**DEMO_CONFIG["inference"], "patch_size": [192, 192], "sw_batch_size": 4},
     "epochs": 160,
-    "lr": 3e-3,
-    "weight_decay": 1e-5,
-    "val_every": 50,
-    "rotate_deg": 10.0,
-    "scale": 0.1,
-    "intensity_scale": 0.1,
-    "intensity_shift": 0.05,
-    "noise_std": 0.02,
-    "aug_prob": 0.3,
-    "amp": True,
-    "batch_dice": True,
     "max_minutes": 42.0,
     "seed": 20241,
     "phantoms": {"n_train": 24, "n_val": 2, "seed": 20000, "region": "full",
                  "generator": "patient_like", "spacing_range_mm": [2.5, 3.5]},
     "model": {
+        **DEMO_CONFIG["model"],
         "name": f"{DEMO_NAME}-full",
         "version": "2.0.0",
         "description": "Demo Bayesian U-Net (2-D axial slices at 3 mm, channels "
@@ -170,10 +152,6 @@ FULL_CONFIG: dict[str, Any] = {
                        "spinae and thigh muscle groups. It exists to exercise the "
                        "pipeline (inference, uncertainty, review list, every "
                        "measurement) end to end.",
-        "intended_use": "Demonstration and software testing on CTMuscleBone synthetic "
-                        "phantoms. Not for patient images.",
-        "synthetic": True,
-        "license": "Apache-2.0",
     },
 }
 
