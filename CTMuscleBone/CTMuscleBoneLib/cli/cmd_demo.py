@@ -21,6 +21,7 @@ from ..pipeline import MeasureOptions, SegmentOptions
 from ..progress import stderr_progress, sub_progress
 from ..results import Provenance, Results, sha256_of_path
 from ..segmentation.training.datasets import reference_for
+from ..summary import not_measurable_reason
 from .cmd_phantom import SYNTHETIC_BANNER, write_phantom
 from .common import add_dicom_arguments, add_report_arguments
 
@@ -105,9 +106,17 @@ def truth_measurement_check(model: Results, truth: Results) -> list[str]:
             continue
         va = a.value if a is not None and isinstance(a.value, int | float) else None
         vb = b.value if b is not None and isinstance(b.value, int | float) else None
+        if va is None and vb is None:
+            row = a if a is not None else b
+            lines.append(f"{name}: not measurable on either ({not_measurable_reason(row)})")
+            continue
         if va is None or vb is None:
+            side = "model" if va is None else "truth labels"
+            row = a if va is None else b
+            why = not_measurable_reason(row) if row is not None else "no row"
             lines.append(f"{name}: model {'-' if va is None else f'{va:.3f}'}, truth labels "
-                         f"{'-' if vb is None else f'{vb:.3f}'} (not measurable on one side)")
+                         f"{'-' if vb is None else f'{vb:.3f}'} (not measurable on the "
+                         f"{side}: {why})")
             continue
         unit = (a.unit if a is not None else "") or ""
         rel = f" ({100.0 * (va - vb) / vb:+.1f} %)" if vb else ""
