@@ -25,3 +25,14 @@ def real_data_dir() -> Path:
     if not (REAL_DATA_DIR / "lumbar_ct.nii.gz").is_file():
         pytest.skip(f"real CT data not available at {REAL_DATA_DIR}")
     return REAL_DATA_DIR
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: the test machine's cores are shared (avoids
+    oversubscription). Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

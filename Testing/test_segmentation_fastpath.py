@@ -35,13 +35,7 @@ from CTMuscleBoneLib.segmentation.inference import (  # noqa: E402
 from CTMuscleBoneLib.segmentation.network import build_network  # noqa: E402
 from CTMuscleBoneLib.segmentation.preprocess import body_box, resample  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_softmax_entropy_matches_direct_and_survives_large_logits():

@@ -72,13 +72,7 @@ def _random_training_batch(rng: np.random.Generator, n: int = 16) -> tuple[np.nd
     return x, y
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: the test machine's cores are shared (avoids oversubscription)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

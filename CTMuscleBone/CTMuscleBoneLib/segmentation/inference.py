@@ -50,7 +50,7 @@ from ..errors import CancelledError, InputError, ModelError
 from ..image import CTImage, Geometry, LabelMap
 from ..progress import ProgressCallback
 from .config import InferenceConfig, InputConfig
-from .grid_torch import argmax_to_grid
+from .grid_torch import argmax_to_grid, map_to_grid
 from .network import BayesianUNet, Features
 from .preprocess import body_box, crop_geometry, prepare_input, resample
 from .uncertainty import (
@@ -620,11 +620,13 @@ def mc_sliding_window(
     )
 
 
-def _host(a: np.ndarray | torch.Tensor | tuple) -> np.ndarray:
-    """A numpy array of ``a`` (a tensor on any device, or the values of torch's max)."""
-    if isinstance(a, tuple):  # torch.max(dim) -> (values, indices)
-        a = a[0]
-    return a.cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+def _to_target(volume: np.ndarray | torch.Tensor, grid: Geometry, target: Geometry,
+               default_value: float) -> np.ndarray:
+    """One model-grid map on the target grid (linear): on the GPU where it is held there
+    (:func:`.grid_torch.map_to_grid`), else with SimpleITK."""
+    if isinstance(volume, torch.Tensor):
+        return map_to_grid(volume, grid, target, default_value)
+    return resample(volume, grid, target, "linear", default_value)
 
 
 def _autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
@@ -809,8 +811,8 @@ def predict(
         report(0.88 + 0.03 * i, f"{name} on the CT grid")
     confidence = None
     if return_confidence:
-        confidence = resample(_host(out.mean_probability.max(0)), grid, target, "linear",
-                              1.0)
+        confidence = _to_target(out.mean_probability.amax(0) if on_device
+                                else out.mean_probability.max(axis=0), grid, target, 1.0)
         if box is not None:  # outside the body box: background, confidence 1
             full = np.ones(ct.geometry.shape, dtype=np.float32)
             full[box] = confidence
@@ -822,7 +824,7 @@ def predict(
             probs[0] = 1.0  # outside the body box: background
         for c in range(n_classes):
             _check_cancel(cancel)
-            pc = resample(_host(out.mean_probability[c]), grid, target, "linear", 0.0)
+            pc = _to_target(out.mean_probability[c], grid, target, 0.0)
             probs[(c, *box) if box is not None else c] = pc
     timings["to_ct_grid"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0

@@ -202,50 +202,30 @@ def evaluate_held_out(model_dir: str | Path, n: int = 3, mc_samples: int | None 
                       ) -> dict[str, Any]:
     """Segment ``n`` held-out phantoms with the model; per-structure Dice / ASSD summary.
 
-    Each prediction goes through the same steps as ``ctmusclebone segment`` (Monte-Carlo
-    inference, vertebra numbering) and is scored on the phantom's own CT grid against
-    its truth, merged into the model's groups (:func:`.datasets.keep_structures`).
+    The phantoms go through :func:`..uncertainty_study.run_study`: the same steps as
+    ``ctmusclebone segment`` (Monte-Carlo inference, vertebra numbering), scored on each
+    phantom's own CT grid against its truth merged into the model's groups
+    (:func:`.datasets.reference_for`), surface distances included.
     """
-    import dataclasses
-
-    from ...phantoms import make_phantom
-    from ..evaluate import evaluate_label_maps, failure_detection_auroc, summarise
-    from ..inference import predict
-    from ..registry import load_model
-    from .datasets import reference_for
+    from ..evaluate import failure_detection_auroc, summarise
+    from ..uncertainty_study import run_study
 
     first_seed, spacing_range_mm = HELD_OUT[generator]
-    card, net = load_model(model_dir)
-    inf = card.inference
-    if mc_samples is not None:
-        inf = dataclasses.replace(inf, mc_samples=mc_samples,
-                                  mc_batch_size=min(inf.mc_batch_size, mc_samples))
-    scores = []
-    specs = []
-    for i in range(n):
-        spec = phantom_spec(first_seed + i, generator, "full", spacing_range_mm)
-        specs.append({"seed": spec.seed, "spacing_mm": list(spec.spacing_mm)
-                      if not isinstance(spec.spacing_mm, float) else [spec.spacing_mm] * 3,
-                      "orientation": spec.orientation})
-        t = time.perf_counter()
-        ph = make_phantom(spec)
-        res = predict(ph.ct, net, card.input, inf, card.labels, device=device)
-        unc = {r.key: r.score for r in res.review if r.score is not None}
-        truth, present = reference_for(ph.labels, card.structure_keys)
-        s = evaluate_label_maps(res.label_map, truth, present, case=f"seed{spec.seed}",
-                                uncertainty=unc)
-        scores += s
-        worst = min((x.dice if x.dice is not None else 0.0, x.structure) for x in s)
-        log(f"held-out phantom seed {spec.seed} ({spec.orientation}, spacing "
-            f"{specs[-1]['spacing_mm']} mm): lowest Dice {worst[1]} {worst[0]:.3f} "
-            f"({time.perf_counter() - t:.0f} s)")
+    phantoms = [phantom_spec(first_seed + i, generator, "full", spacing_range_mm)
+                for i in range(n)]
+    specs = [{"seed": spec.seed, "spacing_mm": list(spec.spacing_mm)
+              if not isinstance(spec.spacing_mm, float) else [spec.spacing_mm] * 3,
+              "orientation": spec.orientation} for spec in phantoms]
+    (ev,) = run_study([model_dir], [(f"seed{p.seed}", generator, p) for p in phantoms],
+                      mc_samples=mc_samples, device=device, with_surface=True, progress=log)
+    scores = ev.scores
     summary = summarise(scores)
     return {
         "data": f"{n} held-out synthetic phantoms ({generator}, seeds {first_seed}.."
                 f"{first_seed + n - 1}, never seen in training; spacing "
                 f"{spacing_range_mm[0]}-{spacing_range_mm[1]} mm per axis, varied "
                 "orientation, habitus, tissue HU, densities, femur shape), scored on their "
-                f"own CT grids after the full Monte-Carlo inference (T = {inf.mc_samples}) "
+                f"own CT grids after the full Monte-Carlo inference (T = {ev.mc_samples}) "
                 "and vertebra numbering",
         "phantoms": specs,
         "structures": {s.structure: {"dice_mean": _r(s.dice_mean), "dice_min": _r(s.dice_min),
