@@ -421,6 +421,51 @@ def test_interrupted_batch_resumes_without_recomputing(cohort, tmp_path, sig):
     assert not [p for p in (out / "cases").iterdir() if p.name.startswith(".")]
 
 
+def test_case_finished_after_its_last_reply_is_listed_when_interrupted(cohort, tmp_path,
+                                                                        monkeypatch):
+    """The race of an interruption: a worker has written a case's ``done.json`` but the
+    batch never received its record. The partial tables still list that case (read from
+    its marker, the unfinished case's inputs untouched), and a rerun resumes it."""
+    from CTMuscleBoneLib.batch import executors
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("c01_thigh.nii.gz", "c01_thigh_labels.nii.gz",
+                 "c01_thigh_labels.labels.json"):
+        shutil.copy(cohort / name, src / name)
+    out = tmp_path / "out"
+
+    def finish_first_then_interrupt(self, fn, items, *args):
+        fn(items[0], *args)  # its done.json is written, its reply is lost
+        raise KeyboardInterrupt
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(executors.LocalExecutor, "map_unordered", finish_first_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(src, out, OPTIONS)
+    partial = json.loads((out / "cases.json").read_text())
+    assert partial["complete"] is False
+    [case] = partial["cases"]
+    marker = json.loads((out / "cases" / "c01_thigh" / "done.json").read_text())
+    assert case["case_id"] == "c01_thigh" and case["status"] == "ok" and not case["resumed"]
+    assert case["ct_sha256"] == marker["ct_sha256"] and case["n_rows"] == marker["n_rows"] > 0
+    assert {r["case_id"] for r in _read_csv(out / "cohort.csv")} == {"c01_thigh"}
+    monkeypatch.undo()
+    assert run_batch(src, out, OPTIONS).records[0].resumed
+
+
+def test_a_marker_of_an_earlier_run_is_not_taken_for_this_runs(cohort, tmp_path):
+    from CTMuscleBoneLib.batch.cases import CaseSpec
+    from CTMuscleBoneLib.batch.runner import record_written_since
+
+    spec = CaseSpec("c01_thigh", str(cohort / "c01_thigh.nii.gz"),
+                    str(cohort / "c01_thigh_labels.nii.gz"))
+    assert record_written_since(spec, OPTIONS, str(tmp_path), 0.0) is None  # no marker
+    assert run_case(spec, OPTIONS, str(tmp_path)).status == "ok"
+    assert record_written_since(spec, OPTIONS, str(tmp_path), 0.0).status == "ok"
+    assert record_written_since(spec, OPTIONS, str(tmp_path), time.time() + 60) is None
+
+
 # --- per-case report and DICOM outputs, de-identified cohort tables ----------------------------
 def test_output_options_count_in_the_fingerprint(tmp_path):
     from CTMuscleBoneLib.batch.options import fingerprint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from .cases import CaseSpec, discover_cases
 from .cohort import write_cases, write_cohort_csv
 from .executors import DaskExecutor, LocalExecutor
 from .options import BatchOptions
-from .runner import CaseRecord, input_paths, run_case
+from .runner import CaseRecord, input_paths, record_written_since, run_case
 
 
 class BatchMonitor(Protocol):
@@ -114,6 +115,7 @@ def run_batch(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
               "executor": executor.description, "options": options.describe(),
               "started_utc": datetime.now(UTC).isoformat(timespec="seconds")}
     complete = False
+    started_s = time.time() - 1.0  # file times may be stored to the second
     try:
         for item, record, error in executor.map_unordered(run_case, cases, options,
                                                           str(out)):
@@ -124,6 +126,12 @@ def run_batch(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
         complete = True
     finally:
         executor.close()
+        if not complete:  # a case may have finished after its last reply was received
+            for item in cases:
+                if item.case_id not in finished:
+                    late = record_written_since(item, options, str(out), started_s)
+                    if late is not None:
+                        finished[item.case_id] = late
         records = [finished[c.case_id] for c in cases if c.case_id in finished]
         header["complete"] = complete
         paths = {"cohort_csv": write_cohort_csv(out, records)}

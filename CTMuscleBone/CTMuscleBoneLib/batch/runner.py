@@ -226,6 +226,46 @@ def run_case(spec: CaseSpec, options: BatchOptions, out_dir: str) -> CaseRecord:
     return record
 
 
+def _fill_from_marker(record: CaseRecord, done: dict[str, Any]) -> None:
+    """Set an ok record's outcome fields from a case's completion marker."""
+    record.status = "ok"
+    record.time_s = float(done.get("time_s", 0.0))
+    record.n_rows = int(done.get("n_rows", 0))
+    record.warnings = list(done.get("warnings", []))
+    record.n_warnings = len(record.warnings)
+    record.finished_utc = str(done.get("finished_utc", ""))
+
+
+def record_written_since(spec: CaseSpec, options: BatchOptions, out_dir: str,
+                         since_s: float) -> CaseRecord | None:
+    """The record of a case that a worker completed at or after ``since_s`` (epoch s)
+    but whose record never reached the batch (an interruption between the worker's
+    ``done.json`` and its reply), read from that marker; None for any other case.
+
+    Reads only the case's marker, never its inputs (an unfinished case's CT may still
+    be unreadable). A marker written during this run was written by this run's worker
+    for this run's inputs and options, so its checksums are this run's.
+    """
+    from .marker import marker_path, read_marker
+
+    case_dir = Path(out_dir) / CASES_DIR / spec.case_id
+    try:
+        written_s = marker_path(case_dir).stat().st_mtime
+    except OSError:
+        return None
+    done = read_marker(case_dir)
+    if (written_s < since_s or done is None or done.get("status") != "ok"
+            or done.get("case_id") != spec.case_id):
+        return None
+    record = CaseRecord(spec.case_id, mode=str(done.get("mode", MODE_MEASURE)),
+                        **input_paths(spec, options.deidentify))
+    record.ct_sha256 = str(done.get("ct_sha256", ""))
+    record.labels_sha256 = str(done.get("labels_sha256") or "")
+    record.options_sha256 = str(done.get("options_sha256", ""))
+    _fill_from_marker(record, done)
+    return record
+
+
 def input_paths(spec: CaseSpec, deidentify: bool) -> dict[str, str]:
     """``ct`` and ``labels`` of a case's record: the paths, or
     :data:`~CTMuscleBoneLib.deidentify.REMOVED` when de-identifying ('' = no labels)."""
@@ -255,12 +295,8 @@ def _run(spec: CaseSpec, options: BatchOptions, case_dir: Path, record: CaseReco
                 "options_sha256": record.options_sha256}
     done = is_complete(case_dir, expected)
     if done is not None:
-        record.status, record.resumed = "ok", True
-        record.time_s = float(done.get("time_s", 0.0))
-        record.n_rows = int(done.get("n_rows", 0))
-        record.warnings = list(done.get("warnings", []))
-        record.n_warnings = len(record.warnings)
-        record.finished_utc = str(done.get("finished_utc", ""))
+        _fill_from_marker(record, done)
+        record.resumed = True
         (case_dir / "error.json").unlink(missing_ok=True)  # of a run before the fix
         return
     if case_dir.exists():  # outputs of an earlier, different or unfinished run
