@@ -315,6 +315,27 @@ def group_members(key: str) -> tuple[str, ...]:
     return GROUP_MEMBERS.get(key, ())
 
 
+#: Structures that are one anatomical body but may be labelled in several pieces: the
+#: hip bone's thin pubic and ischial rami can separate from the ilium in a field of view
+#: that cuts them and at a coarse model grid (and the synthetic phantom builds the hip
+#: bone from four disjoint parts, :mod:`CTMuscleBoneLib.phantoms.pelvis`).
+SEVERAL_PIECES: frozenset[str] = frozenset({"hip"})
+
+
+def is_one_piece(key: str) -> bool:
+    """Whether a structure's label is expected to be one connected piece.
+
+    False for a group (:data:`GROUP_MEMBERS`: separate muscles, vertebrae) and for
+    :data:`SEVERAL_PIECES`; a segmentation's clean-up keeps only the largest connected
+    component of one-piece structures (an island of such a structure is an error).
+    """
+    base = key
+    for side in ("_left", "_right"):
+        if key.endswith(side):
+            base = key[: -len(side)]
+    return not group_members(key) and base not in SEVERAL_PIECES
+
+
 def _normalise(name: str) -> str:
     return "_".join(name.strip().lower().replace("-", " ").replace("/", " ").split())
 

@@ -304,8 +304,10 @@ class InferenceConfig:
         resamples the model-grid argmax by nearest neighbour (fastest).
     largest_component : bool
         Keep only the largest connected component (26-connectivity) of each structure
-        on the CT grid; removed islands become background. Right for structures that
-        are one piece (a bone, a muscle); turn off for a model of scattered tissue.
+        that is one piece (a bone, a muscle: :func:`CTMuscleBoneLib.anatomy.is_one_piece`)
+        on the CT grid; removed islands become background. Group classes (the lumbar
+        vertebrae, the thigh compartments) and the hip bone are left whole. Turn off for
+        a model of scattered tissue.
     crop_to_body : bool
         Run the network (and resample to and from the model grid) only inside the
         bounding box of the voxels denser than air (``body.BODY_HU``) plus 10 mm; outside

@@ -45,7 +45,7 @@ from itertools import product
 import numpy as np
 import torch
 
-from ..anatomy import BY_KEY
+from ..anatomy import BY_KEY, is_one_piece
 from ..errors import CancelledError, InputError, ModelError
 from ..image import CTImage, Geometry, LabelMap
 from ..progress import ProgressCallback
@@ -793,8 +793,9 @@ def predict(
             _check_cancel(cancel)
             argmax_on_grid(out.mean_probability, grid, target, lut, lab, channels)
     del lab_model, channels
-    if inference_cfg.largest_component:  # (one lumbar class holds several vertebrae)
-        keep_largest_components(lab, [v for v, k in structures.items() if k != LUMBAR_KEY])
+    if inference_cfg.largest_component:  # groups and the hip bone may be several pieces
+        keep_largest_components(lab, [v for v, k in structures.items()
+                                      if is_one_piece(k)])
     review = _review_volumes_on_ct_grid(review, lab, ct.geometry.voxel_volume_cm3)
     label_map = LabelMap(_paste(lab, box, ct.geometry.shape), ct.geometry, dict(structures),
                          source=source or "CTMuscleBone Bayesian U-Net")
