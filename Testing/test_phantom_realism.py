@@ -8,6 +8,8 @@ the file fast.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from CTMuscleBoneLib.anatomy import structure
@@ -297,6 +299,12 @@ def test_patient_like_spec_draws() -> None:
     assert 0.12 < frac(lambda s: s.lateral_limit_mm or s.truncation) < 0.28
     assert 0.05 < frac(lambda s: s.lumbar_count == 4) < 0.15
     assert 0.05 < frac(lambda s: s.lumbar_count == 6) < 0.15
+    assert 0.22 < frac(lambda s: s.calibration) < 0.38
+    assert {s.calibration_definition for s in specs if s.calibration} == {
+        "B-MAS200", "Mindways Model 3", "QRM-BDC"}
+    assert syn.patient_like_spec(20001, p_calibration=0.0) == replace(
+        syn.patient_like_spec(20001, p_calibration=1.0), calibration=False,
+        calibration_definition="B-MAS200")  # its own random stream
     assert {s.orientation for s in specs} == {"LPS", "RAS", "permuted", "oblique"}
     for s in specs:
         assert 5.0 <= s.trunk_fat_mm <= 60.0 and 2.0 <= s.thigh_fat_mm <= 40.0
@@ -319,11 +327,12 @@ def test_patient_like_phantoms_build() -> None:
     seen = set()
     for seed in range(20000, 20400):
         s = patient_like_spec(seed)
-        tag = (s.lumbar_count, bool(s.metal), s.arms, s.lateral_limit_mm is not None)
+        tag = (s.lumbar_count, bool(s.metal), s.arms, s.lateral_limit_mm is not None,
+               s.calibration)
         if s.lumbar_count == 5 and tag in seen:
             continue
         seen.add(tag)
-        if len(seen) > 5:
+        if len(seen) > 6:
             break
         ph = make_phantom(s, spacing_mm=3.5, region="lumbar" if s.lumbar_count != 5
                           else "hip")

@@ -319,3 +319,43 @@ def test_evaluate_model_on_phantoms_cli(tiny_models, tmp_path, capsys):
     with open(tmp_path / "m" / "uncertainty_variants.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(SCORE_VARIANTS)
     assert main(["evaluate", "--model", str(tiny_models[0]), "--ref", str(tmp_path)]) == 2
+
+
+def test_runs_split_per_phantom_merge_into_the_joint_study(study, tiny_models, tmp_path,
+                                                           capsys):
+    """Each phantom of the joint study run on its own, written, then merged with
+    ``--merge``: the same scores, reliability counts and table as the joint run."""
+    from CTMuscleBoneLib.segmentation import uncertainty_study as us
+
+    specs, joint = study
+    runs = []
+    for case, kind, spec in specs:
+        evals = us.run_study(tiny_models, [(case, kind, spec)], device="auto")
+        runs.append(us.write_outputs(tmp_path / case, evals, plots=False,
+                                     extra={"phantoms": [{"case": case, "kind": kind}]}
+                                     )["json"].parent)
+    merged, phantoms = us.load_evaluations(runs)
+    assert [p["case"] for p in phantoms] == [c for c, _, _ in specs]
+    for a, b in zip(merged, joint, strict=True):
+        assert (a.name, a.placement, a.mc_samples) == (b.name, b.placement, b.mc_samples)
+        assert [s.to_dict() for s in a.scores] == [s.to_dict() for s in b.scores]
+        np.testing.assert_array_equal(a.reliability.count, b.reliability.count)
+        np.testing.assert_allclose(a.reliability.sum_confidence, b.reliability.sum_confidence,
+                                   rtol=1e-9)
+        np.testing.assert_allclose(a.reliability.sum_correct, b.reliability.sum_correct,
+                                   rtol=1e-9)
+    for ra, rb in zip(us.table_rows(merged, 0.8), us.table_rows(joint, 0.8), strict=True):
+        assert ra.keys() == rb.keys()
+        for k in ra:  # the ECE from counts recovered from means: equal to rounding
+            assert ra[k] == (pytest.approx(rb[k], rel=1e-9) if isinstance(rb[k], float)
+                             else rb[k]), k
+    assert us.main(["--merge", *map(str, runs), "--no-plots", "--out",
+                    str(tmp_path / "m")]) == 0
+    doc = json.loads((tmp_path / "m" / "uncertainty_variants.json").read_text())
+    assert len(doc["models"][0]["scores"]) == len(joint[0].scores)
+    capsys.readouterr()
+    # a case twice, or no study output at all: refused with the reason
+    with pytest.raises(InputError, match="more than one run"):
+        us.load_evaluations([runs[0], runs[0]])
+    assert us.main(["--merge", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert "Cannot read the study output" in capsys.readouterr().err

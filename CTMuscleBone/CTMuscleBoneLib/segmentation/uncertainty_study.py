@@ -21,6 +21,9 @@ Run::
     python -m CTMuscleBoneLib.segmentation.uncertainty_study \\
         --models runs/head runs/decoder runs/all --phantoms 18 --out study/
 
+A study split into runs (``--first-seed S --phantoms 1 --kinds K`` per process: the
+same phantom as the S - 40000'th of one run) is combined with ``--merge RUN ...``.
+
 The reference for the targets: Soufi et al., Sci Rep 15:125 (2025), AUROC >= 0.95 for
 structure-wise uncertainty on real CTs; this project's targets (issue tracker) are
 AUROC >= 0.9 and Spearman >= 0.6 for the default variant, unvalidated on real CTs.
@@ -257,6 +260,84 @@ def run_study(model_dirs: Sequence[str | Path], specs: Sequence[tuple[str, str, 
     return evals
 
 
+# -- combining runs --------------------------------------------------------------------
+def load_evaluations(paths: Sequence[str | Path]) -> tuple[list[ModelEvaluation],
+                                                           list[dict[str, Any]]]:
+    """Model evaluations read back from study outputs and merged.
+
+    A study can be split (one phantom per process or machine) and combined: the scores
+    of the same model (name and placement) are concatenated, its reliability counts
+    summed (recovered from each diagram's counts, mean confidence and accuracy).
+
+    Parameters
+    ----------
+    paths : sequence of ``uncertainty_variants.json`` files or folders holding one
+
+    Returns
+    -------
+    (list of ModelEvaluation, list of phantom entries)
+        Models in the order first seen; the runs' ``phantoms`` lists concatenated.
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable file, a model with different Monte-Carlo samples or
+        review variant in two runs, or a case scored twice for the same model.
+    """
+    merged: dict[tuple[str, str], ModelEvaluation] = {}
+    phantoms: list[dict[str, Any]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            path = path / "uncertainty_variants.json"
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            models = doc["models"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"Cannot read the study output {path}: {e}. Give the "
+                             "uncertainty_variants.json of a study run or its folder.") from e
+        phantoms += list(doc.get("phantoms", []))
+        for m in models:
+            key = (str(m["name"]), str(m["placement"]))
+            ev = merged.get(key)
+            if ev is None:
+                ev = merged[key] = ModelEvaluation(key[0], key[1], int(m["mc_samples"]),
+                                                   str(m["review_variant"]))
+            elif (ev.mc_samples, ev.review_variant) != (int(m["mc_samples"]),
+                                                        str(m["review_variant"])):
+                raise InputError(f"Model {key[0]} ({key[1]}) was run with different "
+                                 f"Monte-Carlo samples or review variant in {path}: merge "
+                                 "runs of the same configuration only.")
+            scores = [StructureScore(**d) for d in m.get("scores", [])]
+            seen = {s.case for s in ev.scores}
+            twice = sorted({s.case for s in scores} & seen)
+            if twice:
+                raise InputError(f"Case(s) {twice} of model {key[0]} appear in more than "
+                                 f"one run ({path}): each case must be scored once.")
+            ev.scores += scores
+            diagram = m.get("reliability")
+            if diagram:
+                counts = _counts_from_diagram(diagram)
+                if ev.reliability is None:
+                    ev.reliability = counts
+                elif ev.reliability.n_bins != counts.n_bins:
+                    raise InputError(f"Reliability bins differ for model {key[0]} in {path}.")
+                else:
+                    ev.reliability.count += counts.count
+                    ev.reliability.sum_confidence += counts.sum_confidence
+                    ev.reliability.sum_correct += counts.sum_correct
+    if not merged:
+        raise InputError("No model evaluations in the given study outputs.")
+    return list(merged.values()), phantoms
+
+
+def _counts_from_diagram(d: dict[str, Any]) -> ReliabilityCounts:
+    count = np.asarray(d["count"], dtype=np.int64)
+    conf = np.asarray([0.0 if v is None else v for v in d["mean_confidence"]])
+    acc = np.asarray([0.0 if v is None else v for v in d["accuracy"]])
+    return ReliabilityCounts(count, conf * count, acc * count)
+
+
 # -- outputs ---------------------------------------------------------------------------
 TABLE_COLUMNS = ("model", "placement", "variant", "auroc", "auroc_note", "spearman_pooled",
                  "spearman_case_mean", "n_cases_spearman", "n_pairs", "n_failures",
@@ -437,8 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
         "held-out perturbed phantoms with each model and report failure-detection AUROC "
         "and Spearman rho per variant.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--models", nargs="+", required=True,
-                   help="model folders or installed model names")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--models", nargs="+", help="model folders or installed model names")
+    src.add_argument("--merge", nargs="+", metavar="RUN",
+                     help="combine earlier runs (their output folders or "
+                     "uncertainty_variants.json; e.g. one phantom per process) instead of "
+                     "segmenting")
     p.add_argument("--phantoms", type=int, default=18, help="number of evaluation phantoms")
     p.add_argument("--first-seed", type=int, default=EVAL_FIRST_SEED,
                    help="seed of the first phantom (held-out range)")
@@ -462,14 +547,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        specs = evaluation_specs(args.phantoms, args.first_seed, args.kinds, args.region,
-                                 tuple(args.spacing_mm), args.orientations)
-        evals = run_study(args.models, specs, args.samples, args.device,
-                          progress=lambda m: print(m, file=sys.stderr))
+        if args.merge:
+            evals, phantoms = load_evaluations(args.merge)
+        else:
+            specs = evaluation_specs(args.phantoms, args.first_seed, args.kinds, args.region,
+                                     tuple(args.spacing_mm), args.orientations)
+            evals = run_study(args.models, specs, args.samples, args.device,
+                              progress=lambda m: print(m, file=sys.stderr))
+            phantoms = [{"case": c, "kind": k} for c, k, _ in specs]
         rows = table_rows(evals, args.failure_dice)
         print(format_table(rows))
         paths = write_outputs(args.out, evals, args.failure_dice, plots=not args.no_plots,
-                              extra={"phantoms": [{"case": c, "kind": k} for c, k, _ in specs]})
+                              extra={"phantoms": phantoms})
     except CTMuscleBoneError as e:
         print(f"uncertainty_study: error: {e}", file=sys.stderr)
         return 2

@@ -259,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                     "epoch runs: exactly reproducible with --epochs)")
     ap.add_argument("--n-train", type=int, default=None,
                     help="training phantoms instead of the recipe's")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="patches per step instead of the recipe's (a GPU takes more)")
     ap.add_argument("--workers", type=int, default=0,
                     help="processes building the phantoms in parallel")
     ap.add_argument("--loader-workers", type=int, default=0,
@@ -286,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         d["max_minutes"] = args.max_minutes or None
     if args.n_train:
         d["phantoms"]["n_train"] = args.n_train
+    if args.batch_size:
+        d["batch_size"] = args.batch_size
     d["workers"], d["loader_workers"] = args.workers, args.loader_workers
     cfg = TrainConfig.from_dict(d)
     log = lambda s: print(s, flush=True)  # noqa: E731

@@ -130,7 +130,7 @@ def patient_like_spec(seed: int, region: str | tuple[float, float] = "full",
                       orientations: tuple[str, ...] = ORIENTATIONS,
                       p_metal: float = 0.2, p_contrast: float = 0.3, p_arms: float = 0.5,
                       p_truncation: float = 0.2, p_lumbar_4: float = 0.1,
-                      p_lumbar_6: float = 0.1) -> PhantomSpec:
+                      p_lumbar_6: float = 0.1, p_calibration: float = 0.3) -> PhantomSpec:
     """A patient-like phantom specification drawn from ``seed`` (module docstring).
 
     Parameters
@@ -144,6 +144,10 @@ def patient_like_spec(seed: int, region: str | tuple[float, float] = "full",
     p_metal, p_contrast, p_arms, p_truncation, p_lumbar_4, p_lumbar_6 : float
         Probabilities of metal implants, contrast-like vessels, arms at the sides, a
         truncated field of view (half lateral, half in z) and 4 / 6 lumbar vertebrae.
+    p_calibration : float
+        Probability of a calibration phantom under the body (one of the three built-in
+        definitions), as in a QCT scan and in ``ctmusclebone demo``. Drawn from its own
+        random stream, so the other draws of a seed do not depend on it.
 
     Returns
     -------
@@ -198,6 +202,10 @@ def patient_like_spec(seed: int, region: str | tuple[float, float] = "full",
             kw["truncation"] = ("inferior", u(-250.0, -120.0))
         else:
             kw["truncation"] = ("superior", u(150.0, 240.0))
+    cal = np.random.default_rng([int(seed), 3])
+    if cal.random() < p_calibration:
+        kw.update(calibration=True, calibration_definition=str(cal.choice(
+            ["B-MAS200", "Mindways Model 3", "QRM-BDC"])))
     return PhantomSpec(**kw)
 
 
