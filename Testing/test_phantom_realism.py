@@ -380,3 +380,23 @@ def test_phantom_command_writes_patient_like_variation(tmp_path):
     assert spec["lumbar_count"] == 6 and spec["arms"] is True
     assert spec["trunk_fat_mm"] == 40.0 and spec["muscle_atrophy"] == 0.8
     assert truth["structures"]["vertebrae_lumbar"]["voxel_count"] > 0  # the sixth one
+
+
+def test_mixed_spec_interleaves_the_standard_body() -> None:
+    """One phantom in three is a varied one (standard body: no habitus fields, muscles
+    at full size), the others are the patient-like phantoms of the same seed."""
+    from CTMuscleBoneLib.segmentation.training import make_demo_model as mdm
+    from CTMuscleBoneLib.segmentation.training import synthetic as syn
+
+    seeds = range(20000, 20030)
+    specs = [syn.mixed_spec(s) for s in seeds]
+    varied = [s for s in specs if s.trunk_fat_mm is None]
+    assert len(varied) == 10 and all(s.seed % 3 == 2 for s in varied)
+    assert all(s.muscle_atrophy == 1.0 and s.body_scale == 1.0 for s in varied)
+    for seed, spec in zip(seeds, specs, strict=True):
+        if seed % 3 != 2:
+            assert spec == syn.patient_like_spec(seed)
+    assert mdm.phantom_spec(20000, "mixed", "full", (1.0, 3.5)) == syn.varied_spec(
+        20000, region="full", spacing_range_mm=(1.0, 3.5))
+    with pytest.raises(InputError, match="varied_every"):
+        syn.mixed_spec(20000, varied_every=0)
