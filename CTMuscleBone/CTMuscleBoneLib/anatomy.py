@@ -303,16 +303,22 @@ GROUP_MEMBERS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _split_side(key: str) -> tuple[str, str]:
+    """``('quadriceps_femoris', '_left')`` of ``quadriceps_femoris_left``; ``(key, '')``
+    for a key without a side suffix."""
+    for side in ("_left", "_right"):
+        if key.endswith(side):
+            return key[: -len(side)], side
+    return key, ""
+
+
 def group_members(key: str) -> tuple[str, ...]:
     """Anatomy keys a group key is the union of (``()`` for a key that is no group).
 
     ``group_members('quadriceps_femoris_left')`` gives the four left quadriceps heads.
     """
-    for side in ("_left", "_right"):
-        if key.endswith(side):
-            base = key[: -len(side)]
-            return tuple(f"{m}{side}" for m in GROUP_MEMBERS.get(base, ()))
-    return GROUP_MEMBERS.get(key, ())
+    base, side = _split_side(key)
+    return tuple(f"{m}{side}" for m in GROUP_MEMBERS.get(base, ()))
 
 
 #: Structures that are one anatomical body but may be labelled in several pieces: the
@@ -329,11 +335,7 @@ def is_one_piece(key: str) -> bool:
     :data:`SEVERAL_PIECES`; a segmentation's clean-up keeps only the largest connected
     component of one-piece structures (an island of such a structure is an error).
     """
-    base = key
-    for side in ("_left", "_right"):
-        if key.endswith(side):
-            base = key[: -len(side)]
-    return not group_members(key) and base not in SEVERAL_PIECES
+    return not group_members(key) and _split_side(key)[0] not in SEVERAL_PIECES
 
 
 def _normalise(name: str) -> str:

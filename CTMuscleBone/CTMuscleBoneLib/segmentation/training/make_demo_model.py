@@ -22,8 +22,8 @@ on an NVIDIA H200 after 2 minutes of phantom building; hours on a 2-core CPU)::
 
 Its results so far are in docs/segmentation.md: not yet bundled (the demo phantom's
 standard body is outside the patient-like phantoms; ``--generator mixed`` adds such
-phantoms, :func:`.synthetic.mixed_spec`). ``--placement decoder`` (or ``all``) trains either
-recipe with dropout elsewhere, for the uncertainty study
+phantoms, :func:`.synthetic.mixed_spec`). ``--placement`` (``head``, ``decoder``, ``all``)
+trains either recipe with dropout elsewhere than its own, for the uncertainty study
 (:mod:`CTMuscleBoneLib.segmentation.uncertainty_study`); ``--device cuda`` trains on a
 GPU; ``--workers N`` builds the phantoms in N processes.
 
@@ -133,9 +133,9 @@ FULL_STRUCTURES: list[str] = [
     "thigh_posterior_compartment_left", "thigh_posterior_compartment_right",
 ]
 
-#: The full recipe (every value this project's choice for a 2-core CPU, not validated
-#: beyond the synthetic phantoms). Trained once (docs/segmentation.md): not yet good
-#: enough to replace the bundled demo model, so it is not bundled.
+#: The full recipe, for a GPU (every value this project's choice, not validated beyond
+#: the synthetic phantoms). Results in docs/segmentation.md; not bundled yet: the demo
+#: phantom's standard body is outside its patient-like training phantoms.
 FULL_CONFIG: dict[str, Any] = {
     **DEMO_CONFIG,  # the demo's optimiser, augmentation and input window; these differ:
     "structures": FULL_STRUCTURES,
@@ -174,8 +174,8 @@ FULL_CONFIG: dict[str, Any] = {
 HELD_OUT: dict[str, tuple[int, tuple[float, float]]] = {
     "varied": (9000, (2.0, 3.5)),
     "patient_like": (30000, (1.0, 3.5)),
-    "mixed": (30000, (1.0, 3.5)),
 }
+HELD_OUT["mixed"] = HELD_OUT["patient_like"]  # the same held-out seeds (synthetic.mixed_spec)
 #: The recipes ``--recipe`` chooses from.
 RECIPES: dict[str, dict[str, Any]] = {"demo": DEMO_CONFIG, "full": FULL_CONFIG}
 
