@@ -139,3 +139,15 @@ def test_self_check_lines_name_why_a_row_is_not_measurable() -> None:
     assert any("not measurable on the model: no thigh muscles" in s for s in lines)
     both = truth_measurement_check(model, Results(rows=[model.rows[0]]))
     assert any("alm: not measurable on either (no thigh muscles)" in s for s in both)
+
+
+def test_self_check_names_headline_values_the_model_does_not_segment():
+    from CTMuscleBoneLib.cli.cmd_demo import truth_measurement_check
+    from CTMuscleBoneLib.results import ResultRow, Results
+
+    only_femur = Results(rows=[ResultRow("femur_left", "abmd_total_hip", 1.0, "g/cm2", "m",
+                                         [])])
+    lines = truth_measurement_check(only_femur, only_femur)
+    assert lines[-1].startswith("  not measured (the model does not segment their "
+                                "structures): femur_right abmd_total_hip")
+    assert "vertebrae_L1 trabecular_vbmd" in lines[-1] and "patient smi" in lines[-1]

@@ -359,3 +359,12 @@ def test_runs_split_per_phantom_merge_into_the_joint_study(study, tiny_models, t
         us.load_evaluations([runs[0], runs[0]])
     assert us.main(["--merge", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "Cannot read the study output" in capsys.readouterr().err
+
+
+def test_merge_refuses_a_damaged_study_output_with_a_message(tmp_path):
+    from CTMuscleBoneLib.segmentation import uncertainty_study as us
+
+    (tmp_path / "uncertainty_variants.json").write_text(
+        json.dumps({"models": [{"name": "m", "placement": "head"}]}))
+    with pytest.raises(InputError, match="cannot read.*rerun that part"):
+        us.load_evaluations([tmp_path])

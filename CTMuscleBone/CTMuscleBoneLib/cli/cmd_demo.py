@@ -99,10 +99,12 @@ def truth_measurement_check(model: Results, truth: Results) -> list[str]:
     """
     lines = ["Measurements on the model's segmentation vs on the phantom's ground-truth "
              "labels (same code, same CT):"]
+    absent: list[str] = []
     for structure, quantity in SELF_CHECK_ROWS:
         a, b = model.get(structure, quantity), truth.get(structure, quantity)
         name = f"  {structure} {quantity}"
-        if a is None and b is None:
+        if a is None and b is None:  # the truth is scored on the model's structures only
+            absent.append(f"{structure} {quantity}")
             continue
         va = a.value if a is not None and isinstance(a.value, int | float) else None
         vb = b.value if b is not None and isinstance(b.value, int | float) else None
@@ -121,6 +123,9 @@ def truth_measurement_check(model: Results, truth: Results) -> list[str]:
         unit = (a.unit if a is not None else "") or ""
         rel = f" ({100.0 * (va - vb) / vb:+.1f} %)" if vb else ""
         lines.append(f"{name}: model {va:.3f} {unit}, truth labels {vb:.3f} {unit}{rel}")
+    if absent:
+        lines.append("  not measured (the model does not segment their structures): "
+                     + ", ".join(absent))
     return lines
 
 

@@ -298,17 +298,21 @@ def load_evaluations(paths: Sequence[str | Path]) -> tuple[list[ModelEvaluation]
                              "uncertainty_variants.json of a study run or its folder.") from e
         phantoms += list(doc.get("phantoms", []))
         for m in models:
-            key = (str(m["name"]), str(m["placement"]))
+            try:
+                key = (str(m["name"]), str(m["placement"]))
+                config = (int(m["mc_samples"]), str(m["review_variant"]))
+                scores = [StructureScore(**d) for d in m.get("scores", [])]
+            except (KeyError, TypeError, ValueError) as e:
+                raise InputError(f"The study output {path} holds a model entry this "
+                                 f"version cannot read ({type(e).__name__}: {e}); rerun "
+                                 "that part of the study.") from e
             ev = merged.get(key)
             if ev is None:
-                ev = merged[key] = ModelEvaluation(key[0], key[1], int(m["mc_samples"]),
-                                                   str(m["review_variant"]))
-            elif (ev.mc_samples, ev.review_variant) != (int(m["mc_samples"]),
-                                                        str(m["review_variant"])):
+                ev = merged[key] = ModelEvaluation(key[0], key[1], *config)
+            elif (ev.mc_samples, ev.review_variant) != config:
                 raise InputError(f"Model {key[0]} ({key[1]}) was run with different "
                                  f"Monte-Carlo samples or review variant in {path}: merge "
                                  "runs of the same configuration only.")
-            scores = [StructureScore(**d) for d in m.get("scores", [])]
             seen = {s.case for s in ev.scores}
             twice = sorted({s.case for s in scores} & seen)
             if twice:
