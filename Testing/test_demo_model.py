@@ -59,25 +59,36 @@ def test_card_is_synthetic_and_reports_held_out_dice():
     assert all(v["dice_mean"] >= CARD_MEAN_DICE_MIN for v in held.values())
 
 
+def _whole_in_view(truth, key: str) -> bool:
+    """The structure (every member of a group) is painted and not cut by the view."""
+    from CTMuscleBoneLib.anatomy import group_members
+
+    members = [m for m in (group_members(key) or [key]) if m in truth]
+    return bool(members) and all(not truth[m].truncated and truth[m].voxel_count > 0
+                                 for m in members)
+
+
 def test_demo_model_dice_on_fresh_phantom(fresh_phantom):
     from CTMuscleBoneLib.segmentation.evaluate import evaluate_label_maps
     from CTMuscleBoneLib.segmentation.inference import predict
     from CTMuscleBoneLib.segmentation.registry import load_model, verify_model
+    from CTMuscleBoneLib.segmentation.training.datasets import reference_for
 
     verify_model(MODEL_DIR)
     card, net = load_model(MODEL_DIR)
     torch.set_num_threads(2)
-    inf = card.inference.__class__.from_dict({**card.inference.to_dict(), "mc_samples": 2,
-                                              "mc_batch_size": 2})
+    inf = card.inference.__class__.from_dict({**card.inference.to_dict(), "mc_samples": 4,
+                                              "mc_batch_size": 4})
     res = predict(fresh_phantom.ct, net, card.input, inf, card.labels, device="cpu")
     truth = fresh_phantom.truth.structures
-    whole = [k for k in card.structure_keys if k in truth and not truth[k].truncated
-             and truth[k].voxel_count > 0]
-    assert len(whole) >= 7  # femurs, sacrum, glutei, iliopsoas are inside this FOV
-    scores = evaluate_label_maps(res.label_map, fresh_phantom.labels, whole,
-                                 with_surface=False)
-    low = {s.structure: round(s.dice, 3) for s in scores if s.dice < FRESH_DICE_MIN}
-    assert not low, f"Dice below {FRESH_DICE_MIN}: {low}"
+    ref, keys = reference_for(fresh_phantom.labels, card.structure_keys)
+    whole = [k for k in keys if _whole_in_view(truth, k)]
+    # femurs, hip bones, sacrum, glutei, iliopsoas are inside this field of view
+    assert {"femur_left", "hip_right", "sacrum", "gluteus_medius_left"} <= set(whole)
+    scores = evaluate_label_maps(res.label_map, ref, whole, with_surface=False)
+    low = {s.structure: round(s.dice, 3) for s in scores
+           if s.dice < FRESH_DICE_MIN.get(s.structure, FRESH_DICE_MIN_DEFAULT)}
+    assert not low, f"Dice below the minimum: {low}"
     assert np.mean([s.dice for s in scores]) >= 0.9
     assert set(res.uncertainty) == {"predictive_variance", "predictive_entropy",
                                     "mutual_information"}

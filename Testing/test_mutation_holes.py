@@ -60,6 +60,34 @@ def test_largest_component_keeps_the_larger_and_leaves_other_labels():
     assert np.count_nonzero(lab) == np.count_nonzero(before) - 8
 
 
+def test_min_fraction_keeps_pieces_of_that_share_of_the_largest():
+    """A muscle split in two (a 2-D model missed it in a few slices) keeps both halves
+    at min_fraction 0.1; a speck of 1/64 of the largest goes; the boundary is inclusive;
+    1.0 keeps only the largest."""
+    from CTMuscleBoneLib.segmentation.inference import keep_largest_components
+
+    lab = np.zeros((30, 10, 10), np.int16)
+    lab[0:10, 2:6, 2:6] = 5     # 160 voxels
+    lab[12:20, 2:6, 2:6] = 5    # 128 voxels: 80 % of the largest
+    lab[25:26, 0:1, 0:1] = 5    # 1 voxel... below 10 %
+    lab[25:29, 5:9, 5:6] = 5    # 16 voxels: exactly 10 % of 160, kept
+    keep_largest_components(lab, [5], 0.1)
+    assert np.count_nonzero(lab == 5) == 160 + 128 + 16
+    assert lab[25, 0, 0] == 0
+    keep_largest_components(lab, [5], 1.0)
+    assert np.count_nonzero(lab == 5) == 160
+
+
+def test_inference_config_refuses_a_fraction_outside_0_1():
+    from CTMuscleBoneLib.errors import ModelError
+    from CTMuscleBoneLib.segmentation.config import InferenceConfig
+
+    for bad in (0.0, 1.5, -0.1, "0.1", True):
+        with pytest.raises(ModelError, match="component_min_fraction"):
+            InferenceConfig(component_min_fraction=bad)
+    assert InferenceConfig().component_min_fraction == 0.1
+
+
 def test_largest_component_uses_26_connectivity():
     """Voxels touching only at a corner are one piece (26-connectivity, as documented).
 

@@ -400,3 +400,31 @@ def test_mixed_spec_interleaves_the_standard_body() -> None:
         20000, region="full", spacing_range_mm=(1.0, 3.5))
     with pytest.raises(InputError, match="varied_every"):
         syn.mixed_spec(20000, varied_every=0)
+
+
+def test_demo_body_lies_inside_the_patient_like_ranges():
+    """The demo phantom's body (phantoms/demo.py) claims to lie inside the ranges of the
+    patient-like training phantoms: each value against the generator's bounds, and the
+    seed outside the training and held-out seeds."""
+    from CTMuscleBoneLib.phantoms.demo import DEMO_BODY, DEMO_SEED, demo_spec
+    from CTMuscleBoneLib.segmentation.training.synthetic import (
+        PATIENT_LIKE_HELD_OUT_SEEDS,
+        PATIENT_LIKE_TRAIN_SEEDS,
+        patient_like_spec,
+    )
+
+    bounds = {"trunk_fat_mm": (5.0, 60.0), "thigh_fat_mm": (4.0, 40.0),
+              "muscle_atrophy": (0.6, 1.0), "muscle_fat_fraction": (0.0, 0.3),
+              "noise_sd_hu": (5.0, 40.0), "psf_fwhm_mm": (0.0, 2.0)}
+    drawn = [patient_like_spec(s) for s in range(PATIENT_LIKE_TRAIN_SEEDS.start,
+                                                  PATIENT_LIKE_TRAIN_SEEDS.start + 40)]
+    for key, (lo, hi) in bounds.items():
+        values = [getattr(s, key) for s in drawn]
+        assert lo <= min(values) and max(values) <= hi, key  # the bounds are the generator's
+        assert lo <= DEMO_BODY[key] <= hi, key
+    assert DEMO_BODY["muscle_fat_fractions"]["autochthon"] <= 0.6
+    assert DEMO_SEED not in PATIENT_LIKE_TRAIN_SEEDS and DEMO_SEED not in \
+        PATIENT_LIKE_HELD_OUT_SEEDS
+    spec = demo_spec(3.0)
+    assert spec.muscle_atrophy == 0.8 and spec.calibration and spec.orientation == "RAS"
+    assert spec.vertebra_bmd_mg_cm3 == 95.0

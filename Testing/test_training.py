@@ -171,6 +171,32 @@ def test_resume_continues_and_seed_reproduces(tmp_path):
         train(cfg, cases, tmp_path / "new", resume=True, device="cpu", log=lambda s: None)
 
 
+def test_init_from_starts_at_the_given_weights_and_records_them(tmp_path):
+    """Fine-tuning: the first epoch starts from the model's weights (its loss is the
+    trained model's, far below a fresh start's); the card records the parent model;
+    a model of another architecture or other labels is refused with the reason."""
+    torch.set_num_threads(1)
+    cases = [_training_case(s) for s in range(2)]
+    parent = train(_cfg(epochs=12, val_every=12), cases, tmp_path / "p", val_cases=cases[:1],
+                   device="cpu", log=lambda s: None)
+    fresh = train(_cfg(epochs=1, val_every=1), cases, tmp_path / "f", val_cases=cases[:1],
+                  device="cpu", log=lambda s: None)
+    tuned = train(_cfg(epochs=1, val_every=1), cases, tmp_path / "t", val_cases=cases[:1],
+                  device="cpu", log=lambda s: None, init_from=parent.model_dir)
+    assert tuned.history[0]["loss"] < 0.6 * fresh.history[0]["loss"]
+    assert tuned.history[0]["loss"] < 1.5 * parent.history[-1]["loss"]
+    rec = tuned.card.training.recipe["initialised_from"]
+    assert rec["sha256"] == parent.card.weights.sha256
+    assert rec["training"]["seed"] == parent.card.training.seed
+    with pytest.raises(InputError, match=r"architecture differs.*channels"):
+        train(_cfg(epochs=1, network={"channels": [4, 8], "strides": [2], "dropout_p": 0.1}),
+              cases, tmp_path / "x", device="cpu", log=lambda s: None,
+              init_from=parent.model_dir)
+    with pytest.raises(InputError, match="labels differ"):
+        train(_cfg(epochs=1, structures=["gluteus_maximus_left", "femur_left"]), cases,
+              tmp_path / "y", device="cpu", log=lambda s: None, init_from=parent.model_dir)
+
+
 def test_train_cli_images_labels(tmp_path, capsys):
     torch.set_num_threads(1)
     root = tmp_path / "data"

@@ -6,6 +6,7 @@ prints a table and writes JSON:
     python benchmarks/bench_clinical.py --spacing 3.0 --out bench_3mm.json
     python benchmarks/bench_clinical.py --spacing 1.5 --repeats 1 --out bench_1p5mm.json
     python benchmarks/bench_clinical.py --quick            # small volume, for development
+    python benchmarks/bench_clinical.py --our-backends torch,openvino   # ours with each
 
 What it builds and measures
 ---------------------------
@@ -38,6 +39,9 @@ What it builds and measures
   emulated bf16 on a CPU without native bf16 is slow; deterministic part + head):
   torch eager fp32, eager bf16 autocast, ``torch.compile``, ONNX Runtime, OpenVINO
   (each only when installed); bf16 labels against fp32 labels (Dice).
+* ``--our-backends torch,openvino``: ours end to end with each back end of the core
+  (``predict(..., backend=...)``, :mod:`CTMuscleBoneLib.segmentation.backends`) in the
+  same run, with the ratios of the first to the others.
 
 Install (benchmark only; not a runtime dependency). Install torch first so that pip
 keeps it, then the ``bench`` extra with the same torch pinned::
@@ -413,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (ours and nnU-Net)")
     ap.add_argument("--precision", default="float32",
                     help="our network's arithmetic: float32 or bfloat16 (GPU)")
+    ap.add_argument("--our-backends", default="torch",
+                    help="comma list of back ends ours runs end to end with, in this order "
+                    "(torch, openvino; the first one's figures are the headline, the others "
+                    "get a __<name> suffix and ratios against the first)")
     ap.add_argument("--out", type=Path, default=None, help="JSON output file")
     args = ap.parse_args(argv)
 
@@ -456,49 +464,69 @@ def main(argv: list[str] | None = None) -> int:
                                                      (args.backend_window,) * 3)
         return _finish(row, args.out)
 
-    def run(cfg):
+    def run(cfg, backend):
         with stand_in_trained_output(ref, labels):
-            return predict(ct, net, input_cfg, cfg, labels, device=args.device)
+            return predict(ct, net, input_cfg, cfg, labels, device=args.device,
+                           backend=backend)
 
-    det = run(det_cfg)
-    row["det_total_s"] = det.timings_s["total"]
-    row["det_network_s"] = det.timings_s["network"]
-    row["model_grid"] = "x".join(map(str, det.model_grid.shape))
-    from CTMuscleBoneLib.segmentation.inference import window_starts
+    def run_ours(backend: str, sfx: str, profile: bool) -> None:
+        """One deterministic pass and ``repeats`` T-sample runs; keys end in ``sfx``."""
+        det = run(det_cfg, backend)
+        row[f"det_total_s{sfx}"] = det.timings_s["total"]
+        row[f"det_network_s{sfx}"] = det.timings_s["network"]
+        if "model_grid" not in row:
+            from CTMuscleBoneLib.segmentation.inference import window_starts
 
-    row["n_windows"] = int(np.prod([len(window_starts(max(n, p), p, mc_cfg.overlap))
-                                    for n, p in zip(det.model_grid.shape, PATCH,
-                                                    strict=True)]))
-    del det
-    print(f"deterministic pass {row['det_total_s']:.1f} s", flush=True)
+            row["model_grid"] = "x".join(map(str, det.model_grid.shape))
+            row["n_windows"] = int(np.prod([len(window_starts(max(n, p), p, mc_cfg.overlap))
+                                            for n, p in zip(det.model_grid.shape, PATCH,
+                                                            strict=True)]))
+        del det
+        print(f"[{backend}] deterministic pass {row[f'det_total_s{sfx}']:.1f} s", flush=True)
+        runs, measure_s, e2e_s = [], [], []
+        prof = None
+        for i in range(args.repeats):
+            gc.collect()
+            if profile and i == args.repeats - 1:
+                prof = cProfile.Profile()  # the last run is profiled (overhead: Python calls)
+                prof.enable()
+            t0 = time.perf_counter()
+            res = run(mc_cfg, backend)
+            t1 = time.perf_counter()
+            measure_case(ct, res.label_map, opts)
+            t2 = time.perf_counter()
+            if prof is not None:
+                prof.disable()
+                row[f"profile_top_tottime{sfx}"] = top_functions(prof)
+            runs.append(res.timings_s)
+            measure_s.append(t2 - t1)
+            e2e_s.append(t2 - t0)
+            print(f"[{backend}] ours T={T}: segment {t1 - t0:.1f} s + measure {t2 - t1:.1f} s",
+                  flush=True)
+            del res
+        row[f"peak_rss_ours_gb{sfx}"] = rss_gb()
+        for key in runs[0]:
+            row[f"mc_{key}_s{sfx}"] = statistics.median(r[key] for r in runs)
+        row[f"measure_s{sfx}"] = statistics.median(measure_s)
+        row[f"ours_end_to_end_s{sfx}"] = statistics.median(e2e_s)
+        row[f"ratio_mc_over_det_network{sfx}"] = (row[f"mc_network_s{sfx}"]
+                                                  / row[f"det_network_s{sfx}"])
+        row[f"ratio_mc_over_det_total{sfx}"] = (row[f"mc_total_s{sfx}"]
+                                                / row[f"det_total_s{sfx}"])
 
-    runs, measure_s, e2e_s = [], [], []
-    prof = None
-    for i in range(args.repeats):
-        gc.collect()
-        if i == args.repeats - 1 and not args.no_profile:
-            prof = cProfile.Profile()  # the last run is profiled (overhead: Python calls)
-            prof.enable()
-        t0 = time.perf_counter()
-        res = run(mc_cfg)
-        t1 = time.perf_counter()
-        measure_case(ct, res.label_map, opts)
-        t2 = time.perf_counter()
-        if prof is not None:
-            prof.disable()
-            row["profile_top_tottime"] = top_functions(prof)
-        runs.append(res.timings_s)
-        measure_s.append(t2 - t1)
-        e2e_s.append(t2 - t0)
-        print(f"ours T={T}: segment {t1 - t0:.1f} s + measure {t2 - t1:.1f} s", flush=True)
-        del res
-    row["peak_rss_ours_gb"] = rss_gb()
-    for key in runs[0]:
-        row[f"mc_{key}_s"] = statistics.median(r[key] for r in runs)
-    row["measure_s"] = statistics.median(measure_s)
-    row["ours_end_to_end_s"] = statistics.median(e2e_s)
-    row["ratio_mc_over_det_network"] = row["mc_network_s"] / row["det_network_s"]
-    row["ratio_mc_over_det_total"] = row["mc_total_s"] / row["det_total_s"]
+    our_backends = [b for b in args.our_backends.split(",") if b] or ["torch"]
+    for j, backend in enumerate(our_backends):
+        # the first back end gives the unsuffixed keys the goals below are read from
+        run_ours(backend, "" if j == 0 else f"__{backend}",
+                 profile=not args.no_profile and j == 0)
+    for backend in our_backends[1:]:
+        row[f"ratio_end_to_end_{our_backends[0]}_over_{backend}"] = (
+            row["ours_end_to_end_s"] / row[f"ours_end_to_end_s__{backend}"])
+        row[f"ratio_network_{our_backends[0]}_over_{backend}"] = (
+            row["mc_network_s"] / row[f"mc_network_s__{backend}"])
+        row[f"ratio_deterministic_part_{our_backends[0]}_over_{backend}"] = (
+            row["mc_network_deterministic_s"]
+            / row[f"mc_network_deterministic_s__{backend}"])
 
     x, _grid = prepare_input(ct, input_cfg)
     for mode in [m for m in args.mirroring.split(",") if m]:

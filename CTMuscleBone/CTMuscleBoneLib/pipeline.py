@@ -123,6 +123,10 @@ class SegmentOptions:
         (``confidence.nii.gz`` in the segmentation folder): what ``ctmusclebone
         evaluate`` needs for its reliability diagram on a site's own labelled CTs.
         Costs 4 bytes per CT voxel. Default off.
+    backend : {'torch', 'openvino'}
+        What runs the network's deterministic part (:mod:`.segmentation.backends`):
+        'openvino' on the CPU for models with head-only dropout (needs the openvino
+        package). Default 'torch'.
     """
 
     model: str | None = None
@@ -130,6 +134,7 @@ class SegmentOptions:
     seed: int | None = None
     device: Device = "auto"
     confidence: bool = False
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         if self.samples is not None and int(self.samples) < 1:
@@ -139,6 +144,8 @@ class SegmentOptions:
             raise InputError(f"The seed must be >= 0, got {self.seed}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"Unknown device '{self.device}'; choose auto, cpu or cuda.")
+        if self.backend not in ("torch", "openvino"):
+            raise InputError(f"Unknown back end '{self.backend}'; choose torch or openvino.")
 
 
 def require_segmentation() -> None:

@@ -1,8 +1,9 @@
 """The synthetic demo phantom as a Sample Data entry (built locally on first use).
 
-The phantom is the one ``ctmusclebone demo`` measures (same
-:class:`~CTMuscleBoneLib.phantoms.PhantomSpec`: full region, B-MAS200 calibration phantom
-in the field of view, seed 7, F, 1.55 m, 72 years, L-spine 95 mg/cm3). There is nothing
+The phantom is the one ``ctmusclebone demo`` measures (the same
+:func:`CTMuscleBoneLib.phantoms.demo.demo_spec`: full region, B-MAS200 calibration phantom
+in the field of view, seed 7, F, 1.55 m, 72 years, L-spine 95 mg/cm3, an older patient's
+body). There is nothing
 to download, so it is registered with a ``customDownloader`` (SampleData.py
 ``registerCustomSampleDataSource(..., customDownloader=...)``: the Sample Data button
 calls it with the source) that builds the CT into Slicer's cache folder and loads it; a
@@ -17,28 +18,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+from CTMuscleBoneLib.phantoms.demo import DEMO_BODY, DEMO_PATIENT, DEMO_SEED
+
 CATEGORY = "CTMuscleBone"
 SAMPLE_NAME = "CTMuscleBoneDemoPhantom"
 NODE_NAME = "CTMuscleBoneDemoPhantom"
 FILE_NAME = "CTMuscleBoneDemoPhantom.nrrd"
-#: The demo's phantom seed (``CTMuscleBoneLib.cli.cmd_demo.DEMO_SEED``; not among the demo
-#: model's training seeds).
-DEMO_SEED = 7
-#: Patient facts the phantom was built with; the panel fills them in when it loads.
-DEMO_PATIENT: dict[str, Any] = {"sex": "F", "height_m": 1.55, "age_years": 72.0,
-                                "phantom": "B-MAS200"}
+# DEMO_SEED: the demo's phantom seed (not among the demo model's training seeds);
+# DEMO_PATIENT: patient facts the phantom was built with (the panel fills them in when it
+# loads); DEMO_BODY: its habitus (CTMuscleBoneLib.phantoms.demo).
+__all__ = ["DEMO_BODY", "DEMO_PATIENT", "DEMO_SEED", "demo_phantom", "demo_spec",
+           "write_demo_ct"]
 #: Node attribute prefix carrying :data:`DEMO_PATIENT` on the loaded volume.
 ATTRIBUTE_PREFIX = "CTMuscleBone."
 
 
 def demo_spec(spacing_mm: float = 2.0):
     """The :class:`PhantomSpec` of the demo (as in ``ctmusclebone demo``)."""
-    from CTMuscleBoneLib.phantoms import PhantomSpec
+    from CTMuscleBoneLib.phantoms.demo import demo_spec as core_demo_spec
 
-    return PhantomSpec(region="full", spacing_mm=spacing_mm, orientation="RAS", seed=DEMO_SEED,
-                       calibration=True, calibration_definition=DEMO_PATIENT["phantom"],
-                       sex=DEMO_PATIENT["sex"], height_m=DEMO_PATIENT["height_m"],
-                       age_years=DEMO_PATIENT["age_years"], vertebra_bmd_mg_cm3=95.0)
+    return core_demo_spec(spacing_mm)
 
 
 @functools.lru_cache(maxsize=2)
@@ -63,7 +62,8 @@ def write_demo_ct(folder: str | Path, spacing_mm: float = 2.0) -> Path:
     path = folder / FILE_NAME
     stamp_path = folder / (FILE_NAME + ".json")
     stamp = {"ctmusclebone": CTMuscleBoneLib.__version__, "spacing_mm": spacing_mm,
-             "seed": DEMO_SEED, "note": "SYNTHETIC PHANTOM made by CTMuscleBone; not a patient"}
+             "seed": DEMO_SEED, "body": DEMO_BODY,
+             "note": "SYNTHETIC PHANTOM made by CTMuscleBone; not a patient"}
     if path.is_file() and stamp_path.is_file():
         try:
             if json.loads(stamp_path.read_text(encoding="utf-8")) == stamp:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 
 def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
-    """--model, --samples, --seed, --device."""
+    """--model, --samples, --seed, --device, --backend."""
     g = p.add_argument_group("segmentation")
     g.add_argument("--model", help="installed model name or model folder (default: the "
                    "bundled demo model, trained on synthetic phantoms only)")
@@ -35,6 +35,9 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed of the dropout masks (default: card)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto = CUDA when available, else CPU")
+    g.add_argument("--backend", default="torch", choices=["torch", "openvino"],
+                   help="what runs the network's deterministic part: openvino on the CPU "
+                   "for models with head-only dropout (needs the openvino package); default torch")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,9 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def segment_options_from_args(args: argparse.Namespace) -> SegmentOptions:
-    """SegmentOptions from --model, --samples, --seed, --device."""
+    """SegmentOptions from --model, --samples, --seed, --device, --backend."""
     return SegmentOptions(model=args.model, samples=args.samples, seed=args.seed,
-                          device=args.device)
+                          device=args.device, backend=getattr(args, "backend", "torch"))
 
 
 def write_analysis(analysis: Analysis, ct: CTImage, prov: Provenance, out: Path,

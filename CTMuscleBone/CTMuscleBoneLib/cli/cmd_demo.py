@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import pipeline
 from ..atomic import atomic_write_text, check_output_dir, staged_output_dir
+from ..phantoms.demo import DEMO_PATIENT, DEMO_SEED, demo_spec
 from ..pipeline import MeasureOptions, SegmentOptions
 from ..progress import stderr_progress, sub_progress
 from ..results import Provenance, Results, sha256_of_path
@@ -24,10 +25,6 @@ from ..segmentation.training.datasets import reference_for
 from ..summary import not_measurable_reason
 from .cmd_phantom import SYNTHETIC_BANNER, write_phantom
 from .common import add_dicom_arguments, add_report_arguments
-
-#: The demo's phantom seed: not among the demo model's training or validation seeds
-#: (20000-20025, see the model card).
-DEMO_SEED = 7
 
 README = """CTMuscleBone demo results (SYNTHETIC: not a patient, demo model not for clinical use)
 
@@ -132,19 +129,19 @@ def truth_measurement_check(model: Results, truth: Results) -> list[str]:
 def _run_demo(args: argparse.Namespace, seg_options: SegmentOptions, stage: Path, out: Path,
               progress) -> str:
     """Build the phantom, analyze it and write every demo file into ``stage``."""
-    from ..phantoms import PhantomSpec, make_phantom
+    from ..phantoms import make_phantom
     from ..segmentation.evaluate import evaluate_label_maps
     from .cmd_analyze import write_analysis
 
     progress(0.0, "building the synthetic phantom (full region, calibration phantom, RAS)")
-    spec = PhantomSpec(region="full", spacing_mm=args.spacing, orientation="RAS",
-                       seed=args.seed, calibration=True, calibration_definition="B-MAS200",
-                       sex="F", height_m=1.55, age_years=72.0, vertebra_bmd_mg_cm3=95.0)
+    spec = demo_spec(args.spacing, args.seed)
     phantom = make_phantom(spec)
     paths = write_phantom(phantom, stage / "input")
     prov = Provenance(input_ct=str(out / "input" / paths["ct"].name),
                       input_ct_sha256=sha256_of_path(paths["ct"]), notes=[SYNTHETIC_BANNER])
-    options = MeasureOptions(sex="F", height_m=1.55, age_years=72.0, phantom="B-MAS200")
+    options = MeasureOptions(sex=DEMO_PATIENT["sex"], height_m=DEMO_PATIENT["height_m"],
+                             age_years=DEMO_PATIENT["age_years"],
+                             phantom=DEMO_PATIENT["phantom"])
     analysis = pipeline.analyze(phantom.ct, seg_options, options,
                                 progress=sub_progress(progress, 0.1, 0.9), provenance=prov)
     seg_labels = analysis.segmentation.result.label_map

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "docs/segmentation.md; the demo recipe is an example)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="fine-tune: start from this model folder's weights (same architecture "
+                   "and labels as the config) instead of a random initialisation")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.set_defaults(func=run)
 
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     command = "ctmusclebone " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and "train" in sys.argv else ""
     result = train(cfg, data, args.out, val_cases=val, resume=args.resume, device=args.device,
-                   training_data=described, command=command,
+                   training_data=described, command=command, init_from=args.init_from,
                    log=lambda s: print(s, file=sys.stderr, flush=True))
     if result.card is not None:
         print(f"model folder: {result.model_dir} ({result.card.summary()})")

@@ -49,6 +49,7 @@ from ..anatomy import BY_KEY, is_one_piece
 from ..errors import CancelledError, InputError, ModelError
 from ..image import CTImage, Geometry, LabelMap
 from ..progress import ProgressCallback
+from .backends import feature_runner
 from .config import InferenceConfig, InputConfig
 from .grid_torch import argmax_to_grid, map_to_grid
 from .network import BayesianUNet, Features
@@ -240,13 +241,19 @@ def _paste(array: np.ndarray, box: tuple[slice, ...] | None, shape: tuple[int, .
     return out
 
 
-def keep_largest_components(labels: np.ndarray, values: list[int]) -> None:
-    """Keep the largest 26-connected component of each label value; others -> 0 (in place).
+def keep_largest_components(labels: np.ndarray, values: list[int],
+                            min_fraction: float = 1.0) -> None:
+    """Remove the small 26-connected pieces of each label value (-> 0, in place).
 
     Parameters
     ----------
     labels : np.ndarray of int, (n0, n1, n2)
     values : label values to clean (0 is never touched).
+    min_fraction : float in (0, 1]
+        A piece is kept when it has at least this fraction of the voxels of the value's
+        largest piece. 1.0 keeps only the largest (ties: the first in scan order); 0.1
+        keeps every piece of 10 % of the largest or more (see
+        ``InferenceConfig.component_min_fraction``).
     """
     from scipy import ndimage
 
@@ -262,7 +269,13 @@ def keep_largest_components(labels: np.ndarray, values: list[int]) -> None:
             continue
         sizes = np.bincount(comp.ravel())
         sizes[0] = 0
-        sub[(comp != 0) & (comp != int(np.argmax(sizes)))] = 0
+        if min_fraction >= 1.0:
+            sub[(comp != 0) & (comp != int(np.argmax(sizes)))] = 0
+            continue
+        drop = sizes < min_fraction * sizes.max()
+        drop[0] = False
+        if drop.any():
+            sub[drop[comp]] = 0
 
 
 def _review_volumes_on_ct_grid(review: list[StructureUncertainty], lab: np.ndarray,
@@ -464,6 +477,7 @@ def mc_sliding_window(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     progress_range: tuple[float, float] = (0.0, 1.0),
+    backend: str = "torch",
 ) -> ModelGridOutput:
     """Monte-Carlo sliding-window inference on a normalised volume (model grid).
 
@@ -490,6 +504,9 @@ def mc_sliding_window(
         Progress callback ``(fraction, message)``; a ``threading.Event`` that, when set,
         stops the run with :class:`~CTMuscleBoneLib.errors.CancelledError` at the next
         window.
+    backend : {'torch', 'openvino'}
+        What runs the deterministic part (:mod:`.backends`; 'openvino': CPU and the
+        ``head`` placement only).
     """
     net_cfg = model.config
     cfg.check_against(net_cfg)
@@ -505,6 +522,7 @@ def mc_sliding_window(
     model.set_mc_dropout(T > 1)
     pointwise = model.pointwise_tail
     head_w, head_b = model.head_weights()
+    run_features = feature_runner(model, backend, dev)
 
     vol = np.asarray(volume, dtype=np.float32)
     shape = vol.shape
@@ -553,7 +571,7 @@ def mc_sliding_window(
                 t = time.perf_counter()
                 with torch.autocast(dev.type, dtype=amp or torch.float32,
                                     enabled=amp is not None):
-                    feats = model.forward_features(x.to(dev))
+                    feats = run_features(x.to(dev))
                 if amp is not None:
                     feats = Features(feats.x.float(), feats.skips, feats.step)
                 timings["deterministic"] += time.perf_counter() - t
@@ -608,6 +626,8 @@ def mc_sliding_window(
     h = entropy(mean_p, axis=0)
     mi = (h - acc_ent).clamp_(min=0)
     timings["finalize"] = time.perf_counter() - t
+    if backend != "torch":  # conversion and compilation, inside "deterministic"
+        timings["backend_compile"] = float(getattr(run_features, "compile_seconds", 0.0))
     return ModelGridOutput(
         # on a GPU the mean softmax stays there (predict resamples it there)
         mean_probability=mean_p if acc_dev.type == "cuda" else mean_p.numpy(),
@@ -704,6 +724,7 @@ def predict(
     cancel: threading.Event | None = None,
     source: str | None = None,
     return_confidence: bool = False,
+    backend: str = "torch",
 ) -> SegmentationResult:
     """Segment a CT with Monte-Carlo dropout; labels and uncertainty on the CT grid.
 
@@ -726,6 +747,9 @@ def predict(
     return_confidence : bool
         Also return the voxel confidence (max mean softmax) on the CT grid, for
         reliability diagrams (4 bytes per CT voxel more).
+    backend : {'torch', 'openvino'}
+        What runs the network's deterministic part (:mod:`.backends`): 'openvino' only on
+        the CPU for ``head``-placement models; same labels as 'torch' (tested).
 
     Returns
     -------
@@ -758,7 +782,7 @@ def predict(
     _check_cancel(cancel)
 
     t1 = time.perf_counter()
-    out = mc_sliding_window(x, model, inference_cfg, device=dev,
+    out = mc_sliding_window(x, model, inference_cfg, device=dev, backend=backend,
                             pad_value=input_cfg.normalized_range[0], progress=report,
                             cancel=cancel, progress_range=(0.05, 0.85))
     del x
@@ -795,7 +819,8 @@ def predict(
     del lab_model, channels
     if inference_cfg.largest_component:  # groups and the hip bone may be several pieces
         keep_largest_components(lab, [v for v, k in structures.items()
-                                      if is_one_piece(k)])
+                                      if is_one_piece(k)],
+                                inference_cfg.component_min_fraction)
     review = _review_volumes_on_ct_grid(review, lab, ct.geometry.voxel_volume_cm3)
     label_map = LabelMap(_paste(lab, box, ct.geometry.shape), ct.geometry, dict(structures),
                          source=source or "CTMuscleBone Bayesian U-Net")

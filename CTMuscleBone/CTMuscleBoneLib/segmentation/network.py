@@ -239,6 +239,11 @@ class BayesianUNet(nn.Module):
         return y.reshape(n, b, *y.shape[1:])
 
     @property
+    def first_stochastic_step(self) -> int:
+        """Index of the first step after the deterministic part (``Features.step``)."""
+        return self._first_stochastic
+
+    @property
     def pointwise_tail(self) -> bool:
         """True when the stochastic part is only dropout + the 1x1 output convolution.
 

@@ -86,7 +86,7 @@ def segment_ct(
     inf = replace(inf, **changes) if changes else inf
     result = predict(ct, network, card.input, inf, card.labels, device=device,
                      progress=progress, cancel=cancel, source=f"{card.name} {card.version}",
-                     return_confidence=options.confidence)
+                     return_confidence=options.confidence, backend=options.backend)
     return Segmentation(card, result)
 
 

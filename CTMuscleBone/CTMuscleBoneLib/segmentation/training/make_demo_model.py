@@ -168,6 +168,23 @@ FULL_CONFIG: dict[str, Any] = {
     },
 }
 
+#: The demo model's second stage (``--recipe finetune --init-from FULL_MODEL``): the
+#: full recipe's model, fine-tuned on a 2-core CPU on mixed phantoms (patient-like, with
+#: one standard body in three: :func:`.synthetic.mixed_spec`) so that it also segments
+#: the standard body of ``ctmusclebone demo``. Same network, labels and input; a third of
+#: the full recipe's peak learning rate, CPU-sized batches, a time budget. Every value
+#: this project's choice, not validated beyond the synthetic phantoms.
+FINETUNE_CONFIG: dict[str, Any] = {
+    **FULL_CONFIG,
+    "batch_size": 8,
+    "lr": 1e-3,
+    "epochs": 1000,  # fitted to max_minutes after the first epochs (train.fitted_epochs)
+    "max_minutes": 40.0,
+    "seed": 20242,
+    "phantoms": {**FULL_CONFIG["phantoms"], "n_train": 24, "generator": "mixed"},
+    "model": {**FULL_CONFIG["model"], "name": DEMO_NAME, "version": "2.0.0"},
+}
+
 #: Held-out phantoms per phantom generator: (first seed, voxel-size range in mm). Seeds
 #: of :mod:`.synthetic`'s held-out ranges, never used in training; the patient-like set
 #: spans the clinical range 1-3.5 mm.
@@ -177,7 +194,8 @@ HELD_OUT: dict[str, tuple[int, tuple[float, float]]] = {
 }
 HELD_OUT["mixed"] = HELD_OUT["patient_like"]  # the same held-out seeds (synthetic.mixed_spec)
 #: The recipes ``--recipe`` chooses from.
-RECIPES: dict[str, dict[str, Any]] = {"demo": DEMO_CONFIG, "full": FULL_CONFIG}
+RECIPES: dict[str, dict[str, Any]] = {"demo": DEMO_CONFIG, "full": FULL_CONFIG,
+                                      "finetune": FINETUNE_CONFIG}
 
 
 def phantom_spec(seed: int, generator: str, region: Any, spacing_range_mm: tuple[float, float]
@@ -232,11 +250,15 @@ def evaluate_held_out(model_dir: str | Path, n: int = 3, mc_samples: int | None 
                 for i in range(n)]
     specs = [{"seed": spec.seed, "spacing_mm": list(spec.spacing_mm)
               if not isinstance(spec.spacing_mm, float) else [spec.spacing_mm] * 3,
-              "orientation": spec.orientation} for spec in phantoms]
+              "orientation": spec.orientation, "body": phantom_body(spec)}
+             for spec in phantoms]
     (ev,) = run_study([model_dir], [(f"seed{p.seed}", generator, p) for p in phantoms],
                       mc_samples=mc_samples, device=device, with_surface=True, progress=log)
     scores = ev.scores
     summary = summarise(scores)
+    per_case: dict[str, dict[str, float | None]] = {}
+    for sc in scores:
+        per_case.setdefault(sc.case, {})[sc.structure] = _r(sc.dice)
     return {
         "data": f"{n} held-out synthetic phantoms ({generator}, seeds {first_seed}.."
                 f"{first_seed + n - 1}, never seen in training; spacing "
@@ -248,7 +270,16 @@ def evaluate_held_out(model_dir: str | Path, n: int = 3, mc_samples: int | None 
         "structures": {s.structure: {"dice_mean": _r(s.dice_mean), "dice_min": _r(s.dice_min),
                                      "assd_mean_mm": _r(s.assd_mean_mm)} for s in summary},
         "uncertainty_auroc_dice_below_0.8": failure_detection_auroc(scores),
+        "dice_per_case": per_case,
     }
+
+
+def phantom_body(spec: Any) -> str:
+    """'standard' for the layout's body (muscles at full size, default fat layers; the
+    body of :func:`.synthetic.varied_spec`), else 'patient-like'."""
+    standard = (spec.trunk_fat_mm is None and spec.thigh_fat_mm is None
+                and spec.muscle_atrophy == 1.0 and spec.body_scale == 1.0)
+    return "standard" if standard else "patient-like"
 
 
 def _r(v: float | None) -> float | None:
@@ -286,12 +317,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loader-workers", type=int, default=0,
                     help="DataLoader processes for patch sampling and augmentation")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--init-from", metavar="MODEL",
+                    help="model folder whose weights start the training (fine-tuning; same "
+                    "architecture and labels as the recipe)")
     args = ap.parse_args(argv)
     import torch
 
     from ..model_card import ModelCard
     from .train import TrainConfig, train
 
+    if args.recipe == "finetune" and not args.init_from and not args.skip_training:
+        ap.error("--recipe finetune continues a model of the full recipe: give it with "
+                 "--init-from MODEL (train one with --recipe full first)")
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out)
     work = Path(args.work) if args.work else out.with_name(out.name + ".work")
@@ -325,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                     training_data=f"{len(train_ds)} synthetic phantoms (CTMuscleBoneLib."
                     f"phantoms, {p.get('generator', 'varied')} specifications, seeds "
                     f"{p['seed']}..; + {len(val_ds)} for validation), label maps merged into "
-                    "the model's groups", command=command)
+                    "the model's groups", command=command, init_from=args.init_from)
         log(f"training took {time.perf_counter() - t:.0f} s")
         if out.exists():
             shutil.rmtree(out)
