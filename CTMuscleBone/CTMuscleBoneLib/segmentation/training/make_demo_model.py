@@ -1,29 +1,35 @@
-"""Build the bundled demo model: a small Bayesian U-Net trained on synthetic phantoms.
+"""Build the bundled demo model: a 2-D Bayesian U-Net trained on synthetic phantoms.
 
-One command reproduces it (fixed seeds; CPU, about 20-25 minutes on 2 cores)::
+The bundled model (``CTMuscleBone/Resources/Models/ctmusclebone-demo-synthetic``)
+segments every structure a measurement uses (30 classes: femurs, hip bones, sacrum, one
+lumbar-vertebra class numbered from the sacrum after inference, gluteal, hip-flexor,
+erector spinae and thigh muscle groups) and is made in two stages:
 
-    python -m CTMuscleBoneLib.segmentation.training.make_demo_model \\
-        --out CTMuscleBone/Resources/Models/ctmusclebone-demo-synthetic
+1. ``--recipe full`` (:data:`FULL_CONFIG`, a GPU recipe): 48 patient-like phantoms
+   (:func:`.synthetic.patient_like_spec`), dropout in every block. The stage the bundled
+   model starts from was run on an NVIDIA H200 (its card's ``training.recipe.
+   initialised_from`` records the exact command: stopped by a time limit at epoch 323,
+   216 s of training)::
 
-Steps: build varied phantoms (:mod:`.synthetic`, training seeds), train by the recipe
-of :mod:`.train` with :data:`DEMO_CONFIG`, copy the model folder to ``--out``, then
-segment held-out phantoms (other seeds, spacings, orientations, densities) with the
-full Monte-Carlo inference and write per-structure Dice and ASSD on their CT grids into
-the card's ``validation.held_out`` section.
+       python -m CTMuscleBoneLib.segmentation.training.make_demo_model --recipe full \
+           --device cuda --workers 5 --loader-workers 4 --held-out 0 --out full-all
 
-``--recipe full`` trains :data:`FULL_CONFIG`: every structure a measurement uses (hip
-bones, one lumbar-vertebra class numbered after inference, thigh muscle groups ...) on
-patient-like phantoms (:func:`.synthetic.patient_like_spec`), held out at 1-3.5 mm. It
-is a GPU recipe (48 phantoms, 264 epochs of 32-patch batches: 2.5 minutes of training
-on an NVIDIA H200 after 2 minutes of phantom building; hours on a 2-core CPU)::
+2. ``--recipe finetune`` (:data:`FINETUNE_CONFIG`): that model fine-tuned on a 2-core
+   CPU for 40 minutes on mixed phantoms (one standard body in three,
+   :func:`.synthetic.mixed_spec`), then scored on 8 held-out phantoms::
 
-    python -m CTMuscleBoneLib.segmentation.training.make_demo_model --recipe full \
-        --device cuda --workers 7 --loader-workers 4 --out full
+       python -m CTMuscleBoneLib.segmentation.training.make_demo_model --recipe finetune \
+           --init-from full-all --workers 2 --held-out 8 \
+           --out CTMuscleBone/Resources/Models/ctmusclebone-demo-synthetic
 
-Its results so far are in docs/segmentation.md: not yet bundled (the demo phantom's
-standard body is outside the patient-like phantoms; ``--generator mixed`` adds such
-phantoms, :func:`.synthetic.mixed_spec`). ``--placement`` (``head``, ``decoder``, ``all``)
-trains either recipe with dropout elsewhere than its own, for the uncertainty study
+Every stage writes a model folder; ``--held-out N`` segments N held-out phantoms (other
+seeds, 1-3.5 mm, every storage orientation) with the full Monte-Carlo inference and
+writes per-structure Dice and ASSD on their CT grids, and the Dice per case, into the
+card's ``validation.held_out``. Results: docs/segmentation.md.
+
+``--recipe demo`` (:data:`DEMO_CONFIG`) is the earlier CPU-only recipe (13 structures,
+20-25 minutes on 2 cores, no GPU needed). ``--placement`` (``head``, ``decoder``,
+``all``) trains any recipe with dropout elsewhere than its own, for the uncertainty study
 (:mod:`CTMuscleBoneLib.segmentation.uncertainty_study`); ``--device cuda`` trains on a
 GPU; ``--workers N`` builds the phantoms in N processes.
 
@@ -291,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", required=True, help="model folder to write")
     ap.add_argument("--recipe", default="demo", choices=sorted(RECIPES),
-                    help="demo: the bundled model (13 structures); full: every measured "
-                    "structure on patient-like phantoms (not bundled yet)")
+                    help="full: every measured structure on patient-like phantoms (GPU); "
+                    "finetune: the bundled model's second stage (needs --init-from); demo: "
+                    "the earlier CPU-only 13-structure model")
     ap.add_argument("--work", help="folder for checkpoints and logs (default OUT.work)")
     ap.add_argument("--held-out", type=int, default=3, help="held-out phantoms to score")
     ap.add_argument("--skip-training", action="store_true",
