@@ -87,14 +87,29 @@ def test_openvino_features_equal_torch_features_for_every_batch_shape():
         assert len(run._compiled) == 2 and run.compile_seconds > 0
 
 
-def test_model_grid_output_records_the_compile_time():
+def test_compiled_runner_is_reused_until_the_weights_change():
+    """A second run of the same network compiles nothing (its compile time is 0); a
+    weight changed in place gives a new runner, whose output follows the new weights."""
     pytest.importorskip("openvino")
     net = _net()
     vol = np.random.default_rng(0).random((20, 20, 20), np.float32)
-    out = mc_sliding_window(vol, net, InferenceConfig(patch_size=(16, 16, 16), mc_samples=2,
-                                                      mc_batch_size=2), device="cpu",
-                            backend="openvino")
-    assert out.timings_s["backend_compile"] > 0
+    cfg = InferenceConfig(patch_size=(16, 16, 16), mc_samples=2, mc_batch_size=2)
+    first = mc_sliding_window(vol, net, cfg, device="cpu", backend="openvino")
+    again = mc_sliding_window(vol, net, cfg, device="cpu", backend="openvino")
+    assert first.timings_s["backend_compile"] > 0
+    assert again.timings_s["backend_compile"] == 0
+    cpu = torch.device("cpu")
+    runner = feature_runner(net, "openvino", cpu)
+    assert feature_runner(net, "openvino", cpu) is runner
+    with torch.no_grad():
+        net.head.conv.weight.mul_(1.0)  # in place: same values, new version
+        next(net.parameters()).add_(0.5)
+    fresh = feature_runner(net, "openvino", cpu)
+    assert fresh is not runner
+    x = torch.rand((1, 1, 16, 16, 16), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        want = net.forward_features(x).x
+    torch.testing.assert_close(fresh(x).x, want, atol=1e-4, rtol=1e-4)
 
 
 def test_refusals_name_the_reason(monkeypatch):

@@ -17,6 +17,7 @@ without the package raises a ModelError that says so.
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Any
 
 import numpy as np
@@ -101,8 +102,24 @@ class OpenVINOFeatures:
                         self._module.model.first_stochastic_step)
 
 
+#: Compiled runners kept per network (conversion and compilation cost seconds to a
+#: minute for a clinical-size 3-D network), with the weights' fingerprint they were
+#: compiled from; dropped with the network.
+_RUNNERS: weakref.WeakKeyDictionary[BayesianUNet, tuple[tuple[int, ...], OpenVINOFeatures]] \
+    = weakref.WeakKeyDictionary()
+
+
+def _weights_fingerprint(model: BayesianUNet) -> tuple[int, ...]:
+    """Changes whenever a parameter or buffer is replaced or modified in place."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return tuple(v for t in tensors for v in (id(t), t.data_ptr(), t._version))
+
+
 def feature_runner(model: BayesianUNet, backend: str, device: torch.device) -> Any:
     """A callable ``x -> Features`` for the named back end on ``device``.
+
+    OpenVINO runners are reused for the same network while its weights are unchanged
+    (a second ``predict`` does not convert and compile again).
 
     Raises ModelError when the back end is unknown, not installed, or cannot serve this
     model or device (the message names the reason and the alternative).
@@ -113,5 +130,11 @@ def feature_runner(model: BayesianUNet, backend: str, device: torch.device) -> A
         if device.type != "cpu":
             raise ModelError(f"The 'openvino' back end runs on the CPU, not on {device}. "
                              "Use backend 'torch' with a GPU.")
-        return OpenVINOFeatures(model)
+        fp = _weights_fingerprint(model)
+        hit = _RUNNERS.get(model)
+        if hit is not None and hit[0] == fp:
+            return hit[1]
+        runner = OpenVINOFeatures(model)
+        _RUNNERS[model] = (fp, runner)
+        return runner
     raise ModelError(f"Unknown inference back end {backend!r}; allowed: {BACKENDS}.")

@@ -523,6 +523,7 @@ def mc_sliding_window(
     pointwise = model.pointwise_tail
     head_w, head_b = model.head_weights()
     run_features = feature_runner(model, backend, dev)
+    compile_before = float(getattr(run_features, "compile_seconds", 0.0))
 
     vol = np.asarray(volume, dtype=np.float32)
     shape = vol.shape
@@ -626,8 +627,9 @@ def mc_sliding_window(
     h = entropy(mean_p, axis=0)
     mi = (h - acc_ent).clamp_(min=0)
     timings["finalize"] = time.perf_counter() - t
-    if backend != "torch":  # conversion and compilation, inside "deterministic"
-        timings["backend_compile"] = float(getattr(run_features, "compile_seconds", 0.0))
+    if backend != "torch":  # conversion and compilation in this call, inside "deterministic"
+        timings["backend_compile"] = (float(getattr(run_features, "compile_seconds", 0.0))
+                                      - compile_before)
     return ModelGridOutput(
         # on a GPU the mean softmax stays there (predict resamples it there)
         mean_probability=mean_p if acc_dev.type == "cuda" else mean_p.numpy(),
