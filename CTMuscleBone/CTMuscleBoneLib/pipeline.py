@@ -144,8 +144,11 @@ class SegmentOptions:
             raise InputError(f"The seed must be >= 0, got {self.seed}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"Unknown device '{self.device}'; choose auto, cpu or cuda.")
-        if self.backend not in ("torch", "openvino"):
-            raise InputError(f"Unknown back end '{self.backend}'; choose torch or openvino.")
+        from .segmentation.config import BACKENDS  # no torch import
+
+        if self.backend not in BACKENDS:
+            raise InputError(f"Unknown back end '{self.backend}'; choose one of "
+                             f"{', '.join(BACKENDS)}.")
 
 
 def require_segmentation() -> None:

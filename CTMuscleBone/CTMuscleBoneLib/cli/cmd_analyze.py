@@ -13,6 +13,7 @@ from ..image import CTImage
 from ..pipeline import Analysis, SegmentOptions
 from ..progress import stderr_progress, sub_progress
 from ..results import Provenance, Results
+from ..segmentation.config import BACKENDS
 from .cmd_measure import add_measure_model_arguments, options_from_args
 from .common import (
     add_calibration_arguments,
@@ -35,7 +36,7 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed of the dropout masks (default: card)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto = CUDA when available, else CPU")
-    g.add_argument("--backend", default="torch", choices=["torch", "openvino"],
+    g.add_argument("--backend", default="torch", choices=list(BACKENDS),
                    help="what runs the network's deterministic part: openvino on the CPU "
                    "for models with head-only dropout (needs the openvino package); default torch")
 

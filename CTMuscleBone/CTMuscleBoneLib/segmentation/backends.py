@@ -1,4 +1,4 @@
-"""Back ends that run the deterministic part of the network (``InferenceConfig.backend``).
+"""Back ends that run the deterministic part of the network (``predict(backend=...)``).
 
 * ``torch`` (default): :meth:`BayesianUNet.forward_features` in torch (any device).
 * ``openvino``: the same part converted once per window-batch shape by OpenVINO
@@ -10,12 +10,13 @@
   and the Monte-Carlo head stays in torch/numpy (:func:`.inference.pointwise_mc_statistics`).
   Measured against torch eager on this project's benchmark CPU in docs/performance.md.
 
-OpenVINO is optional (``pip install openvino``, or the ``fast`` extra); asking for it
-without the package raises a ModelError that says so.
+OpenVINO is optional (``pip install openvino``; the ``dev`` and ``bench`` extras hold
+it); asking for it without the package raises a ModelError that says so.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 import weakref
 from typing import Any
@@ -24,10 +25,8 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
+from .config import BACKENDS
 from .network import BayesianUNet, Features
-
-#: Names ``InferenceConfig.backend`` accepts (also listed in config.BACKENDS).
-BACKENDS: tuple[str, ...] = ("torch", "openvino")
 
 
 class _FeatureTensor(torch.nn.Module):
@@ -76,8 +75,6 @@ class OpenVINOFeatures:
         self.compile_seconds = 0.0
 
     def _compiled_for(self, x: torch.Tensor) -> Any:
-        import time
-
         key = tuple(x.shape)
         if key not in self._compiled:
             t = time.perf_counter()

@@ -257,6 +257,9 @@ class InputConfig:
         return _to_dict(self)
 
 
+#: What may run the network's deterministic part (``predict(backend=...)``,
+#: :mod:`.backends`).
+BACKENDS: tuple[str, ...] = ("torch", "openvino")
 #: Arithmetic the network may run in (InferenceConfig.precision).
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
 

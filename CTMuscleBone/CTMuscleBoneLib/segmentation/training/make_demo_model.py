@@ -176,8 +176,8 @@ FULL_CONFIG: dict[str, Any] = {
 
 #: The demo model's second stage (``--recipe finetune --init-from FULL_MODEL``): the
 #: full recipe's model, fine-tuned on a 2-core CPU on mixed phantoms (patient-like, with
-#: one standard body in three: :func:`.synthetic.mixed_spec`) so that it also segments
-#: the standard body of ``ctmusclebone demo``. Same network, labels and input; a third of
+#: one standard body in three: :func:`.synthetic.mixed_spec`) so that it also meets the
+#: layout's standard body (muscles at full size). Same network, labels and input; a third of
 #: the full recipe's peak learning rate, CPU-sized batches, a time budget. Every value
 #: this project's choice, not validated beyond the synthetic phantoms.
 FINETUNE_CONFIG: dict[str, Any] = {
