@@ -391,8 +391,16 @@ def test_interrupted_batch_resumes_without_recomputing(cohort, tmp_path, sig):
     os.mkfifo(src / "c03_lumbar.nii.gz")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(Path(pipeline.__file__).parents[1])}
-    proc = subprocess.Popen(_batch_command(src, out), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # A child inherits an ignored SIGINT (pytest started as a background job of a
+    # non-interactive shell, as CI runners may do), and Python then installs no Ctrl-C
+    # handler: the batch would rightly ignore the signal. A handled SIGINT is reset to
+    # the default on exec, so the batch starts as it would from a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(_batch_command(src, out), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     marker = out / "cases" / "c01_thigh" / "done.json"
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
