@@ -146,8 +146,22 @@ def test_segment_cli_writes_outputs_and_banner(fresh_phantom, tmp_path, capsys):
         assert (seg / name).is_file(), name
     review = json.loads((seg / "review.json").read_text())
     assert review["mc_samples"] == 2 and review["seed"] == 3 and review["model"]["synthetic"]
-    assert {r["key"] for r in review["structures"]} == set(
-        ModelCard.load(MODEL_DIR).structure_keys)
+    # one review row per class, the lumbar class replaced by its numbered vertebrae
+    from CTMuscleBoneLib.io_labels import read_labels
+
+    written = read_labels(seg / "labels.nii.gz", crop.geometry)
+    counts = np.bincount(written.array.ravel())
+    present = {k for v, k in written.structures.items() if v < counts.size and counts[v]}
+    levels = {k for k in present if k.startswith("vertebrae_L")}
+    assert levels, "the crop holds lumbar vertebrae above the sacrum: they are numbered"
+    assert {r["key"] for r in review["structures"]} == (
+        set(ModelCard.load(MODEL_DIR).structure_keys) - {"vertebrae_lumbar"}) | levels | (
+        present & {"vertebrae_lumbar"})
+    voxel_cm3 = float(np.prod(crop.geometry.spacing_mm)) / 1000.0
+    for r in review["structures"]:  # each volume is that of the written label map
+        value = written.value_of(r["key"])
+        n = int(counts[value]) if value is not None and value < counts.size else 0
+        assert r["volume_cm3"] == pytest.approx(n * voxel_cm3, rel=1e-6, abs=1e-6), r["key"]
     assert not [p for p in seg.iterdir() if p.name.startswith(".")]  # no temp files left
     # the evaluate command reads the segment folder (labels + review.json)
     from CTMuscleBoneLib.io_ct import write_label_map

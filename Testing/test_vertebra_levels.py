@@ -316,3 +316,49 @@ def test_module_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=str(Path(__file__).parents[1] / "CTMuscleBone"))
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "oblique"])
+def test_review_scores_each_numbered_vertebra_on_the_model_grid(orientation):
+    """The review list gets one row per numbered vertebra, not one for the whole class.
+
+    The model's lumbar class on a 4 mm model grid (the truth resampled there), an
+    uncertainty map that is a different constant inside each true vertebra (L1 0.01 ...
+    L5 0.05) and 1 elsewhere: each level's "inside" score must be its own constant
+    exactly (its model-grid voxels are found through the numbering on the CT grid), and
+    the one-class entry goes when every voxel got a level.
+    """
+    pytest.importorskip("torch")
+    from CTMuscleBoneLib.image import CTImage
+    from CTMuscleBoneLib.segmentation.config import InputConfig
+    from CTMuscleBoneLib.segmentation.inference import _with_vertebra_levels
+    from CTMuscleBoneLib.segmentation.preprocess import prepare_input, resample
+    from CTMuscleBoneLib.segmentation.uncertainty import structure_score_variants
+
+    truth, geometry = _build(orientation)
+    _, grid = prepare_input(CTImage(np.zeros(geometry.shape, np.float32), geometry),
+                            InputConfig(spacing_mm=(4.0, 4.0, 4.0)))
+    truth_model = resample(truth, geometry, grid, "nearest", 0, truth.dtype)
+    lab_model = _merged(truth_model)
+    unc = np.ones(grid.shape, np.float32)
+    for n in range(1, 6):
+        unc[truth_model == LEVEL_VALUE[f"L{n}"]] = n / 100.0
+    maps = {"predictive_variance": unc}
+    keys = {LUMBAR: "vertebrae_lumbar", SACRUM: "sacrum"}
+    variants = structure_score_variants(lab_model, maps, grid.spacing_mm, keys)
+    numbered = number_label_map(LabelMap(_merged(truth), geometry, keys))
+    out = _with_vertebra_levels(variants, numbered[1], lab_model, maps, grid,
+                                numbered[0].array, geometry)
+    got = {v.key: v.scores["predictive_variance:inside"] for v in out}
+    want = {f"vertebrae_L{n}": n / 100.0 for n in range(1, 6)}
+    assert set(got) == {"sacrum", *want}
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-6), key
+    # the whole class' score mixed the five (and is gone from the list)
+    lumbar_score = variants[0].scores["predictive_variance:inside"]
+    assert 0.01 < lumbar_score < 0.05
+    # a piece left without a level keeps the one-class entry beside the levels
+    left = numbered[0].array.copy()
+    left[left == LEVEL_VALUE["L1"]] = LUMBAR
+    out2 = _with_vertebra_levels(variants, numbered[1], lab_model, maps, grid, left, geometry)
+    assert "vertebrae_lumbar" in {v.key for v in out2}

@@ -295,6 +295,55 @@ def _review_volumes_on_ct_grid(review: list[StructureUncertainty], lab: np.ndarr
     return out
 
 
+def _with_vertebra_levels(variants: list[StructureScoreVariants], levels: VertebraLevels,
+                          lab_model: np.ndarray, maps: dict[str, np.ndarray], grid: Geometry,
+                          numbered: np.ndarray, target: Geometry,
+                          ) -> list[StructureScoreVariants]:
+    """The score variants with one entry per numbered lumbar vertebra.
+
+    The model labels every lumbar vertebra with one class; the levels are assigned later,
+    on the CT grid (:func:`.vertebra_levels.number_label_map`). A reviewer needs to know
+    which vertebra to check, and each vertebra's vBMD is reported on its own, so each
+    numbered vertebra is scored on its own: the numbered labels are brought back to the
+    model grid (nearest neighbour) and intersected with the model's lumbar class, and
+    the uncertainty maps are averaged there (same regions and band as every structure).
+    The one-class entry stays only while some of its voxels are left without a level.
+
+    Parameters
+    ----------
+    variants : list of StructureScoreVariants
+        Of the model's classes, on the model grid.
+    levels : VertebraLevels
+    lab_model : np.ndarray of int, model grid (n0, n1, n2)
+        The model's labels (before numbering).
+    maps : dict of str -> np.ndarray of float, model grid
+        The voxel uncertainty maps.
+    grid, target : Geometry
+        The model grid and the CT grid (or its body box) of ``numbered``.
+    numbered : np.ndarray of int, target shape
+        The label array after numbering.
+    """
+    level_keys = {v.label_value: v.key for v in levels.vertebrae if v.level is not None}
+    lumbar = next((v for v in variants if v.key == LUMBAR_KEY), None)
+    if not level_keys or lumbar is None:
+        return variants
+    on_model = resample(numbered, target, grid, "nearest", 0, numbered.dtype)
+    lab = np.where((lab_model == lumbar.label_value) & np.isin(on_model, list(level_keys)),
+                   on_model, 0)
+    band_mm = lumbar.band_mm
+    per_level = structure_score_variants(lab, maps, grid.spacing_mm, level_keys, band_mm)
+    keep_lumbar = bool(np.any(numbered == lumbar.label_value))  # pieces left unnumbered
+    out = []
+    for v in variants:
+        if v.key == LUMBAR_KEY:
+            if keep_lumbar:
+                out.append(v)
+            out.extend(per_level)
+        else:
+            out.append(v)
+    return out
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """The one device rule: 'auto' -> CUDA when available, else CPU.
 
@@ -806,8 +855,6 @@ def predict(
         lab_model = lut.astype(label_dtype)[channels]
     variants = structure_score_variants(lab_model, out.uncertainty(), grid.spacing_mm,
                                         structures)
-    review = review_from_variants(variants, inference_cfg.review_map,
-                                  inference_cfg.review_region)
     timings["review"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
@@ -818,18 +865,28 @@ def predict(
         if inference_cfg.label_resampling == "probability":
             _check_cancel(cancel)
             argmax_on_grid(out.mean_probability, grid, target, lut, lab, channels)
-    del lab_model, channels
+    del channels
     if inference_cfg.largest_component:  # groups and the hip bone may be several pieces
         keep_largest_components(lab, [v for v, k in structures.items()
                                       if is_one_piece(k)],
                                 inference_cfg.component_min_fraction)
-    review = _review_volumes_on_ct_grid(review, lab, ct.geometry.voxel_volume_cm3)
     label_map = LabelMap(_paste(lab, box, ct.geometry.shape), ct.geometry, dict(structures),
                          source=source or "CTMuscleBone Bayesian U-Net")
     del lab
     levels = None
     if LUMBAR_KEY in structures.values():  # split and number the lumbar vertebrae
         label_map, levels = number_label_map(label_map)
+        t4 = time.perf_counter()
+        variants = _with_vertebra_levels(variants, levels, lab_model, out.uncertainty(), grid,
+                                         label_map.array[box] if box is not None
+                                         else label_map.array, target)
+        timings["review"] += time.perf_counter() - t4
+    del lab_model
+    review = review_from_variants(variants, inference_cfg.review_map,
+                                  inference_cfg.review_region)
+    review = _review_volumes_on_ct_grid(
+        review, label_map.array[box] if box is not None else label_map.array,
+        ct.geometry.voxel_volume_cm3)
     unc: dict[str, np.ndarray] = {}
     for i, name in enumerate(UNCERTAINTY_NAMES):
         _check_cancel(cancel)
