@@ -368,3 +368,26 @@ def test_merge_refuses_a_damaged_study_output_with_a_message(tmp_path):
         json.dumps({"models": [{"name": "m", "placement": "head"}]}))
     with pytest.raises(InputError, match="cannot read.*rerun that part"):
         us.load_evaluations([tmp_path])
+
+
+def test_printed_review_list_keeps_its_columns_aligned_for_long_names():
+    """The volume and uncertainty columns end at the same place on every row, also when a
+    display name is longer than the usual 32 characters."""
+    from types import SimpleNamespace
+
+    from CTMuscleBoneLib.segmentation.pipeline import format_review
+    from CTMuscleBoneLib.segmentation.uncertainty import StructureUncertainty
+
+    rows = [StructureUncertainty(k, v, True, vol, s, s, s, "predictive_variance", 2.0)
+            for k, v, vol, s in (("thigh_posterior_compartment_left", 40, 80.0, 0.004),
+                                 ("sartorius_right", 33, 26.9, 0.0035),
+                                 ("femur_left", 1, 350.2, 0.0001))]
+    rows.append(StructureUncertainty("gracilis_right", 35, False, 0.0, None, None, None,
+                                     "predictive_variance", 2.0))
+    seg = SimpleNamespace(card=SimpleNamespace(inference=SimpleNamespace(
+        review_map="predictive_variance")), result=SimpleNamespace(
+        review=rows, mc_samples=10, seed=0, vertebra_levels=None))
+    lines = format_review(seg).splitlines()[1:]
+    assert "Thigh posterior compartment (hamstrings) (left)" in lines[1]
+    assert len({len(line) for line in lines}) == 1, lines
+    assert lines[-1].rstrip().endswith("ABSENT")

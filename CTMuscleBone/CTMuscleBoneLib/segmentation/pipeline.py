@@ -219,12 +219,14 @@ def format_review(seg: Segmentation, top: int | None = None) -> str:
     from ..results import display_name
 
     r0 = seg.result
+    rows = r0.review[:top] if top else r0.review
+    width = max([32, *(len(display_name(r.key)) for r in rows)])  # long names stay aligned
     lines = [f"Review list ({seg.card.inference.review_map}, T = {r0.mc_samples}, "
              f"seed {r0.seed}); check the first structures first:",
-             f"{'rank':>4s}  {'structure':32s} {'volume cm3':>10s} {'uncertainty':>12s}"]
-    for i, r in enumerate(r0.review[:top] if top else r0.review, 1):
+             f"{'rank':>4s}  {'structure':{width}s} {'volume cm3':>10s} {'uncertainty':>12s}"]
+    for i, r in enumerate(rows, 1):
         unc = "ABSENT" if not r.present else f"{r.score:.4g}"
-        lines.append(f"{i:4d}  {display_name(r.key):32s} {r.volume_cm3:10.1f} {unc:>12s}")
+        lines.append(f"{i:4d}  {display_name(r.key):{width}s} {r.volume_cm3:10.1f} {unc:>12s}")
     lv = r0.vertebra_levels
     if lv is not None:  # the one lumbar class, split and numbered
         lines.append(f"Lumbar vertebra levels: {', '.join(lv.levels) or 'none'} ({lv.method})")
