@@ -100,6 +100,63 @@ def test_head_placement_deterministic_window_pass_equals_forward():
     assert mc.predictive_variance.max() > 0
 
 
+@pytest.mark.parametrize("dims", [3, 2])
+def test_head_placement_draws_the_samples_once_per_voxel_of_the_blended_features(dims):
+    """With the ``head`` placement the windows' features are blended (Gaussian weights)
+    and the T samples drawn once per voxel: the output equals a direct computation of
+    that, window by window with the network's own ``forward_features``. T = 1: the
+    softmax of the blended logits; T = 4: :func:`pointwise_mc_volume` on the blended
+    features with the run's mask seed. Chunks get their own masks."""
+    from itertools import product
+
+    from CTMuscleBoneLib.segmentation.inference import (
+        importance_map,
+        pointwise_mc_volume,
+        window_seed,
+        window_starts,
+    )
+
+    torch.manual_seed(1)
+    net = build_network(NetworkConfig(spatial_dims=dims, out_channels=3, channels=(4, 8, 16),
+                                      strides=(2, 2), dropout_placement="head",
+                                      dropout_p=0.5)).eval()
+    vol = np.random.default_rng(0).random((20, 24, 5 if dims == 2 else 18), dtype=np.float32)
+    patch3 = (16, 16, 16) if dims == 3 else (16, 16, 1)
+    wmap = importance_map(patch3, dims, "gaussian")
+    feats = torch.zeros((4, *vol.shape))
+    weights = torch.zeros(vol.shape)
+    starts = list(product(*(window_starts(n, p, 0.5) for n, p in zip(vol.shape, patch3,
+                                                                       strict=True))))
+    with torch.no_grad():
+        for st in starts:
+            sl = tuple(slice(a, a + p) for a, p in zip(st, patch3, strict=True))
+            x = torch.from_numpy(vol[sl])[None, None]
+            f = net.forward_features(x if dims == 3 else x[..., 0]).x[0]
+            feats[(slice(None), *sl)] += (f if dims == 3 else f[..., None]) * wmap
+            weights[sl] += wmap
+    feats /= weights
+    w, b = net.head_weights()
+    with torch.no_grad():
+        logits = torch.einsum("cf,f...->c...", w, feats) + b[:, None, None, None]
+    cfg = dict(patch_size=patch3[:dims], overlap=0.5, seed=7)
+    det = mc_sliding_window(vol, net, InferenceConfig(mc_samples=1, **cfg), device="cpu")
+    assert len(starts) > 1 and det.n_windows == len(starts)
+    np.testing.assert_allclose(det.mean_probability, torch.softmax(logits, 0).numpy(),
+                               atol=1e-5)
+    mc = mc_sliding_window(vol, net, InferenceConfig(mc_samples=4, **cfg), device="cpu")
+    with torch.no_grad():
+        ref_p, ref_v, ref_h = pointwise_mc_volume(feats, w, b, 0.5, 4, window_seed(7, 0))
+    np.testing.assert_allclose(mc.mean_probability, ref_p.numpy(), atol=1e-5)
+    np.testing.assert_allclose(mc.predictive_variance, ref_v.numpy(), atol=1e-6)
+    assert mc.predictive_variance.max() > 1e-6  # dropout acted
+    # chunks draw their own masks: constant features, two chunks, different samples
+    same = torch.ones((4, 2, 8, 8))
+    with torch.no_grad():
+        p2, _, _ = pointwise_mc_volume(same, w, b, 0.5, 2, 3, chunk_voxels=64)
+    assert not torch.allclose(p2[:, 0], p2[:, 1])
+    del ref_h
+
+
 def _air_phantom() -> CTImage:
     """A soft-tissue block with a bright ball, in air (-1000 HU) with 20 voxels around."""
     geom = Geometry((60, 56, 40), (2.0, 2.0, 2.0), (-60.0, -56.0, -40.0))

@@ -214,6 +214,11 @@ def test_worker_on_tiny_ct_then_import_measure_edit_remeasure_export(tmp_path, s
     scores = [r["score"] for r in case.review if r.get("score") is not None]
     assert scores and scores == sorted(scores, reverse=True)  # most uncertain first
     assert case.segmentation_node.GetSegmentation().GetNumberOfSegments() > 5
+    # every structure on the review list is a segment the reviewer can jump to (the lumbar
+    # class is listed by numbered vertebra, the segments the labels hold)
+    missing = [r["key"] for r in case.review
+               if r.get("present") and logic.segment_id_for(r["key"]) is None]
+    assert not missing, missing
     assert set(case.heatmap_arrays) and case.heatmap_nodes
 
     results = logic.measure(params)

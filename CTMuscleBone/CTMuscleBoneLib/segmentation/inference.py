@@ -11,14 +11,18 @@ Steps of :func:`predict`:
    ``patch_size`` with ``overlap``; per window the deterministic part of the network
    runs once (:meth:`BayesianUNet.forward_features`) and the stochastic remainder T
    times (:meth:`BayesianUNet.forward_stochastic`), with dropout masks seeded from
-   ``(seed, window index)``. With the ``head`` placement the T samples are drawn
-   chunk by chunk of voxels (:func:`pointwise_mc_statistics`: one matrix product and
-   one ``exp`` per class and voxel, running sums); otherwise Welford running statistics
-   over the T softmax samples (:class:`.uncertainty.MCAccumulator`). Both give the mean
-   softmax, the class-averaged variance and the mean per-sample entropy, blended into
-   volume accumulators with Gaussian importance weights (sigma = 0.125 x patch, MONAI's
-   default). Predictive entropy and mutual information come from the blended mean
-   softmax and mean entropy at the end.
+   ``(seed, window index)``. With the ``head`` placement the stochastic part (dropout,
+   then the 1x1 output convolution) is linear up to the softmax, so the windows' input
+   features of that part are blended instead (Gaussian importance weights, sigma =
+   0.125 x patch, MONAI's default; this blends the logits of each sample, as nnU-Net
+   blends logits), and the T samples are drawn once per voxel of the model grid, chunk
+   by chunk (:func:`pointwise_mc_volume`: one matrix product and one ``exp`` per class
+   and voxel, running sums), not once per window that covers it (with overlap 0.5 a
+   voxel lies in up to 8 windows). Other placements: Welford running statistics over
+   the T softmax samples of each window (:class:`.uncertainty.MCAccumulator`), blended
+   into volume accumulators with the same weights. Both give the mean softmax, the
+   class-averaged variance and the mean per-sample entropy; predictive entropy and
+   mutual information come from the mean softmax and mean entropy at the end.
 3. Labels = argmax of the mean softmax on the model grid, mapped to canonical anatomy
    label values, resampled to the **original CT grid** by nearest neighbour;
    uncertainty maps (and optional probabilities) resampled to the CT grid linearly.
@@ -27,9 +31,10 @@ Steps of :func:`predict`:
 4. Review list: structure-wise uncertainty on the model grid (physical band widths).
 
 Memory (float32, model grid of N voxels, C classes): volume accumulators (C + 3) x 4 N
-bytes, the input 4 N, and per window the activations of one pass (``head`` placement:
-plus C x ``CHUNK_VOXELS`` floats; other placements: O(mc_batch_size x activations));
-none of them grows with T. Outputs on the CT grid (M voxels): labels M bytes (uint8),
+bytes (``head`` placement: the blended features C_f x 4 N and the weights 4 N, then the
+outputs (C + 2) x 4 N), the input 4 N, and per window the activations of one pass
+(``head``: plus C x ``CHUNK_VOXELS`` floats; other placements: O(mc_batch_size x
+activations)); none of them grows with T. Outputs on the CT grid (M voxels): labels M bytes (uint8),
 3 x 4 M bytes for the uncertainty maps, + C x 4 M with ``return_probabilities``. Peak
 RSS is therefore about 4 N (C + 5) + 13 M bytes + the network's window activations +
 the caller's CT; with ``crop_to_body`` N covers the body box only.
@@ -89,8 +94,9 @@ class ModelGridOutput:
         Bytes of the volume accumulators (independent of T).
     timings_s : dict[str, float]
         Wall time, seconds: ``deterministic`` (the network up to the first dropout
-        layer), ``stochastic`` (the rest, T times, with the per-window statistics),
-        ``blend`` (Gaussian-weighted accumulation) and ``finalize``.
+        layer), ``stochastic`` (the rest, T times, with the statistics: per window, or
+        per model-grid voxel for the ``head`` placement), ``blend`` (Gaussian-weighted
+        accumulation) and ``finalize``.
     """
 
     mean_probability: np.ndarray
@@ -515,6 +521,55 @@ def pointwise_mc_statistics(
     return mean_p, var.clamp_(min=0), sum_h.div_(n_samples)
 
 
+def pointwise_mc_volume(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    dropout_p: float,
+    n_samples: int,
+    seed: int,
+    chunk_voxels: int = CHUNK_VOXELS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`pointwise_mc_statistics` over a whole volume of features, chunk by chunk.
+
+    Parameters
+    ----------
+    features : torch.Tensor of float32, (C_f, n0, n1, n2), contiguous
+        Input of the dropout layer at every voxel (the windows' features, blended).
+    weight, bias, dropout_p, n_samples
+        As :func:`pointwise_mc_statistics`.
+    seed : int
+        Seed of the PCG64 generator the masks are drawn from, chunk after chunk (so each
+        voxel gets its own masks, reproducibly).
+    chunk_voxels : int
+        Voxels per chunk (bounds the temporaries: C x chunk_voxels floats each).
+
+    Returns
+    -------
+    mean_p : torch.Tensor, (C, n0, n1, n2)
+    variance : torch.Tensor, (n0, n1, n2)
+        Zero for ``n_samples`` = 1.
+    expected_entropy : torch.Tensor, (n0, n1, n2)
+    """
+    rng = np.random.default_rng(seed)
+    shape = features.shape[1:]
+    flat = features.reshape(features.shape[0], -1)
+    n = flat.shape[1]
+    dev = features.device
+    mean_p = torch.empty((weight.shape[0], n), dtype=torch.float32, device=dev)
+    var = torch.zeros(n, dtype=torch.float32, device=dev)
+    ent = torch.empty(n, dtype=torch.float32, device=dev)
+    for i0 in range(0, n, chunk_voxels):
+        i1 = min(i0 + chunk_voxels, n)
+        p, v, h = pointwise_mc_statistics(flat[:, i0:i1], weight, bias, dropout_p, n_samples,
+                                          rng)
+        mean_p[:, i0:i1] = p
+        ent[i0:i1] = h
+        if v is not None:
+            var[i0:i1] = v
+    return mean_p.reshape(-1, *shape), var.reshape(shape), ent.reshape(shape)
+
+
 # -- core: sliding window with MC samples ------------------------------------------------
 def mc_sliding_window(
     volume: np.ndarray,
@@ -531,12 +586,14 @@ def mc_sliding_window(
     """Monte-Carlo sliding-window inference on a normalised volume (model grid).
 
     Per window the deterministic part of the network runs once. With the ``head``
-    placement (:attr:`BayesianUNet.pointwise_tail`) the T samples of the stochastic
-    part (dropout + 1x1 convolution) are drawn chunk by chunk of ``CHUNK_VOXELS`` voxels
-    (:func:`pointwise_mc_statistics`) and blended straight into the volume
-    accumulators, so no (T, C, patch) tensor is ever held and ``mc_batch_size`` plays no
-    part; other placements run :meth:`BayesianUNet.forward_stochastic` in batches of
-    ``mc_batch_size`` samples.
+    placement (:attr:`BayesianUNet.pointwise_tail`) its output features are blended
+    into one volume (Gaussian weights), and the T samples of the stochastic part
+    (dropout + 1x1 convolution) are then drawn once per voxel, chunk by chunk of
+    ``CHUNK_VOXELS`` voxels (:func:`pointwise_mc_volume`), with masks seeded from
+    ``(seed, 0)``: no (T, C, patch) tensor is ever held, ``mc_batch_size`` plays no part,
+    and overlapping windows add no Monte-Carlo work. Other placements run
+    :meth:`BayesianUNet.forward_stochastic` per window in batches of ``mc_batch_size``
+    samples and blend the statistics.
 
     Parameters
     ----------
@@ -588,12 +645,17 @@ def mc_sliding_window(
     # accumulators where the network runs on a GPU (no per-window copies to the host)
     acc_dev = dev if dev.type == "cuda" else torch.device("cpu")
     wmap = wmap.to(acc_dev)
-    acc_p = torch.zeros((n_classes, *padded), dtype=torch.float32, device=acc_dev)
-    acc_var = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
-    acc_ent = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
     acc_w = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
+    if pointwise:  # the head's input features, blended; the statistics come at the end
+        acc_f = torch.zeros((head_w.shape[1], *padded), dtype=torch.float32, device=acc_dev)
+        acc_bytes = 4 * int(np.prod(padded)) * (head_w.shape[1] + 1) \
+            + 4 * int(np.prod(shape)) * (n_classes + 2)
+    else:
+        acc_p = torch.zeros((n_classes, *padded), dtype=torch.float32, device=acc_dev)
+        acc_var = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
+        acc_ent = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
+        acc_bytes = 4 * int(np.prod(padded)) * (n_classes + 3)
     amp = _autocast_dtype(cfg.precision, dev)
-    acc_bytes = sum(int(a.nelement() * a.element_size()) for a in (acc_p, acc_var, acc_ent, acc_w))
     timings = {"deterministic": 0.0, "stochastic": 0.0, "blend": 0.0}
 
     def blend(sl: tuple[slice, ...], w: torch.Tensor, mean_p: torch.Tensor,
@@ -627,12 +689,11 @@ def mc_sliding_window(
                 timings["deterministic"] += time.perf_counter() - t
                 for bi, sl in enumerate(slices):
                     if pointwise:
-                        # only the voxels inside the volume (not its padding)
-                        valid = tuple(min(s.stop, n) - s.start
-                                      for s, n in zip(sl, shape, strict=True))
-                        _pointwise_window(feats.x[bi], sl, valid, head_w, head_b,
-                                          net_cfg.dropout_p, T, window_seed(cfg.seed, b0 + bi),
-                                          wmap, dims, blend, timings)
+                        t = time.perf_counter()
+                        fx = feats.x[bi] if dims == 3 else feats.x[bi].unsqueeze(-1)
+                        acc_f[(slice(None), *sl)].addcmul_(fx.float().to(acc_dev), wmap)
+                        acc_w[sl] += wmap
+                        timings["blend"] += time.perf_counter() - t
                         continue
                     t = time.perf_counter()
                     f = feats.select(slice(bi, bi + 1))
@@ -664,15 +725,31 @@ def mc_sliding_window(
         model.set_mc_dropout(was_mc)
         model.train(was_training)
 
-    t = time.perf_counter()
     crop = tuple(slice(0, n) for n in shape)
     acc_w = acc_w[crop]
-    mean_p = acc_p[(slice(None), *crop)]
-    mean_p /= acc_w
-    acc_var = acc_var[crop]
-    acc_var /= acc_w
-    acc_ent = acc_ent[crop]
-    acc_ent /= acc_w
+    if pointwise:  # the T samples, once per voxel of the blended features
+        t = time.perf_counter()
+        features = acc_f[(slice(None), *crop)]
+        features /= acc_w
+        if padded != shape:
+            features = features.contiguous()
+        del acc_f
+        _check_cancel(cancel)
+        with torch.inference_mode():
+            mean_p, acc_var, acc_ent = pointwise_mc_volume(
+                features, head_w.to(acc_dev), None if head_b is None else head_b.to(acc_dev),
+                net_cfg.dropout_p, T, window_seed(cfg.seed, 0),
+                CHUNK_VOXELS if acc_dev.type == "cpu" else CHUNK_VOXELS_GPU)
+        del features
+        timings["stochastic"] += time.perf_counter() - t
+    t = time.perf_counter()
+    if not pointwise:
+        mean_p = acc_p[(slice(None), *crop)]
+        mean_p /= acc_w
+        acc_var = acc_var[crop]
+        acc_var /= acc_w
+        acc_ent = acc_ent[crop]
+        acc_ent /= acc_w
     h = entropy(mean_p, axis=0)
     mi = (h - acc_ent).clamp_(min=0)
     timings["finalize"] = time.perf_counter() - t
@@ -705,42 +782,6 @@ def _autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
     if precision == "float32":
         return None
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
-
-
-def _pointwise_window(x: torch.Tensor, sl: tuple[slice, ...], valid: tuple[int, ...],
-                      weight: torch.Tensor, bias: torch.Tensor | None, dropout_p: float,
-                      T: int, seed: int, wmap: torch.Tensor, dims: int, blend,
-                      timings: dict[str, float]) -> None:
-    """MC statistics of one window's voxels, slab by slab along its first axis, blended.
-
-    ``x``: features (C_f, p0, p1[, p2]) of the window ``sl``; ``valid``: voxels of the
-    window inside the (unpadded) volume along each axis (3 values); padding voxels are
-    skipped. The masks come from a PCG64 generator seeded with ``seed``, drawn slab
-    after slab, sample after sample.
-    """
-    rng = np.random.default_rng(seed)
-    v = valid if dims == 3 else valid[:2]
-    x = x[(slice(None), *(slice(0, n) for n in v))]
-    wv = wmap[tuple(slice(0, n) for n in valid)]
-    plane = int(np.prod(x.shape[2:]))
-    chunk_voxels = CHUNK_VOXELS if x.device.type == "cpu" else CHUNK_VOXELS_GPU
-    step = max(1, chunk_voxels // plane)
-    for i0 in range(0, v[0], step):
-        i1 = min(i0 + step, v[0])
-        t = time.perf_counter()
-        chunk = x[:, i0:i1].reshape(x.shape[0], -1)
-        mean_p, var, ent = pointwise_mc_statistics(chunk, weight, bias, dropout_p, T, rng)
-        sub = (i1 - i0, *x.shape[2:])
-        mean_p = mean_p.reshape(-1, *sub)
-        ent = ent.reshape(sub)
-        var = var.reshape(sub) if var is not None else None
-        if dims == 2:
-            mean_p, ent = mean_p.unsqueeze(-1), ent.unsqueeze(-1)
-            var = var.unsqueeze(-1) if var is not None else None
-        timings["stochastic"] += time.perf_counter() - t
-        win_sl = tuple(slice(s.start + a, s.start + b) for s, a, b in
-                       zip(sl, (i0, 0, 0), (i1, *valid[1:]), strict=True))
-        blend(win_sl, wv[i0:i1], mean_p, ent, var)
 
 
 # -- full pipeline -----------------------------------------------------------------------
