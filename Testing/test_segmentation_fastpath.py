@@ -144,17 +144,39 @@ def test_head_placement_draws_the_samples_once_per_voxel_of_the_blended_features
     np.testing.assert_allclose(det.mean_probability, torch.softmax(logits, 0).numpy(),
                                atol=1e-5)
     mc = mc_sliding_window(vol, net, InferenceConfig(mc_samples=4, **cfg), device="cpu")
+    buffer = feats.clone()  # 4 features >= 3 classes: the mean softmax replaces them
     with torch.no_grad():
-        ref_p, ref_v, ref_h = pointwise_mc_volume(feats, w, b, 0.5, 4, window_seed(7, 0))
-    np.testing.assert_allclose(mc.mean_probability, ref_p.numpy(), atol=1e-5)
+        ref_v, _ = pointwise_mc_volume(buffer, 4, w, b, 0.5, 4, window_seed(7, 0))
+    np.testing.assert_allclose(mc.mean_probability, buffer[:3].numpy(), atol=1e-5)
     np.testing.assert_allclose(mc.predictive_variance, ref_v.numpy(), atol=1e-6)
     assert mc.predictive_variance.max() > 1e-6  # dropout acted
     # chunks draw their own masks: constant features, two chunks, different samples
     same = torch.ones((4, 2, 8, 8))
     with torch.no_grad():
-        p2, _, _ = pointwise_mc_volume(same, w, b, 0.5, 2, 3, chunk_voxels=64)
-    assert not torch.allclose(p2[:, 0], p2[:, 1])
-    del ref_h
+        pointwise_mc_volume(same, 4, w, b, 0.5, 2, 3, chunk_voxels=64)
+    assert not torch.allclose(same[:3, 0], same[:3, 1])
+
+
+def test_pointwise_mc_volume_in_place_equals_one_chunk_per_voxel_block():
+    """The in-place buffer (more classes than features, several chunks) gives each chunk
+    what :func:`pointwise_mc_statistics` gives it alone, with the same mask stream."""
+    from CTMuscleBoneLib.segmentation.inference import pointwise_mc_volume
+
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn((3, 4, 5, 6), generator=gen)  # 3 features, 7 classes, 120 voxels
+    w, b = torch.randn((7, 3), generator=gen), torch.randn(7, generator=gen)
+    buffer = torch.zeros((7, 4, 5, 6))
+    buffer[:3] = feats
+    var, ent = pointwise_mc_volume(buffer, 3, w, b, 0.25, 5, seed=11, chunk_voxels=50)
+    rng = np.random.default_rng(11)
+    flat = feats.reshape(3, -1)
+    for i0 in range(0, 120, 50):
+        p, v, h = pointwise_mc_statistics(flat[:, i0:i0 + 50], w, b, 0.25, 5, rng)
+        torch.testing.assert_close(buffer.reshape(7, -1)[:, i0:i0 + 50], p)
+        torch.testing.assert_close(var.reshape(-1)[i0:i0 + 50], v)
+        torch.testing.assert_close(ent.reshape(-1)[i0:i0 + 50], h)
+    with pytest.raises(ValueError, match="channels"):
+        pointwise_mc_volume(torch.zeros((5, 4, 5, 6)), 3, w, b, 0.25, 5, seed=1)
 
 
 def _air_phantom() -> CTImage:

@@ -314,6 +314,10 @@ def window_backends(net, n_classes: int, which: list[str],
         try:
             cnet = torch.compile(net)
             with torch.inference_mode():
+                t0 = time.perf_counter()
+                y = cnet(x)  # the first call compiles
+                out["compile_first_call_s"] = time.perf_counter() - t0
+                out["compile_label_dice_vs_fp32"] = _mean_dice(y.argmax(1), ref_lab, n_classes)
                 out["compile_s"] = timed(lambda: cnet(x))
         except Exception as exc:  # noqa: BLE001 - report, do not abort the benchmark
             out["compile_error"] = str(exc).splitlines()[0][:120]
