@@ -276,3 +276,16 @@ def test_argmax_on_grid_equals_argmax_of_resampled_probabilities():
     expect = lut[ref.argmax(0)].astype(np.uint8)
     assert (fast != nn).any()  # the shell was recomputed
     assert (fast == expect).mean() > 0.9995
+
+
+def test_entropy_by_slab_equals_the_whole_volume_entropy():
+    """The slab-by-slab entropy of the mean softmax (no (C, volume) temporary) against
+    the whole-volume formula, on a cropped (non-contiguous) view and with 1-slice slabs."""
+    from CTMuscleBoneLib.segmentation.inference import _entropy_by_slab
+    from CTMuscleBoneLib.segmentation.uncertainty import entropy
+
+    gen = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn((5, 9, 7, 6), generator=gen) * 3, 0)
+    view = p[:, :8, :6]
+    for max_elements in (1, 50, 1 << 24):
+        torch.testing.assert_close(_entropy_by_slab(view, max_elements), entropy(view, 0))
