@@ -337,8 +337,8 @@ def _with_vertebra_levels(variants: list[StructureScoreVariants], levels: Verteb
     on_model = resample(numbered, target, grid, "nearest", 0, numbered.dtype)
     lab = np.where((lab_model == lumbar.label_value) & np.isin(on_model, list(level_keys)),
                    on_model, 0)
-    band_mm = lumbar.band_mm
-    per_level = structure_score_variants(lab, maps, grid.spacing_mm, level_keys, band_mm)
+    per_level = structure_score_variants(lab, maps, grid.spacing_mm, level_keys,
+                                         lumbar.band_mm)
     keep_lumbar = bool(np.any(numbered == lumbar.label_value))  # pieces left unnumbered
     out = []
     for v in variants:
@@ -661,10 +661,9 @@ def mc_sliding_window(
     acc_w = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
     if pointwise:  # the head's input features, blended; then the mean softmax in place
         n_feat = int(head_w.shape[1])
-        acc_f = torch.zeros((max(n_feat, n_classes), *padded), dtype=torch.float32,
-                            device=acc_dev)
-        acc_bytes = 4 * int(np.prod(padded)) * (max(n_feat, n_classes) + 1) \
-            + 4 * int(np.prod(padded)) * 2
+        n_buf = max(n_feat, n_classes)
+        acc_f = torch.zeros((n_buf, *padded), dtype=torch.float32, device=acc_dev)
+        acc_bytes = 4 * int(np.prod(padded)) * (n_buf + 3)  # + weights, variance, entropy
     else:
         acc_p = torch.zeros((n_classes, *padded), dtype=torch.float32, device=acc_dev)
         acc_var = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
@@ -945,17 +944,16 @@ def predict(
     levels = None
     if LUMBAR_KEY in structures.values():  # split and number the lumbar vertebrae
         label_map, levels = number_label_map(label_map)
+    final = label_map.array[box] if box is not None else label_map.array  # (a view)
+    if levels is not None:
         t4 = time.perf_counter()
         variants = _with_vertebra_levels(variants, levels, lab_model, out.uncertainty(), grid,
-                                         label_map.array[box] if box is not None
-                                         else label_map.array, target)
+                                         final, target)
         timings["review"] += time.perf_counter() - t4
     del lab_model
     review = review_from_variants(variants, inference_cfg.review_map,
                                   inference_cfg.review_region)
-    review = _review_volumes_on_ct_grid(
-        review, label_map.array[box] if box is not None else label_map.array,
-        ct.geometry.voxel_volume_cm3)
+    review = _review_volumes_on_ct_grid(review, final, ct.geometry.voxel_volume_cm3)
     unc: dict[str, np.ndarray] = {}
     for i, name in enumerate(UNCERTAINTY_NAMES):
         _check_cancel(cancel)
