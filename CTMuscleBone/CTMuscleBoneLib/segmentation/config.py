@@ -329,6 +329,18 @@ class InferenceConfig:
         native support (on a CPU without it, it is emulated and slow);
         benchmarks/bench_clinical.py compares its labels with float32 (Dice). Default
         float32.
+    mirror_samples : bool
+        Test-time mirroring inside the Monte-Carlo loop: the last ``T // 2`` of the T
+        samples of every window run on the window mirrored left-right, and their
+        softmax is mirrored back with each ``_left`` channel swapped with its ``_right``
+        partner (nnU-Net mirrors at test time too, at the price of extra passes; here the
+        samples are split, not doubled, so the cost is one more run of the network's
+        deterministic part per window). A model whose errors lean to one side (one
+        side's structure painted larger than the other's) is pulled to the symmetric
+        mean, and the samples' spread then includes the mirror's disagreement. Needs
+        dropout inside the network (placement ``decoder`` or ``all``; with ``head`` the
+        samples are drawn from blended features) and a left-right axis in the 2-D
+        model's slice plane. Default off.
     """
 
     patch_size: tuple[int, ...] = (96, 96, 96)
@@ -346,9 +358,12 @@ class InferenceConfig:
     component_min_fraction: float = 0.1
     crop_to_body: bool = True
     precision: str = "float32"
+    mirror_samples: bool = False
 
     def __post_init__(self) -> None:
         w = "InferenceConfig"
+        if not isinstance(self.mirror_samples, bool):
+            raise ModelError(f"{w}: mirror_samples must be true or false.")
         if self.precision not in PRECISIONS:
             raise ModelError(f"{w}: precision must be one of {PRECISIONS}, got "
                              f"{self.precision!r}.")

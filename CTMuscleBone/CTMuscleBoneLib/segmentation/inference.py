@@ -388,6 +388,51 @@ def window_seed(seed: int, window_index: int) -> int:
     return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+@dataclass(frozen=True)
+class MirrorPlan:
+    """How a window is mirrored left-right and its output brought back.
+
+    Attributes
+    ----------
+    axis : int
+        Model-grid array axis (0, 1 or 2) that points left or right.
+    channels : np.ndarray of int, (C,)
+        Output channel -> its mirror partner (``femur_left`` <-> ``femur_right``; a
+        structure without a side, and the background, map to themselves). An
+        involution: ``channels[channels] == arange(C)``.
+    """
+
+    axis: int
+    channels: np.ndarray
+
+
+def mirror_plan(orientation: str, labels: dict[int, str], n_classes: int,
+                spatial_dims: int) -> MirrorPlan:
+    """The :class:`MirrorPlan` of a model (its input orientation and channel labels).
+
+    Raises
+    ------
+    ModelError
+        When a sided channel has no partner among the labels, or the left-right axis is
+        the slice axis of a 2-D model (its windows have no width to mirror).
+    """
+    axis = next(i for i, ch in enumerate(orientation.upper()) if ch in "LR")
+    if spatial_dims == 2 and axis == 2:
+        raise ModelError("mirror_samples: the model's left-right axis is its slice axis "
+                         f"(orientation {orientation}); turn mirror_samples off.")
+    by_key = {str(k): int(c) for c, k in labels.items()}
+    channels = np.arange(n_classes)
+    for key, ch in by_key.items():
+        for side, other in (("_left", "_right"), ("_right", "_left")):
+            if key.endswith(side):
+                partner = key[: -len(side)] + other
+                if partner not in by_key:
+                    raise ModelError(f"mirror_samples: channel {ch} is '{key}' but no "
+                                     f"channel is '{partner}'; turn mirror_samples off.")
+                channels[ch] = by_key[partner]
+    return MirrorPlan(axis, channels)
+
+
 def importance_map(patch3: tuple[int, int, int], spatial_dims: int, mode: str) -> torch.Tensor:
     """Blending weights of one window, shape ``patch3`` (float32, > 0)."""
     from monai.data.utils import compute_importance_map
@@ -595,6 +640,7 @@ def mc_sliding_window(
     cancel: threading.Event | None = None,
     progress_range: tuple[float, float] = (0.0, 1.0),
     backend: str = "torch",
+    mirror: MirrorPlan | None = None,
 ) -> ModelGridOutput:
     """Monte-Carlo sliding-window inference on a normalised volume (model grid).
 
@@ -626,6 +672,11 @@ def mc_sliding_window(
     backend : {'torch', 'openvino'}
         What runs the deterministic part (:mod:`.backends`; 'openvino': CPU and the
         ``head`` placement only).
+    mirror : MirrorPlan, optional
+        Test-time mirroring (``InferenceConfig.mirror_samples``): the last ``T // 2``
+        samples of each window run on the window flipped along ``mirror.axis``; their
+        softmax is flipped back and its channels permuted by ``mirror.channels``. Not
+        for the ``head`` placement (ModelError).
     """
     net_cfg = model.config
     cfg.check_against(net_cfg)
@@ -640,6 +691,12 @@ def mc_sliding_window(
     model.eval()
     model.set_mc_dropout(T > 1)
     pointwise = model.pointwise_tail
+    if mirror is not None and pointwise:
+        raise ModelError("mirror_samples needs dropout inside the network (placement "
+                         "'decoder' or 'all'); this model's dropout is at the head only, "
+                         "where the samples are drawn once per voxel of blended features. "
+                         "Turn mirror_samples off.")
+    n_mirrored = T // 2 if mirror is not None else 0
     head_w, head_b = model.head_weights()
     run_features = feature_runner(model, backend, dev)
     compile_before = float(getattr(run_features, "compile_seconds", 0.0))
@@ -700,6 +757,14 @@ def mc_sliding_window(
                     feats = run_features(x.to(dev))
                 if amp is not None:
                     feats = Features(feats.x.float(), feats.skips, feats.step)
+                feats_m = None
+                if n_mirrored:  # the mirrored windows' deterministic part
+                    flip_dim = 2 + mirror.axis  # (B, 1, *spatial)
+                    with torch.autocast(dev.type, dtype=amp or torch.float32,
+                                        enabled=amp is not None):
+                        feats_m = run_features(torch.flip(x, (flip_dim,)).to(dev))
+                    if amp is not None:
+                        feats_m = Features(feats_m.x.float(), feats_m.skips, feats_m.step)
                 timings["deterministic"] += time.perf_counter() - t
                 for bi, sl in enumerate(slices):
                     if pointwise:
@@ -715,12 +780,19 @@ def mc_sliding_window(
                     with torch.random.fork_rng(devices=fork_devices):
                         torch.manual_seed(window_seed(cfg.seed, b0 + bi))
                         done = 0
-                        while done < T:
-                            k = min(cfg.mc_batch_size, T - done)
+                        while done < T:  # the first T - n_mirrored samples unmirrored
+                            mirrored = done >= T - n_mirrored
+                            k = min(cfg.mc_batch_size,
+                                    (T if mirrored else T - n_mirrored) - done)
+                            src = feats_m.select(slice(bi, bi + 1)) if mirrored else f
                             with torch.autocast(dev.type, dtype=amp or torch.float32,
                                                 enabled=amp is not None):
-                                logits = model.forward_stochastic(f, k)[:, 0]
-                            acc.update(torch.softmax(logits.float(), dim=1))
+                                logits = model.forward_stochastic(src, k)[:, 0]
+                            p = torch.softmax(logits.float(), dim=1)  # (k, C, *spatial)
+                            if mirrored:
+                                p = torch.flip(p, (2 + mirror.axis,))[
+                                    :, torch.as_tensor(mirror.channels, device=p.device)]
+                            acc.update(p)
                             done += k
                     mean_p = acc.mean_probability
                     ent = acc.expected_entropy
@@ -730,7 +802,7 @@ def mc_sliding_window(
                         var = var.unsqueeze(-1) if var is not None else None
                     timings["stochastic"] += time.perf_counter() - t
                     blend(sl, wmap, mean_p, ent, var)
-                del feats
+                del feats, feats_m
                 if progress is not None:
                     done_w = min(b0 + cfg.sw_batch_size, len(windows))
                     progress(f0 + (f1 - f0) * done_w / len(windows),
@@ -901,7 +973,11 @@ def predict(
     _check_cancel(cancel)
 
     t1 = time.perf_counter()
+    mirror = (mirror_plan(input_cfg.orientation, labels, n_classes,
+                          model.config.spatial_dims)
+              if inference_cfg.mirror_samples else None)
     out = mc_sliding_window(x, model, inference_cfg, device=dev, backend=backend,
+                            mirror=mirror,
                             pad_value=input_cfg.normalized_range[0], progress=report,
                             cancel=cancel, progress_range=(0.05, 0.85))
     del x
