@@ -325,3 +325,28 @@ def test_boundary_band_is_physical():
     # at sqrt(2)..sqrt(3) mm are > 1 mm: 6 faces x 100 = 600 voxels)
     assert item.mean_inside == 0.0
     assert item.mean_boundary == pytest.approx(600 / (600 + 488))
+
+
+@pytest.mark.parametrize("spacing", [(1.5, 1.5, 1.5), (0.8, 0.8, 2.0), (3.0, 3.0, 3.0),
+                                     (1.0, 2.5, 0.7)])
+@pytest.mark.parametrize("band_mm", [0.0, 1.0, 2.0, 3.7, 6.0])
+def test_boundary_band_equals_the_thresholded_distance_transforms(spacing, band_mm):
+    """The band by erosion / dilation with a ball is the set the two Euclidean distance
+    transforms give (inside within band_mm of an outside voxel, outside within band_mm
+    of the mask, plus the face neighbours of the surface), anisotropic spacing and a
+    mask that touches the array border included."""
+    from CTMuscleBoneLib.segmentation.uncertainty import boundary_band
+    from scipy import ndimage
+
+    rng = np.random.default_rng(int(band_mm * 10) + int(spacing[2] * 10))
+    mask = ndimage.gaussian_filter(rng.random((36, 31, 27)), 2.0) > 0.5
+    mask[:4, :, :3] = True
+    face = ndimage.generate_binary_structure(3, 1)
+    d_in = ndimage.distance_transform_edt(mask, sampling=spacing)
+    d_out = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    ref = (mask & (d_in <= band_mm)) | (~mask & (d_out <= band_mm))
+    ref |= mask & ndimage.binary_dilation(~mask, face)
+    ref |= ~mask & ndimage.binary_dilation(mask, face)
+    band = boundary_band(mask, spacing, band_mm)
+    np.testing.assert_array_equal(band, ref)
+    assert band.sum() > 0 and (~band).sum() > 0

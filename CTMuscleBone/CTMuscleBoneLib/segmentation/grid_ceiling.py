@@ -1,0 +1,138 @@
+"""The Dice a perfect model can reach on a given model grid.
+
+A model that runs on a coarser grid than the CT can at best know, for each model voxel,
+what fraction of it each structure fills (its partial volume). This module builds those
+fractions from a reference label map, brings them back to the CT grid exactly as
+:func:`.inference.predict` brings a model's mean softmax back
+(``label_resampling='probability'``: :func:`.inference.argmax_on_grid`; or ``'nearest'``),
+and scores the result against the reference. The Dice it gives is the ceiling of any
+model on that grid: a structure whose ceiling is below a target cannot reach it there,
+whatever the training; one whose ceiling is well above it is limited by the model.
+
+Partial volume: the one-hot mask of each structure averaged over a box of one model
+voxel (``scipy.ndimage.uniform_filter`` on the CT grid, box size the model spacing along
+each CT axis, rounded to whole CT voxels), then sampled at the model voxel centres by
+linear interpolation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..image import LabelMap
+from .config import InputConfig
+from .evaluate import dice
+from .inference import argmax_on_grid
+from .preprocess import model_grid, resample
+
+
+def partial_volume_box(ct_spacing_mm: np.ndarray, ct_direction: np.ndarray,
+                       model_spacing_mm: np.ndarray, model_direction: np.ndarray
+                       ) -> tuple[int, ...]:
+    """Box (CT voxels per CT axis) that one model voxel covers.
+
+    Parameters
+    ----------
+    ct_spacing_mm, model_spacing_mm : (3,) mm
+    ct_direction, model_direction : (3, 3)
+        Direction cosines as columns (the :class:`~CTMuscleBoneLib.image.Geometry`
+        convention).
+
+    Returns
+    -------
+    tuple of 3 int, each >= 1
+        Model spacing along each CT axis (projected: exact for the axis-aligned and
+        permuted grids of ``reorient='nearest_axis'``) over the CT spacing, rounded.
+    """
+    along = np.abs(np.asarray(ct_direction).T @ np.asarray(model_direction)) @ np.asarray(
+        model_spacing_mm, float)
+    return tuple(max(1, int(round(a / s))) for a, s in zip(along, ct_spacing_mm,
+                                                           strict=True))
+
+
+def grid_ceiling(reference: LabelMap, input_cfg: InputConfig,
+                 label_resampling: str = "probability") -> dict[str, float | None]:
+    """Per-structure Dice of a perfect model on ``input_cfg``'s model grid.
+
+    Parameters
+    ----------
+    reference : LabelMap
+        Reference labels on the CT grid, shape (n0, n1, n2).
+    input_cfg : InputConfig
+        The model's input (its ``spacing_mm`` and ``orientation`` define the grid).
+    label_resampling : {'probability', 'nearest'}
+        How labels come back to the CT grid (as :class:`.config.InferenceConfig`).
+
+    Returns
+    -------
+    dict
+        Anatomy key -> Dice of the ceiling labels against ``reference`` (None for a
+        structure with no voxel).
+    """
+    from scipy import ndimage
+
+    if label_resampling not in ("probability", "nearest"):
+        raise ValueError(f"label_resampling must be 'probability' or 'nearest', got "
+                         f"{label_resampling!r}.")
+    geo = reference.geometry
+    arr = reference.array
+    grid = model_grid(geo, input_cfg)
+    values = [0, *sorted(int(v) for v in reference.structures)]
+    box = partial_volume_box(np.asarray(geo.spacing_mm), np.asarray(geo.direction),
+                             np.asarray(grid.spacing_mm), np.asarray(grid.direction))
+    fractions = np.empty((len(values), *grid.shape), np.float32)
+    for i, v in enumerate(values):
+        m = ndimage.uniform_filter((arr == v).astype(np.float32), box, mode="nearest")
+        fractions[i] = resample(m, geo, grid, "linear", 1.0 if v == 0 else 0.0)
+    channels = np.argmax(fractions, axis=0)
+    lut = np.asarray(values, dtype=np.int64)
+    dtype = np.uint8 if max(values) <= 255 else np.int32
+    labels = resample(lut[channels].astype(dtype), grid, geo, "nearest", 0, dtype)
+    if label_resampling == "probability":
+        argmax_on_grid(fractions, grid, geo, lut, labels, channels)
+    return {key: dice(labels == v, arr == v) for v, key in reference.structures.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Ceiling table of a model's grid on its held-out phantoms (or other seeds)."""
+    import argparse
+    from dataclasses import replace
+
+    from ..phantoms import make_phantom
+    from .registry import load_model
+    from .training.datasets import reference_for
+    from .training.make_demo_model import HELD_OUT, phantom_spec
+
+    ap = argparse.ArgumentParser(description="Dice ceiling of a model grid on held-out "
+                                 "synthetic phantoms (perfect partial volumes).")
+    ap.add_argument("--model", default="ctmusclebone-demo-synthetic",
+                    help="model folder or installed model name")
+    ap.add_argument("--generator", default="mixed", choices=sorted(HELD_OUT))
+    ap.add_argument("--phantoms", type=int, default=8, help="held-out phantoms to use")
+    ap.add_argument("--spacing", type=float, nargs="*", default=[],
+                    help="isotropic model spacings (mm) to try besides the card's")
+    args = ap.parse_args(argv)
+    card, _ = load_model(args.model)
+    first, spacing_range = HELD_OUT[args.generator]
+    cfgs = {"card": card.input} | {f"{s:g} mm": replace(card.input, spacing_mm=(s, s, s))
+                                   for s in args.spacing}
+    rows: dict[str, dict[str, list[float]]] = {}
+    for i in range(args.phantoms):
+        spec = phantom_spec(first + i, args.generator, "full", spacing_range)
+        ref, _ = reference_for(make_phantom(spec).labels, list(card.labels.values()))
+        for name, cfg in cfgs.items():
+            for key, d in grid_ceiling(ref, cfg).items():
+                if d is not None:
+                    rows.setdefault(key, {}).setdefault(name, []).append(d)
+        print(f"phantom {first + i} done", flush=True)
+    print("structure".ljust(36) + "".join(n.rjust(12) for n in cfgs)
+          + "   (mean Dice ceiling; min)")
+    for key in sorted(rows):
+        cells = [rows[key].get(n, []) for n in cfgs]
+        print(key.ljust(36) + "".join(
+            (f"{np.mean(c):.3f} {min(c):.2f}" if c else "-").rjust(12) for c in cells))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
