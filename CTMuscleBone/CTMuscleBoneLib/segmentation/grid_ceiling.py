@@ -96,7 +96,9 @@ def grid_ceiling(reference: LabelMap, input_cfg: InputConfig,
 def main(argv: list[str] | None = None) -> int:
     """Ceiling table of a model's grid on its held-out phantoms (or other seeds)."""
     import argparse
+    import json
     from dataclasses import replace
+    from pathlib import Path
 
     from ..phantoms import make_phantom
     from .registry import load_model
@@ -111,20 +113,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phantoms", type=int, default=8, help="held-out phantoms to use")
     ap.add_argument("--spacing", type=float, nargs="*", default=[],
                     help="isotropic model spacings (mm) to try besides the card's")
+    ap.add_argument("--out", help="JSON file: every phantom's ceilings")
     args = ap.parse_args(argv)
     card, _ = load_model(args.model)
     first, spacing_range = HELD_OUT[args.generator]
     cfgs = {"card": card.input} | {f"{s:g} mm": replace(card.input, spacing_mm=(s, s, s))
                                    for s in args.spacing}
     rows: dict[str, dict[str, list[float]]] = {}
+    per_case: dict[str, dict[str, dict[str, float | None]]] = {}
     for i in range(args.phantoms):
         spec = phantom_spec(first + i, args.generator, "full", spacing_range)
         ref, _ = reference_for(make_phantom(spec).labels, list(card.labels.values()))
         for name, cfg in cfgs.items():
-            for key, d in grid_ceiling(ref, cfg).items():
+            ceiling = grid_ceiling(ref, cfg)
+            per_case.setdefault(f"seed{first + i}", {})[name] = ceiling
+            for key, d in ceiling.items():
                 if d is not None:
                     rows.setdefault(key, {}).setdefault(name, []).append(d)
         print(f"phantom {first + i} done", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"model": card.name, "grids": {
+            n: list(c.spacing_mm) for n, c in cfgs.items()}, "ceiling": per_case}, indent=1))
     print("structure".ljust(36) + "".join(n.rjust(12) for n in cfgs)
           + "   (mean Dice ceiling; min)")
     for key in sorted(rows):
