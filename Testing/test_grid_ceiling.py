@@ -1,7 +1,8 @@
 """The Dice ceiling of a model grid (:mod:`CTMuscleBoneLib.segmentation.grid_ceiling`).
 
 Truth: two cylinders along the body axis, radius 6 mm (a gracilis-sized muscle) and
-20 mm, on a 1 mm CT stored in two orientations. On a model grid equal to the CT grid the
+20 mm, on a 1 mm CT stored in two orientations, and on a 1.94 mm CT (a model voxel of
+3 mm is 1.55 CT voxels: no whole-voxel box fits it). On a model grid equal to the CT grid the
 ceiling is exactly 1; on a 3 mm grid the thin cylinder's ceiling falls, less with the
 probability resampling ``predict`` uses than with nearest-neighbour labels, and less for
 the thick cylinder (its boundary is a smaller fraction of its volume).
@@ -20,28 +21,28 @@ from CTMuscleBoneLib.image import Geometry, LabelMap  # noqa: E402
 from CTMuscleBoneLib.segmentation.config import InputConfig  # noqa: E402
 from CTMuscleBoneLib.segmentation.grid_ceiling import (  # noqa: E402
     grid_ceiling,
-    partial_volume_box,
+    partial_volume_sigma,
 )
 
 THIN, THICK = "gracilis_left", "femur_left"
 PERMUTED = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [-1.0, 0.0, 0.0]])
 
 
-def _cylinders(direction: np.ndarray) -> LabelMap:
+def _cylinders(direction: np.ndarray, spacing_mm: float = 1.0) -> LabelMap:
     """Cylinders along z (LPS): radius 6 mm at x = -30, 20 mm at x = 25 (mm)."""
-    shape_lps = (120, 70, 40)
-    # storage axes: the LPS axes permuted / flipped by ``direction``; voxel (0, 0, 0) at
-    # the physical point that makes the grid cover x -60..59, y -35..34, z 0..39
+    shape_lps = tuple(int(round(e / spacing_mm)) for e in (120.0, 70.0, 40.0))
+    # storage axes: the LPS axes permuted / flipped by ``direction``; the grid covers
+    # x -60..60, y -35..35, z 0..40 mm
     inv = np.linalg.inv(direction)
     lo = np.array([-60.0, -35.0, 0.0])
-    hi = lo + np.array(shape_lps) - 1
+    hi = lo + (np.array(shape_lps) - 1) * spacing_mm
     corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
                         for c in (lo[2], hi[2])])
-    idx = corners @ inv.T  # index coordinates up to a shift
+    idx = corners @ inv.T / spacing_mm  # index coordinates up to a shift
     origin_idx = idx.min(axis=0)
     shape = tuple(int(round(s)) + 1 for s in idx.max(axis=0) - origin_idx)
-    origin = direction @ origin_idx
-    g = Geometry(shape, (1.0, 1.0, 1.0), tuple(origin), direction)
+    origin = direction @ origin_idx * spacing_mm
+    g = Geometry(shape, (spacing_mm,) * 3, tuple(origin), direction)
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
     xyz = g.index_to_physical(ijk.reshape(-1, 3)).reshape(*shape, 3)
     arr = np.zeros(shape, np.uint8)
@@ -68,12 +69,20 @@ def test_ceiling_is_one_on_the_ct_grid_and_falls_with_a_coarser_grid(direction):
     assert near[THIN] < 0.95
 
 
-def test_partial_volume_box_follows_the_model_axes_through_a_permutation():
-    box = partial_volume_box(np.array([0.8, 0.8, 2.0]), PERMUTED,
-                             np.array([3.0, 1.5, 6.0]), np.eye(3))
-    # the direction's columns: CT axis 0 runs along -z (6 mm / 0.8 -> 8 voxels), axis 1
-    # along x (3 mm / 0.8 -> 4), axis 2 along -y (1.5 mm / 2.0 -> 1)
-    assert box == (8, 4, 1)
-    assert partial_volume_box(np.ones(3), np.eye(3), np.full(3, 0.5), np.eye(3)) == (1, 1, 1)
+def test_ceiling_on_a_ct_grid_that_no_whole_voxel_box_fits():
+    """1.94 mm CT, 3 mm model grid: the ceiling stays high (measured 0.98 and 1.0; a box
+    of 2 CT voxels would shift the partial volumes by half a CT voxel)."""
+    ref = _cylinders(np.eye(3), spacing_mm=1.94)
+    prob = grid_ceiling(ref, InputConfig(spacing_mm=(3.0, 3.0, 3.0)))
+    assert prob[THIN] >= 0.95
+    assert prob[THICK] >= 0.98
+
+
+def test_partial_volume_sigma_follows_the_model_axes_through_a_permutation():
+    sigma = partial_volume_sigma(np.array([0.8, 0.8, 2.0]), PERMUTED,
+                                 np.array([3.0, 1.5, 6.0]), np.eye(3))
+    # the direction's columns: CT axis 0 runs along -z (6 mm / 0.8 mm), axis 1 along x
+    # (3 mm / 0.8 mm), axis 2 along -y (1.5 mm / 2.0 mm); a box's sigma is width / sqrt(12)
+    np.testing.assert_allclose(sigma, np.array([7.5, 3.75, 0.75]) / np.sqrt(12.0))
     with pytest.raises(ValueError, match="label_resampling"):
         grid_ceiling(_cylinders(np.eye(3)), InputConfig(), label_resampling="cubic")

@@ -9,10 +9,10 @@ and scores the result against the reference. The Dice it gives is the ceiling of
 model on that grid: a structure whose ceiling is below a target cannot reach it there,
 whatever the training; one whose ceiling is well above it is limited by the model.
 
-Partial volume: the one-hot mask of each structure averaged over a box of one model
-voxel (``scipy.ndimage.uniform_filter`` on the CT grid, box size the model spacing along
-each CT axis, rounded to whole CT voxels), then sampled at the model voxel centres by
-linear interpolation.
+Partial volume: the one-hot mask of each structure averaged over one model voxel,
+approximated by a Gaussian of the same variance (sigma = model spacing / sqrt(12) along
+each CT axis, :func:`partial_volume_sigma`) on the CT grid, then sampled at the model
+voxel centres by linear interpolation.
 """
 
 from __future__ import annotations
@@ -26,10 +26,15 @@ from .inference import argmax_on_grid
 from .preprocess import model_grid, resample
 
 
-def partial_volume_box(ct_spacing_mm: np.ndarray, ct_direction: np.ndarray,
-                       model_spacing_mm: np.ndarray, model_direction: np.ndarray
-                       ) -> tuple[int, ...]:
-    """Box (CT voxels per CT axis) that one model voxel covers.
+def partial_volume_sigma(ct_spacing_mm: np.ndarray, ct_direction: np.ndarray,
+                         model_spacing_mm: np.ndarray, model_direction: np.ndarray
+                         ) -> tuple[float, ...]:
+    """Gaussian sigma (CT voxels per CT axis) of a model voxel's partial-volume window.
+
+    A model voxel averages a box of its own size; the box is replaced by the centred
+    Gaussian of the same variance (sigma = width / sqrt(12)), which, unlike a box of a
+    whole number of CT voxels, has no half-voxel shift when the ratio of the spacings
+    rounds to an even number, and follows non-integer ratios.
 
     Parameters
     ----------
@@ -40,14 +45,14 @@ def partial_volume_box(ct_spacing_mm: np.ndarray, ct_direction: np.ndarray,
 
     Returns
     -------
-    tuple of 3 int, each >= 1
+    tuple of 3 float
         Model spacing along each CT axis (projected: exact for the axis-aligned and
-        permuted grids of ``reorient='nearest_axis'``) over the CT spacing, rounded.
+        permuted grids of ``reorient='nearest_axis'``) / sqrt(12), in CT voxels.
     """
     along = np.abs(np.asarray(ct_direction).T @ np.asarray(model_direction)) @ np.asarray(
         model_spacing_mm, float)
-    return tuple(max(1, int(round(a / s))) for a, s in zip(along, ct_spacing_mm,
-                                                           strict=True))
+    return tuple(float(a / s / np.sqrt(12.0)) for a, s in zip(along, ct_spacing_mm,
+                                                               strict=True))
 
 
 def grid_ceiling(reference: LabelMap, input_cfg: InputConfig,
@@ -78,11 +83,12 @@ def grid_ceiling(reference: LabelMap, input_cfg: InputConfig,
     arr = reference.array
     grid = model_grid(geo, input_cfg)
     values = [0, *sorted(int(v) for v in reference.structures)]
-    box = partial_volume_box(np.asarray(geo.spacing_mm), np.asarray(geo.direction),
-                             np.asarray(grid.spacing_mm), np.asarray(grid.direction))
+    sigma = partial_volume_sigma(np.asarray(geo.spacing_mm), np.asarray(geo.direction),
+                                 np.asarray(grid.spacing_mm), np.asarray(grid.direction))
     fractions = np.empty((len(values), *grid.shape), np.float32)
     for i, v in enumerate(values):
-        m = ndimage.uniform_filter((arr == v).astype(np.float32), box, mode="nearest")
+        m = ndimage.gaussian_filter((arr == v).astype(np.float32), sigma, mode="nearest",
+                                    truncate=3.0)
         fractions[i] = resample(m, geo, grid, "linear", 1.0 if v == 0 else 0.0)
     channels = np.argmax(fractions, axis=0)
     lut = np.asarray(values, dtype=np.int64)
