@@ -67,3 +67,15 @@ def test_aliases_and_display_names():
     assert anatomy.key_for_name("erector-spinae right") == "autochthon_right"
     assert anatomy.key_for_name("L3") == "vertebrae_L3"
     assert anatomy.key_for_name("no such thing") is None
+
+
+def test_contralateral_swaps_the_side_of_every_sided_key():
+    contralateral, by_key = anatomy.contralateral, anatomy.BY_KEY
+    assert contralateral("femur_left") == "femur_right"
+    assert contralateral("thigh_posterior_compartment_right") == "thigh_posterior_compartment_left"
+    assert contralateral("sacrum") == "sacrum"
+    for key, s in by_key.items():
+        other = contralateral(key)
+        assert contralateral(other) == key
+        if s.side != "none":
+            assert other in by_key and by_key[other].side != s.side

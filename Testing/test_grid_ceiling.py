@@ -86,3 +86,12 @@ def test_partial_volume_sigma_follows_the_model_axes_through_a_permutation():
     np.testing.assert_allclose(sigma, np.array([7.5, 3.75, 0.75]) / np.sqrt(12.0))
     with pytest.raises(ValueError, match="label_resampling"):
         grid_ceiling(_cylinders(np.eye(3)), InputConfig(), label_resampling="cubic")
+
+
+def test_ceiling_command_names_a_bad_model_or_spacing_without_a_traceback(capsys):
+    from CTMuscleBoneLib.segmentation.grid_ceiling import main
+
+    assert main(["--model", "no-such-model", "--phantoms", "0"]) == 2
+    assert "No model named 'no-such-model'" in capsys.readouterr().err
+    assert main(["--spacing", "0", "--phantoms", "0"]) == 2
+    assert "spacing_mm must be 3 positive numbers" in capsys.readouterr().err

@@ -33,13 +33,13 @@ from bench_segment import synthetic_ct  # noqa: E402
 from CTMuscleBoneLib.segmentation.config import InputConfig  # noqa: E402
 from CTMuscleBoneLib.segmentation.preprocess import model_grid, resample  # noqa: E402
 from CTMuscleBoneLib.segmentation.uncertainty import (  # noqa: E402
-    _FACE,
     _structure_regions,
     boundary_band,
     structure_score_variants,
 )
 
 BAND_MM = 2.0
+FACE = ndimage.generate_binary_structure(3, 1)
 
 
 def band_by_distance_transforms(mask: np.ndarray, spacing: tuple[float, ...],
@@ -48,8 +48,8 @@ def band_by_distance_transforms(mask: np.ndarray, spacing: tuple[float, ...],
     d_in = ndimage.distance_transform_edt(mask, sampling=spacing)
     d_out = ndimage.distance_transform_edt(~mask, sampling=spacing)
     band = (mask & (d_in <= band_mm)) | (~mask & (d_out <= band_mm))
-    band |= mask & ndimage.binary_dilation(~mask, _FACE)
-    band |= ~mask & ndimage.binary_dilation(mask, _FACE)
+    band |= mask & ndimage.binary_dilation(~mask, FACE)
+    band |= ~mask & ndimage.binary_dilation(mask, FACE)
     return band
 
 

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from CTMuscleBoneLib.phantoms import make_phantom
+    from CTMuscleBoneLib.segmentation.evaluate import dice
     from CTMuscleBoneLib.segmentation.inference import predict
     from CTMuscleBoneLib.segmentation.registry import load_model
     from CTMuscleBoneLib.segmentation.training.make_demo_model import phantom_spec
@@ -62,19 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         labels[prec], structures = lm.array, lm.structures
         print(f"{prec}: {row[f'{prec}_s']} s", flush=True)
     for prec in args.precision:
-        dice = {}
-        for v, key in structures.items():
-            a, b = labels["float32"] == v, labels[prec] == v
-            n = int(a.sum()) + int(b.sum())
-            if n:
-                dice[key] = round(2 * int((a & b).sum()) / n, 4)
-        low = min(dice, key=dice.get)
-        row[prec] = {"dice_min": dice[low], "dice_min_structure": low,
-                     "dice_mean": round(float(np.mean(list(dice.values()))), 4),
+        pairs = {key: dice(labels[prec] == v, labels["float32"] == v)
+                 for v, key in structures.items()}
+        dice_by = {key: round(d, 4) for key, d in pairs.items() if d is not None}
+        low = min(dice_by, key=dice_by.get)
+        row[prec] = {"dice_min": dice_by[low], "dice_min_structure": low,
+                     "dice_mean": round(float(np.mean(list(dice_by.values()))), 4),
                      "voxels_differing": int((labels["float32"] != labels[prec]).sum()),
-                     "voxels": int(labels["float32"].size), "dice": dice,
-                     "holds": dice[low] >= 0.999}
-        print(f"{prec}: Dice against float32 min {dice[low]} ({low}), mean "
+                     "voxels": int(labels["float32"].size), "dice": dice_by,
+                     "holds": dice_by[low] >= 0.999}
+        print(f"{prec}: Dice against float32 min {dice_by[low]} ({low}), mean "
               f"{row[prec]['dice_mean']}, {row[prec]['voxels_differing']} of "
               f"{row[prec]['voxels']} voxels differ; holds (>= 0.999): {row[prec]['holds']}")
     if args.out:

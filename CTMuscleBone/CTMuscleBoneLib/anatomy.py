@@ -312,6 +312,13 @@ def _split_side(key: str) -> tuple[str, str]:
     return key, ""
 
 
+def contralateral(key: str) -> str:
+    """The same structure on the other side (``femur_left`` -> ``femur_right``); a key
+    without a side suffix is its own."""
+    base, side = _split_side(key)
+    return {"_left": f"{base}_right", "_right": f"{base}_left"}.get(side, key)
+
+
 def group_members(key: str) -> tuple[str, ...]:
     """Anatomy keys a group key is the union of (``()`` for a key that is no group).
 

@@ -103,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     """Ceiling table of a model's grid on its held-out phantoms (or other seeds)."""
     import argparse
     import json
+    import sys
     from dataclasses import replace
-    from pathlib import Path
 
+    from ..atomic import atomic_write_text
+    from ..errors import CTMuscleBoneError
     from ..phantoms import make_phantom
     from .registry import load_model
     from .training.datasets import reference_for
@@ -121,29 +123,31 @@ def main(argv: list[str] | None = None) -> int:
                     help="isotropic model spacings (mm) to try besides the card's")
     ap.add_argument("--out", help="JSON file: every phantom's ceilings")
     args = ap.parse_args(argv)
-    card, _ = load_model(args.model)
-    first, spacing_range = HELD_OUT[args.generator]
-    cfgs = {"card": card.input} | {f"{s:g} mm": replace(card.input, spacing_mm=(s, s, s))
-                                   for s in args.spacing}
-    rows: dict[str, dict[str, list[float]]] = {}
-    per_case: dict[str, dict[str, dict[str, float | None]]] = {}
-    for i in range(args.phantoms):
-        spec = phantom_spec(first + i, args.generator, "full", spacing_range)
-        ref, _ = reference_for(make_phantom(spec).labels, list(card.labels.values()))
-        for name, cfg in cfgs.items():
-            ceiling = grid_ceiling(ref, cfg)
-            per_case.setdefault(f"seed{first + i}", {})[name] = ceiling
-            for key, d in ceiling.items():
-                if d is not None:
-                    rows.setdefault(key, {}).setdefault(name, []).append(d)
-        print(f"phantom {first + i} done", flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"model": card.name, "grids": {
-            n: list(c.spacing_mm) for n, c in cfgs.items()}, "ceiling": per_case}, indent=1))
+    try:
+        card, _ = load_model(args.model)
+        cfgs = {"card": card.input} | {f"{s:g} mm": replace(card.input, spacing_mm=(s, s, s))
+                                       for s in args.spacing}
+        first, spacing_range = HELD_OUT[args.generator]
+        per_case: dict[str, dict[str, dict[str, float | None]]] = {}
+        for i in range(args.phantoms):
+            spec = phantom_spec(first + i, args.generator, "full", spacing_range)
+            ref, _ = reference_for(make_phantom(spec).labels, list(card.labels.values()))
+            per_case[f"seed{first + i}"] = {name: grid_ceiling(ref, cfg)
+                                             for name, cfg in cfgs.items()}
+            print(f"phantom {first + i} done", file=sys.stderr, flush=True)
+        if args.out:
+            atomic_write_text(args.out, json.dumps({"model": card.name, "grids": {
+                n: list(c.spacing_mm) for n, c in cfgs.items()}, "ceiling": per_case},
+                indent=1))
+    except CTMuscleBoneError as e:
+        print(f"grid_ceiling: error: {e}", file=sys.stderr)
+        return 2
     print("structure".ljust(36) + "".join(n.rjust(12) for n in cfgs)
           + "   (mean Dice ceiling; min)")
-    for key in sorted(rows):
-        cells = [rows[key].get(n, []) for n in cfgs]
+    keys = sorted({k for case in per_case.values() for c in case.values() for k in c})
+    for key in keys:
+        cells = [[d for case in per_case.values() if (d := case[n].get(key)) is not None]
+                 for n in cfgs]
         print(key.ljust(36) + "".join(
             (f"{np.mean(c):.3f} {min(c):.2f}" if c else "-").rjust(12) for c in cells))
     return 0

@@ -51,7 +51,7 @@ from itertools import product
 import numpy as np
 import torch
 
-from ..anatomy import BY_KEY, is_one_piece
+from ..anatomy import BY_KEY, contralateral, is_one_piece
 from ..errors import CancelledError, InputError, ModelError
 from ..image import CTImage, Geometry, LabelMap
 from ..progress import ProgressCallback
@@ -423,13 +423,11 @@ def mirror_plan(orientation: str, labels: dict[int, str], n_classes: int,
     by_key = {str(k): int(c) for c, k in labels.items()}
     channels = np.arange(n_classes)
     for key, ch in by_key.items():
-        for side, other in (("_left", "_right"), ("_right", "_left")):
-            if key.endswith(side):
-                partner = key[: -len(side)] + other
-                if partner not in by_key:
-                    raise ModelError(f"mirror_samples: channel {ch} is '{key}' but no "
-                                     f"channel is '{partner}'; turn mirror_samples off.")
-                channels[ch] = by_key[partner]
+        partner = contralateral(key)
+        if partner not in by_key:
+            raise ModelError(f"mirror_samples: channel {ch} is '{key}' but no channel is "
+                             f"'{partner}'; turn mirror_samples off.")
+        channels[ch] = by_key[partner]
     return MirrorPlan(axis, channels)
 
 
@@ -729,6 +727,15 @@ def mc_sliding_window(
     amp = _autocast_dtype(cfg.precision, dev)
     timings = {"deterministic": 0.0, "stochastic": 0.0, "blend": 0.0}
 
+    def deterministic_part(x: torch.Tensor) -> Features:
+        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            feats = run_features(x.to(dev))
+        return feats if amp is None else Features(feats.x.float(), feats.skips, feats.step)
+
+    if n_mirrored:  # (B or k, C, *spatial): flip the first spatial axis that is left-right
+        flip_dim = 2 + mirror.axis
+        partner = torch.as_tensor(mirror.channels, device=dev)
+
     def blend(sl: tuple[slice, ...], w: torch.Tensor, mean_p: torch.Tensor,
               ent: torch.Tensor, var: torch.Tensor | None) -> None:
         t = time.perf_counter()
@@ -752,19 +759,9 @@ def mc_sliding_window(
                 if dims == 2:
                     x = x[..., 0]
                 t = time.perf_counter()
-                with torch.autocast(dev.type, dtype=amp or torch.float32,
-                                    enabled=amp is not None):
-                    feats = run_features(x.to(dev))
-                if amp is not None:
-                    feats = Features(feats.x.float(), feats.skips, feats.step)
-                feats_m = None
-                if n_mirrored:  # the mirrored windows' deterministic part
-                    flip_dim = 2 + mirror.axis  # (B, 1, *spatial)
-                    with torch.autocast(dev.type, dtype=amp or torch.float32,
-                                        enabled=amp is not None):
-                        feats_m = run_features(torch.flip(x, (flip_dim,)).to(dev))
-                    if amp is not None:
-                        feats_m = Features(feats_m.x.float(), feats_m.skips, feats_m.step)
+                feats = deterministic_part(x)
+                # the mirrored windows' deterministic part
+                feats_m = deterministic_part(torch.flip(x, (flip_dim,))) if n_mirrored else None
                 timings["deterministic"] += time.perf_counter() - t
                 for bi, sl in enumerate(slices):
                     if pointwise:
@@ -790,8 +787,7 @@ def mc_sliding_window(
                                 logits = model.forward_stochastic(src, k)[:, 0]
                             p = torch.softmax(logits.float(), dim=1)  # (k, C, *spatial)
                             if mirrored:
-                                p = torch.flip(p, (2 + mirror.axis,))[
-                                    :, torch.as_tensor(mirror.channels, device=p.device)]
+                                p = torch.flip(p, (flip_dim,))[:, partner]
                             acc.update(p)
                             done += k
                     mean_p = acc.mean_probability

@@ -50,7 +50,6 @@ SCORE_VARIANTS: tuple[str, ...] = tuple(
 
 #: Probability floor inside logarithms (numerical guard only).
 _EPS = 1e-12
-_FACE = ndimage.generate_binary_structure(3, 1)
 
 
 def _is_torch(x: Any) -> bool:
@@ -222,17 +221,20 @@ def _structure_regions(
         yield value, key, box, mask, boundary_band(mask, spacing, band_mm)
 
 
-def ball(spacing_mm: Sequence[float], radius_mm: float) -> np.ndarray:
-    """Structuring element: the voxel offsets o with ``|o * spacing| <= radius_mm``.
+def _band_element(spacing_mm: Sequence[float], radius_mm: float) -> np.ndarray:
+    """Structuring element of :func:`boundary_band`: the voxel offsets o with
+    ``|o * spacing| <= radius_mm``, and the six face neighbours.
 
     Returns
     -------
-    np.ndarray of bool, (2 r0 + 1, 2 r1 + 1, 2 r2 + 1), r_i = floor(radius / spacing_i)
+    np.ndarray of bool, (2 r0 + 1, 2 r1 + 1, 2 r2 + 1), r_i = max(1, floor(radius /
+    spacing_i))
     """
-    r = [int(np.floor(radius_mm / float(s) + 1e-9)) for s in spacing_mm]
+    r = [max(1, int(np.floor(radius_mm / float(s) + 1e-9))) for s in spacing_mm]
     grids = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
     d2 = sum((g * float(s)) ** 2 for g, s in zip(grids, spacing_mm, strict=True))
-    return d2 <= radius_mm ** 2 + 1e-9
+    face = sum(np.abs(g) for g in grids) == 1
+    return (d2 <= radius_mm ** 2 + 1e-9) | face
 
 
 def boundary_band(mask: np.ndarray, spacing_mm: Sequence[float], band_mm: float
@@ -243,9 +245,9 @@ def boundary_band(mask: np.ndarray, spacing_mm: Sequence[float], band_mm: float
     voxel centres, in mm) and outside voxels with a mask voxel within ``band_mm``; at
     least the voxels on either side of the surface (face neighbours), so that a grid
     coarser than ``band_mm`` still has a band. The same set as thresholding the two
-    Euclidean distance transforms (tested), by one erosion and one dilation with
-    :func:`ball` (voxels beyond the array count as neither inside nor outside, as in
-    the distance transform).
+    Euclidean distance transforms (tested), by one erosion and one dilation with the
+    ball of offsets within ``band_mm`` plus the face neighbours (voxels beyond the array
+    count as neither inside nor outside, as in the distance transform).
 
     Parameters
     ----------
@@ -257,12 +259,7 @@ def boundary_band(mask: np.ndarray, spacing_mm: Sequence[float], band_mm: float
     -------
     np.ndarray of bool, mask.shape
     """
-    b = ball(spacing_mm, band_mm)
-    se = np.zeros(tuple(max(n, 3) for n in b.shape), bool)
-    se[tuple(slice((m - n) // 2, (m + n) // 2) for m, n in zip(se.shape, b.shape,
-                                                              strict=True))] = b
-    c = tuple(m // 2 for m in se.shape)
-    se[tuple(slice(k - 1, k + 2) for k in c)] |= _FACE
+    se = _band_element(spacing_mm, band_mm)
     near_outside = ~ndimage.binary_erosion(mask, se, border_value=1)
     near_inside = ndimage.binary_dilation(mask, se)
     return (mask & near_outside) | (~mask & near_inside)
