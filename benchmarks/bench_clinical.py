@@ -555,7 +555,12 @@ def main(argv: list[str] | None = None) -> int:
     flops = conv_flops(net, PATCH, args.device)
     n_win = row.get("n_windows")
     if n_win:
-        net_flop = n_win * (flops["deterministic"] + T * flops["head_per_sample"])
+        if net.pointwise_tail:  # the samples are drawn once per model-grid voxel
+            grid_voxels = float(np.prod([int(n) for n in str(row["model_grid"]).split("x")]))
+            head_flop = T * flops["head_per_sample"] / float(np.prod(PATCH)) * grid_voxels
+        else:  # the samples run per window (approximate for placements beyond the head)
+            head_flop = n_win * T * flops["head_per_sample"]
+        net_flop = n_win * flops["deterministic"] + head_flop
         row["network_tflop"] = net_flop / 1e12
         row["network_tflop_per_s"] = net_flop / row["mc_network_s"] / 1e12
         if cuda:
