@@ -177,3 +177,30 @@ def test_self_check_names_headline_values_the_model_does_not_segment():
     assert lines[-1].startswith("  not measured (the model does not segment their "
                                 "structures): femur_right abmd_total_hip")
     assert "vertebrae_L1 trabecular_vbmd" in lines[-1] and "patient smi" in lines[-1]
+
+
+def test_absent_rows_are_explained_against_the_phantom_truth():
+    from CTMuscleBoneLib.cli.cmd_demo import absent_structure_lines
+
+    lines = absent_structure_lines(["iliacus_left", "gracilis_right"],
+                                   {"gracilis_right", "femur_left"})
+    assert len(lines) == 2
+    assert lines[0].startswith("ABSENT in the review list and absent from the phantom too")
+    assert "Iliacus (left)" in lines[0] and "Gracilis" not in lines[0]
+    assert lines[1].startswith("ABSENT in the review list but present in the phantom")
+    assert "Gracilis (right)" in lines[1]
+    assert absent_structure_lines([], {"femur_left"}) == []
+
+
+def test_demo_summary_explains_the_structures_the_phantom_lacks(demo_dir: Path) -> None:
+    """The demo model has iliacus channels the phantoms never paint: its review list
+    shows them ABSENT, and the self-check says why."""
+    summary = (demo_dir / "summary.txt").read_text()
+    review = [ln for ln in summary.splitlines() if ln.rstrip().endswith("ABSENT")]
+    assert review, "the demo's review list has no ABSENT row"
+    line = next(ln for ln in summary.splitlines()
+                if ln.startswith("ABSENT in the review list and absent from the phantom"))
+    for row in review:
+        name = row.split(maxsplit=1)[1].rsplit(None, 2)[0].strip()
+        assert name in line
+    assert "ABSENT in the review list but present in the phantom" not in summary

@@ -88,6 +88,38 @@ SELF_CHECK_ROWS: tuple[tuple[str, str], ...] = (
 )
 
 
+def absent_structure_lines(absent_keys: list[str], truth_keys: set[str]) -> list[str]:
+    """Explain the review list's ABSENT rows against the phantom's truth.
+
+    Parameters
+    ----------
+    absent_keys : list of str
+        Model structures with no voxel in the model's output (ABSENT in the review list).
+    truth_keys : set of str
+        Model structures with at least one voxel in the phantom's truth (merged into the
+        model's classes).
+
+    Returns
+    -------
+    list of str
+        At most two lines: the structures absent from the phantom too (expected: there is
+        nothing to find), and those the phantom has but the model missed.
+    """
+    from ..results import display_name
+
+    lines = []
+    expected = [k for k in absent_keys if k not in truth_keys]
+    missed = [k for k in absent_keys if k in truth_keys]
+    if expected:
+        lines.append("ABSENT in the review list and absent from the phantom too (expected: "
+                     "the synthetic phantoms contain no such structure, so the demo model "
+                     "never learned it): " + ", ".join(display_name(k) for k in expected))
+    if missed:
+        lines.append("ABSENT in the review list but present in the phantom (a miss of the "
+                     "model): " + ", ".join(display_name(k) for k in missed))
+    return lines
+
+
 def truth_measurement_check(model: Results, truth: Results) -> list[str]:
     """One line per headline measurement: on the model's labels and on the truth's.
 
@@ -167,6 +199,9 @@ def _run_demo(args: argparse.Namespace, seg_options: SegmentOptions, stage: Path
         mean = sum(s.dice for s in valid) / len(valid)
         check.append(f"Segmentation vs ground truth: mean Dice {mean:.3f} over {len(valid)} "
                      f"structures, lowest {worst.structure} {worst.dice:.3f} (demo_check.csv)")
+    check += absent_structure_lines(
+        [r.key for r in analysis.segmentation.result.review if not r.present],
+        {s.structure for s in scores if s.ref_voxels})
     l1 = res.get("vertebrae_L1", "trabecular_vbmd")
     if l1 is not None and l1.value is not None:
         check.append(f"L1 trabecular vBMD {l1.value:.1f} mg/cm3 measured; the phantom was "
