@@ -124,3 +124,40 @@ def test_time_budget_stops_training_after_the_epoch_past_it(tmp_path):
     assert len(res.history) == 1
     assert any("stopping after epoch 1" in s for s in lines)
     assert "val_dice" in res.history[-1]  # the last epoch validated
+
+
+def test_bundled_card_records_the_finetune_gpu_recipe_and_its_stages():
+    """The bundled weights come from the recipe the code names (as run: a time budget of
+    5.08 min fitted to 358 epochs), started from the stage before, which started from
+    the full recipe: every stage is in the card."""
+    import json
+    from pathlib import Path
+
+    from CTMuscleBoneLib.segmentation.training.make_demo_model import RECIPES
+
+    card = json.loads((Path(__file__).resolve().parents[1] / "CTMuscleBone" / "Resources"
+                       / "Models" / "ctmusclebone-demo-synthetic" / "card.json").read_text())
+    recipe = RECIPES["finetune-gpu"]
+    ran = card["training"]["recipe"]
+    for key in ("batch_size", "lr", "seed", "samples_per_case", "patch_size"):
+        assert ran[key] == recipe[key], key
+    assert ran["phantoms"] == recipe["phantoms"]
+    assert card["version"] == recipe["model"]["version"]
+    assert card["architecture"]["dropout_placement"] == recipe["network"]["dropout_placement"]
+    assert ran["device"] == "cuda" and ran["epochs_completed"] <= recipe["epochs"]
+    assert "--recipe finetune" in card["training"]["command"]
+    stage2 = ran["initialised_from"]
+    assert stage2["version"] == "2.0.0" and stage2["training"]["recipe"]["device"] == "cpu"
+    stage1 = stage2["training"]["recipe"]["initialised_from"]
+    assert stage1["name"].endswith("-full-all")
+
+
+def test_finetune_recipes_need_the_model_they_continue(capsys):
+    from CTMuscleBoneLib.segmentation.training.make_demo_model import main
+
+    for recipe in ("finetune", "finetune-gpu"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--recipe", recipe, "--out", "unused"])
+        assert exc.value.code == 2
+        assert f"--recipe {recipe} continues a model of the previous stage" in \
+            capsys.readouterr().err
