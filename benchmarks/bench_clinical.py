@@ -484,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             from CTMuscleBoneLib.segmentation.inference import window_starts
 
             row["model_grid"] = "x".join(map(str, det.model_grid.shape))
+            row["model_grid_voxels"] = int(np.prod(det.model_grid.shape))
             row["n_windows"] = int(np.prod([len(window_starts(max(n, p), p, mc_cfg.overlap))
                                             for n, p in zip(det.model_grid.shape, PATCH,
                                                             strict=True)]))
@@ -558,8 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     n_win = row.get("n_windows")
     if n_win:
         if net.pointwise_tail:  # the samples are drawn once per model-grid voxel
-            grid_voxels = float(np.prod([int(n) for n in str(row["model_grid"]).split("x")]))
-            head_flop = T * flops["head_per_sample"] / float(np.prod(PATCH)) * grid_voxels
+            head_flop = (T * flops["head_per_sample"] / float(np.prod(PATCH))
+                         * float(row["model_grid_voxels"]))
         else:  # the samples run per window (approximate for placements beyond the head)
             head_flop = n_win * T * flops["head_per_sample"]
         net_flop = n_win * flops["deterministic"] + head_flop

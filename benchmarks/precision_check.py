@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="ctmusclebone-demo-synthetic")
     ap.add_argument("--precision", nargs="*", default=["bfloat16"],
+                    choices=["bfloat16", "float16"],
                     help="bfloat16 and / or float16")
     ap.add_argument("--samples", type=int, default=10, help="Monte-Carlo samples T")
     ap.add_argument("--seed", type=int, default=30003, help="phantom seed")
@@ -43,6 +44,17 @@ def main(argv: list[str] | None = None) -> int:
                     "floor the reduced precisions are read against")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    from CTMuscleBoneLib.errors import CTMuscleBoneError
+
+    try:
+        return _run(args)
+    except CTMuscleBoneError as e:  # a bad model, sample count or precision: no traceback
+        print(f"precision_check: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Segment the phantom at every requested precision; print and write the table."""
 
     import torch
     from CTMuscleBoneLib.phantoms import make_phantom
@@ -61,18 +73,20 @@ def main(argv: list[str] | None = None) -> int:
                               "torch": torch.__version__}
     labels: dict[str, np.ndarray] = {}
     structures: dict[int, str] = {}
-    runs = ["float32", *args.precision] + (["float32_reseeded"] if args.reseeded else [])
-    for prec in runs:
-        cfg = replace(card.inference, precision=prec.split("_")[0], mc_samples=args.samples)
-        if prec == "float32_reseeded":
-            cfg = replace(cfg, seed=cfg.seed + 1)
+    # (name, precision, dropout-seed offset); the first is the reference
+    runs = [("float32", "float32", 0), *((p, p, 0) for p in args.precision)] + (
+        [("float32_reseeded", "float32", 1)] if args.reseeded else [])
+    for prec, precision, seed_offset in runs:
+        cfg = replace(card.inference, precision=precision, mc_samples=args.samples,
+                      seed=card.inference.seed + seed_offset)
         t = time.perf_counter()
         lm = predict(ct, net, card.input, cfg, card.labels, device=args.device).label_map
         row[f"{prec}_s"] = round(time.perf_counter() - t, 1)
         labels[prec], structures = lm.array, lm.structures
         print(f"{prec}: {row[f'{prec}_s']} s", flush=True)
-    for prec in runs[1:]:
-        pairs = {key: dice(labels[prec] == v, labels["float32"] == v)
+    reference = {key: labels["float32"] == v for v, key in structures.items()}
+    for prec, _, _ in runs[1:]:
+        pairs = {key: dice(labels[prec] == v, reference[key])
                  for v, key in structures.items()}
         dice_by = {key: round(d, 4) for key, d in pairs.items() if d is not None}
         low = min(dice_by, key=dice_by.get)
@@ -80,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                      "dice_mean": round(float(np.mean(list(dice_by.values()))), 4),
                      "voxels_differing": int((labels["float32"] != labels[prec]).sum()),
                      "voxels": int(labels["float32"].size), "dice": dice_by,
-                     "structure_voxels_float32": {key: int((labels["float32"] == v).sum())
-                                                  for v, key in structures.items()
-                                                  if key in dice_by},
+                     "structure_voxels_float32": {key: int(reference[key].sum())
+                                                  for key in dice_by},
                      "holds": dice_by[low] >= 0.999}
         print(f"{prec}: Dice against float32 min {dice_by[low]} ({low}), mean "
               f"{row[prec]['dice_mean']}, {row[prec]['voxels_differing']} of "

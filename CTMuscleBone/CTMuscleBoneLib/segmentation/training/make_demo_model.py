@@ -23,9 +23,9 @@ erector spinae and thigh muscle groups) and is made in three stages:
            --out CTMuscleBone/Resources/Models/ctmusclebone-demo-synthetic
 
 3. ``--recipe finetune-gpu`` (:data:`FINETUNE_GPU_CONFIG`): the second stage fine-tuned
-   again on a GPU (NVIDIA H200): 48 mixed phantoms, 32 patches per step, 244 s of
+   again on a GPU (NVIDIA H200): 48 mixed phantoms, 32 patches per step, 245 s of
    training; the bundled weights are those of its epoch 335 of 358 (a time limit stopped
-   the run; the card's ``training.recipe.command`` records it)::
+   the run; the card's ``training.command`` records it)::
 
        python -m CTMuscleBoneLib.segmentation.training.make_demo_model \
            --recipe finetune-gpu --init-from STAGE_2_MODEL --device cuda --workers 14 \
