@@ -155,7 +155,7 @@ def test_bundled_card_records_the_finetune_gpu_recipe_and_its_stages():
 def test_finetune_recipes_need_the_model_they_continue(capsys):
     from CTMuscleBoneLib.segmentation.training.make_demo_model import main
 
-    for recipe in ("finetune", "finetune-gpu"):
+    for recipe in ("finetune", "finetune-gpu", "finetune-pv"):
         with pytest.raises(SystemExit) as exc:
             main(["--recipe", recipe, "--out", "unused"])
         assert exc.value.code == 2

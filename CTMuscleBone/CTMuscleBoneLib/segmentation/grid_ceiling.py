@@ -9,10 +9,7 @@ and scores the result against the reference. The Dice it gives is the ceiling of
 model on that grid: a structure whose ceiling is below a target cannot reach it there,
 whatever the training; one whose ceiling is well above it is limited by the model.
 
-Partial volume: the one-hot mask of each structure averaged over one model voxel,
-approximated by a Gaussian of the same variance (sigma = model spacing / sqrt(12) along
-each CT axis, :func:`partial_volume_sigma`) on the CT grid, then sampled at the model
-voxel centres by linear interpolation.
+Partial volumes: :func:`.partial_volume.partial_volumes`.
 """
 
 from __future__ import annotations
@@ -23,40 +20,13 @@ from ..image import LabelMap
 from .config import InputConfig
 from .evaluate import dice
 from .inference import argmax_on_grid
-from .preprocess import model_grid, resample
-
-
-def partial_volume_sigma(ct_spacing_mm: np.ndarray, ct_direction: np.ndarray,
-                         model_spacing_mm: np.ndarray, model_direction: np.ndarray
-                         ) -> tuple[float, ...]:
-    """Gaussian sigma (CT voxels per CT axis) of a model voxel's partial-volume window.
-
-    A model voxel averages a box of its own size; the box is replaced by the centred
-    Gaussian of the same variance (sigma = width / sqrt(12)), which, unlike a box of a
-    whole number of CT voxels, has no half-voxel shift when the ratio of the spacings
-    rounds to an even number, and follows non-integer ratios.
-
-    Parameters
-    ----------
-    ct_spacing_mm, model_spacing_mm : (3,) mm
-    ct_direction, model_direction : (3, 3)
-        Direction cosines as columns (the :class:`~CTMuscleBoneLib.image.Geometry`
-        convention).
-
-    Returns
-    -------
-    tuple of 3 float
-        Model spacing along each CT axis (projected: exact for the axis-aligned and
-        permuted grids of ``reorient='nearest_axis'``) / sqrt(12), in CT voxels.
-    """
-    along = np.abs(np.asarray(ct_direction).T @ np.asarray(model_direction)) @ np.asarray(
-        model_spacing_mm, float)
-    return tuple(float(a / s / np.sqrt(12.0)) for a, s in zip(along, ct_spacing_mm,
-                                                               strict=True))
+from .partial_volume import partial_volumes
+from .preprocess import labels_to_grid, model_grid, resample
 
 
 def grid_ceiling(reference: LabelMap, input_cfg: InputConfig,
-                 label_resampling: str = "probability") -> dict[str, float | None]:
+                 label_resampling: str = "probability", source: str = "partial_volume"
+                 ) -> dict[str, float | None]:
     """Per-structure Dice of a perfect model on ``input_cfg``'s model grid.
 
     Parameters
@@ -67,6 +37,11 @@ def grid_ceiling(reference: LabelMap, input_cfg: InputConfig,
         The model's input (its ``spacing_mm`` and ``orientation`` define the grid).
     label_resampling : {'probability', 'nearest'}
         How labels come back to the CT grid (as :class:`.config.InferenceConfig`).
+    source : {'partial_volume', 'nearest_labels'}
+        What the perfect model outputs on the model grid: each structure's partial
+        volume (the ceiling of the grid), or the one-hot nearest-neighbour labels a
+        model trained on such targets learns to reproduce (``TrainConfig.target=
+        'nearest'``: the ceiling of its training targets).
 
     Returns
     -------
@@ -74,8 +49,9 @@ def grid_ceiling(reference: LabelMap, input_cfg: InputConfig,
         Anatomy key -> Dice of the ceiling labels against ``reference`` (None for a
         structure with no voxel).
     """
-    from scipy import ndimage
-
+    if source not in ("partial_volume", "nearest_labels"):
+        raise ValueError(f"source must be 'partial_volume' or 'nearest_labels', got "
+                         f"{source!r}.")
     if label_resampling not in ("probability", "nearest"):
         raise ValueError(f"label_resampling must be 'probability' or 'nearest', got "
                          f"{label_resampling!r}.")
@@ -83,13 +59,11 @@ def grid_ceiling(reference: LabelMap, input_cfg: InputConfig,
     arr = reference.array
     grid = model_grid(geo, input_cfg)
     values = [0, *sorted(int(v) for v in reference.structures)]
-    sigma = partial_volume_sigma(np.asarray(geo.spacing_mm), np.asarray(geo.direction),
-                                 np.asarray(grid.spacing_mm), np.asarray(grid.direction))
-    fractions = np.empty((len(values), *grid.shape), np.float32)
-    for i, v in enumerate(values):
-        m = ndimage.gaussian_filter((arr == v).astype(np.float32), sigma, mode="nearest",
-                                    truncate=3.0)
-        fractions[i] = resample(m, geo, grid, "linear", 1.0 if v == 0 else 0.0)
+    if source == "partial_volume":
+        fractions = partial_volumes(reference, grid, values)
+    else:
+        on_grid = labels_to_grid(reference, grid)
+        fractions = np.stack([(on_grid == v).astype(np.float32) for v in values])
     channels = np.argmax(fractions, axis=0)
     lut = np.asarray(values, dtype=np.int64)
     dtype = np.uint8 if max(values) <= 255 else np.int32
@@ -121,19 +95,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phantoms", type=int, default=8, help="held-out phantoms to use")
     ap.add_argument("--spacing", type=float, nargs="*", default=[],
                     help="isotropic model spacings (mm) to try besides the card's")
+    ap.add_argument("--nearest-targets", action="store_true",
+                    help="add a column for the card's grid: its nearest-neighbour training "
+                    "targets brought back as predict does (the ceiling of a model that "
+                    "reproduces them exactly)")
     ap.add_argument("--out", help="JSON file: every phantom's ceilings")
     args = ap.parse_args(argv)
     try:
         card, _ = load_model(args.model)
         cfgs = {"card": card.input} | {f"{s:g} mm": replace(card.input, spacing_mm=(s, s, s))
                                        for s in args.spacing}
+        columns = [*cfgs, *(["card, nearest targets"] if args.nearest_targets else [])]
         first, spacing_range = HELD_OUT[args.generator]
         per_case: dict[str, dict[str, dict[str, float | None]]] = {}
         for i in range(args.phantoms):
             spec = phantom_spec(first + i, args.generator, "full", spacing_range)
             ref, _ = reference_for(make_phantom(spec).labels, list(card.labels.values()))
-            per_case[f"seed{first + i}"] = {name: grid_ceiling(ref, cfg)
-                                             for name, cfg in cfgs.items()}
+            case = {name: grid_ceiling(ref, cfg) for name, cfg in cfgs.items()}
+            if args.nearest_targets:
+                case["card, nearest targets"] = grid_ceiling(ref, card.input,
+                                                             source="nearest_labels")
+            per_case[f"seed{first + i}"] = case
             print(f"phantom {first + i} done", file=sys.stderr, flush=True)
         if args.out:
             atomic_write_text(args.out, json.dumps({"model": card.name, "grids": {
@@ -142,14 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     except CTMuscleBoneError as e:
         print(f"grid_ceiling: error: {e}", file=sys.stderr)
         return 2
-    print("structure".ljust(36) + "".join(n.rjust(12) for n in cfgs)
+    print("structure".ljust(36) + "".join(n.rjust(24 if "," in n else 12) for n in columns)
           + "   (mean Dice ceiling; min)")
     keys = sorted({k for case in per_case.values() for c in case.values() for k in c})
     for key in keys:
         cells = [[d for case in per_case.values() if (d := case[n].get(key)) is not None]
-                 for n in cfgs]
+                 for n in columns]
         print(key.ljust(36) + "".join(
-            (f"{np.mean(c):.3f} {min(c):.2f}" if c else "-").rjust(12) for c in cells))
+            (f"{np.mean(c):.3f} {min(c):.2f}" if c else "-").rjust(24 if "," in n else 12)
+            for n, c in zip(columns, cells, strict=True)))
     return 0
 
 

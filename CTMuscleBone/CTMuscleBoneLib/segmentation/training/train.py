@@ -10,7 +10,9 @@ Recipe (MONAI; every default is this project's choice, **not validated** for acc
   :class:`~monai.transforms.RandAffined`, random intensity scale and shift, Gaussian
   noise. **No flips**: a left-right flip would turn ``femur_left`` into a right femur
   without swapping labels;
-* loss :class:`monai.losses.DiceCELoss` (softmax, one-hot targets), optimiser AdamW,
+* loss :class:`monai.losses.DiceCELoss` (softmax) against one-hot targets
+  (``target='nearest'``) or against each voxel's partial volumes
+  (``target='partial_volume'``, soft targets: :mod:`.prepare`), optimiser AdamW,
   cosine learning-rate decay over the run, mixed precision (float16 autocast with a
   gradient scaler) on CUDA;
 * every ``val_every`` epochs: per-structure Dice of the deterministic prediction
@@ -50,7 +52,7 @@ from ..model_card import BACKGROUND, SYNTHETIC_WARNING, ModelCard, TrainingInfo,
 from ..network import build_network
 from ..weights import read_weights, save_weights
 from .datasets import TrainingCase
-from .prepare import PreparedCase, prepare_case
+from .prepare import SOFT_SCALE, TARGETS, PreparedCase, prepare_case
 
 Log = Callable[[str], None]
 
@@ -95,6 +97,12 @@ class TrainConfig:
     batch_dice : bool
         Dice term over the whole batch (as nnU-Net) rather than per patch: a class
         absent from one patch then does not dominate the loss.
+    target : {'nearest', 'partial_volume'}
+        What the loss compares the softmax with (:mod:`.prepare`): the label map
+        resampled by nearest neighbour (one-hot), or the fraction of each model voxel
+        each structure fills (soft; patches then carry C target channels, resampled
+        linearly by the augmentation, and the crop samples classes by the largest
+        fraction).
     cache : {'memory', 'disk', 'none'}
         ``memory``: every case prepared once and kept in memory (small data sets);
         ``disk``: prepared when first visited and kept as ``.npy`` in ``out/cache``
@@ -142,6 +150,7 @@ class TrainConfig:
     aug_prob: float = 0.5
     amp: bool = True
     batch_dice: bool = True
+    target: str = "nearest"
     cache: str = "memory"
     workers: int = 0
     loader_workers: int = 0
@@ -185,6 +194,9 @@ class TrainConfig:
         for name in ("batch_size", "samples_per_case", "epochs", "val_every"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"Training config: {name} must be >= 1.")
+        if self.target not in TARGETS:
+            raise InputError(f"Training config: target must be one of {', '.join(TARGETS)}, "
+                             f"got {self.target!r}.")
         if self.cache not in ("memory", "disk", "none"):
             raise InputError(f"Training config: cache must be memory, disk or none, got "
                              f"{self.cache!r}.")
@@ -264,10 +276,20 @@ def class_indices(target: np.ndarray, n_classes: int, seed: int) -> list[np.ndar
     return out
 
 
+def soft_to_float(soft: Any) -> Any:
+    """Stored fractions (uint8, :data:`.prepare.SOFT_SCALE` steps) of a cropped and
+    augmented patch, shape (C, ...), as float32 probabilities: padding (0 in every
+    channel) becomes background, and every voxel sums to 1."""
+    t = torch.as_tensor(soft).float() / SOFT_SCALE
+    t[0] += (1.0 - t.sum(0)).clamp(min=0.0)
+    return t / t.sum(0, keepdim=True)
+
+
 def _train_transforms(cfg: TrainConfig, n_classes: int, spatial_dims: int,
                       pad_value: float = 0.0, indices_key: str | None = None) -> Any:
     from monai.transforms import (
         Compose,
+        Lambdad,
         RandAffined,
         RandCropByLabelClassesd,
         RandGaussianNoised,
@@ -283,19 +305,33 @@ def _train_transforms(cfg: TrainConfig, n_classes: int, spatial_dims: int,
     rot = math.radians(cfg.rotate_deg)
     # rotations act in 3-D for 3-D patches, in-plane for 2-D patches
     rotate_range = (rot, rot, rot) if spatial_dims == 3 else (0.0, 0.0, rot)
-    return Compose([
+    soft = cfg.target == "partial_volume"
+    keys = ("image", "label", "soft") if soft else ("image", "label")
+    modes = ("bilinear", "nearest", "bilinear") if soft else ("bilinear", "nearest")
+    steps = [
         SpatialPadd(keys="image", spatial_size=ps, mode="constant", constant_values=pad_value),
-        SpatialPadd(keys="label", spatial_size=ps, mode="constant", constant_values=0),
-        RandCropByLabelClassesd(keys=("image", "label"), label_key="label", spatial_size=ps,
+        SpatialPadd(keys=keys[1:], spatial_size=ps, mode="constant", constant_values=0),
+        RandCropByLabelClassesd(keys=keys, label_key="label", spatial_size=ps,
                                 num_classes=n_classes, num_samples=cfg.samples_per_case,
                                 indices_key=indices_key, allow_smaller=True, warn=False),
-        RandAffined(keys=("image", "label"), prob=p, rotate_range=rotate_range,
-                    scale_range=(cfg.scale,) * 3, mode=("bilinear", "nearest"),
-                    padding_mode="border"),
+    ]
+    if soft:  # fractions as float before the affine resamples them linearly
+        steps.append(Lambdad(keys="soft", func=_as_float32))
+    steps += [
+        RandAffined(keys=keys, prob=p, rotate_range=rotate_range,
+                    scale_range=(cfg.scale,) * 3, mode=modes, padding_mode="border"),
         RandScaleIntensityd(keys="image", factors=cfg.intensity_scale, prob=p),
         RandShiftIntensityd(keys="image", offsets=cfg.intensity_shift, prob=p),
         RandGaussianNoised(keys="image", std=cfg.noise_std, prob=p),
-    ])
+    ]
+    if soft:
+        steps.append(Lambdad(keys="soft", func=soft_to_float))
+    return Compose(steps)
+
+
+def _as_float32(x: Any) -> Any:
+    """uint8 fractions as float32 (same scale), so that interpolation keeps fractions."""
+    return torch.as_tensor(x).float()
 
 
 def _set_seed(transform: Any, seed: int) -> None:
@@ -381,9 +417,11 @@ class _Prepared(Sequence[PreparedCase]):
     arrays are kept as ``.npy`` files there (read back with ``allow_pickle=False``)."""
 
     def __init__(self, cases: Sequence[TrainingCase], in_cfg: InputConfig,
-                 channel_keys: dict[int, str], cache_dir: Path | None) -> None:
+                 channel_keys: dict[int, str], cache_dir: Path | None,
+                 target: str = "nearest") -> None:
         self.cases, self.in_cfg, self.keys, self.cache_dir = cases, in_cfg, channel_keys, \
             cache_dir
+        self.target = target
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -394,23 +432,32 @@ class _Prepared(Sequence[PreparedCase]):
             stem = f"{i:05d}_{name[i] if name else 'case'}"
             img_p = self.cache_dir / f"{stem}.image.npy"
             lab_p = self.cache_dir / f"{stem}.label.npy"
-            if img_p.is_file() and lab_p.is_file():
+            soft_p = self.cache_dir / f"{stem}.soft.npy"
+            soft = self.target == "partial_volume"
+            if img_p.is_file() and lab_p.is_file() and (not soft or soft_p.is_file()):
                 return PreparedCase(stem, np.load(img_p, allow_pickle=False),
-                                    np.load(lab_p, allow_pickle=False), None)  # type: ignore
+                                    np.load(lab_p, allow_pickle=False), None,  # type: ignore
+                                    np.load(soft_p, allow_pickle=False) if soft else None)
         c = self.cases[i]
-        pc = prepare_case(c.name, c.ct, c.labels, self.in_cfg, self.keys)
+        pc = prepare_case(c.name, c.ct, c.labels, self.in_cfg, self.keys, self.target)
         if self.cache_dir is not None:
             from ...atomic import atomic_path
 
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            for arr, p in ((pc.image, img_p), (pc.target, lab_p)):
+            files = [(pc.image, img_p), (pc.target, lab_p)]
+            if pc.soft is not None:
+                files.append((pc.soft, soft_p))
+            for arr, p in files:
                 with atomic_path(p) as tmp, open(tmp, "wb") as f:
                     np.save(f, arr, allow_pickle=False)
         return pc
 
     def as_dict(self, i: int) -> dict[str, np.ndarray]:
         pc = self[i]
-        return {"image": pc.image, "label": pc.target}
+        d = {"image": pc.image, "label": pc.target}
+        if pc.soft is not None:
+            d["soft"] = pc.soft
+        return d
 
 
 #: Epochs timed before a ``max_minutes`` budget is turned into a number of epochs (the
@@ -554,9 +601,9 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
     _set_seed(transform, cfg.seed + 1000 * dist.rank)
     t_prep = time.perf_counter()
     cache_dir = out / "cache" if cfg.cache == "disk" else None
-    train_prep = _Prepared(tr_src, in_cfg, channel_keys, cache_dir)
-    val_prep = _Prepared(val_src, in_cfg, channel_keys, cache_dir) if dist.main else \
-        _Prepared([], in_cfg, channel_keys, None)
+    train_prep = _Prepared(tr_src, in_cfg, channel_keys, cache_dir, cfg.target)
+    val_prep = _Prepared(val_src, in_cfg, channel_keys, cache_dir, cfg.target) if dist.main \
+        else _Prepared([], in_cfg, channel_keys, None)
     if cfg.cache == "memory":
         prepared = prepare_all(train_prep, cfg.workers)
         val_prepared: Sequence[PreparedCase] = prepare_all(val_prep, cfg.workers)
@@ -568,6 +615,7 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
         data: list[dict[str, Any]] = [
             {"image": pc.image, "label": pc.target,
              INDICES_KEY: class_indices(pc.target, n_classes, cfg.seed + i)}
+            | ({"soft": pc.soft} if pc.soft is not None else {})
             for i, pc in enumerate(prepared)]
         ds = Dataset(data=data, transform=transform)
     else:  # prepared when visited (and kept on disk with cache='disk')
@@ -603,7 +651,9 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
 
         model = DistributedDataParallel(
             network, device_ids=[dev.index] if dev.type == "cuda" else None)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=cfg.batch_dice)
+    soft_target = cfg.target == "partial_volume"
+    # soft targets: C probability channels (CrossEntropyLoss takes class probabilities)
+    loss_fn = DiceCELoss(to_onehot_y=not soft_target, softmax=True, batch=cfg.batch_dice)
     opt = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(loader)
     # the cosine runs over ``plan['epochs']``: cfg.epochs, or fewer when max_minutes is set
@@ -633,7 +683,7 @@ def train(cfg: TrainConfig, train_cases: Sequence[TrainingCase], out_dir: str | 
         losses = []
         for batch in loader:
             x = batch["image"].to(dev)
-            y = batch["label"].to(dev)
+            y = batch["soft" if soft_target else "label"].to(dev)
             if net_cfg.spatial_dims == 2:
                 x, y = x[..., 0], y[..., 0]
             else:
