@@ -31,6 +31,16 @@ erector spinae and thigh muscle groups) and is made in three stages:
            --recipe finetune-gpu --init-from STAGE_2_MODEL --device cuda --workers 14 \
            --loader-workers 4 --held-out 8 --out ctmusclebone-demo-synthetic
 
+A fourth stage, ``--recipe finetune-pv`` (:data:`FINETUNE_PV_CONFIG`: soft,
+partial-volume targets, 40 minutes on the 2-core CPU), was measured and is not bundled
+(docs/segmentation.md)::
+
+    python -m CTMuscleBoneLib.segmentation.training.make_demo_model --recipe finetune-pv \
+        --init-from STAGE_3_MODEL --held-out 0 --workers 2 --device cpu --out PV_MODEL
+    python -m CTMuscleBoneLib.segmentation.training.make_demo_model --recipe finetune-pv \
+        --skip-training --held-out 8 --held-out-workers 2 --threads 1 --device cpu \
+        --out PV_MODEL
+
 Every stage writes a model folder; ``--held-out N`` segments N held-out phantoms (other
 seeds, 1-3.5 mm, every storage orientation) with the full Monte-Carlo inference and
 writes per-structure Dice and ASSD on their CT grids, and the Dice per case, into the
@@ -217,16 +227,19 @@ FINETUNE_GPU_CONFIG: dict[str, Any] = {
     "model": {**FINETUNE_CONFIG["model"], "version": "2.1.0"},
 }
 
-#: A fourth stage (``--recipe finetune-pv --init-from STAGE_3_MODEL``): the third stage
-#: fine-tuned on a 2-core CPU against soft targets, the fraction of each 3 mm model voxel
-#: each structure fills (``target='partial_volume'``, :mod:`.prepare`), instead of the
-#: nearest-neighbour labels of the earlier stages. With those, a network that reproduced
-#: its targets exactly would still miss 0.9 on the thin muscles: on the card's 8 held-out
-#: phantoms the nearest-neighbour targets brought back to the CT grid score a mean Dice
-#: of 0.888 for the right gracilis, the partial volumes 0.968
-#: (docs/segmentation.md). Half the second stage's learning rate (the network only has to
-#: move its boundaries), its phantoms and time budget. Every value this project's choice,
-#: not validated beyond the synthetic phantoms.
+#: A fourth stage, **measured and not bundled** (``--recipe finetune-pv --init-from
+#: STAGE_3_MODEL``): the third stage fine-tuned on a 2-core CPU against soft targets,
+#: the fraction of each 3 mm model voxel each structure fills (``target=
+#: 'partial_volume'``, :mod:`.prepare`), instead of the nearest-neighbour labels of the
+#: earlier stages. With those, a network that reproduced its targets exactly would still
+#: miss 0.9 on the thin muscles: on the card's 8 held-out phantoms the nearest-neighbour
+#: targets brought back to the CT grid score a mean Dice of 0.888 for the right
+#: gracilis, the partial volumes 0.968. Half the second stage's learning rate (the
+#: network only has to move its boundaries), its phantoms and time budget (105 epochs in
+#: 40 minutes). Result (docs/segmentation.md): better on the 6 patient-like held-out
+#: bodies (gracilis 0.889 / 0.872 -> 0.910 / 0.902), worse on the 2 standard bodies
+#: (mean Dice per case 0.925 / 0.913 -> 0.902 / 0.890), so version 2.1.0 stays bundled.
+#: Every value this project's choice, not validated beyond the synthetic phantoms.
 FINETUNE_PV_CONFIG: dict[str, Any] = {
     **FINETUNE_CONFIG,
     "lr": 5e-4,
