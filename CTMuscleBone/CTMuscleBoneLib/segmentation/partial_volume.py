@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..image import Geometry, LabelMap
-from .preprocess import resample
+from .preprocess import crop_geometry, resample
 
 
 def partial_volume_sigma(ct_spacing_mm: np.ndarray, ct_direction: np.ndarray,
@@ -63,8 +63,9 @@ def partial_volumes(labels: LabelMap, grid: Geometry, values: Sequence[int]) -> 
     grid : Geometry
         The model grid (shape (m0, m1, m2)), e.g. :func:`.preprocess.model_grid`.
     values : sequence of int
-        Label values, one output channel each; 0 (background) takes every voxel that
-        no other listed value holds, and the space outside the CT.
+        Label values, one output channel each; 0 (background) takes the rest: every
+        voxel that no other listed value holds, and the space outside the CT. A value
+        absent from the map gets fractions 0.
 
     Returns
     -------
@@ -75,15 +76,25 @@ def partial_volumes(labels: LabelMap, grid: Geometry, values: Sequence[int]) -> 
     from scipy import ndimage
 
     geo = labels.geometry
-    arr = labels.array
+    arr = np.asarray(labels.array)
     sigma = partial_volume_sigma(np.asarray(geo.spacing_mm), np.asarray(geo.direction),
                                  np.asarray(grid.spacing_mm), np.asarray(grid.direction))
-    out = np.empty((len(values), *grid.shape), np.float32)
-    listed = np.isin(arr, [v for v in values if v != 0])
+    # each structure is smoothed inside its bounding box grown by the kernel's reach
+    # (scipy truncates at 3 sigma) and a margin: outside it the smoothed mask is 0, so
+    # the result equals smoothing the whole CT grid, at a fraction of the cost
+    reach = [int(3.0 * s + 0.5) + 2 for s in sigma]
+    boxes = ndimage.find_objects(arr) if arr.size and arr.max() > 0 else []
+    out = np.zeros((len(values), *grid.shape), np.float32)
     for i, v in enumerate(values):
-        mask = ~listed if v == 0 else arr == v
-        m = ndimage.gaussian_filter(mask.astype(np.float32), sigma, mode="nearest",
-                                    truncate=3.0)
-        out[i] = resample(m, geo, grid, "linear", 1.0 if v == 0 else 0.0)
+        if v == 0 or v > len(boxes) or boxes[v - 1] is None:
+            continue
+        box = tuple(slice(max(0, b.start - r), min(n, b.stop + r))
+                    for b, r, n in zip(boxes[v - 1], reach, arr.shape, strict=True))
+        m = ndimage.gaussian_filter((arr[box] == v).astype(np.float32), sigma,
+                                    mode="nearest", truncate=3.0)
+        out[i] = resample(m, crop_geometry(geo, box), grid, "linear", 0.0)
     np.clip(out, 0.0, 1.0, out=out)
+    if 0 in values:  # the rest: background, unlisted structures, outside the CT
+        k = list(values).index(0)
+        out[k] = np.clip(1.0 - out.sum(axis=0), 0.0, 1.0)
     return out
