@@ -230,3 +230,24 @@ def test_bounding_box_smoothing_equals_smoothing_the_whole_grid():
             np.testing.assert_allclose(got[i], np.clip(want, 0.0, 1.0), atol=1e-5)
         assert not got[3].any()  # the sacrum is absent
         assert (arr == psoas).any()
+
+
+def test_disk_cache_keeps_soft_targets_apart_and_matches_memory(tmp_path):
+    """With ``cache='disk'`` the soft targets are cached beside the image, under names
+    that a nearest-neighbour run in the same folder does not read, and the losses equal
+    those of the in-memory cache."""
+    from test_training import _cfg, _training_case
+
+    torch.set_num_threads(1)
+    cases = [_training_case(s) for s in range(2)]
+    kw = {"epochs": 2, "val_every": 2, "target": "partial_volume",
+          "input": {"spacing_mm": [8.0, 8.0, 8.0]}, "patch_size": [8, 8, 8],
+          "inference": {"patch_size": [8, 8, 8], "mc_samples": 2, "mc_batch_size": 2}}
+    a = train(_cfg(**kw), cases, tmp_path / "m", val_cases=cases[:1], device="cpu",
+              log=lambda s: None)
+    b = train(_cfg(cache="disk", **kw), cases, tmp_path / "d", val_cases=cases[:1],
+              device="cpu", log=lambda s: None)
+    names = sorted(p.name for p in (tmp_path / "d" / "cache").iterdir())
+    assert names[:3] == ["00000_case.image.npy", "00000_case.label_pv.npy",
+                         "00000_case.soft.npy"]
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]

@@ -430,10 +430,11 @@ class _Prepared(Sequence[PreparedCase]):
         if self.cache_dir is not None:
             name = getattr(self.cases, "names", None)
             stem = f"{i:05d}_{name[i] if name else 'case'}"
-            img_p = self.cache_dir / f"{stem}.image.npy"
-            lab_p = self.cache_dir / f"{stem}.label.npy"
-            soft_p = self.cache_dir / f"{stem}.soft.npy"
             soft = self.target == "partial_volume"
+            img_p = self.cache_dir / f"{stem}.image.npy"
+            # the hard target differs by target (argmax of the fractions with soft ones)
+            lab_p = self.cache_dir / f"{stem}.{'label_pv' if soft else 'label'}.npy"
+            soft_p = self.cache_dir / f"{stem}.soft.npy"
             if img_p.is_file() and lab_p.is_file() and (not soft or soft_p.is_file()):
                 return PreparedCase(stem, np.load(img_p, allow_pickle=False),
                                     np.load(lab_p, allow_pickle=False), None,  # type: ignore
