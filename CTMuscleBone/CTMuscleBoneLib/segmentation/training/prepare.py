@@ -114,8 +114,9 @@ def prepare_case(name: str, ct: CTImage, labels: LabelMap, input_cfg: InputConfi
         hard = np.argmax(soft, axis=0).astype(np.uint8)
         return PreparedCase(name, image, np.ascontiguousarray(hard)[None], grid, soft)
     lab = labels_to_grid(labels, grid)
-    canon = np.zeros(lab.shape, dtype=np.int16)
-    for value, key in labels.structures.items():
-        canon[lab == value] = anatomy.structure(key).label_value
-    hard = channel_lookup(channel_keys)[np.clip(canon, 0, 255)]
+    to_channel = _channel_of_values(labels, channel_keys)
+    lut = np.zeros(max([int(lab.max()), *to_channel]) + 1, dtype=np.uint8)
+    for value, ch in to_channel.items():
+        lut[value] = ch
+    hard = lut[np.clip(lab, 0, None)]
     return PreparedCase(name, image, np.ascontiguousarray(hard)[None], grid)
