@@ -152,10 +152,33 @@ def test_bundled_card_records_the_finetune_gpu_recipe_and_its_stages():
     assert stage1["name"].endswith("-full-all")
 
 
+def test_soft_target_recipes_change_only_what_they_state():
+    """The two soft-target stages are their base stage (CPU: ``finetune``; GPU:
+    ``finetune-gpu``) with partial-volume targets, half the learning rate, their own seed
+    and version and, on the GPU, the 119 epochs the measured run fitted; nothing else
+    (network, labels, input, phantoms, batch) differs, so their results compare."""
+    from CTMuscleBoneLib.segmentation.training.make_demo_model import RECIPES
+    from CTMuscleBoneLib.segmentation.training.train import TrainConfig
+
+    for name, base, extra in (("finetune-pv", "finetune", set()),
+                              ("finetune-gpu-pv", "finetune-gpu", {"epochs"})):
+        soft, hard = RECIPES[name], RECIPES[base]
+        changed = {k for k in soft.keys() | hard.keys() if soft.get(k) != hard.get(k)}
+        assert changed == {"lr", "target", "seed", "model"} | extra, name
+        assert soft["target"] == "partial_volume" and "target" not in hard
+        assert soft["lr"] == hard["lr"] / 2
+        assert {k for k in soft["model"] if soft["model"][k] != hard["model"][k]} == \
+            {"version"}
+        assert TrainConfig.from_dict(soft).target == "partial_volume"
+    assert RECIPES["finetune-gpu-pv"]["epochs"] == 119
+    assert RECIPES["finetune-gpu-pv"]["model"]["version"] not in \
+        {RECIPES[r]["model"]["version"] for r in ("finetune-gpu", "finetune-pv")}
+
+
 def test_finetune_recipes_need_the_model_they_continue(capsys):
     from CTMuscleBoneLib.segmentation.training.make_demo_model import main
 
-    for recipe in ("finetune", "finetune-gpu", "finetune-pv"):
+    for recipe in ("finetune", "finetune-gpu", "finetune-pv", "finetune-gpu-pv"):
         with pytest.raises(SystemExit) as exc:
             main(["--recipe", recipe, "--out", "unused"])
         assert exc.value.code == 2

@@ -13,7 +13,9 @@ plausible older patient, not population statistics; all lie inside the ranges of
 patient-like training phantoms (:func:`CTMuscleBoneLib.segmentation.training.synthetic.
 patient_like_spec`), while the seed is none of the demo model's training or held-out
 seeds. (The layout's standard body, muscles at full size touching one another with no
-fat plane between them, is segmented worse by the demo model: docs/segmentation.md.)
+fat plane between them, was segmented worse by the demo model's earlier versions;
+``benchmarks/demo_body_check.py`` measures the demo phantom with either body:
+docs/segmentation.md.)
 """
 
 from __future__ import annotations
