@@ -204,3 +204,32 @@ def test_demo_summary_explains_the_structures_the_phantom_lacks(demo_dir: Path) 
         name = row.split(maxsplit=1)[1].rsplit(None, 2)[0].strip()
         assert name in line
     assert "ABSENT in the review list but present in the phantom" not in summary
+
+
+def _demo_body_check():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_body_check.py"
+    spec = importlib.util.spec_from_file_location("demo_body_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_body_check_compares_the_self_checks_rows_on_the_two_bodies() -> None:
+    """benchmarks/demo_body_check.py measures the demo's headline rows, and its standard
+    body is the demo phantom with only the body layout changed (full-size muscles, the
+    layout's subcutaneous fat): same seed, voxels, tissue values, noise and BMD."""
+    from dataclasses import fields
+
+    from CTMuscleBoneLib.cli.cmd_demo import SELF_CHECK_ROWS
+    from CTMuscleBoneLib.phantoms.demo import demo_spec
+
+    bench = _demo_body_check()
+    assert bench.HEADLINE_ROWS == SELF_CHECK_ROWS
+    demo, standard = bench.body_spec("demo", 2.0), bench.body_spec("standard", 2.0)
+    assert demo == demo_spec(2.0)
+    changed = {f.name for f in fields(demo)
+               if getattr(demo, f.name) != getattr(standard, f.name)}
+    assert changed == {"muscle_atrophy", "trunk_fat_mm", "thigh_fat_mm"}
+    assert standard.muscle_atrophy == 1.0 and demo.muscle_atrophy < 1.0
