@@ -38,6 +38,15 @@ DEMO_BODY: dict[str, Any] = {
 }
 #: The demo's lumbar trabecular BMD, mg/cm3 (L1-L5).
 DEMO_VERTEBRA_BMD_MG_CM3 = 95.0
+#: Results the demo's self-check compares between the model's segmentation and the
+#: phantom's ground-truth labels (structure, quantity): the mission's headline values
+#: (total-hip and neck aBMD, L1-L4 trabecular vBMD, ALM, SMI).
+DEMO_HEADLINE_ROWS: tuple[tuple[str, str], ...] = (
+    ("femur_left", "abmd_total_hip"), ("femur_right", "abmd_total_hip"),
+    ("femur_left", "abmd_femoral_neck"), ("femur_right", "abmd_femoral_neck"),
+    *((f"vertebrae_L{n}", "trabecular_vbmd") for n in range(1, 5)),
+    ("patient", "alm"), ("patient", "smi"),
+)
 
 
 def demo_spec(spacing_mm: float = 2.0, seed: int = DEMO_SEED) -> PhantomSpec:
