@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import product
 
 import numpy as np
@@ -57,6 +57,13 @@ from ..image import CTImage, Geometry, LabelMap
 from ..progress import ProgressCallback
 from .backends import feature_runner
 from .config import InferenceConfig, InputConfig
+from .grid_shift import (
+    argmax_on_grids,
+    combine_on_grid,
+    shift_vector,
+    shifted_seed,
+    split_samples,
+)
 from .grid_torch import argmax_to_grid, map_to_grid
 from .network import BayesianUNet, Features
 from .preprocess import body_box, crop_geometry, prepare_input, resample
@@ -879,6 +886,43 @@ def _autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
 
 
+def _shifted_mc(
+    x: np.ndarray, grid: Geometry, ct_in: CTImage, model: BayesianUNet,
+    input_cfg: InputConfig, inference_cfg: InferenceConfig, lut: np.ndarray,
+    dev: torch.device, backend: str, report: ProgressCallback, cancel: threading.Event | None,
+) -> tuple[ModelGridOutput, list[tuple[np.ndarray, Geometry, float]]]:
+    """``shifted_samples``: the T samples split between ``grid`` and its half-voxel shift.
+
+    Returns the two groups' statistics combined on ``grid``
+    (:func:`.grid_shift.combine_on_grid`) and each group's (mean softmax, grid, samples)
+    for the label on the CT grid (:func:`.grid_shift.argmax_on_grids`).
+    """
+    n0, n1 = split_samples(inference_cfg.mc_samples)
+    shifted_grid_x, shifted_grid = prepare_input(
+        ct_in, input_cfg, shift_vector(model.config.spatial_dims))
+    runs = [(x, grid, n0, inference_cfg.seed, (0.05, 0.45)),
+            (np.ascontiguousarray(shifted_grid_x), shifted_grid, n1,
+             shifted_seed(inference_cfg.seed), (0.45, 0.85))]
+    del shifted_grid_x
+    outputs: list[ModelGridOutput] = []
+    for volume, _, n, seed, span in runs:
+        cfg = replace(inference_cfg, mc_samples=n, seed=seed, shifted_samples=False,
+                      mc_batch_size=min(inference_cfg.mc_batch_size, n))
+        o = mc_sliding_window(volume, model, cfg, device=dev, backend=backend,
+                              pad_value=input_cfg.normalized_range[0], progress=report,
+                              cancel=cancel, progress_range=span)
+        if isinstance(o.mean_probability, torch.Tensor):
+            o.mean_probability = o.mean_probability.float().cpu().numpy()
+        outputs.append(o)
+    del runs
+    background = [c for c in range(len(lut)) if lut[c] == 0]
+    combined = combine_on_grid(outputs, [grid, shifted_grid], [n0, n1],
+                               background_channel=background[0] if background else 0)
+    parts = [(outputs[0].mean_probability, grid, float(n0)),
+             (outputs[1].mean_probability, shifted_grid, float(n1))]
+    return combined, parts
+
+
 # -- full pipeline -----------------------------------------------------------------------
 def _channel_values(labels: dict[int, str], n_classes: int) -> tuple[np.ndarray, dict[int, str]]:
     """Lookup table output channel -> label value, and label value -> anatomy key."""
@@ -962,8 +1006,8 @@ def predict(
     box = body_box(ct) if inference_cfg.crop_to_body else None
     # target: the CT grid, or its body box (outputs are pasted into the full grid)
     target = crop_geometry(ct.geometry, box) if box is not None else ct.geometry
-    x, grid = prepare_input(CTImage(ct.hu[box] if box is not None else ct.hu, target,
-                                    ct.metadata), input_cfg)
+    ct_in = CTImage(ct.hu[box] if box is not None else ct.hu, target, ct.metadata)
+    x, grid = prepare_input(ct_in, input_cfg)
     x = np.ascontiguousarray(x)
     timings["preprocess"] = time.perf_counter() - t0
     _check_cancel(cancel)
@@ -972,10 +1016,15 @@ def predict(
     mirror = (mirror_plan(input_cfg.orientation, labels, n_classes,
                           model.config.spatial_dims)
               if inference_cfg.mirror_samples else None)
-    out = mc_sliding_window(x, model, inference_cfg, device=dev, backend=backend,
-                            mirror=mirror,
-                            pad_value=input_cfg.normalized_range[0], progress=report,
-                            cancel=cancel, progress_range=(0.05, 0.85))
+    shifted_parts: list[tuple[np.ndarray, Geometry, float]] | None = None
+    if inference_cfg.shifted_samples:
+        out, shifted_parts = _shifted_mc(x, grid, ct_in, model, input_cfg, inference_cfg,
+                                         lut, dev, backend, report, cancel)
+    else:
+        out = mc_sliding_window(x, model, inference_cfg, device=dev, backend=backend,
+                                mirror=mirror,
+                                pad_value=input_cfg.normalized_range[0], progress=report,
+                                cancel=cancel, progress_range=(0.05, 0.85))
     del x
     timings["network"] = time.perf_counter() - t1
     timings.update({f"network_{k}": v for k, v in out.timings_s.items()})
@@ -998,14 +1047,17 @@ def predict(
     timings["review"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    if on_device and inference_cfg.label_resampling == "probability":
+    if shifted_parts is not None and inference_cfg.label_resampling == "probability":
+        _check_cancel(cancel)
+        lab = argmax_on_grids(shifted_parts, target, lut, label_dtype)
+    elif on_device and inference_cfg.label_resampling == "probability":
         lab = argmax_to_grid(out.mean_probability, grid, target, lut, label_dtype)
     else:
         lab = resample(lab_model, grid, target, "nearest", 0, label_dtype)
         if inference_cfg.label_resampling == "probability":
             _check_cancel(cancel)
             argmax_on_grid(out.mean_probability, grid, target, lut, lab, channels)
-    del channels
+    del channels, shifted_parts
     if inference_cfg.largest_component:  # groups and the hip bone may be several pieces
         keep_largest_components(lab, [v for v, k in structures.items()
                                       if is_one_piece(k)],

@@ -54,7 +54,8 @@ def model_direction(direction: np.ndarray, cfg: InputConfig) -> np.ndarray:
     return out
 
 
-def model_grid(geometry: Geometry, cfg: InputConfig, margin_voxels: int = 1) -> Geometry:
+def model_grid(geometry: Geometry, cfg: InputConfig, margin_voxels: int = 1,
+               shift_voxels: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Geometry:
     """The model-resolution grid covering a CT grid.
 
     Parameters
@@ -64,6 +65,10 @@ def model_grid(geometry: Geometry, cfg: InputConfig, margin_voxels: int = 1) -> 
     cfg : InputConfig
     margin_voxels : int
         Extra model voxels on each side.
+    shift_voxels : tuple of 3 float
+        The grid moved along its own axes by these fractions of a model voxel (same
+        shape). A shift in [0, 1) per axis keeps every CT voxel centre covered with
+        ``margin_voxels >= 1``.
     """
     d_new = model_direction(geometry.direction, cfg)
     spacing = np.asarray(cfg.spacing_mm, dtype=float)
@@ -75,7 +80,7 @@ def model_grid(geometry: Geometry, cfg: InputConfig, margin_voxels: int = 1) -> 
     lo = coords.min(axis=0)
     hi = coords.max(axis=0)
     size = np.ceil((hi - lo) / spacing - 1e-6).astype(int) + 1 + 2 * margin_voxels
-    origin_coords = lo - margin_voxels * spacing
+    origin_coords = lo - margin_voxels * spacing + np.asarray(shift_voxels, float) * spacing
     origin = d_new @ origin_coords
     return Geometry(tuple(int(s) for s in size), tuple(spacing), tuple(origin), d_new)
 
@@ -139,8 +144,11 @@ def normalize_hu(hu: np.ndarray, cfg: InputConfig) -> np.ndarray:
     return out
 
 
-def prepare_input(ct: CTImage, cfg: InputConfig) -> tuple[np.ndarray, Geometry]:
-    """Network input on the model grid.
+def prepare_input(ct: CTImage, cfg: InputConfig,
+                  shift_voxels: tuple[float, float, float] = (0.0, 0.0, 0.0)
+                  ) -> tuple[np.ndarray, Geometry]:
+    """Network input on the model grid (moved by ``shift_voxels``, see
+    :func:`model_grid`).
 
     Returns
     -------
@@ -149,7 +157,7 @@ def prepare_input(ct: CTImage, cfg: InputConfig) -> tuple[np.ndarray, Geometry]:
     grid : Geometry
         The model grid (:func:`model_grid`).
     """
-    grid = model_grid(ct.geometry, cfg)
+    grid = model_grid(ct.geometry, cfg, shift_voxels=shift_voxels)
     hu = resample(ct.hu, ct.geometry, grid, "linear", default_value=cfg.hu_window[0])
     return normalize_hu(hu, cfg), grid
 
