@@ -2,8 +2,8 @@
 
 Checked: the shifted model grid (position, shape, coverage); the multi-grid argmax
 against a brute-force interpolation of every voxel (and SimpleITK's resampling),
-including grids that disagree everywhere; the combined Monte-Carlo statistics against
-the statistics of all T samples taken as one group; the analytic gain on a thin
+including grids that disagree everywhere; the review scores as the halves' weighted
+means; the analytic gain on a thin
 cylinder (nearest-neighbour labels of two interleaved 3 mm grids against one); the
 wiring of ``predict`` (p = 0: the label is the argmax of the two grids' network outputs,
 exactly); and the refusals.
@@ -19,7 +19,7 @@ from CTMuscleBoneLib.segmentation.config import InferenceConfig, InputConfig
 from CTMuscleBoneLib.segmentation.evaluate import dice
 from CTMuscleBoneLib.segmentation.grid_shift import (
     argmax_on_grids,
-    combine_on_grid,
+    combine_score_variants,
     interpolate_at,
     shift_vector,
     shifted_seed,
@@ -130,41 +130,34 @@ def test_argmax_on_grids_where_the_grids_disagree_everywhere():
         argmax_on_grids([(a, g, 1.0), (b[:2], g, 1.0)], tgt, lut)
 
 
-def test_combined_statistics_equal_those_of_all_samples():
-    """Two groups of softmax samples on the same grid: the combined mean, class-mean
-    variance, predictive entropy and mutual information equal the one-group statistics
-    of all T samples (population variance, divisor T)."""
-    from CTMuscleBoneLib.segmentation.inference import ModelGridOutput
-    from CTMuscleBoneLib.segmentation.uncertainty import entropy
+def test_score_variants_are_the_halves_weighted_means():
+    """Each half scores every structure on its own grid; the review scores are the
+    weighted means over the halves that scored a variant (renormalised), present when
+    either half has the structure, volume the weighted mean (0 where absent)."""
+    from CTMuscleBoneLib.segmentation.uncertainty import StructureScoreVariants as V
 
-    rng = np.random.default_rng(3)
-    shape, C = (5, 4, 3), 4
-    logits = rng.normal(0, 2, (7, C, *shape))
-    s = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)  # (T, C, ...)
-
-    def stats(samples):
-        m = samples.mean(0)
-        v = samples.var(0).mean(0)
-        h = entropy(m, 0)
-        mi = h - np.mean([entropy(x, 0) for x in samples], 0)
-        return ModelGridOutput(m.astype(np.float32), v.astype(np.float32),
-                               h.astype(np.float32), mi.astype(np.float32), 1, 10,
-                               {"stochastic": 1.0})
-
-    g = Geometry(shape, (3.0, 3.0, 3.0))
-    same_geometry = Geometry(shape, (3.0, 3.0, 3.0))  # another object: resampled (exact)
-    for second in (g, same_geometry):
-        out = combine_on_grid([stats(s[:4]), stats(s[4:])], [g, second], [4, 3])
-        ref = stats(s)
-        np.testing.assert_allclose(out.mean_probability, ref.mean_probability, atol=1e-5)
-        np.testing.assert_allclose(out.predictive_variance, ref.predictive_variance,
-                                   atol=1e-5)
-        np.testing.assert_allclose(out.predictive_entropy, ref.predictive_entropy, atol=1e-5)
-        np.testing.assert_allclose(out.mutual_information, ref.mutual_information, atol=1e-5)
-        assert out.n_windows == 2 and out.timings_s["stochastic"] == 2.0
-    # equal halves but not weighted by their sample counts: a different mean
-    wrong = combine_on_grid([stats(s[:4]), stats(s[4:])], [g, g], [1, 1])
-    assert np.abs(wrong.mean_probability - ref.mean_probability).max() > 1e-3
+    a = [V("femur_left", 1, True, 10.0, {"predictive_variance:band": 0.2,
+                                          "predictive_entropy:band": None}),
+         V("sacrum", 3, True, 4.0, {"predictive_variance:band": 0.1}),
+         V("gracilis_left", 5, False, 0.0, {"predictive_variance:band": None})]
+    b = [V("femur_left", 1, True, 14.0, {"predictive_variance:band": 0.5,
+                                          "predictive_entropy:band": 0.3}),
+         V("gracilis_left", 5, True, 2.0, {"predictive_variance:band": 0.4}),
+         V("vertebrae_L1", 41, True, 6.0, {"predictive_variance:band": 0.7})]
+    out = {v.key: v for v in combine_score_variants([a, b], [3, 1])}
+    assert list(out) == ["femur_left", "sacrum", "gracilis_left", "vertebrae_L1"]
+    assert out["femur_left"].scores["predictive_variance:band"] == pytest.approx(0.275)
+    assert out["femur_left"].scores["predictive_entropy:band"] == pytest.approx(0.3)
+    assert out["femur_left"].volume_cm3 == pytest.approx(11.0)
+    assert out["sacrum"].scores["predictive_variance:band"] == pytest.approx(0.1)
+    assert out["gracilis_left"].present
+    assert out["gracilis_left"].scores["predictive_variance:band"] == pytest.approx(0.4)
+    assert out["gracilis_left"].volume_cm3 == pytest.approx(0.5)
+    assert out["vertebrae_L1"].label_value == 41
+    with pytest.raises(ValueError, match="weights"):
+        combine_score_variants([a], [0])
+    with pytest.raises(ValueError, match="same non-zero length"):
+        combine_score_variants([a, b], [1])
 
 
 @pytest.mark.parametrize(("spacing_mm", "radius_mm", "floor"),
@@ -266,6 +259,20 @@ def test_predict_labels_are_the_argmax_of_both_grids_outputs(dims):
     lut, _ = _channel_values(labels, 3)
     expect = argmax_on_grids(parts, ct.geometry, lut)
     np.testing.assert_array_equal(res.label_map.array, expect)
+    # the maps and the probabilities: the halves' weighted means, each from its own grid
+    halves = []
+    for sv, n in (((0.0, 0.0, 0.0), 2), (shift_vector(dims), 1)):
+        x, grid = prepare_input(ct, icfg, sv)
+        one = InferenceConfig(patch_size=patch, mc_samples=n, mc_batch_size=1)
+        halves.append((mc_sliding_window(np.ascontiguousarray(x), net, one, device="cpu"),
+                       grid, n / 3))
+    for name in ("predictive_entropy", "predictive_variance"):
+        ref = sum(w * resample(getattr(o, name), g, ct.geometry, "linear", 0.0)
+                  for o, g, w in halves)
+        np.testing.assert_allclose(res.uncertainty[name], ref, atol=1e-5)
+    ref_p = sum(w * resample(np.ascontiguousarray(o.mean_probability[1]), g, ct.geometry,
+                             "linear", 0.0) for o, g, w in halves)
+    np.testing.assert_allclose(res.probabilities[1], ref_p, atol=1e-5)
     assert len(np.unique(expect)) >= 2  # boundaries to move
     plain = predict(ct, net, icfg, InferenceConfig(patch_size=patch, mc_samples=3,
                                                    crop_to_body=False,

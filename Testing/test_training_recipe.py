@@ -143,6 +143,8 @@ def test_bundled_card_records_the_finetune_gpu_recipe_and_its_stages():
         assert ran[key] == recipe[key], key
     assert ran["phantoms"] == recipe["phantoms"]
     assert card["version"] == recipe["model"]["version"]
+    assert card["inference"] == {**card["inference"], **recipe["inference"]}
+    assert card["inference"]["shifted_samples"] is True
     assert card["architecture"]["dropout_placement"] == recipe["network"]["dropout_placement"]
     assert ran["device"] == "cuda" and ran["epochs_completed"] <= recipe["epochs"]
     assert "--recipe finetune" in card["training"]["command"]
@@ -161,7 +163,7 @@ def test_soft_target_recipes_change_only_what_they_state():
     from CTMuscleBoneLib.segmentation.training.train import TrainConfig
 
     for name, base, extra in (("finetune-pv", "finetune", set()),
-                              ("finetune-gpu-pv", "finetune-gpu", {"epochs"})):
+                              ("finetune-gpu-pv", "finetune-gpu", {"epochs", "inference"})):
         soft, hard = RECIPES[name], RECIPES[base]
         changed = {k for k in soft.keys() | hard.keys() if soft.get(k) != hard.get(k)}
         assert changed == {"lr", "target", "seed", "model"} | extra, name
@@ -171,6 +173,12 @@ def test_soft_target_recipes_change_only_what_they_state():
             {"version"}
         assert TrainConfig.from_dict(soft).target == "partial_volume"
     assert RECIPES["finetune-gpu-pv"]["epochs"] == 119
+    # the GPU soft-target stage was measured without shifted samples (version 2.1.1's
+    # only change to the third stage's inference)
+    gpu_pv, gpu = RECIPES["finetune-gpu-pv"]["inference"], RECIPES["finetune-gpu"]["inference"]
+    assert {k for k in gpu_pv.keys() | gpu.keys() if gpu_pv.get(k) != gpu.get(k)} == \
+        {"shifted_samples"}
+    assert gpu["shifted_samples"] is True and not gpu_pv.get("shifted_samples", False)
     assert RECIPES["finetune-gpu-pv"]["model"]["version"] not in \
         {RECIPES[r]["model"]["version"] for r in ("finetune-gpu", "finetune-pv")}
 

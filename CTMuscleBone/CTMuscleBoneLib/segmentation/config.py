@@ -351,9 +351,10 @@ class InferenceConfig:
         reproduce one grid's aliased labels; averaging two interleaved grids brings the
         label towards the partial volume (docs/segmentation.md: the targets' ceiling of
         the gracilis 0.888 -> 0.965 on the held-out phantoms). The uncertainty maps and
-        the review scores combine the two halves on the unshifted grid (law of total
-        variance). The cost: the input is resampled twice and the windows' deterministic
-        part runs on both grids. Needs T >= 2; not with ``mirror_samples``. Default off.
+        the review scores are the two halves' weighted means, each half's computed on
+        its own grid. The cost: the input is resampled twice, the windows'
+        deterministic part runs on both grids, and the second half's statistics are
+        held until the end. Needs T >= 2; not with ``mirror_samples``. Default off.
     """
 
     patch_size: tuple[int, ...] = (96, 96, 96)

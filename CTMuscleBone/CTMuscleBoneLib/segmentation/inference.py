@@ -22,7 +22,11 @@ Steps of :func:`predict`:
    the T softmax samples of each window (:class:`.uncertainty.MCAccumulator`), blended
    into volume accumulators with the same weights. Both give the mean softmax, the
    class-averaged variance and the mean per-sample entropy; predictive entropy and
-   mutual information come from the mean softmax and mean entropy at the end.
+   mutual information come from the mean softmax and mean entropy at the end. With
+   ``shifted_samples`` the T samples are split between the model grid and its
+   half-voxel shift (:mod:`.grid_shift`): each half runs this step on its own grid; the
+   label is the argmax of their weighted mean softmax on the CT grid, the maps and the
+   review scores are their weighted means.
 3. Labels = argmax of the mean softmax on the model grid, mapped to canonical anatomy
    label values, resampled to the **original CT grid** by nearest neighbour;
    uncertainty maps (and optional probabilities) resampled to the CT grid linearly.
@@ -38,7 +42,8 @@ placements: O(mc_batch_size x activations)); none of them grows with T. Outputs 
 CT grid (M voxels): labels M bytes (uint8), 3 x 4 M bytes for the uncertainty maps,
 + C x 4 M with ``return_probabilities``. Peak
 RSS is therefore about 4 N (C + 5) + 13 M bytes + the network's window activations +
-the caller's CT; with ``crop_to_body`` N covers the body box only.
+the caller's CT; with ``crop_to_body`` N covers the body box only. ``shifted_samples``
+holds the second half's statistics on its grid too: (C + 3) x 4 N bytes more.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from .backends import feature_runner
 from .config import InferenceConfig, InputConfig
 from .grid_shift import (
     argmax_on_grids,
-    combine_on_grid,
+    combine_score_variants,
     shift_vector,
     shifted_seed,
     split_samples,
@@ -888,24 +893,22 @@ def _autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
 
 def _shifted_mc(
     x: np.ndarray, grid: Geometry, ct_in: CTImage, model: BayesianUNet,
-    input_cfg: InputConfig, inference_cfg: InferenceConfig, lut: np.ndarray,
+    input_cfg: InputConfig, inference_cfg: InferenceConfig,
     dev: torch.device, backend: str, report: ProgressCallback, cancel: threading.Event | None,
-) -> tuple[ModelGridOutput, list[tuple[np.ndarray, Geometry, float]]]:
+) -> list[tuple[ModelGridOutput, Geometry, float]]:
     """``shifted_samples``: the T samples split between ``grid`` and its half-voxel shift.
 
-    Returns the two groups' statistics combined on ``grid``
-    (:func:`.grid_shift.combine_on_grid`) and each group's (mean softmax, grid, samples)
-    for the label on the CT grid (:func:`.grid_shift.argmax_on_grids`).
+    Returns each half's statistics on its own grid (numpy arrays) with its grid and its
+    weight (samples / T): ``[(output, grid, w0), (output, shifted grid, w1)]``.
     """
     n0, n1 = split_samples(inference_cfg.mc_samples)
-    shifted_grid_x, shifted_grid = prepare_input(
-        ct_in, input_cfg, shift_vector(model.config.spatial_dims))
+    xs, shifted_grid = prepare_input(ct_in, input_cfg, shift_vector(model.config.spatial_dims))
     runs = [(x, grid, n0, inference_cfg.seed, (0.05, 0.45)),
-            (np.ascontiguousarray(shifted_grid_x), shifted_grid, n1,
-             shifted_seed(inference_cfg.seed), (0.45, 0.85))]
-    del shifted_grid_x
-    outputs: list[ModelGridOutput] = []
-    for volume, _, n, seed, span in runs:
+            (np.ascontiguousarray(xs), shifted_grid, n1, shifted_seed(inference_cfg.seed),
+             (0.45, 0.85))]
+    del xs
+    halves: list[tuple[ModelGridOutput, Geometry, float]] = []
+    for volume, g, n, seed, span in runs:
         cfg = replace(inference_cfg, mc_samples=n, seed=seed, shifted_samples=False,
                       mc_batch_size=min(inference_cfg.mc_batch_size, n))
         o = mc_sliding_window(volume, model, cfg, device=dev, backend=backend,
@@ -913,14 +916,8 @@ def _shifted_mc(
                               cancel=cancel, progress_range=span)
         if isinstance(o.mean_probability, torch.Tensor):
             o.mean_probability = o.mean_probability.float().cpu().numpy()
-        outputs.append(o)
-    del runs
-    background = [c for c in range(len(lut)) if lut[c] == 0]
-    combined = combine_on_grid(outputs, [grid, shifted_grid], [n0, n1],
-                               background_channel=background[0] if background else 0)
-    parts = [(outputs[0].mean_probability, grid, float(n0)),
-             (outputs[1].mean_probability, shifted_grid, float(n1))]
-    return combined, parts
+        halves.append((o, g, n / inference_cfg.mc_samples))
+    return halves
 
 
 # -- full pipeline -----------------------------------------------------------------------
@@ -1016,10 +1013,13 @@ def predict(
     mirror = (mirror_plan(input_cfg.orientation, labels, n_classes,
                           model.config.spatial_dims)
               if inference_cfg.mirror_samples else None)
-    shifted_parts: list[tuple[np.ndarray, Geometry, float]] | None = None
+    # shifted_samples: the second half of the samples, on the shifted grid (the first
+    # half is `out`, on `grid`); w0 is the first half's weight
+    second: tuple[ModelGridOutput, Geometry, float] | None = None
+    w0 = 1.0
     if inference_cfg.shifted_samples:
-        out, shifted_parts = _shifted_mc(x, grid, ct_in, model, input_cfg, inference_cfg,
-                                         lut, dev, backend, report, cancel)
+        (out, _, w0), second = _shifted_mc(x, grid, ct_in, model, input_cfg, inference_cfg,
+                                           dev, backend, report, cancel)
     else:
         out = mc_sliding_window(x, model, inference_cfg, device=dev, backend=backend,
                                 mirror=mirror,
@@ -1028,6 +1028,9 @@ def predict(
     del x
     timings["network"] = time.perf_counter() - t1
     timings.update({f"network_{k}": v for k, v in out.timings_s.items()})
+    if second is not None:
+        for k, v in second[0].timings_s.items():
+            timings[f"network_{k}"] += v
 
     t2 = time.perf_counter()
     _check_cancel(cancel)
@@ -1044,12 +1047,18 @@ def predict(
         lab_model = lut.astype(label_dtype)[channels]
     variants = structure_score_variants(lab_model, out.uncertainty(), grid.spacing_mm,
                                         structures)
+    if second is not None:
+        lab_model2 = lut.astype(label_dtype)[np.argmax(second[0].mean_probability, axis=0)]
+        variants2 = structure_score_variants(lab_model2, second[0].uncertainty(),
+                                             second[1].spacing_mm, structures)
     timings["review"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    if shifted_parts is not None and inference_cfg.label_resampling == "probability":
+    if second is not None and inference_cfg.label_resampling == "probability":
         _check_cancel(cancel)
-        lab = argmax_on_grids(shifted_parts, target, lut, label_dtype)
+        lab = argmax_on_grids([(out.mean_probability, grid, w0),
+                               (second[0].mean_probability, second[1], second[2])],
+                              target, lut, label_dtype)
     elif on_device and inference_cfg.label_resampling == "probability":
         lab = argmax_to_grid(out.mean_probability, grid, target, lut, label_dtype)
     else:
@@ -1057,7 +1066,7 @@ def predict(
         if inference_cfg.label_resampling == "probability":
             _check_cancel(cancel)
             argmax_on_grid(out.mean_probability, grid, target, lut, lab, channels)
-    del channels, shifted_parts
+    del channels
     if inference_cfg.largest_component:  # groups and the hip bone may be several pieces
         keep_largest_components(lab, [v for v, k in structures.items()
                                       if is_one_piece(k)],
@@ -1073,7 +1082,13 @@ def predict(
         t4 = time.perf_counter()
         variants = _with_vertebra_levels(variants, levels, lab_model, out.uncertainty(), grid,
                                          final, target)
+        if second is not None:
+            variants2 = _with_vertebra_levels(variants2, levels, lab_model2,
+                                              second[0].uncertainty(), second[1], final, target)
         timings["review"] += time.perf_counter() - t4
+    if second is not None:
+        variants = combine_score_variants([variants, variants2], [w0, second[2]])
+        del lab_model2, variants2
     del lab_model
     review = review_from_variants(variants, inference_cfg.review_map,
                                   inference_cfg.review_region)
@@ -1081,14 +1096,24 @@ def predict(
     unc: dict[str, np.ndarray] = {}
     for i, name in enumerate(UNCERTAINTY_NAMES):
         _check_cancel(cancel)
-        unc[name] = _paste(resample(getattr(out, name), grid, target, "linear", 0.0), box,
-                           ct.geometry.shape)
+        m = resample(getattr(out, name), grid, target, "linear", 0.0)
+        if second is not None:  # the halves' weighted mean, each from its own grid
+            m *= np.float32(w0)
+            m += np.float32(second[2]) * resample(getattr(second[0], name), second[1],
+                                                   target, "linear", 0.0)
+            setattr(second[0], name, None)
+        unc[name] = _paste(m, box, ct.geometry.shape)
+        del m
         setattr(out, name, None)
         report(0.88 + 0.03 * i, f"{name} on the CT grid")
     confidence = None
     if return_confidence:
         confidence = _to_target(out.mean_probability.amax(0) if on_device
                                 else out.mean_probability.max(axis=0), grid, target, 1.0)
+        if second is not None:  # the halves' weighted mean
+            confidence *= np.float32(w0)
+            confidence += np.float32(second[2]) * _to_target(
+                second[0].mean_probability.max(axis=0), second[1], target, 1.0)
         if box is not None:  # outside the body box: background, confidence 1
             full = np.ones(ct.geometry.shape, dtype=np.float32)
             full[box] = confidence
@@ -1101,6 +1126,10 @@ def predict(
         for c in range(n_classes):
             _check_cancel(cancel)
             pc = _to_target(out.mean_probability[c], grid, target, 0.0)
+            if second is not None:  # the mixture the label is the argmax of
+                pc *= np.float32(w0)
+                pc += np.float32(second[2]) * _to_target(second[0].mean_probability[c],
+                                                         second[1], target, 0.0)
             probs[(c, *box) if box is not None else c] = pc
     timings["to_ct_grid"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
