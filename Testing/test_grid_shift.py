@@ -204,8 +204,8 @@ def test_config_refusals_and_round_trip():
         InferenceConfig(shifted_samples="yes")
     with pytest.raises(ModelError, match="cannot both be on"):
         InferenceConfig(shifted_samples=True, mirror_samples=True)
-    with pytest.raises(ModelError, match="mc_samples >= 2"):
-        InferenceConfig(shifted_samples=True, mc_samples=1)
+    with pytest.raises(ModelError, match="label_resampling 'probability'"):
+        InferenceConfig(shifted_samples=True, label_resampling="nearest")
     cfg = InferenceConfig(shifted_samples=True)
     assert InferenceConfig.from_dict(cfg.to_dict()).shifted_samples is True
     assert InferenceConfig.from_dict({}).shifted_samples is False  # older cards: off
@@ -283,3 +283,9 @@ def test_predict_labels_are_the_argmax_of_both_grids_outputs(dims):
     for m in res.uncertainty.values():
         assert np.isfinite(m).all() and (m >= 0).all()
     assert res.mc_samples == 3
+    # T = 1 (one deterministic pass): nothing to split, the one grid runs
+    one_pass = {shifted: predict(ct, net, icfg, InferenceConfig(
+        patch_size=patch, mc_samples=1, shifted_samples=shifted, crop_to_body=False,
+        largest_component=False), labels, device="cpu").label_map.array
+        for shifted in (True, False)}
+    np.testing.assert_array_equal(one_pass[True], one_pass[False])

@@ -354,7 +354,9 @@ class InferenceConfig:
         the review scores are the two halves' weighted means, each half's computed on
         its own grid. The cost: the input is resampled twice, the windows'
         deterministic part runs on both grids, and the second half's statistics are
-        held until the end. Needs T >= 2; not with ``mirror_samples``. Default off.
+        held until the end. With T = 1 (one deterministic pass, e.g. ``--samples 1``)
+        there is nothing to split and the one grid runs. Needs
+        ``label_resampling='probability'``; not with ``mirror_samples``. Default off.
     """
 
     patch_size: tuple[int, ...] = (96, 96, 96)
@@ -415,9 +417,10 @@ class InferenceConfig:
                 raise ModelError(f"{w}: {name} must be a positive integer, got {v!r}.")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ModelError(f"{w}: seed must be an integer >= 0, got {self.seed!r}.")
-        if self.shifted_samples and self.mc_samples < 2:
-            raise ModelError(f"{w}: shifted_samples splits the T samples between two grids "
-                             f"and needs mc_samples >= 2, got {self.mc_samples}.")
+        if self.shifted_samples and self.label_resampling != "probability":
+            raise ModelError(f"{w}: shifted_samples combines the two grids' probabilities on "
+                             "the CT grid and needs label_resampling 'probability', got "
+                             f"{self.label_resampling!r}.")
         if self.review_map not in UNCERTAINTY_MAPS:
             raise ModelError(f"{w}: review_map must be one of {UNCERTAINTY_MAPS}, "
                              f"got {self.review_map!r}.")

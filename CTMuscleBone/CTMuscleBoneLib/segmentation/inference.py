@@ -65,6 +65,7 @@ from .config import InferenceConfig, InputConfig
 from .grid_shift import (
     argmax_on_grids,
     combine_score_variants,
+    interpolate_at,
     shift_vector,
     shifted_seed,
     split_samples,
@@ -240,13 +241,8 @@ def argmax_on_grid(
             mixed |= ch[c[:, 0], c[:, 1], c[:, 2]] != first
         if not mixed.any():
             continue
-        ii, lo, cont = ii[mixed], lo[mixed], cont[mixed]
-        f = np.clip(cont - lo, 0.0, 1.0).astype(np.float32)
-        acc = np.zeros((len(ii), mean_probability.shape[0]), np.float32)
-        for corner in corners:
-            c = np.minimum(lo + corner, m - 1)
-            w = np.prod(np.where(corner.astype(bool), f, 1.0 - f), axis=1)
-            acc += w[:, None] * mean_probability[:, c[:, 0], c[:, 1], c[:, 2]].T
+        ii, cont = ii[mixed], cont[mixed]
+        acc = interpolate_at(mean_probability, source, cont)
         labels[ii[:, 0], ii[:, 1], ii[:, 2]] = lut[np.argmax(acc, axis=1)]
 
 
@@ -1017,7 +1013,7 @@ def predict(
     # half is `out`, on `grid`); w0 is the first half's weight
     second: tuple[ModelGridOutput, Geometry, float] | None = None
     w0 = 1.0
-    if inference_cfg.shifted_samples:
+    if inference_cfg.shifted_samples and inference_cfg.mc_samples >= 2:
         (out, _, w0), second = _shifted_mc(x, grid, ct_in, model, input_cfg, inference_cfg,
                                            dev, backend, report, cancel)
     else:
