@@ -105,6 +105,7 @@ def argmax_on_grids(
     lut: np.ndarray,
     label_dtype: type = np.uint8,
     max_points: int = 1 << 17,
+    channel_labels: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Label = argmax of the weighted mean of several grids' interpolated mean softmax.
 
@@ -126,6 +127,8 @@ def argmax_on_grids(
     lut : np.ndarray of int, (C,)
         Output channel -> label value.
     label_dtype : numpy integer type
+    channel_labels : list of np.ndarray of int, optional
+        Each part's argmax channel on its grid, (m0, m1, m2) (computed when not given).
 
     Returns
     -------
@@ -145,8 +148,10 @@ def argmax_on_grids(
     lut_d = np.asarray(lut).astype(label_dtype)
     first: np.ndarray | None = None
     todo = np.zeros(target.shape, bool)
-    for prob, grid, _ in parts:
-        ch = np.argmax(prob, axis=0).astype(np.int16)
+    if channel_labels is None:
+        channel_labels = [np.argmax(prob, axis=0) for prob, _, _ in parts]
+    for (_, grid, _), channels in zip(parts, channel_labels, strict=True):
+        ch = channels.astype(np.int16, copy=False)
         near = resample(lut_d[ch], grid, target, "nearest", 0, label_dtype)
         shell = ndimage.maximum_filter(ch, size=3) != ndimage.minimum_filter(ch, size=3)
         todo |= resample(shell.view(np.uint8), grid, target, "nearest", 0, np.uint8) > 0

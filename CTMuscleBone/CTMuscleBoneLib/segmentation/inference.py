@@ -1044,7 +1044,8 @@ def predict(
     variants = structure_score_variants(lab_model, out.uncertainty(), grid.spacing_mm,
                                         structures)
     if second is not None:
-        lab_model2 = lut.astype(label_dtype)[np.argmax(second[0].mean_probability, axis=0)]
+        channels2 = np.argmax(second[0].mean_probability, axis=0)
+        lab_model2 = lut.astype(label_dtype)[channels2]
         variants2 = structure_score_variants(lab_model2, second[0].uncertainty(),
                                              second[1].spacing_mm, structures)
     timings["review"] = time.perf_counter() - t2
@@ -1054,7 +1055,8 @@ def predict(
         _check_cancel(cancel)
         lab = argmax_on_grids([(out.mean_probability, grid, w0),
                                (second[0].mean_probability, second[1], second[2])],
-                              target, lut, label_dtype)
+                              target, lut, label_dtype, channel_labels=[channels, channels2])
+        del channels2
     elif on_device and inference_cfg.label_resampling == "probability":
         lab = argmax_to_grid(out.mean_probability, grid, target, lut, label_dtype)
     else:
