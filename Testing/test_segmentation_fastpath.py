@@ -157,6 +157,30 @@ def test_head_placement_draws_the_samples_once_per_voxel_of_the_blended_features
     assert not torch.allclose(same[:3, 0], same[:3, 1])
 
 
+@pytest.mark.parametrize(("placement", "shape"), [("all", (10, 12, 3)), ("head", (10, 12, 3)),
+                                                 ("head", (16, 16, 3))])
+def test_model_grid_outputs_own_compact_buffers(placement, shape):
+    """A 2-D model pads a grid smaller than its patch (here 16 x 16), and the ``head``
+    placement accumulates more feature channels (8) than classes (3). The outputs must
+    not be views that keep those accumulators alive for as long as the caller holds
+    them (with shifted samples ``predict`` holds the first half's while the second
+    runs): each array's storage (the tensor its numpy array views) is its own size."""
+    torch.manual_seed(3)
+    net = build_network(NetworkConfig(spatial_dims=2, out_channels=3, channels=(8, 8),
+                                      strides=(2,), dropout_placement=placement,
+                                      dropout_p=0.3)).eval()
+    vol = np.random.default_rng(1).random(shape, dtype=np.float32)
+    cfg = InferenceConfig(patch_size=(16, 16), mc_samples=3, mc_batch_size=3, seed=5)
+    out = mc_sliding_window(vol, net, cfg, device="cpu")
+    for name in ("mean_probability", "predictive_variance", "predictive_entropy",
+                 "mutual_information"):
+        a = getattr(out, name)
+        assert a.shape[-3:] == shape
+        owner = a.base if isinstance(a.base, torch.Tensor) else torch.from_numpy(a)
+        assert owner.untyped_storage().nbytes() == a.nbytes, name
+    np.testing.assert_allclose(out.mean_probability.sum(0), 1.0, atol=1e-5)
+
+
 def test_pointwise_mc_volume_in_place_equals_one_chunk_per_voxel_block():
     """The in-place buffer (more classes than features, several chunks) gives each chunk
     what :func:`pointwise_mc_statistics` gives it alone, with the same mask stream."""

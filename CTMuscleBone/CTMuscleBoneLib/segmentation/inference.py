@@ -721,17 +721,19 @@ def mc_sliding_window(
     # accumulators where the network runs on a GPU (no per-window copies to the host)
     acc_dev = dev if dev.type == "cuda" else torch.device("cpu")
     wmap = wmap.to(acc_dev)
-    acc_w = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
+    # the accumulators cover the volume only: a window reaching into the padding of a
+    # volume smaller than the patch adds just its part inside the volume (``inside``)
+    acc_w = torch.zeros(shape, dtype=torch.float32, device=acc_dev)
     if pointwise:  # the head's input features, blended; then the mean softmax in place
         n_feat = int(head_w.shape[1])
         n_buf = max(n_feat, n_classes)
-        acc_f = torch.zeros((n_buf, *padded), dtype=torch.float32, device=acc_dev)
-        acc_bytes = 4 * int(np.prod(padded)) * (n_buf + 3)  # + weights, variance, entropy
+        acc_f = torch.zeros((n_buf, *shape), dtype=torch.float32, device=acc_dev)
+        acc_bytes = 4 * int(np.prod(shape)) * (n_buf + 3)  # + weights, variance, entropy
     else:
-        acc_p = torch.zeros((n_classes, *padded), dtype=torch.float32, device=acc_dev)
-        acc_var = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
-        acc_ent = torch.zeros(padded, dtype=torch.float32, device=acc_dev)
-        acc_bytes = 4 * int(np.prod(padded)) * (n_classes + 3)
+        acc_p = torch.zeros((n_classes, *shape), dtype=torch.float32, device=acc_dev)
+        acc_var = torch.zeros(shape, dtype=torch.float32, device=acc_dev)
+        acc_ent = torch.zeros(shape, dtype=torch.float32, device=acc_dev)
+        acc_bytes = 4 * int(np.prod(shape)) * (n_classes + 3)
     amp = _autocast_dtype(cfg.precision, dev)
     timings = {"deterministic": 0.0, "stochastic": 0.0, "blend": 0.0}
 
@@ -744,14 +746,21 @@ def mc_sliding_window(
         flip_dim = 2 + mirror.axis
         partner = torch.as_tensor(mirror.channels, device=dev)
 
+    def inside(sl: tuple[slice, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """A window's slices clipped to the volume, and the same part of the window."""
+        dst = tuple(slice(s.start, min(s.stop, n)) for s, n in zip(sl, shape, strict=True))
+        return dst, tuple(slice(0, d.stop - d.start) for d in dst)
+
     def blend(sl: tuple[slice, ...], w: torch.Tensor, mean_p: torch.Tensor,
               ent: torch.Tensor, var: torch.Tensor | None) -> None:
         t = time.perf_counter()
-        acc_p[(slice(None), *sl)].addcmul_(mean_p.to(acc_dev), w)
-        acc_ent[sl].addcmul_(ent.to(acc_dev), w)
+        dst, src = inside(sl)
+        w = w[src]
+        acc_p[(slice(None), *dst)].addcmul_(mean_p[(slice(None), *src)].to(acc_dev), w)
+        acc_ent[dst].addcmul_(ent[src].to(acc_dev), w)
         if var is not None:
-            acc_var[sl].addcmul_(var.to(acc_dev), w)
-        acc_w[sl] += w
+            acc_var[dst].addcmul_(var[src].to(acc_dev), w)
+        acc_w[dst] += w
         timings["blend"] += time.perf_counter() - t
 
     f0, f1 = progress_range
@@ -775,8 +784,10 @@ def mc_sliding_window(
                     if pointwise:
                         t = time.perf_counter()
                         fx = feats.x[bi] if dims == 3 else feats.x[bi].unsqueeze(-1)
-                        acc_f[(slice(0, n_feat), *sl)].addcmul_(fx.float().to(acc_dev), wmap)
-                        acc_w[sl] += wmap
+                        dst, src = inside(sl)
+                        acc_f[(slice(0, n_feat), *dst)].addcmul_(
+                            fx[(slice(None), *src)].float().to(acc_dev), wmap[src])
+                        acc_w[dst] += wmap[src]
                         timings["blend"] += time.perf_counter() - t
                         continue
                     t = time.perf_counter()
@@ -815,10 +826,9 @@ def mc_sliding_window(
         model.set_mc_dropout(was_mc)
         model.train(was_training)
 
-    crop = tuple(slice(0, n) for n in shape)
     if pointwise:  # the T samples, once per voxel of the blended features
         t = time.perf_counter()
-        acc_f[:n_feat] /= acc_w  # (the padding, if any, is covered by windows too)
+        acc_f[:n_feat] /= acc_w  # (every voxel is covered by some window)
         _check_cancel(cancel)
         with torch.inference_mode():
             acc_var, acc_ent = pointwise_mc_volume(
@@ -827,17 +837,16 @@ def mc_sliding_window(
                 window_seed(cfg.seed, 0),
                 CHUNK_VOXELS if acc_dev.type == "cpu" else CHUNK_VOXELS_GPU)
         timings["stochastic"] += time.perf_counter() - t
-    acc_w = acc_w[crop]
     t = time.perf_counter()
     if pointwise:
-        mean_p = acc_f[(slice(0, n_classes), *crop)]
-        acc_var, acc_ent = acc_var[crop], acc_ent[crop]
+        mean_p = acc_f[:n_classes]
+        if n_buf > n_classes:  # a compact copy: the view would keep every feature
+            mean_p = mean_p.clone()  # channel alive as long as the caller holds it
+            del acc_f
     else:
-        mean_p = acc_p[(slice(None), *crop)]
+        mean_p = acc_p
         mean_p /= acc_w
-        acc_var = acc_var[crop]
         acc_var /= acc_w
-        acc_ent = acc_ent[crop]
         acc_ent /= acc_w
     h = _entropy_by_slab(mean_p)
     mi = (h - acc_ent).clamp_(min=0)
