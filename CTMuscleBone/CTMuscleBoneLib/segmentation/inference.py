@@ -50,8 +50,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import product
+from operator import attrgetter
 
 import numpy as np
 import torch
@@ -889,6 +891,31 @@ def _to_target(volume: np.ndarray | torch.Tensor, grid: Geometry, target: Geomet
     return resample(volume, grid, target, "linear", default_value)
 
 
+def _halves_to_target(
+    halves: list[tuple[ModelGridOutput, Geometry, float]],
+    pick: Callable[[ModelGridOutput], np.ndarray | torch.Tensor],
+    target: Geometry, default_value: float,
+) -> np.ndarray:
+    """A model-grid volume on the target grid (linear, :func:`_to_target`).
+
+    ``halves``: ``[(output, grid, weight)]``, one entry, or with ``shifted_samples`` the
+    two halves; their volumes (``pick(output)``) are each resampled from their own grid
+    and averaged with the weights.
+    """
+    (first, grid, w0), *rest = halves
+    m = _to_target(pick(first), grid, target, default_value)
+    if rest:
+        m *= np.float32(w0)
+    for o, g, w in rest:
+        m += np.float32(w) * _to_target(pick(o), g, target, default_value)
+    return m
+
+
+def _max_channel(p: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """The largest channel value per voxel of a (C, ...) softmax (numpy or torch)."""
+    return p.amax(0) if isinstance(p, torch.Tensor) else p.max(axis=0)
+
+
 def _autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``InferenceConfig.precision`` (None: float32 throughout)."""
     if precision == "float32":
@@ -1100,27 +1127,22 @@ def predict(
     review = review_from_variants(variants, inference_cfg.review_map,
                                   inference_cfg.review_region)
     review = _review_volumes_on_ct_grid(review, final, ct.geometry.voxel_volume_cm3)
+    # with shifted samples every map below is the halves' weighted mean, each half
+    # resampled from its own grid (the probabilities: the mixture the label is the
+    # argmax of)
+    halves = [(out, grid, w0)] + ([second] if second is not None else [])
     unc: dict[str, np.ndarray] = {}
     for i, name in enumerate(UNCERTAINTY_NAMES):
         _check_cancel(cancel)
-        m = resample(getattr(out, name), grid, target, "linear", 0.0)
-        if second is not None:  # the halves' weighted mean, each from its own grid
-            m *= np.float32(w0)
-            m += np.float32(second[2]) * resample(getattr(second[0], name), second[1],
-                                                   target, "linear", 0.0)
-            setattr(second[0], name, None)
-        unc[name] = _paste(m, box, ct.geometry.shape)
-        del m
-        setattr(out, name, None)
+        unc[name] = _paste(_halves_to_target(halves, attrgetter(name), target, 0.0), box,
+                           ct.geometry.shape)
+        for o, _, _ in halves:
+            setattr(o, name, None)
         report(0.88 + 0.03 * i, f"{name} on the CT grid")
     confidence = None
     if return_confidence:
-        confidence = _to_target(out.mean_probability.amax(0) if on_device
-                                else out.mean_probability.max(axis=0), grid, target, 1.0)
-        if second is not None:  # the halves' weighted mean
-            confidence *= np.float32(w0)
-            confidence += np.float32(second[2]) * _to_target(
-                second[0].mean_probability.max(axis=0), second[1], target, 1.0)
+        confidence = _halves_to_target(halves, lambda o: _max_channel(o.mean_probability),
+                                       target, 1.0)
         if box is not None:  # outside the body box: background, confidence 1
             full = np.ones(ct.geometry.shape, dtype=np.float32)
             full[box] = confidence
@@ -1132,12 +1154,8 @@ def predict(
             probs[0] = 1.0  # outside the body box: background
         for c in range(n_classes):
             _check_cancel(cancel)
-            pc = _to_target(out.mean_probability[c], grid, target, 0.0)
-            if second is not None:  # the mixture the label is the argmax of
-                pc *= np.float32(w0)
-                pc += np.float32(second[2]) * _to_target(second[0].mean_probability[c],
-                                                         second[1], target, 0.0)
-            probs[(c, *box) if box is not None else c] = pc
+            probs[(c, *box) if box is not None else c] = _halves_to_target(
+                halves, lambda o, c=c: o.mean_probability[c], target, 0.0)
     timings["to_ct_grid"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
     report(1.0, "segmentation done")
