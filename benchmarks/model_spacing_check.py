@@ -119,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         print("model_spacing_check: error: --phantoms must be >= 1 and every spacing > 0.",
               file=sys.stderr)
         return 2
+    for flag, values in (("--spacings", args.spacings), ("--reorients", args.reorients),
+                         ("--seeds", args.seeds or [])):
+        if len(set(values)) < len(values):
+            print(f"model_spacing_check: error: {flag} names a value twice; give each "
+                  "once.", file=sys.stderr)
+            return 2
     try:
         model_dir = (Path(args.model) if (Path(args.model) / "card.json").is_file()
                      else find_model(args.model))
