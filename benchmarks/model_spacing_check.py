@@ -17,7 +17,8 @@ grids without choosing on the phantoms the model card reports:
    (40000..) seeds; 1-3.5 mm, every orientation) with every copy through
    :func:`CTMuscleBoneLib.segmentation.uncertainty_study.run_study`, the steps of
    ``ctmusclebone segment`` (Monte-Carlo inference with the card's settings, vertebra
-   numbering), each phantom built once and run through every copy;
+   numbering), one copy after the other, each building the phantoms itself (so its
+   seconds are its own, building included);
 3. it prints the mean Dice per structure and per case for each spacing, the failures
    (Dice < 0.8) and the seconds each copy took (building the phantoms included); the
    JSON adds the lowest Dice per structure and the failure-detection AUROC of the
@@ -67,7 +68,7 @@ def spacing_copy(model_dir: Path, in_plane_mm: float, parent: Path,
     ``reorient``."""
     from CTMuscleBoneLib.segmentation.model_card import CARD_FILE, ModelCard
 
-    card = ModelCard.load(model_dir)
+    card = ModelCard.load(model_dir)  # validates the card before it is copied
     out = parent / f"inplane-{in_plane_mm:g}mm-{reorient}"
     shutil.copytree(model_dir, out)
     data = json.loads((out / CARD_FILE).read_text(encoding="utf-8"))
