@@ -218,3 +218,89 @@ def test_worker_is_runnable_as_a_file_and_imports_only_the_core_api():
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert {m for m in modules if m and m.startswith("CTMuscleBoneLib")} <= {
         "CTMuscleBoneLib", "CTMuscleBoneLib.errors", "CTMuscleBoneLib.io_ct"}
+
+
+#: The value-changed signals of the widget classes the panel edits numbers with (Qt 5/6
+#: QSpinBox: valueChanged(int) only; QDoubleSpinBox, ctkSliderWidget, ctkDoubleSpinBox:
+#: valueChanged(double)).
+VALUE_SIGNALS_OF_CLASS = {"QSpinBox": {"valueChanged(int)"},
+                          "QDoubleSpinBox": {"valueChanged(double)"},
+                          "ctkDoubleSpinBox": {"valueChanged(double)"},
+                          "ctkSliderWidget": {"valueChanged(double)"}}
+
+
+def _value_widget_connections() -> dict[str, set[str]]:
+    """Widget name -> the valueChanged signals widget.py connects on it (for-loops over
+    VALUE_WIDGETS.values() or a tuple of names, and ``ui.<name>.connect(...)``)."""
+    tree = ast.parse((MODULE / "CTMuscleBoneSlicer" / "widget.py").read_text())
+    tables = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body
+              if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+              and n.targets[0].id in ("VALUE_WIDGETS", "VALUE_WIDGET_SIGNALS")}
+    out: dict[str, set[str]] = {}
+
+    def signal_for(arg: ast.expr, widget: str) -> str | None:
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            return arg.value
+        if isinstance(arg, ast.Subscript) and isinstance(arg.value, ast.Name) \
+                and arg.value.id in tables:
+            return tables[arg.value.id].get(widget)
+        return "<unknown>"
+
+    def connects(body: list[ast.stmt]):
+        for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr == "connect" and node.args:
+                yield node
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.For):
+            it = node.iter
+            if isinstance(it, ast.Call) and ast.unparse(it) == "VALUE_WIDGETS.values()":
+                names = list(tables["VALUE_WIDGETS"].values())
+            elif isinstance(it, ast.Tuple):
+                names = [e.value for e in it.elts if isinstance(e, ast.Constant)]
+            else:
+                continue
+            for call in connects(node.body):
+                for name in names:
+                    sig = signal_for(call.args[0], name)
+                    if sig and sig.startswith(("valueChanged", "<")):
+                        out.setdefault(name, set()).add(sig)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr == "connect" and isinstance(node.func.value, ast.Attribute):
+            name = node.func.value.attr
+            sig = signal_for(node.args[0], name) if node.args else None
+            if sig and sig.startswith("valueChanged"):
+                out.setdefault(name, set()).add(sig)
+    return out
+
+
+def test_value_widgets_are_connected_with_the_signal_of_their_class():
+    """A QSpinBox has no valueChanged(double): connecting it saves nothing (MC samples)."""
+    classes = _ui_widgets()
+    connected = _value_widget_connections()
+    tree = ast.parse((MODULE / "CTMuscleBoneSlicer" / "widget.py").read_text())
+    value_widgets = next(ast.literal_eval(n.value) for n in tree.body
+                         if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+                         and n.targets[0].id == "VALUE_WIDGETS")
+    for widget in value_widgets.values():
+        cls = classes[widget]
+        assert cls in VALUE_SIGNALS_OF_CLASS, f"{widget}: add the signals of {cls}"
+        assert connected.get(widget), f"{widget} is never connected"
+        wrong = connected[widget] - VALUE_SIGNALS_OF_CLASS[cls]
+        assert not wrong, f"{widget} ({cls}) connected with {sorted(wrong)}"
+
+
+def test_self_test_skips_without_torch_and_monai():
+    """The self-test needs the segmentation packages; without them it is skipped with the
+    reason (unittest's skipTest in the test method; runTest returns after saying why)."""
+    tree = ast.parse((MODULE / "CTMuscleBone.py").read_text())
+    test_class = next(c for c in tree.body
+                      if isinstance(c, ast.ClassDef) and c.name == "CTMuscleBoneTest")
+    methods = {f.name: f for f in test_class.body if isinstance(f, ast.FunctionDef)}
+    assert 'SELF_TEST_PACKAGES = ("torch", "monai")' in (MODULE / "CTMuscleBone.py").read_text()
+    first = ast.unparse(methods["test_workflow"].body[0]) + ast.unparse(
+        methods["test_workflow"].body[1])
+    assert "missingSelfTestPackages()" in first and "self.skipTest(" in first
+    run = ast.unparse(methods["runTest"])
+    assert run.index("missingSelfTestPackages()") < run.index("self.test_workflow()")

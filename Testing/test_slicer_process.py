@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -317,3 +318,55 @@ def test_cancel_stops_the_real_worker_within_2_s_and_leaves_no_outputs(tmp_path)
     final = runner.wait(timeout_s=5)[-1]
     assert isinstance(final, Failed) and final.cancelled
     assert not (tmp_path / "out" / "outputs.json").exists()
+
+
+# -- cancel escalation (Windows has no SIGKILL) ----------------------------------------
+def test_cancel_steps_kill_the_tree_on_windows_and_escalate_on_posix():
+    from CTMuscleBoneSlicer.process import cancel_steps
+
+    assert cancel_steps("posix") == (False, True)  # SIGTERM to the group, then SIGKILL
+    assert cancel_steps("nt") == (True, True)  # the tree at once (terminate orphans it)
+
+
+class _StubbornChild:
+    """A Popen stand-in that survives terminate() and ends only when its tree is killed."""
+
+    pid = 4242
+    returncode = None
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired("stub", timeout)
+        return self.returncode
+
+    def terminate(self):
+        self.calls.append("terminate")
+
+
+def test_cancel_on_windows_reaches_the_tree_kill(monkeypatch):
+    """With os.name 'nt' and no signal.SIGKILL (as on Windows) cancel() must kill the tree;
+    the former code sent SIGTERM (terminate) twice and never got there."""
+    from CTMuscleBoneSlicer import process
+
+    child = _StubbornChild()
+
+    def kill_tree(pid):
+        child.calls.append(f"kill_tree {pid}")
+        child.returncode = 1
+
+    monkeypatch.setattr(process, "_kill_tree_windows", kill_tree)
+    monkeypatch.delattr(process.signal, "SIGKILL")
+    runner = ProcessRunner(["stub"])
+    runner.proc = child
+    monkeypatch.setattr(process.os, "name", "nt")  # only the stub is touched from here on
+    try:
+        ok = runner.cancel(timeout_s=0.2)
+    finally:
+        monkeypatch.undo()
+    assert ok and "kill_tree 4242" in child.calls

@@ -12,7 +12,8 @@ Call pattern sources: SlicerMONAIAuto3DSeg ``MONAIAuto3DSegLib/dependency_handle
 (``PyTorchUtilsLogic().torchInstalled()`` / ``installTorch(askConfirmation=True,
 torchVersionRequirement=...)``, which returns None when the user declines), SlicerPyTorch
 ``PyTorchUtils.py`` (the signature), Slicer ``Base/Python/slicer/packaging.py``
-(``load_requirements``, ``pip_ensure(requirements, requester=...)``) and the scripted
+(``load_requirements``, ``pip_ensure(requirements, constraints=..., requester=...)``,
+which raises ``RuntimeError("User declined package installation")`` on a decline) and the scripted
 module template's ``onApplyButton``.
 
 :func:`missing_packages` is pure Python and tested without Slicer.
@@ -22,9 +23,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import re
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 MINIMUM_TORCH = ">=2.1"
 REQUESTER = "CTMuscleBone"
@@ -32,6 +36,10 @@ REQUESTER = "CTMuscleBone"
 SEGMENTATION_PACKAGES = ("monai", "safetensors")
 REPORT_PACKAGES = ("matplotlib", "reportlab")
 DICOM_PACKAGES = ("highdicom",)
+#: Installed packages pip must not change while installing ours: torch belongs to the
+#: PyTorch extension (PyTorchUtils picks the build for the GPU and CUDA), and e.g. monai
+#: 1.6 requires torch>=2.8, so an unconstrained ``pip install monai`` would upgrade it.
+PINNED_PACKAGES = ("torch",)
 
 
 class DependencyError(RuntimeError):
@@ -134,39 +142,90 @@ def ensure_torch() -> None:
             f"install torch {MINIMUM_TORCH}, then press Analyze again.")
 
 
-def ensure_packages(requirements: list[str] | None = None, purpose: str = "the segmentation"
-                    ) -> None:
-    """Install the ``requirements`` (default: every line of the requirements file) that
-    are missing (asks the user first); ``purpose`` is named in the messages."""
-    import slicer
+def installed_pins(names: Iterable[str] = PINNED_PACKAGES) -> list[str]:
+    """``name==version`` of the installed distributions among ``names`` (absent ones are
+    left out), e.g. ``["torch==2.5.1+cu121"]``."""
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return pins
 
+
+def write_constraints(pins: list[str]) -> Path | None:
+    """A temporary pip constraints file holding ``pins`` (None when there are none); the
+    caller deletes it."""
+    if not pins:
+        return None
+    fd, name = tempfile.mkstemp(prefix="CTMuscleBone-constraints-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("\n".join(pins) + "\n")
+    return Path(name)
+
+
+def _declined(error: BaseException) -> bool:
+    """True for ``slicer.packaging.pip_ensure``'s "User declined package installation"."""
+    return isinstance(error, RuntimeError) and "declined" in str(error).lower()
+
+
+def ensure_packages(requirements: list[str] | None = None, purpose: str = "the segmentation",
+                    packaging: Any = None) -> None:
+    """Install the ``requirements`` (default: every line of the requirements file) that
+    are missing (asks the user first); ``purpose`` is named in the messages.
+
+    pip gets a constraints file pinning the installed :data:`PINNED_PACKAGES` (torch), so
+    installing monai cannot replace the torch the PyTorch extension installed.
+    ``packaging``: the ``slicer.packaging`` module (default; Slicer 5.12+, tests inject
+    a stand-in); without ``pip_ensure`` the user is asked here and
+    ``slicer.util.pip_install`` installs.
+
+    Raises
+    ------
+    DependencyError
+        The user declined ("cancelled"), pip failed, or a package is still missing.
+    """
     reqs = read_requirements() if requirements is None else list(requirements)
     missing = missing_packages(reqs)
     if not missing:
         return
-    try:
-        import slicer.packaging as packaging  # Slicer 5.12+
-    except ImportError:
-        packaging = None
+    if packaging is None:
+        try:
+            import slicer.packaging as packaging  # Slicer 5.12+
+        except ImportError:
+            packaging = None
+    cancelled = DependencyError("Installation of " + ", ".join(missing)
+                                + f" cancelled; {purpose} cannot run without them. Press the "
+                                "button again to be asked again.")
+    constraints = write_constraints(installed_pins())
     try:
         if packaging is not None and hasattr(packaging, "pip_ensure"):
             # pip_ensure shows its own confirmation and raises RuntimeError if declined.
-            packaging.pip_ensure(missing, requester=REQUESTER)
+            packaging.pip_ensure(missing, constraints=None if constraints is None
+                                 else str(constraints), requester=REQUESTER)
         else:
+            import slicer
+
             text = ("CTMuscleBone needs these Python packages, which will be downloaded and "
                     "installed now (a few minutes):\n\n" + "\n".join(missing))
             if not slicer.util.confirmOkCancelDisplay(text, "CTMuscleBone"):
-                raise DependencyError("Installation of " + ", ".join(missing)
-                                      + f" cancelled; {purpose} cannot run without them.")
-            slicer.util.pip_install(missing)
+                raise cancelled
+            # a list is passed to pip as its arguments (slicer.util.pip_install)
+            slicer.util.pip_install(missing + (["-c", str(constraints)] if constraints else []))
     except DependencyError:
         raise
     except Exception as e:  # noqa: BLE001  (pip errors come in many types)
+        if _declined(e):
+            raise cancelled from e
         logging.exception("CTMuscleBone: package installation failed")
         raise DependencyError(
             f"Installing {', '.join(missing)} failed: {e}\nCheck the network connection and "
             "the Python console log, or install them from the Python console with "
             f"slicer.util.pip_install({missing!r}), then restart Slicer.") from e
+    finally:
+        if constraints is not None:
+            constraints.unlink(missing_ok=True)
     still = missing_packages(missing)
     if still:
         raise DependencyError("These packages are still missing after installation: "

@@ -7,6 +7,7 @@ into :mod:`CTMuscleBoneSlicer.nodes`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -20,6 +21,34 @@ from .process import ProcessRunner, python_executable, worker_script
 RESULTS_TABLE_NAME = "CTMuscleBone results"
 #: Tag on nodes this module created (so a re-run replaces them and nothing else).
 CREATED_BY_ATTRIBUTE = "CTMuscleBone.createdBy"
+#: Tag on nodes this module created: the ID of the input volume they belong to (a new
+#: analysis of that volume replaces them; those of other volumes are kept).
+CREATED_FOR_ATTRIBUTE = "CTMuscleBone.inputVolumeID"
+
+
+@dataclass(frozen=True)
+class SegmentationJob:
+    """What a started segmentation belongs to (recorded by :meth:`AnalysisLogic.prepare_job`).
+
+    Attributes
+    ----------
+    volume_node_id : str
+        MRML ID of the CT volume segmented; the results go back onto this node only.
+    volume_name : str
+        Its name when the job started (for messages).
+    params : CTMuscleBoneParameters
+        A copy of the settings at the start (later GUI changes do not reach it).
+    geometry : Geometry
+        Voxel grid (LPS mm) of the CT written for the worker (``ct_path``).
+    ct_path : Path
+        The CT file the worker reads (``ct.nrrd`` in the work folder).
+    """
+
+    volume_node_id: str
+    volume_name: str
+    params: CTMuscleBoneParameters
+    geometry: Any
+    ct_path: Path
 
 
 @dataclass
@@ -40,6 +69,7 @@ class CaseState:
     source_image_nodes: list = field(default_factory=list)  # femur views, vertebral ROIs
     synthetic_model: bool = False
     clinical_use_warning: str = ""
+    params: CTMuscleBoneParameters | None = None  # settings the segmentation ran with
 
 
 class AnalysisLogic:
@@ -49,6 +79,8 @@ class AnalysisLogic:
         self.runner: ProcessRunner | None = None
         self.work_dir: Path | None = None
         self.case: CaseState | None = None
+        #: The segmentation started last (None when none is pending).
+        self.job: SegmentationJob | None = None
         #: Why the last export wrote no report ('' when it did).
         self.export_note = ""
 
@@ -88,17 +120,40 @@ class AnalysisLogic:
             cmd += ["--seed", str(options.seed)]
         return cmd
 
+    def prepare_job(self, volume_node: Any, params: CTMuscleBoneParameters,
+                    work_dir: Path | None = None) -> SegmentationJob:
+        """Write the CT for the worker and record what the results will belong to.
+
+        The volume node's ID, a copy of ``params`` and the grid of the CT written are kept
+        in :attr:`job`: :meth:`import_segmentation` puts the results on that node, with
+        those settings, whatever the panel shows by then.
+        """
+        from . import nodes
+
+        if self.runner is not None and self.runner.running:
+            raise RuntimeError("A segmentation is already running.")
+        geometry = nodes.geometry_from_volume_node(volume_node)
+        self.cleanup_work_dir()
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="CTMuscleBone-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        ct_path = self.write_volume(volume_node, self.work_dir / "ct.nrrd")
+        self.job = SegmentationJob(volume_node_id=volume_node.GetID(),
+                                   volume_name=volume_node.GetName() or volume_node.GetID(),
+                                   params=dataclasses.replace(params), geometry=geometry,
+                                   ct_path=ct_path)
+        return self.job
+
     def start_segmentation(self, volume_node: Any, params: CTMuscleBoneParameters,
                            work_dir: Path | None = None) -> ProcessRunner:
-        """Write the CT and start the worker; poll the returned runner for events.
+        """Write the CT (:meth:`prepare_job`) and start the worker; poll the returned runner
+        for events.
 
         Nothing is added to the scene until :meth:`import_segmentation`, so a cancel leaves
         the scene as it was.
         """
-        if self.runner is not None and self.runner.running:
-            raise RuntimeError("A segmentation is already running.")
-        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="CTMuscleBone-"))
-        ct_path = self.write_volume(volume_node, self.work_dir / "ct.nrrd")
+        job = self.prepare_job(volume_node, params, work_dir)
+        ct_path = job.ct_path
+        params = job.params
         env = None
         try:
             import slicer
@@ -118,7 +173,30 @@ class AnalysisLogic:
         if self.runner is not None:
             ok = self.runner.cancel(timeout_s=2.0)
         self.cleanup_work_dir()
+        self.job = None
         return ok
+
+    @property
+    def running(self) -> bool:
+        """True while the worker runs."""
+        return self.runner is not None and self.runner.running
+
+    def reset(self) -> None:
+        """Forget everything (the scene is closing): cancel a running worker, remove the
+        edit tracker's observers, clear :attr:`case` and :attr:`job`. Removes no node."""
+        if self.running:
+            self.cancel()
+        self.cleanup_work_dir()
+        self.runner = None
+        self.job = None
+        self._discard_case()
+
+    def _discard_case(self) -> None:
+        """Stop tracking the current case's segmentation and forget the case."""
+        case, self.case = self.case, None
+        if case is not None and case.tracker is not None:
+            case.tracker.remove()
+            case.tracker = None
 
     def cleanup_work_dir(self) -> None:
         if self.work_dir is not None:
@@ -126,40 +204,118 @@ class AnalysisLogic:
             self.work_dir = None
 
     # -- results into the scene -----------------------------------------------------
-    def import_segmentation(self, volume_node: Any, params: CTMuscleBoneParameters,
+    def job_volume(self, job: SegmentationJob | None = None) -> Any:
+        """The volume node a segmentation job ran on, checked to still be that CT.
+
+        Raises
+        ------
+        InputError
+            The node was removed from the scene, or its voxel grid is no longer the one
+            written for the worker.
+        """
+        import slicer
+        from CTMuscleBoneLib.errors import InputError
+
+        from . import nodes
+
+        job = job or self.job
+        if job is None:
+            raise RuntimeError("No segmentation was started.")
+        node = slicer.mrmlScene.GetNodeByID(job.volume_node_id)
+        if node is None:
+            raise InputError(
+                f"The CT '{job.volume_name}' that was segmented is no longer in the scene, so "
+                "the results have nowhere to go. Load the CT again and press Analyze.")
+        if not nodes.geometry_from_volume_node(node).same_grid(job.geometry):
+            raise InputError(
+                f"The voxel grid of '{node.GetName()}' changed while it was being segmented "
+                "(cropped, resampled or replaced), so the results no longer fit it. Press "
+                "Analyze again.")
+        return node
+
+    def import_segmentation(self, volume_node: Any = None,
+                            params: CTMuscleBoneParameters | None = None,
                             out_dir: Path | None = None) -> CaseState:
-        """Read the worker's outputs into a segmentation node and heatmap volumes."""
+        """Read the worker's outputs into a segmentation node and heatmap volumes.
+
+        After :meth:`start_segmentation` (or :meth:`prepare_job`) the results go onto the
+        volume node and with the settings recorded in :attr:`job` (``volume_node``, when
+        given, must be that node; ``params`` is then not used). Without a job both are
+        required.
+
+        The new nodes are made first; only when all of them are made are the nodes of an
+        earlier analysis of the same volume removed (those of other volumes are kept) and
+        :attr:`case` replaced. On failure the new nodes are removed and the earlier case
+        stays as it was.
+
+        Raises
+        ------
+        InputError
+            The segmented volume was removed or its grid changed; the volume given is not
+            the one segmented; an uncertainty map is not on the CT grid.
+        """
+        import slicer
         from CTMuscleBoneLib import pipeline
+        from CTMuscleBoneLib.errors import InputError
         from CTMuscleBoneLib.io_ct import read_image
         from CTMuscleBoneLib.io_labels import read_labels
 
         from . import nodes
 
+        job = self.job
+        if job is not None:
+            node = self.job_volume(job)
+            if volume_node is not None and volume_node.GetID() != node.GetID():
+                raise InputError(
+                    f"These results belong to '{node.GetName()}', the CT that was segmented, "
+                    f"not to '{volume_node.GetName()}'.")
+            volume_node, params = node, job.params
+        elif volume_node is None or params is None:
+            raise RuntimeError("No segmentation was started: give the volume and settings.")
         out_dir = Path(out_dir or (self.work_dir / "out"))  # type: ignore[operator]
         summary = json.loads((out_dir / "outputs.json").read_text(encoding="utf-8"))
         files = summary["files"]
-        import slicer
+        scene = slicer.mrmlScene
 
         ct = pipeline.check_ct(nodes.ct_from_volume_node(volume_node))  # checked once per case
         labels = read_labels(files["labels"], ct.geometry)
-        self.remove_created_nodes()
-        seg_node = nodes.segmentation_node_from_label_map(
-            slicer.mrmlScene, labels, volume_node, f"{volume_node.GetName()} CTMuscleBone")
-        _mark_created(seg_node)
         heatmaps = {}
         for name, path in files.items():
             if name.startswith("uncertainty_"):
-                heatmaps[name[len("uncertainty_"):]] = read_image(path)[0]  # on the CT grid
+                array, geometry = read_image(path)
+                if not geometry.same_grid(ct.geometry):
+                    raise InputError(
+                        f"The uncertainty map '{name}' ({Path(path).name}) is not on the grid "
+                        f"of '{volume_node.GetName()}' (shape {geometry.shape} vs "
+                        f"{ct.geometry.shape}, or a different spacing, origin or direction); "
+                        "it cannot be shown over this CT. Press Analyze again.")
+                heatmaps[name[len("uncertainty_"):]] = array
         review = json.loads(Path(files["review_json"]).read_text(encoding="utf-8"))
-        case = CaseState(volume_node=volume_node, ct=ct, segmentation_node=seg_node,
-                         labels=labels, review=_review_rows(review),
-                         synthetic_model=bool(summary.get("synthetic")),
-                         clinical_use_warning=summary.get("clinical_use_warning", ""))
-        case.heatmap_arrays = heatmaps
+        before = _node_ids(scene)
+        try:
+            seg_node = nodes.segmentation_node_from_label_map(
+                scene, labels, volume_node, f"{volume_node.GetName()} CTMuscleBone")
+            _mark_created(seg_node, volume_node)
+            case = CaseState(volume_node=volume_node, ct=ct, segmentation_node=seg_node,
+                             labels=labels, review=_review_rows(review),
+                             synthetic_model=bool(summary.get("synthetic")),
+                             clinical_use_warning=summary.get("clinical_use_warning", ""),
+                             params=params)
+            case.heatmap_arrays = heatmaps
+            case.tracker = nodes.SegmentEditTracker(seg_node)
+        except BaseException:
+            for node_id in _node_ids(scene) - before:  # whatever the failed attempt added
+                node = scene.GetNodeByID(node_id)
+                if node is not None and not node.GetSingletonTag():
+                    nodes.remove_with_display(scene, node)
+            raise
+        # all made: replace the earlier analysis of this volume (and only of this volume)
+        self._discard_case()
+        self.remove_created_nodes(volume_node, keep={seg_node.GetID()})
         self.case = case
+        self.job = None  # done: its results are the case now
         if heatmaps:
             self.show_heatmap(next(iter(heatmaps)), params)
-        case.tracker = nodes.SegmentEditTracker(seg_node)
         return case
 
     def show_heatmap(self, map_name: str, params: CTMuscleBoneParameters) -> Any:
@@ -177,7 +333,7 @@ class AnalysisLogic:
             node = nodes.volume_node_from_array(
                 slicer.mrmlScene, case.heatmap_arrays[map_name], case.ct.geometry,
                 f"CTMuscleBone uncertainty ({map_name})")
-            _mark_created(node)
+            _mark_created(node, case.volume_node)
             case.heatmap_nodes[map_name] = node
         threshold = params.heatmap_threshold if params.heatmap_threshold > 0 else None
         nodes.show_uncertainty_heatmap(slicer.mrmlScene, node, case.volume_node,
@@ -185,13 +341,31 @@ class AnalysisLogic:
                                        visible=params.heatmap_visible)
         return node
 
-    def remove_created_nodes(self) -> None:
-        """Remove the nodes an earlier run of this module made (never the user's)."""
+    def remove_created_nodes(self, volume_node: Any = None, keep: set[str] = frozenset()
+                             ) -> None:
+        """Remove the nodes this module made (never the user's), with their display nodes.
+
+        Parameters
+        ----------
+        volume_node : vtkMRMLVolumeNode, optional
+            Only the nodes made for this input volume (:data:`CREATED_FOR_ATTRIBUTE`);
+            None: those of every volume.
+        keep : set of str
+            Node IDs not to remove.
+        """
         import slicer
 
-        for node in list(slicer.util.getNodesByClass("vtkMRMLNode")):
-            if node.GetAttribute(CREATED_BY_ATTRIBUTE) == "CTMuscleBone":
-                slicer.mrmlScene.RemoveNode(node)
+        from . import nodes
+
+        scene = slicer.mrmlScene
+        volume_id = volume_node.GetID() if volume_node is not None else None
+        for node in _nodes_of_scene(scene):
+            if node.GetAttribute(CREATED_BY_ATTRIBUTE) != "CTMuscleBone" or node.GetID() in keep:
+                continue
+            if volume_id is not None and node.GetAttribute(CREATED_FOR_ATTRIBUTE) != volume_id:
+                continue
+            if scene.GetNodeByID(node.GetID()) is not None:
+                nodes.remove_with_display(scene, node)
 
     # -- measurements ---------------------------------------------------------------
     def measure(self, params: CTMuscleBoneParameters) -> Any:
@@ -217,10 +391,16 @@ class AnalysisLogic:
 
         from . import nodes
 
-        self.case = CaseState(volume_node=volume_node,
-                              ct=pipeline.check_ct(nodes.ct_from_volume_node(volume_node)),
-                              segmentation_node=segmentation_node)
-        self.case.tracker = nodes.SegmentEditTracker(segmentation_node)
+        case = CaseState(volume_node=volume_node,
+                         ct=pipeline.check_ct(nodes.ct_from_volume_node(volume_node)),
+                         segmentation_node=segmentation_node, params=params)
+        old = self.case
+        if old is not None and old.volume_node is volume_node:  # reuse the table,
+            case.table_node = old.table_node  # replace the images the values came from
+            case.source_image_nodes = old.source_image_nodes
+        self._discard_case()
+        case.tracker = nodes.SegmentEditTracker(segmentation_node)
+        self.case = case
         return self.measure(params)
 
     def remeasure(self, params: CTMuscleBoneParameters) -> Any:
@@ -254,12 +434,12 @@ class AnalysisLogic:
         if case.table_node is None or slicer.mrmlScene.GetNodeByID(case.table_node.GetID()) is None:
             case.table_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode",
                                                                  RESULTS_TABLE_NAME)
-            _mark_created(case.table_node)
+            _mark_created(case.table_node, case.volume_node)
         nodes.update_table_node(case.table_node, case.results, edited_rows=case.changed_rows)
         # the images the values came from: replaced, not duplicated, at each update
         for node in case.source_image_nodes:
             if slicer.mrmlScene.GetNodeByID(node.GetID()) is not None:
-                slicer.mrmlScene.RemoveNode(node)
+                nodes.remove_with_display(slicer.mrmlScene, node)
         case.source_image_nodes = []
         for projection in nodes.femur_projection_nodes(slicer.mrmlScene, case.results).values():
             case.source_image_nodes += [projection.density, projection.rois]
@@ -268,7 +448,7 @@ class AnalysisLogic:
         if rois is not None:
             case.source_image_nodes.append(rois)
         for node in case.source_image_nodes:
-            _mark_created(node)
+            _mark_created(node, case.volume_node)
 
     # -- review -----------------------------------------------------------------------
     def center_on(self, key: str) -> str | None:
@@ -360,9 +540,21 @@ class AnalysisLogic:
         return self.case
 
 
-def _mark_created(node: Any) -> None:
+def _mark_created(node: Any, volume_node: Any = None) -> None:
+    """Tag ``node`` as made by this module (for the input ``volume_node``)."""
     if node is not None:
         node.SetAttribute(CREATED_BY_ATTRIBUTE, "CTMuscleBone")
+        if volume_node is not None:
+            node.SetAttribute(CREATED_FOR_ATTRIBUTE, volume_node.GetID())
+
+
+def _nodes_of_scene(scene: Any) -> list[Any]:
+    collection = scene.GetNodes()
+    return [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
+
+
+def _node_ids(scene: Any) -> set[str]:
+    return {node.GetID() for node in _nodes_of_scene(scene)}
 
 
 def _review_rows(review: dict) -> list[dict]:

@@ -311,15 +311,23 @@ def _import_labels(scene: Any, seg_node: Any, array_ijk: np.ndarray, geometry: G
         if not ok:
             raise RuntimeError(f"Importing segments {segment_ids} failed.")
     finally:
-        _remove_with_display(scene, lm)
+        remove_with_display(scene, lm)
 
 
-def _remove_with_display(scene: Any, node: Any) -> None:
-    for i in range(node.GetNumberOfDisplayNodes()):
-        d = node.GetNthDisplayNode(i)
-        if d is not None:
-            scene.RemoveNode(d)
+def remove_with_display(scene: Any, node: Any) -> None:
+    """Remove ``node`` and its display nodes from ``scene`` (``RemoveNode`` alone leaves
+    the display nodes behind).
+
+    The node goes first: a volume shown in a slice view that loses its display node gets
+    a new one from the slice logic, which would then be left behind.
+    """
+    displays = []
+    if node.IsA("vtkMRMLDisplayableNode"):  # listed first: each removal shortens the list
+        displays = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
     scene.RemoveNode(node)
+    for d in displays:
+        if d is not None and scene.GetNodeByID(d.GetID()) is not None:
+            scene.RemoveNode(d)
 
 
 def segmentation_node_from_label_map(scene: Any, labels: LabelMap, reference_volume_node: Any,
@@ -396,6 +404,46 @@ def segment_key(segment_id: str, segment: Any) -> str | None:
     return anatomy.key_for_name(segment.GetName() or "")
 
 
+def _export_labels(segmentation_node: Any, segment_ids: list[str], reference_volume_node: Any
+                   ) -> np.ndarray:
+    """Segments exported together on the reference volume's grid, in one call.
+
+    ``ExportSegmentsToLabelmapNode`` with the reference geometry's extent and no colour
+    table: Slicer's ``vtkSegmentation::GenerateMergedLabelmap`` resamples each segment
+    to the grid and paints it, in the order of ``segment_ids``, with value index + 1, so
+    a later segment wins a shared voxel.
+
+    Returns
+    -------
+    np.ndarray of int16, (n0, n1, n2)
+        IJK order, the reference volume's shape; 0 = no segment, v = ``segment_ids[v - 1]``.
+    """
+    slicer = _slicer()
+    shape = tuple(int(d) for d in reference_volume_node.GetImageData().GetDimensions())
+    if not segment_ids:  # an empty list would export every segment
+        return np.zeros(shape, dtype=np.int16)
+    scene = segmentation_node.GetScene()
+    lm = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__ctmb_temp__")
+    try:
+        ok = _segmentations_logic(scene).ExportSegmentsToLabelmapNode(
+            segmentation_node, _string_array(segment_ids), lm, reference_volume_node,
+            slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+        if not ok:
+            raise RuntimeError(f"Export of segments {segment_ids} failed.")
+        kji = slicer.util.arrayFromVolume(lm)
+        labels = np.array(kji.transpose(2, 1, 0), order="C", copy=True)
+    finally:
+        display = lm.GetDisplayNode()
+        color = display.GetColorNode() if display is not None else None
+        remove_with_display(scene, lm)
+        if color is not None and color.GetAttribute(ROLE_ATTRIBUTE) is None \
+                and color.GetType() == color.User:
+            scene.RemoveNode(color)
+    if labels.shape != shape:
+        raise RuntimeError(f"Export of segments gave a {labels.shape} array on a {shape} grid.")
+    return labels
+
+
 def segment_mask(segmentation_node: Any, segment_id: str, reference_volume_node: Any
                  ) -> np.ndarray:
     """One segment's full binary mask on the reference volume's grid.
@@ -408,25 +456,40 @@ def segment_mask(segmentation_node: Any, segment_id: str, reference_volume_node:
     np.ndarray of bool, (n0, n1, n2)
         IJK order, the reference volume's shape.
     """
-    slicer = _slicer()
-    scene = segmentation_node.GetScene()
-    lm = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__ctmb_temp__")
-    try:
-        ok = _segmentations_logic(scene).ExportSegmentsToLabelmapNode(
-            segmentation_node, _string_array([segment_id]), lm, reference_volume_node,
-            slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
-        if not ok:
-            raise RuntimeError(f"Export of segment '{segment_id}' failed.")
-        mask = slicer.util.arrayFromVolume(lm).transpose(2, 1, 0) != 0
-        mask = np.array(mask, order="C", copy=True)
-    finally:
-        display = lm.GetDisplayNode()
-        color = display.GetColorNode() if display is not None else None
-        _remove_with_display(scene, lm)
-        if color is not None and color.GetAttribute(ROLE_ATTRIBUTE) is None \
-                and color.GetType() == color.User:
-            scene.RemoveNode(color)
-    return mask
+    return _export_labels(segmentation_node, [segment_id], reference_volume_node) != 0
+
+
+def _disjoint_groups(segmentation: Any, segment_ids: list[str]) -> list[list[int]]:
+    """Positions (in ``segment_ids``) grouped so that no two segments of a group overlap.
+
+    Segments sharing a binary-labelmap layer hold one label value per voxel, so they cannot
+    overlap unless two of them have the same label value (then they go to different
+    groups). Groups are in order of their first segment; positions ascend in each.
+    """
+    binary = _slicer().vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    groups: list[list[int]] = []
+    values: list[set[int]] = []
+    by_layer: dict[int, list[int]] = {}  # layer -> indices into ``groups``
+    for position, segment_id in enumerate(segment_ids):
+        layer = segmentation.GetLayerIndex(segment_id, binary)
+        value = int(segmentation.GetSegment(segment_id).GetLabelValue())
+        candidates = by_layer.setdefault(layer, []) if layer >= 0 else []
+        for g in candidates:
+            if value not in values[g]:
+                groups[g].append(position)
+                values[g].add(value)
+                break
+        else:
+            groups.append([position])
+            values.append({value})
+            if layer >= 0:
+                candidates.append(len(groups) - 1)
+    return groups
+
+
+def _slot_order(slots: list[str], nonempty: np.ndarray) -> list[str]:
+    """Slots in order of their first non-empty segment."""
+    return list(dict.fromkeys(s for s, ok in zip(slots, nonempty, strict=True) if ok))
 
 
 def label_map_from_segmentation_node(segmentation_node: Any, reference_volume_node: Any
@@ -444,54 +507,112 @@ def label_map_from_segmentation_node(segmentation_node: Any, reference_volume_no
     LabelMap
         Segments are mapped to anatomy keys by :func:`segment_key` and get the
         structure's canonical label value; unmatched ones go to ``unknown`` (values from
-        :data:`UNKNOWN_LABEL_BASE`). Each segment is exported on its own and painted in
-        segment order (a later segment wins a shared voxel); every structure that lost
-        voxels that way has its full mask in ``overlays``. Two segments mapping to one
-        key are merged (with a note); empty segments are left out (with a note).
+        :data:`UNKNOWN_LABEL_BASE`, in order of appearance). Segments are painted in
+        segment order (a later segment wins a shared voxel; two segments mapping to one
+        key are merged, with a note, and painted at the place of the first); every
+        structure that lost voxels that way has its full mask in ``overlays``. Empty
+        segments are left out (with a note).
+
+    Notes
+    -----
+    All segments are exported to one label map in one ``ExportSegmentsToLabelmapNode``
+    call (:func:`_export_labels`), in the order of their structures. When the segments
+    lie on several binary-labelmap layers (they may overlap), each layer is also exported
+    once, which gives the empty segments and the full masks of the structures that lost
+    voxels; with one layer nothing can overlap and the one export says everything.
+    Memory: a few int16/uint16 arrays of the grid's size plus the overlapping masks.
     """
     _refuse_transformed(segmentation_node, "segmentation")
     geometry = geometry_from_volume_node(reference_volume_node)
     segmentation = segmentation_node.GetSegmentation()
+    ids = list(segmentation.GetSegmentIDs())
+    n = len(ids)
+    segments = [segmentation.GetSegment(sid) for sid in ids]
+    names = [segment.GetName() or sid for sid, segment in zip(ids, segments, strict=True)]
+    keys = [segment_key(sid, segment) for sid, segment in zip(ids, segments, strict=True)]
+    slots = [k if k is not None else f"unknown:{name}"
+             for k, name in zip(keys, names, strict=True)]
+    slot_sizes: dict[str, int] = {}
+    for slot in slots:
+        slot_sizes[slot] = slot_sizes.get(slot, 0) + 1
+    if n:
+        segmentation.CreateRepresentation(
+            _slicer().vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName())
+    groups = _disjoint_groups(segmentation, ids)
+
+    nonempty = np.ones(n, dtype=bool)  # assumed until the export says otherwise
+    for _attempt in range(2):
+        slot_order = _slot_order(slots, nonempty)
+        rank = {slot: r for r, slot in enumerate(slot_order, start=1)}
+        order = sorted((p for p in range(n) if nonempty[p]), key=lambda p: rank[slots[p]])
+        merged = _export_labels(segmentation_node, [ids[p] for p in order],
+                                reference_volume_node)
+        counts = np.zeros(n, dtype=np.int64)
+        lost: set[str] = set()
+        pieces: dict[str, list[np.ndarray]] = {}  # known slot -> full masks of its segments
+        if len(groups) <= 1:  # no overlap possible: the merged export is every mask
+            exported = np.bincount(merged.ravel(), minlength=len(order) + 1)[1:]
+            counts[order] = exported[:len(order)]
+        else:
+            rank_lut = np.zeros(len(order) + 1, dtype=np.uint16)
+            rank_lut[1:] = [rank[slots[p]] for p in order]
+            winner_rank = rank_lut[merged]  # rank of the slot painted last at each voxel
+            for group in groups:
+                layer = _export_labels(segmentation_node, [ids[p] for p in group],
+                                       reference_volume_node)
+                counts[group] = np.bincount(layer.ravel(), minlength=len(group) + 1)[1:]
+                own_lut = np.zeros(len(group) + 1, dtype=np.uint16)
+                own_lut[1:] = [rank.get(slots[p], 0) for p in group]
+                losing = layer[(layer > 0) & (own_lut[layer] != winner_rank)]
+                losers = {group[v - 1] for v in np.unique(losing)}
+                for k, p in enumerate(group):
+                    if keys[p] is None or counts[p] == 0:
+                        continue
+                    if p in losers or slot_sizes[slots[p]] > 1:
+                        pieces.setdefault(slots[p], []).append(layer == k + 1)
+                    if p in losers:
+                        lost.add(slots[p])
+                del layer
+            del winner_rank
+        found = counts > 0
+        true_order = _slot_order(slots, found)
+        settled = [s for s in slot_order if s in set(true_order)] == true_order
+        nonempty = found
+        if settled:
+            break
+        # the first segment of a structure was empty: its place in the painting order is
+        # that of its first non-empty segment, so export again in that order
+    else:  # pragma: no cover - the second attempt uses the emptiness the first one found
+        raise RuntimeError("Segment order could not be settled.")
+
     notes: list[str] = []
-    masks: dict[str, np.ndarray] = {}  # key or unknown name -> mask, in segment order
-    kinds: dict[str, str] = {}  # same keys -> 'known' / 'unknown'
-    names: dict[str, str] = {}
-    for segment_id in segmentation.GetSegmentIDs():
-        segment = segmentation.GetSegment(segment_id)
-        name = segment.GetName() or segment_id
-        mask = segment_mask(segmentation_node, segment_id, reference_volume_node)
-        if not mask.any():
+    seen: set[str] = set()
+    for p in range(n):
+        name, key, slot = names[p], keys[p], slots[p]
+        if not nonempty[p]:
             notes.append(f"Segment '{name}' is empty; left out.")
             continue
-        key = segment_key(segment_id, segment)
-        slot = key if key is not None else f"unknown:{name}"
-        if slot in masks:
+        if slot in seen:
             notes.append(f"Segment '{name}' is a second segment of "
                          f"'{key or name}'; merged with the first.")
-            masks[slot] = masks[slot] | mask
             continue
-        masks[slot] = mask
-        kinds[slot] = "known" if key is not None else "unknown"
-        names[slot] = name
-        if key is not None and key != segment_id and key != anatomy.key_for_name(name):
+        seen.add(slot)
+        if key is not None and key != ids[p] and key != anatomy.key_for_name(name):
             notes.append(f"Segment '{name}' identified as '{key}' by its terminology codes.")
-    array = np.zeros(geometry.shape, dtype=np.uint16)
     structures: dict[int, str] = {}
     unknown: dict[int, str] = {}
     values: dict[str, int] = {}
-    n_unknown = 0
-    for slot, mask in masks.items():
-        if kinds[slot] == "known":
-            value = anatomy.structure(slot).label_value
-            structures[value] = slot
+    for slot in _slot_order(slots, nonempty):
+        if not slot.startswith("unknown:"):
+            values[slot] = anatomy.structure(slot).label_value
+            structures[values[slot]] = slot
         else:
-            value = UNKNOWN_LABEL_BASE + n_unknown
-            n_unknown += 1
-            unknown[value] = names[slot]
-        values[slot] = value
-        array[mask] = value
-    overlays = {slot: mask for slot, mask in masks.items()
-                if kinds[slot] == "known" and np.any(array[mask] != values[slot])}
+            values[slot] = UNKNOWN_LABEL_BASE + len(unknown)
+            unknown[values[slot]] = names[slots.index(slot)]
+    value_lut = np.zeros(len(order) + 1, dtype=np.uint16)
+    value_lut[1:] = [values.get(slots[p], 0) for p in order]  # an empty one paints nothing
+    array = value_lut[merged]
+    overlays = {slot: np.logical_or.reduce(pieces[slot]) for slot in values if slot in lost}
     if overlays:
         notes.append("Overlapping segments: " + ", ".join(sorted(overlays))
                      + " measured each on its own full mask.")

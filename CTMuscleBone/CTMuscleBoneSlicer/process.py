@@ -271,38 +271,42 @@ class ProcessRunner:
         return f"The segmentation process failed with exit code {returncode} and no message."
 
     def cancel(self, timeout_s: float = 2.0) -> bool:
-        """Stop the child and every process in its group; returns within ``timeout_s``.
+        """Stop the child and every process it started; returns within ``timeout_s``.
 
-        Sends SIGTERM to the process group, waits up to half the time, then SIGKILL.
-        Returns True when the child is gone.
+        The steps are :func:`cancel_steps`: on POSIX SIGTERM to the process group, up to
+        half the time to end, then SIGKILL; on Windows the process tree is killed at
+        once, and again if it survives. Returns True when the child is gone.
         """
         if self.proc is None or self.proc.poll() is not None:
             return True
         self._cancelled = True
         deadline = time.monotonic() + max(timeout_s, 0.1)
-        self._signal_group(signal.SIGTERM)
+        first, then = cancel_steps(os.name)
+        self._stop_group(kill_tree=first)
         try:
             self.proc.wait(timeout=max((deadline - time.monotonic()) / 2, 0.05))
         except subprocess.TimeoutExpired:
-            self._signal_group(getattr(signal, "SIGKILL", signal.SIGTERM))
+            self._stop_group(kill_tree=then)
             try:
                 self.proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
             except subprocess.TimeoutExpired:
                 return False
-        if os.name != "nt":  # grandchildren that ignored SIGTERM
-            self._signal_group(signal.SIGKILL)
+        if os.name != "nt":  # grandchildren that ignored SIGTERM (pgid outlives the child)
+            self._stop_group(kill_tree=True)
         return True
 
-    def _signal_group(self, sig: int) -> None:
+    def _stop_group(self, kill_tree: bool) -> None:
+        """Ask the child's group to end (``kill_tree`` False: SIGTERM; POSIX only) or kill
+        it and every descendant (True: SIGKILL to the group, or the tree on Windows)."""
         assert self.proc is not None
         try:
             if os.name == "nt":
-                if sig == signal.SIGTERM:
-                    self.proc.terminate()
-                else:
+                if kill_tree:
                     _kill_tree_windows(self.proc.pid)
-            else:
-                os.killpg(self.proc.pid, sig)  # pgid == pid: started with start_new_session
+                else:
+                    self.proc.terminate()
+            else:  # pgid == pid: started with start_new_session
+                os.killpg(self.proc.pid, signal.SIGKILL if kill_tree else signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -323,17 +327,32 @@ class ProcessRunner:
         return events
 
 
+def cancel_steps(os_name: str) -> tuple[bool, bool]:
+    """The ``kill_tree`` flag of the two steps of :meth:`ProcessRunner.cancel`.
+
+    POSIX: ``(False, True)``, SIGTERM to the group, then SIGKILL. Windows (``"nt"``) has
+    no SIGTERM/SIGKILL pair: ``Popen.terminate`` is TerminateProcess, as hard as a kill
+    but for the child only, whose own children could then no longer be found; so both
+    steps kill the whole tree, ``(True, True)``.
+    """
+    return (True, True) if os_name == "nt" else (False, True)
+
+
 def _kill_tree_windows(pid: int) -> None:
-    """Kill a process and its children on Windows (psutil, as SlicerMONAIAuto3DSeg does)."""
+    """Kill a process and its children on Windows (psutil, as SlicerMONAIAuto3DSeg does;
+    without psutil ``taskkill /T /F``, which ends the tree too)."""
     try:
         import psutil
     except ImportError:
-        os.kill(pid, signal.SIGTERM)
+        subprocess.run(["taskkill", "/PID", str(pid), "/T", "/F"], capture_output=True,
+                       check=False)
         return
     try:
         parent = psutil.Process(pid)
     except psutil.NoSuchProcess:
         return
-    for child in parent.children(recursive=True):
-        child.kill()
-    parent.kill()
+    for process in [*parent.children(recursive=True), parent]:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:  # ended meanwhile
+            pass

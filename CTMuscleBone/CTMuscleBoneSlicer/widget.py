@@ -50,6 +50,17 @@ VALUE_WIDGETS = {"age_years": "ageSpinBox", "height_m": "heightSpinBox",
                  "fixed_intercept_mg_cm3": "fixedInterceptSpinBox",
                  "heatmap_opacity": "heatmapOpacitySlider",
                  "heatmap_threshold": "heatmapThresholdSlider"}
+#: The value-changed signal of each widget of VALUE_WIDGETS, per its class in the .ui:
+#: QSpinBox has only ``valueChanged(int)``; QDoubleSpinBox and ctkSliderWidget
+#: ``valueChanged(double)`` (Testing/test_slicer_contract.py checks them against the .ui).
+VALUE_WIDGET_SIGNALS = {"ageSpinBox": "valueChanged(double)",
+                        "heightSpinBox": "valueChanged(double)",
+                        "weightSpinBox": "valueChanged(double)",
+                        "mcSamplesSpinBox": "valueChanged(int)",
+                        "fixedSlopeSpinBox": "valueChanged(double)",
+                        "fixedInterceptSpinBox": "valueChanged(double)",
+                        "heatmapOpacitySlider": "valueChanged(double)",
+                        "heatmapThresholdSlider": "valueChanged(double)"}
 
 
 class PanelController:
@@ -73,7 +84,8 @@ class PanelController:
         for widget_name, _choices in COMBO_CHOICES.values():
             getattr(ui, widget_name).connect("currentIndexChanged(int)", self.save_parameters)
         for widget_name in VALUE_WIDGETS.values():
-            getattr(ui, widget_name).connect("valueChanged(double)", self.save_parameters)
+            getattr(ui, widget_name).connect(VALUE_WIDGET_SIGNALS[widget_name],
+                                             self.save_parameters)
         ui.modelComboBox.connect("currentIndexChanged(int)", self.save_parameters)
         for name in ("heatmapVisibleCheckBox", "deidentifyCheckBox", "dicomExportCheckBox"):
             getattr(ui, name).connect("toggled(bool)", self.save_parameters)
@@ -202,6 +214,7 @@ class PanelController:
         running = self.logic.runner is not None and self.logic.runner.running
         has_case = self.logic.case is not None and self.logic.case.results is not None
         ui.analyzeButton.enabled = ui.inputVolumeSelector.currentNode() is not None and not running
+        ui.inputVolumeSelector.enabled = not running  # the results go to the volume segmented
         ui.cancelButton.enabled = running
         ui.updateMeasurementsButton.enabled = has_case and not running
         ui.exportButton.enabled = has_case
@@ -257,15 +270,15 @@ class PanelController:
         self.update_buttons()
 
     def _on_segmentation_done(self) -> None:
-        params = self.parameters()
-        volume = self.ui.inputVolumeSelector.currentNode()
+        # the volume and settings recorded when Analyze was pressed (logic.job), not what
+        # the panel shows now
         with slicer.util.tryWithErrorDisplay("Could not import or measure the segmentation.",
                                              waitCursor=True):
             try:
-                case = self.logic.import_segmentation(volume, params)
+                case = self.logic.import_segmentation()
                 self.ui.statusLabel.text = "Measuring..."
                 slicer.app.processEvents()
-                self.logic.measure(params)
+                self.logic.measure(case.params)
             finally:
                 self.logic.cleanup_work_dir()
                 self.ui.progressBar.visible = False
@@ -374,9 +387,21 @@ class PanelController:
             install_model(Path(folder))
             self._fill_models()
 
+    def reset(self) -> None:
+        """The scene is closing: stop the worker, forget the case, clear the views."""
+        self.timer.stop()
+        self.logic.reset()
+        ui = self.ui
+        ui.progressBar.visible = False
+        ui.statusLabel.text = ""
+        ui.resultsTableView.setMRMLTableNode(None)
+        ui.reviewTableWidget.clearContents()
+        ui.reviewTableWidget.setRowCount(0)
+        ui.heatmapMapComboBox.blockSignals(True)
+        ui.heatmapMapComboBox.clear()
+        ui.heatmapMapComboBox.blockSignals(False)
+        self.update_buttons()
+
     def cleanup(self) -> None:
         self.timer.stop()
-        if self.logic.runner is not None and self.logic.runner.running:
-            self.logic.cancel()
-        if self.logic.case is not None and self.logic.case.tracker is not None:
-            self.logic.case.tracker.remove()
+        self.logic.reset()
