@@ -2,8 +2,8 @@
 
 Analytic checks: the K2HPO4 -> HA ratio (Goodsitt 1992 points, linear in kVp between
 them), the fit of a line on synthetic pairs with known slope and intercept, criteria at
-their thresholds, the ISCD T-/Z-score selection and the 'indeterminate' category with
-the unvalidated identity default.
+their thresholds, the ISCD T-/Z-score selection, and with an unvalidated model (the
+identity default) no T-/Z-score or %YAM and the 'indeterminate' category.
 """
 
 from __future__ import annotations
@@ -95,6 +95,29 @@ def test_fit_refuses_too_few_or_constant_pairs():
         fit_site(np.array([0.6, 0.7, 0.8, np.nan]), np.array([0.6, 0.7, 0.8, 0.9]), "lumbar")
     with pytest.raises(InputError, match="constant"):
         fit_site(np.full(8, 0.7), np.linspace(0.5, 0.9, 8), "lumbar")
+
+
+@pytest.mark.parametrize("mistake", ["ct_in_mg", "typo", "unrelated"])
+def test_fit_dxa_refuses_a_line_no_model_could_use(tmp_path, capsys, mistake):
+    """A unit mistake, one mistyped value or unrelated columns: fit-dxa refuses at fit time
+    (the loader's rule, and cross-validated r >= 0.5) and writes nothing."""
+    rng = np.random.default_rng(11)
+    ct = rng.uniform(0.5, 1.0, 30)
+    dxa = 0.02 + 1.0 * ct + rng.normal(0, 0.02, ct.size)
+    if mistake == "ct_in_mg":
+        ct = ct * 1000.0  # mg/cm2: slope 0.001
+    elif mistake == "typo":
+        ct[3] = -5.0  # one mistyped value
+    else:
+        dxa = rng.uniform(0.5, 1.0, ct.size)  # no relation to the CT
+    _write_pairs(tmp_path / "pairs.csv", [(f"c{i}", "total_hip", f"{x:.5f}", f"{y:.5f}")
+                                          for i, (x, y) in enumerate(zip(ct, dxa,
+                                                                         strict=True))])
+    out = tmp_path / "model.json"
+    assert main(["fit-dxa", str(tmp_path / "pairs.csv"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not usable" in err and "no model was written" in err
+    assert not out.exists() and not out.with_suffix(".report.json").exists()
 
 
 def _write_pairs(path, rows):
@@ -220,16 +243,53 @@ def _rows(abmd, ctx, site="total_hip"):
                                                                         abmd, ctx)}
 
 
-def test_identity_default_gives_t_score_but_indeterminate_category():
-    ctx = ScoreContext(load_dxa_model(None), load_reference("nhanes3"), "F", 70.0)
+OFF_SCALE = "the aBMD is not on the DXA scale: no validated CT-to-DXA model was given"
+
+
+def _off_scale(row):
+    """The row is not measurable because its aBMD is not on the DXA scale (with the fix)."""
+    reason = [f for f in row.flags if f.startswith("not_measurable:")]
+    return (row.value is None and len(reason) == 1 and OFF_SCALE in reason[0]
+            and "ctmusclebone fit-dxa" in reason[0] and "--dxa-model" in reason[0])
+
+
+@pytest.mark.parametrize(("reference", "age"), [("nhanes3", 70.0), ("jsbmr2012", 70.0),
+                                                ("nhanes3", None)])
+def test_identity_default_gives_no_score_and_indeterminate_category(reference, age):
+    """Project rule: no T-score, Z-score or %YAM from a number not known to be on the DXA
+    scale (the shipped identity model is not validated); the category is indeterminate
+    with the reason; the DXA-equivalent aBMD (a number, not a score) stays, flagged."""
+    ref = load_reference(reference)
+    ctx = ScoreContext(load_dxa_model(None), ref, "F", age)
     rows = _rows(0.600, ctx)
     assert rows["abmd_dxa"].value == 0.600
-    assert rows["t_score"].value == pytest.approx((0.600 - 0.942) / 0.122)
     assert any(f.startswith("unvalidated: CT-aBMD not converted to the DXA scale")
-               for f in rows["t_score"].flags)
-    cat = rows["who_category"]
+               for f in rows["abmd_dxa"].flags)
+    for q in ("t_score", "z_score", "percent_yam"):
+        assert _off_scale(rows[q]), rows[q].flags
+    cat = rows[ref.criteria.quantity]
     assert cat.value == "indeterminate"
     assert any("fit-dxa" in f and f.startswith("unvalidated:") for f in cat.flags)
+
+
+def test_any_model_file_not_validated_gives_no_score(tmp_path):
+    """Not only the identity: a fitted-looking line whose file says validated false."""
+    d = load_dxa_model(None).to_dict()
+    d.update(name="site-draft", validated=False)
+    d["sites"]["total_hip"] = {"slope": 1.2, "intercept_g_cm2": -0.1}
+    p = tmp_path / "draft.json"
+    p.write_text(json.dumps(d))
+    ctx = ScoreContext(load_dxa_model(p), load_reference("nhanes3"), "F", 70.0)
+    rows = _rows(0.600, ctx)
+    assert rows["abmd_dxa"].value == pytest.approx(0.62)
+    assert all(_off_scale(rows[q]) for q in ("t_score", "z_score", "percent_yam"))
+    assert "'site-draft' is not validated" in rows["t_score"].flags[0]
+    assert rows["who_category"].value == "indeterminate"
+    # under 50 the category does not apply at all (ISCD), whatever the model
+    young = _rows(0.600, ScoreContext(load_dxa_model(p), load_reference("nhanes3"), "F", 40.0))
+    assert young["who_category"].value is None
+    assert "do not apply under 50" in young["who_category"].flags[0]
+    assert _off_scale(young["z_score"]) and _off_scale(young["t_score"])
 
 
 def test_validated_model_gives_the_category_on_the_dxa_value():

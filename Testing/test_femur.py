@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from CTMuscleBoneLib.calibration import Calibration
+from CTMuscleBoneLib.dxa import DXAConversionModel, ScoreContext, SiteLine, load_reference
 from CTMuscleBoneLib.errors import InputError
 from CTMuscleBoneLib.femur import measure_femurs, tscore
 from CTMuscleBoneLib.femur.landmarks import find_landmarks
@@ -92,8 +93,9 @@ def test_ct_abmd_within_3_percent_of_analytic_projection(results, case):
         assert row.value is not None, row.flags
         assert row.unit == "g/cm2"
         assert _rel(row.value, truth[site]) < 0.03, (site, row.value, truth[site])
-        t = rows[(s, f"t_score_{site}")].value
-        assert t == pytest.approx(tscore.t_score(row.value, site))
+        # the shipped CT-to-DXA model is not validated: no T-score (project rule)
+        t = rows[(s, f"t_score_{site}")]
+        assert t.value is None and "not on the DXA scale" in t.flags[0]
     proj = out.projections[ph.spec.side]
     assert proj.pixel_mm == 0.25
     assert set(proj.roi_masks) == {"total_hip", "femoral_neck"}
@@ -101,6 +103,43 @@ def test_ct_abmd_within_3_percent_of_analytic_projection(results, case):
     assert not (proj.roi_masks["femoral_neck"] & ~proj.roi_masks["total_hip"]).any()
     i, k = np.round(proj.landmarks_px["head_centre"]).astype(int)
     assert not proj.roi_masks["total_hip"][i, k]
+
+
+@pytest.mark.parametrize("validated", [False, True])
+def test_t_score_only_through_a_validated_model(validated):
+    """Identity line, validated or not: with a validated model T-score, %YAM and WHO
+    category follow from the measured aBMD (analytic to 1e-9); without, they are not
+    measurable / indeterminate with the reason, while the aBMD rows are the same."""
+    model = DXAConversionModel("identity", {s: SiteLine(1.0, 0.0) for s in
+                                            ("total_hip", "femoral_neck")},
+                               validated=validated)
+    nh = load_reference("nhanes3")
+    ph = FemurPhantom(FemurSpec(side="left"), SCANNER)
+    lo, hi = ph.bounds_mm()
+    ct, labels = rasterize([ph], grid_around(lo, hi, (2.0, 2.0, 2.0), np.eye(3)))
+    out = measure_femurs(ct, labels, CAL, ScoreContext(model, nh, "F", 70.0))
+    rows = {r.quantity: r for r in out.rows if r.structure == "femur_left"}
+    truth = analytic_abmd(ph)
+    for site in ("total_hip", "femoral_neck"):
+        abmd = rows[f"abmd_{site}"].value
+        assert _rel(abmd, truth[site]) < 0.03
+        assert rows[f"abmd_dxa_{site}"].value == abmd
+        t, yam = rows[f"t_score_{site}"], rows[f"percent_yam_{site}"]
+        cat = rows[f"who_category_{site}"]
+        ref = nh.sites[site]
+        if validated:
+            expected = (abmd - ref.mean_g_cm2) / ref.sd_g_cm2
+            assert t.value == pytest.approx(expected, abs=1e-9)
+            assert yam.value == pytest.approx(100.0 * abmd / ref.mean_g_cm2, abs=1e-9)
+            assert cat.value == nh.criteria.category(expected)
+            assert not any(f.startswith("unvalidated: CT-aBMD") for f in t.flags)
+        else:
+            for row in (t, yam, rows[f"z_score_{site}"]):
+                assert row.value is None
+                (why,) = [f for f in row.flags if f.startswith("not_measurable:")]
+                assert "not on the DXA scale" in why and "fit-dxa" in why
+                assert "--dxa-model" in why
+            assert cat.value == "indeterminate"
 
 
 def test_sides_are_both_measured_in_one_image():

@@ -11,7 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from CTMuscleBoneLib.calibration import Calibration
-from CTMuscleBoneLib.dxa import ScoreContext, load_dxa_model, load_reference
+from CTMuscleBoneLib.dxa import (
+    DXAConversionModel,
+    ScoreContext,
+    SiteLine,
+    load_dxa_model,
+    load_reference,
+)
 from CTMuscleBoneLib.femur import measure_femurs
 from CTMuscleBoneLib.femur.checks import cut_edges
 from CTMuscleBoneLib.image import CTImage, CTMetadata, Geometry
@@ -105,6 +111,12 @@ def test_cut_edges_are_patient_directions_in_any_storage():
     assert cut_edges(m, flipped) == ["superior"]
 
 
+#: The identity line, declared validated (as a site's fitted model would be).
+VALIDATED_IDENTITY = DXAConversionModel(
+    "validated-identity", {"total_hip": SiteLine(1.0, 0.0), "femoral_neck": SiteLine(1.0, 0.0)},
+    validated=True)
+
+
 def _hip_ct(kvp):
     ph = FemurPhantom(FemurSpec(side="left"), SCANNER)
     lo, hi = ph.bounds_mm()
@@ -121,28 +133,40 @@ def test_k2hpo4_calibration_reported_on_the_ha_scale(kvp, ratio):
     ha = _rows(measure_femurs(ct, labels, HA))
     k2 = _rows(measure_femurs(ct, labels, Calibration(
         "phantom", "K2HPO4", SCANNER.slope_mg_cm3_per_hu, SCANNER.intercept_mg_cm3, 1.0, 5,
-        "synthetic truth")))
+        "synthetic truth"), ScoreContext(VALIDATED_IDENTITY, load_reference("nhanes3"), "F",
+                                         70.0)))
     for q in ("abmd_total_hip", "abmd_femoral_neck", "vbmd_neck", "vbmd_total_proximal"):
         assert k2[q].value == pytest.approx(ha[q].value / ratio, rel=1e-5), q
         assert "HA-equivalent: K2HPO4 density /" in k2[q].method
         assert "HA-equivalent (hydroxyapatite calibration)" in ha[q].method
         tag = "warning: kVp unknown" if kvp is None else "info: converted from K2HPO4"
         assert any(f.startswith(tag) for f in k2[q].flags), q
-    # the T-score follows the HA-equivalent (and DXA-equivalent) value
+    # through a validated model the T-score follows the HA-equivalent (and
+    # DXA-equivalent) value; through the shipped identity model there is none
     t = k2["t_score_total_hip"].value
     assert t == pytest.approx((k2["abmd_total_hip"].value - 0.942) / 0.122)
-    assert k2["who_category_total_hip"].value == "indeterminate"
+    assert k2["who_category_total_hip"].value != "indeterminate"
+    assert ha["t_score_total_hip"].value is None
+    assert ha["who_category_total_hip"].value == "indeterminate"
 
 
-def test_reference_choice_names_the_category_row():
+@pytest.mark.parametrize("validated", [False, True])
+def test_reference_choice_names_the_category_row(validated):
     ct, labels = _hip_ct(120.0)
-    ctx = ScoreContext(load_dxa_model(None), load_reference("jsbmr2012"), "F", 70.0)
+    model = VALIDATED_IDENTITY if validated else load_dxa_model(None)
+    ctx = ScoreContext(model, load_reference("jsbmr2012"), "F", 70.0)
     out = measure_femurs(ct, labels, HA, ctx)
     rows = _rows(out)
     assert "jsbmr_category_total_hip" in rows and "who_category_total_hip" not in rows
-    assert rows["jsbmr_category_total_hip"].value == "indeterminate"
-    assert rows["percent_yam_total_hip"].value == pytest.approx(
-        100 * rows["abmd_total_hip"].value / 0.886)
+    yam = rows["percent_yam_total_hip"]
+    if validated:
+        assert yam.value == pytest.approx(100 * rows["abmd_total_hip"].value / 0.886)
+        assert rows["jsbmr_category_total_hip"].value in ("normal", "low bone mass",
+                                                          "osteoporosis")
+    else:  # %YAM is made for DXA aBMD: none through an unvalidated model
+        assert yam.value is None and "not on the DXA scale" in yam.flags[0]
+        assert rows["jsbmr_category_total_hip"].value == "indeterminate"
     assert rows["percent_yam_femoral_neck"].value is None
+    assert "no femoral neck young-adult mean" in rows["percent_yam_femoral_neck"].flags[0]
     kinds = [p["kind"] for p in out.provenance]
     assert kinds == ["reference material conversion", "CT-to-DXA aBMD model", "BMD reference"]

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from CTMuscleBoneLib import pipeline
 from CTMuscleBoneLib.deidentify import REMOVED, deidentify
+from CTMuscleBoneLib.dxa import DXAConversionModel, SiteLine
 from CTMuscleBoneLib.errors import InputError
 from CTMuscleBoneLib.image import CTImage
 from CTMuscleBoneLib.phantoms import PhantomSpec, make_phantom
@@ -30,6 +31,10 @@ from CTMuscleBoneLib.results import Provenance
 CHROMIUM = "/usr/bin/chromium"
 #: Per-level trabecular vBMD of the phantom, mg/cm3 (L4 below the ACR 80 mg/cm3 line).
 LEVEL_BMD = {"L1": 95.0, "L2": 110.0, "L3": 130.0, "L4": 70.0, "L5": 100.0}
+#: The identity line declared validated (as a site's fitted model would be).
+VALIDATED_IDENTITY = DXAConversionModel(
+    "validated-identity", {s: SiteLine(1.0, 0.0) for s in ("total_hip", "femoral_neck",
+                                                          "lumbar")}, validated=True)
 
 
 def _tool(name: str) -> str:
@@ -99,8 +104,10 @@ def case():
     ph = make_phantom(PhantomSpec(region="full", spacing_mm=4.0, seed=3, calibration=True,
                                   calibration_definition="B-MAS200",
                                   vertebra_bmd_mg_cm3=LEVEL_BMD))
+    # a validated CT-to-DXA model, so that the femoral T-scores exist and are plotted
+    # (the shipped identity model gives none: test_no_score_without_a_validated_model)
     options = pipeline.MeasureOptions(sex="F", height_m=1.60, age_years=70,
-                                      phantom="B-MAS200")
+                                      phantom="B-MAS200", dxa_model=VALIDATED_IDENTITY)
     results = pipeline.measure(ph.ct, ph.labels, options)
     return ph, results
 
@@ -139,6 +146,47 @@ def test_values_agree_with_the_phantom_truth(case, report):
         shown = float(page.cells[(f"vertebrae_{level}", "trabecular_vbmd")][0])
         assert shown == pytest.approx(bmd, abs=12.0)  # 4 mm voxels: partial volume
     assert page.cells[("lumbar_L1_L2", "acr_category")] == ["low bone mass (osteopenia)"]
+
+
+def test_t_scores_shown_through_a_validated_model(case, report):
+    """With a validated CT-to-DXA model the T-score cells are the measured numbers."""
+    _, results = case
+    _, page = report
+    for side in ("left", "right"):
+        for site in ("total_hip", "femoral_neck"):
+            abmd = results.get(f"femur_{side}", f"abmd_{site}").value
+            t = results.get(f"femur_{side}", f"t_score_{site}")
+            mean, sd = {"total_hip": (0.942, 0.122), "femoral_neck": (0.858, 0.120)}[site]
+            assert t.value == pytest.approx((abmd - mean) / sd, abs=1e-9)
+            assert page.cells[(f"femur_{side}", f"t_score_{site}")] == [t.display_value()]
+
+
+def test_no_score_without_a_validated_model(tmp_path):
+    """Project rule: with the shipped (unvalidated identity) CT-to-DXA model no T-score,
+    Z-score or %YAM is shown as a number, in the tables or the score plot: the cells are
+    'n/a' with the reason below the table, the category is 'indeterminate' and the plot
+    is replaced by the reason."""
+    ph = make_phantom(PhantomSpec(region="hip", spacing_mm=4.0, seed=3, calibration=True,
+                                  calibration_definition="B-MAS200"))
+    results = pipeline.measure(ph.ct, ph.labels, pipeline.MeasureOptions(
+        sex="F", height_m=1.60, age_years=70, phantom="B-MAS200"))
+    paths = pipeline.write_report(results, ph.ct, ph.labels, tmp_path, formats=("html",))
+    html = paths["html"].read_text(encoding="utf-8")
+    page = _parse(html)
+    for side in ("left", "right"):
+        assert page.cells[(f"femur_{side}", "abmd_dxa_total_hip")][0] not in ("", "n/a")
+        for site in ("total_hip", "femoral_neck"):
+            for q in ("t_score", "z_score", "percent_yam"):
+                assert page.cells[(f"femur_{side}", f"{q}_{site}")] == ["n/a"], (side, q)
+            assert page.cells[(f"femur_{side}", f"who_category_{site}")] == ["indeterminate"]
+    assert "plot_score" not in page.images
+    why = page.absent["plot_score"]
+    assert "T-score not measurable" in why and "not on the DXA scale" in why
+    assert "fit-dxa" in why and "--dxa-model" in why
+    # the reason below each femur's table
+    for side in ("left", "right"):
+        assert (f"Femur ({side}): not measurable (the aBMD is not on the DXA scale"
+                in html), side
 
 
 def test_every_image_is_a_png_inline_and_nothing_is_external(report):

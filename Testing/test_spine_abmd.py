@@ -241,9 +241,15 @@ def test_dxa_scale_rows(lps2, tmp_path):
     cat = r[(COMBINED, "who_category_lumbar")]
     assert cat.value == "indeterminate"
     assert any(f.startswith("unvalidated: CT-aBMD not converted") for f in cat.flags)
-    t = r[(COMBINED, "t_score_lumbar")].value
-    assert t == pytest.approx((r[(COMBINED, "abmd_ap")].value - 1.0) / 0.11)
+    # no T-score, Z-score or %YAM from a number not known to be on the DXA scale
+    for q in ("t_score_lumbar", "z_score_lumbar", "percent_yam_lumbar"):
+        row = r[(COMBINED, q)]
+        assert row.value is None, q
+        assert "not on the DXA scale" in row.flags[0] and "--dxa-model" in row.flags[0]
+    assert r[(COMBINED, "abmd_dxa_lumbar")].value == r[(COMBINED, "abmd_ap")].value
     validated = DXAConversionModel("fitted", {"lumbar": SiteLine(1.0, 0.0)}, validated=True)
     ctx = ScoreContext(validated, load_reference(path), "F", 70.0)
     r = _rows(lumbar_abmd_rows(ct, labels, SCANNER_CAL, ctx)[0])
+    t = r[(COMBINED, "t_score_lumbar")].value
+    assert t == pytest.approx((r[(COMBINED, "abmd_ap")].value - 1.0) / 0.11, abs=1e-9)
     assert r[(COMBINED, "who_category_lumbar")].value in ("osteoporosis", "low bone mass")

@@ -95,8 +95,8 @@ class MeasureOptions:
     dxa_model : path, DXAConversionModel or None
         CT-aBMD -> DXA-equivalent aBMD model (a JSON file from ``fit-dxa`` or a loaded
         :class:`~CTMuscleBoneLib.dxa.conversion.DXAConversionModel`); None = the shipped
-        identity default, unvalidated (T-scores shown flagged, categories
-        'indeterminate'). Read and checked on construction.
+        identity default, unvalidated (no T-score, Z-score or %YAM: the aBMD is not on
+        the DXA scale; categories 'indeterminate'). Read and checked on construction.
     bmd_reference : {'nhanes3', 'jsbmr2012'}, path or ReferenceTable
         Young-adult reference table and its criteria for T-scores, %YAM and the bone
         density category: 'nhanes3' (WHO 1994 on the T-score), 'jsbmr2012' (Japanese

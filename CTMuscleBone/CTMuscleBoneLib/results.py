@@ -153,6 +153,7 @@ _QUANTITY_NAMES = {
     "who_category": "WHO category", "jsbmr_category": "JSBMR category",
     "psoas_muscle_index": "psoas muscle index", "skeletal_muscle_area":
     "skeletal muscle area", "muscle_attenuation": "muscle attenuation",
+    "trabecular_vbmd_ha": "trabecular vBMD (HA-equivalent)",
 }
 
 

@@ -11,8 +11,9 @@ is a line fitted on a site's own paired CT and DXA::
 :class:`DXAConversionModel` holds one line per site ('total_hip', 'femoral_neck',
 'lumbar'), a ``validated`` flag and provenance; it is read from and written to JSON
 (schema :data:`SCHEMA`). The shipped default (``data/dxa_conversion_default.json``) is
-the identity for every site and **not validated**: T-score values computed through it
-are shown flagged, and no clinical category is printed from them.
+the identity for every site and **not validated**: the DXA-equivalent aBMD through it
+is shown flagged ``unvalidated``, and no T-score, Z-score, %YAM or category is computed
+from it (:func:`CTMuscleBoneLib.dxa.scores.score_rows`).
 
 :func:`fit_dxa_model` fits the lines by least squares on paired data (the CSV of
 ``ctmusclebone validate-bmd``) with K-fold cross-validation: out-of-fold Pearson r,
@@ -115,13 +116,37 @@ class DXAConversionModel:
         if self.validated:
             return None
         return (f"CT-aBMD not converted to the DXA scale by a validated model (model "
-                f"'{self.name}' is not validated); fit one with `ctmusclebone fit-dxa`")
+                f"'{self.name}' is not validated); fit one with `ctmusclebone fit-dxa` and "
+                f"pass it with `--dxa-model`")
 
     def provenance_entry(self) -> dict[str, Any]:
         return {"kind": "CT-to-DXA aBMD model", "name": self.name, "path": self.path,
                 "validated": self.validated,
                 "sites": {s: asdict(line) for s, line in self.sites.items()},
                 "source": self.provenance.get("source")}
+
+
+#: Bounds of a plausible CT-to-DXA line (project defaults, not validated): DXA and
+#: HA-equivalent CT-aBMD are both g/cm2 of about 0.3-1.5, and published CT-vs-DXA lines
+#: have slopes near 1 (Cann et al. 2014; Khoo et al. 2009), so a slope outside 0.1-10 or
+#: an intercept beyond +-2 g/cm2 means a unit mistake, a typo or unrelated columns.
+SLOPE_RANGE: tuple[float, float] = (0.1, 10.0)
+MAX_ABS_INTERCEPT_G_CM2 = 2.0
+
+
+def implausible_line(line: SiteLine) -> str | None:
+    """Why ``line`` cannot be a CT-to-DXA line (:data:`SLOPE_RANGE`,
+    :data:`MAX_ABS_INTERCEPT_G_CM2`), or None when it can. The same rule applies when a
+    model is fitted (:func:`model_from_fit`) and when one is loaded."""
+    if not (math.isfinite(line.slope) and math.isfinite(line.intercept_g_cm2)):
+        return "non-finite coefficients"
+    if not (SLOPE_RANGE[0] <= line.slope <= SLOPE_RANGE[1]
+            and abs(line.intercept_g_cm2) <= MAX_ABS_INTERCEPT_G_CM2):
+        return (f"implausible line (slope {line.slope:g}, intercept "
+                f"{line.intercept_g_cm2:g} g/cm2; a plausible line has a slope in "
+                f"{SLOPE_RANGE[0]:g}-{SLOPE_RANGE[1]:g} and an intercept within "
+                f"+-{MAX_ABS_INTERCEPT_G_CM2:g} g/cm2)")
+    return None
 
 
 def _parse(d: Any, where: str) -> DXAConversionModel:
@@ -137,11 +162,9 @@ def _parse(d: Any, where: str) -> DXAConversionModel:
             if s not in SITES:
                 raise ValueError(f"unknown site '{s}' (use {', '.join(SITES)})")
             sl = SiteLine(float(line["slope"]), float(line["intercept_g_cm2"]))
-            if not (math.isfinite(sl.slope) and math.isfinite(sl.intercept_g_cm2)):
-                raise ValueError(f"site {s}: non-finite coefficients")
-            if not (0.1 <= sl.slope <= 10.0 and abs(sl.intercept_g_cm2) <= 2.0):
-                raise ValueError(f"site {s}: implausible line (slope {sl.slope:g}, intercept "
-                                 f"{sl.intercept_g_cm2:g} g/cm2)")
+            problem = implausible_line(sl)
+            if problem:
+                raise ValueError(f"site {s}: {problem}")
             sites[s] = sl
         validated = d.get("validated")
         if not isinstance(validated, bool):
@@ -310,8 +333,38 @@ def fit_dxa_model(path: str | os.PathLike[str], site: str | None = None,
     return DXAFitReport(str(path), ct_column, fits, warnings)
 
 
+#: Smallest cross-validated Pearson r of a fit that is written as a validated model
+#: (project default, not validated: published CT-vs-DXA agreement is r 0.9 or more,
+#: Cann et al. 2014; a line that predicts DXA this poorly is no conversion).
+MIN_CV_PEARSON_R = 0.5
+
+
 def model_from_fit(report: DXAFitReport, name: str) -> DXAConversionModel:
-    """A validated :class:`DXAConversionModel` with provenance from a fit report."""
+    """A validated :class:`DXAConversionModel` with provenance from a fit report.
+
+    Raises
+    ------
+    InputError
+        A site's line is implausible (:func:`implausible_line`: the rule a loaded model
+        must pass too) or predicts DXA poorly (cross-validated r below
+        :data:`MIN_CV_PEARSON_R`): most often a unit mistake (mg/cm2 for g/cm2), a typo
+        in a value or a wrong column.
+    """
+    for f in report.fits:
+        problem = implausible_line(SiteLine(f.slope, f.intercept_g_cm2))
+        r = f.cv_pearson_r
+        if problem is None and not (r is not None and math.isfinite(r)
+                                    and r >= MIN_CV_PEARSON_R):
+            problem = (f"cross-validated Pearson r {r:.2f} is below {MIN_CV_PEARSON_R:g}"
+                       if r is not None and math.isfinite(r)
+                       else "cross-validated Pearson r is undefined")
+        if problem:
+            raise InputError(
+                f"site {f.site}: the fitted CT-to-DXA line is not usable: {problem} "
+                f"({f.n} pairs from {Path(report.source).name}, column {report.ct_column}). "
+                "Check the units (both columns in g/cm2, CT-aBMD HA-equivalent), look for "
+                "a mistyped value and check that each row pairs one case's CT and DXA; no "
+                "model was written.")
     return DXAConversionModel(
         name=name,
         sites={f.site: SiteLine(f.slope, f.intercept_g_cm2) for f in report.fits},

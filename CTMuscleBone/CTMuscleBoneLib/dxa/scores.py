@@ -6,9 +6,13 @@ The one place where CT-aBMD meets clinical thresholds (femur and lumbar spine al
 2. it is put on the DXA scale by the conversion model (:mod:`.conversion`);
 3. T-score, %YAM and the category are computed on that DXA-equivalent value only,
    against the chosen reference table (:mod:`.references`);
-4. the category is printed only when the number is known to be on the DXA scale (a
-   validated model): with the shipped identity default it is ``"indeterminate"`` with
-   the reason, while the T-score and %YAM values are shown flagged ``unvalidated``;
+4. a T-score, Z-score, %YAM or category is given only from a number known to be on
+   the DXA scale (a validated model; project rule: a clinical category is printed only
+   from a number on the scale its thresholds were made for). With the shipped identity
+   default, or any model whose file says ``"validated": false``, the DXA-equivalent
+   aBMD is shown flagged ``unvalidated``, the T-score, Z-score and %YAM are not
+   measurable (:func:`not_on_dxa_scale_reason`) and the category is
+   ``"indeterminate"`` with the reason;
 5. ISCD (official positions 2013/2019): T-scores and the WHO categories are for
    postmenopausal women and men aged 50 or more; for men under 50 and premenopausal
    women Z-scores (age- and sex-matched) are used. Menopausal status is not known to
@@ -69,6 +73,22 @@ def score_context(ct: CTImage, model: str | os.PathLike[str] | DXAConversionMode
                         age_years if age_years is not None else ct.metadata.patient_age_years)
 
 
+def not_on_dxa_scale_reason(model: DXAConversionModel) -> str | None:
+    """Why no T-score, Z-score or %YAM is given through ``model``, or None when it is
+    validated.
+
+    These scores are made for DXA aBMD (their young-adult means and SDs were measured by
+    DXA); a CT-aBMD put through a model that was not fitted and validated on paired CT
+    and DXA is not known to be on that scale.
+    """
+    if model.validated:
+        return None
+    return (f"the aBMD is not on the DXA scale: no validated CT-to-DXA model was given "
+            f"(model '{model.name}' is not validated); fit one from paired CT/DXA with "
+            "`ctmusclebone fit-dxa` and pass it with `--dxa-model` (Slicer: 'CT-to-DXA "
+            "model')")
+
+
 def score_quantities(site: str, reference: ReferenceTable) -> list[tuple[str, str]]:
     """(quantity, unit) of the rows :func:`score_rows` gives for ``site``, in order."""
     return [(f"abmd_dxa_{site}", "g/cm2"), (f"t_score_{site}", "SD"),
@@ -91,6 +111,18 @@ def score_methods(site: str, ctx: ScoreContext) -> dict[str, str]:
         f"{crit.quantity}_{site}": (f"{crit.name} on the {crit.on.replace('_', ' ')} of the "
                                     f"DXA-equivalent aBMD: {crit.text} ({crit.source})"),
     }
+
+
+def applic_flags(applies: bool | None) -> list[str]:
+    """ISCD applicability warnings of the T-score, %YAM and category rows
+    (``applies``: :attr:`ScoreContext.t_score_applies`)."""
+    if applies is False:
+        return [f"warning: T-scores and %YAM are not used for diagnosis under 50 "
+                f"({ISCD_TEXT}); see the Z-score"]
+    if applies is None:
+        return ["warning: age or sex unknown: whether the T-score (women and men aged 50 "
+                "or more) or the Z-score (younger adults) applies is unknown (ISCD)"]
+    return []
 
 
 def score_rows(structure: str, site: str, abmd_ha_g_cm2: float, ctx: ScoreContext,
@@ -154,14 +186,17 @@ def score_rows(structure: str, site: str, abmd_ha_g_cm2: float, ctx: ScoreContex
     ref_flag = ref.unverified_flag(site)
     value_flags = model_flags + ([ref_flag] if ref_flag else [])
     applies = ctx.t_score_applies
-    if applies is False:
-        applic = [f"warning: T-scores and %YAM are not used for diagnosis under 50 "
-                  f"({ISCD_TEXT}); see the Z-score"]
-    elif applies is None:
-        applic = ["warning: age or sex unknown: whether the T-score (women and men aged 50 "
-                  "or more) or the Z-score (younger adults) applies is unknown (ISCD)"]
-    else:
-        applic = []
+    off_scale = not_on_dxa_scale_reason(ctx.model)
+    if off_scale is not None:
+        # the scores are made for DXA aBMD: none from a number not known to be on it
+        missing([q_t, q_z, q_yam], off_scale)
+        if applies is False:
+            missing([q_cat], f"{crit.name} categories do not apply under 50 ({ISCD_TEXT}); "
+                             "see the Z-score")
+        else:
+            put(q_cat, "indeterminate", value_flags + applic_flags(applies))
+        return result()
+    applic = applic_flags(applies)
     t = ref.t_score(dxa, site)
     yam = ref.percent_yam(dxa, site)
     put(q_t, t, value_flags + applic)
@@ -170,8 +205,6 @@ def score_rows(structure: str, site: str, abmd_ha_g_cm2: float, ctx: ScoreContex
     if applies is False:
         missing([q_cat], f"{crit.name} categories do not apply under 50 ({ISCD_TEXT}); see "
                          "the Z-score")
-    elif reason:
-        put(q_cat, "indeterminate", value_flags + applic)
     else:
         put(q_cat, crit.category(t if crit.on == "t_score" else yam), value_flags + applic)
     # the Z-score: needs age, sex and age-matched means

@@ -10,8 +10,9 @@ Scale: the calibration is first put on the hydroxyapatite scale
 (:func:`CTMuscleBoneLib.dxa.material.to_hydroxyapatite`), so every vBMD and CT-aBMD
 row is HA-equivalent and says so in its method; CT-aBMD is then converted to a
 DXA-equivalent aBMD by the CT-to-DXA model, and only that value meets the reference
-table and its criteria (with the unvalidated identity default the category is
-"indeterminate").
+table and its criteria (with the unvalidated identity default, or any model not
+validated, the T-score, Z-score and %YAM are not measurable and the category is
+"indeterminate": :func:`CTMuscleBoneLib.dxa.scores.score_rows`).
 
 A value that cannot be measured is a row with ``value=None`` and a
 ``not_measurable: <reason>`` flag. Without a calibration, only HU means and geometry

@@ -112,10 +112,19 @@ def _score_block(results: Results, structures: list[str]) -> Block:
               if r.structure in structures and r.quantity.startswith(prefix)
               and isinstance(r.value, (int, float))]
     if not points:
-        why = next((not_measurable_reason(r) for r in results.rows if r.structure in structures
-                    and r.quantity.startswith(prefix)), "no bone site measured")
-        return Block([images.absent_figure("plot_score", "Scores",
-                                           f"no {quantity_label(criteria.on)} to plot: {why}")],
+        # no number is drawn: each site's reason instead (e.g. the aBMD is not on the DXA
+        # scale the scores were made for: no validated CT-to-DXA model)
+        label = quantity_label(criteria.on)
+        reasons: dict[str, list[str]] = {}
+        for r in results.rows:
+            if r.structure in structures and r.quantity.startswith(prefix):
+                names = reasons.setdefault(not_measurable_reason(r), [])
+                if display_name(r.structure) not in names:
+                    names.append(display_name(r.structure))
+        why = ("; ".join(f"{', '.join(n)}: {w}" for w, n in reasons.items())
+               or "no bone site measured")
+        return Block([images.absent_figure("plot_score", f"{label}s",
+                                           f"{label} not measurable (no plot): {why}")],
                      [], side_by_side=False)
     return Block([plots.score_plot(points, criteria)], [], side_by_side=False)
 
@@ -166,20 +175,32 @@ def _spine_section(results: Results, ct: CTImage, labels: LabelMap,
                                                   "the spine analysis is not available"))
         sec.blocks.append(Block([fig], [pivot_table("vertebrae", "Per level", verts, by,
                                                     "level")], side_by_side=False))
-        vbmd = [(k, by[k]["trabecular_vbmd"]) for k in verts
-                if isinstance(by[k].get("trabecular_vbmd", ResultRow("", "", None, "")).value,
-                              (int, float))]
+        from ..spine.measure import summary_exclusion
+
+        # the ACR bands are hydroxyapatite: bars are the HA-equivalent vBMD
+        vbmd = [(k, by[k]["trabecular_vbmd_ha"]) for k in verts
+                if isinstance(by[k].get("trabecular_vbmd_ha",
+                                        ResultRow("", "", None, "")).value, (int, float))]
         calibrated = bool(vbmd)
         levels = vbmd or [(k, by[k]["trabecular_mean_hu"]) for k in verts
                           if isinstance(by[k].get("trabecular_mean_hu",
                                                   ResultRow("", "", None, "")).value,
                                         (int, float))]
+        # only vertebrae the summaries could use are drawn against the bands
+        left_out = [(k, why) for k, r in levels if (why := summary_exclusion(r.flags))]
+        levels = [(k, r) for k, r in levels if not summary_exclusion(r.flags)]
         summary = [r for k in lumbar for r in by[k].values()]
-        mean = by.get("lumbar_L1_L2", {}).get("trabecular_vbmd" if calibrated
+        mean = by.get("lumbar_L1_L2", {}).get("trabecular_vbmd_ha" if calibrated
                                               else "trabecular_mean_hu")
-        plot = (plots.vertebra_plot(levels, mean, calibrated) if levels
-                else images.absent_figure("plot_vertebrae", "Vertebral trabecular values",
-                                          "no vertebra measurable"))
+        acr = by.get("lumbar_L1_L2", {}).get("acr_category")
+        if calibrated and (acr is None or acr.value is None):
+            mean = None  # no line against the bands without an ACR category
+        plot = (plots.vertebra_plot(levels, mean, calibrated, left_out) if levels
+                else images.absent_figure(
+                    "plot_vertebrae", "Vertebral trabecular values",
+                    "no vertebra the lumbar summaries could use"
+                    + "".join(f"; {k.removeprefix('vertebrae_')}: {why}"
+                              for k, why in left_out)))
         tables = [row_table("lumbar", "Lumbar summaries", summary, with_structure=True)
                   ] if summary else []
         sec.blocks.append(Block([plot], tables, side_by_side=False))

@@ -16,6 +16,7 @@ legend says so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..figures import pyplot
@@ -142,13 +143,17 @@ def smi_plot(row: ResultRow, criteria: Any, sex: str | None) -> Figure:
 
 
 def vertebra_plot(levels: list[tuple[str, ResultRow]], mean_row: ResultRow | None,
-                  calibrated: bool) -> Figure:
-    """Each vertebra's trabecular vBMD (mg/cm3) against the ACR 2018 bands, or, without a
-    calibration, its trabecular HU against the Pickhardt 2013 L1 thresholds.
+                  calibrated: bool, left_out: Sequence[tuple[str, str]] = ()) -> Figure:
+    """Each vertebra's HA-equivalent trabecular vBMD (mg/cm3 hydroxyapatite, the scale of
+    the thresholds) against the ACR 2018 bands, or, without a calibration, its trabecular
+    HU against the Pickhardt 2013 L1 thresholds.
 
-    ``levels``: (anatomy key, row) of the measurable per-level rows; ``mean_row``: the
-    summary row whose value the ACR category is given on (``lumbar_L1_L2``), drawn as a
-    line.
+    ``levels``: (anatomy key, row) of the measurable per-level rows the lumbar summaries
+    could use (``trabecular_vbmd_ha``, or ``trabecular_mean_hu`` uncalibrated);
+    ``mean_row``: the summary row whose value the ACR category is given on
+    (``lumbar_L1_L2``), drawn as a line (None: no line); ``left_out``: (anatomy key,
+    reason) of measured levels not drawn (vertebral body cut by the field of view,
+    fractured), named in the legend and caption.
     """
     plt = pyplot()
     from matplotlib.lines import Line2D
@@ -166,7 +171,7 @@ def vertebra_plot(levels: list[tuple[str, ResultRow]], mean_row: ResultRow | Non
     fig, ax = plt.subplots(figsize=(6.0, 2.8))
     vals = [float(r.value) for _, r in levels]  # type: ignore[arg-type]
     if calibrated:
-        low, high, unit = ACR_OSTEOPOROSIS_BELOW, ACR_NORMAL_ABOVE, "mg/cm3"
+        low, high, unit = ACR_OSTEOPOROSIS_BELOW, ACR_NORMAL_ABOVE, "mg/cm3 HA"
         names = [f"osteoporosis (< {low:g})", f"low bone mass ({low:g} to {high:g})",
                  f"normal (> {high:g})"]
         title, source = "ACR 2018 (mean of two vertebrae)", ACR_REF
@@ -195,6 +200,10 @@ def vertebra_plot(levels: list[tuple[str, ResultRow]], mean_row: ResultRow | Non
     if any(_flagged(r) for _, r in levels):
         handles.append(Patch(facecolor="white", edgecolor="black", hatch="//"))
         names.append("value with a warning (see the table)")
+    not_used = "; ".join(f"{k.removeprefix('vertebrae_')} ({why})" for k, why in left_out)
+    if not_used:
+        handles.append(Patch(facecolor="none", edgecolor="none"))
+        names.append(f"not plotted, not used: {not_used}")
     ax.set_xticks(range(len(levels)), [k.removeprefix("vertebrae_") for k, _ in levels],
                   fontsize=7)
     ax.set_ylim(0.0, top)
@@ -205,5 +214,8 @@ def vertebra_plot(levels: list[tuple[str, ResultRow]], mean_row: ResultRow | Non
     fig.tight_layout()
     what = "vBMD against the ACR bands" if calibrated else "HU against the Pickhardt thresholds"
     return png_figure(fig, "plot_vertebrae", f"Vertebral trabecular {what}",
-                      f"Bars: each level's trabecular {'vBMD' if calibrated else 'HU'} "
-                      f"(colour of its ROI); background: {title} ({source}).")
+                      f"Bars: each level's trabecular "
+                      f"{'vBMD, hydroxyapatite-equivalent' if calibrated else 'HU'} "
+                      f"(colour of its ROI); background: {title} ({source})."
+                      + (f" Not plotted (not used by the lumbar summaries): {not_used}."
+                         if not_used else ""))

@@ -37,9 +37,11 @@ and the vertebra labels:
 L1-L4 (ISCD 2019 adult official positions: use L1-L4, exclude vertebrae affected by
 local structural change or artefact, use three or two if four cannot be used, never
 classify from one). Its DXA-scale rows (DXA-equivalent aBMD, T-score, Z-score, %YAM,
-category of site ``'lumbar'``) come from :func:`CTMuscleBoneLib.dxa.scores.score_rows`,
-so the category is 'indeterminate' with the reason while the CT-to-DXA model is not
-validated (the shipped identity model).
+category of site ``'lumbar'``) come from :func:`CTMuscleBoneLib.dxa.scores.score_rows`:
+while the CT-to-DXA model is not validated (the shipped identity model, or any model
+file with ``"validated": false``) the T-score, Z-score and %YAM are not measurable
+(the aBMD is not on the DXA scale their reference values were made for) and the
+category is 'indeterminate', each with the reason.
 
 Not measurable (value None, ``not_measurable: reason``): no calibration; a vertebra
 touching the image boundary or next to the air / padding outside a reconstructed

@@ -15,10 +15,14 @@ For each lumbar vertebra label (L1-L5) present:
    the visible part (the ROI keeps its margin from the image edge).
 
 Summaries ``lumbar_L1_L2`` and ``lumbar_L1_L4``: mean trabecular vBMD (and HU) of the
-measurable, unfractured vertebrae with the ACR category; fractured vertebrae are
-excluded with a note (see :func:`excluded_as_fractured`). Uncalibrated:
-``vertebrae_L1`` gets the opportunistic category of Pickhardt et al. from its
-trabecular HU.
+complete, measurable, unfractured vertebrae, its hydroxyapatite (HA) equivalent and the
+ACR category; fractured vertebrae are excluded with a note (see
+:func:`excluded_as_fractured`). The ACR thresholds are defined in mg/cm3 HA on the mean
+of two vertebrae, so the category is computed from the HA-equivalent mean
+(:func:`CTMuscleBoneLib.dxa.material.to_hydroxyapatite`: a K2HPO4 density is divided by
+Goodsitt's kVp-dependent ratio) and only from two or more vertebrae; otherwise it is
+``None`` with the reason. Uncalibrated: ``vertebrae_L1`` gets the opportunistic category
+of Pickhardt et al. from its trabecular HU.
 
 Sources of the thresholds
 -------------------------
@@ -33,6 +37,9 @@ Sources of the thresholds
   L1 trabecular attenuation <= 160 HU was 90 % sensitive and <= 110 HU more than 90 %
   specific for DXA-defined osteoporosis (checked against the published abstract).
 * Metal: > 2000-3000 HU (project domain notes, docs/lumbar_bmd.md); 2000 HU is used.
+* Reference material: BMD_K2HPO4 / BMD_HA = 0.86 at 80 kVp to 0.81 at 140 kVp (Goodsitt,
+  Bone Miner 1992;19:145-158), applied through :mod:`CTMuscleBoneLib.dxa.material` (the
+  one table; 120 kVp assumed and flagged when the kVp is unknown).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..calibration.model import Calibration
+from ..dxa.material import MaterialConversion, to_hydroxyapatite
 from ..errors import InputError
 from ..fov import indices_touch_border
 from ..image import CTImage, Geometry, LabelMap
@@ -83,6 +91,33 @@ ACR_OSTEOPOROSIS_BELOW = 80.0
 PICKHARDT_SENSITIVE_HU = 160.0
 PICKHARDT_SPECIFIC_HU = 110.0
 
+#: Dense-voxel check of the trabecular ROI (project defaults, not validated). A voxel is
+#: "dense" when its HU exceeds the ROI's median by more than DENSE_OFFSET_HU and by more
+#: than DENSE_NOISE_SDS robust SDs (1.4826 x the median absolute deviation). 150 HU is
+#: more than the whole span of trabecular L1 attenuation between osteoporosis and a
+#: young-adult normal (Pickhardt 2013: <= 110 HU; Hendrickson 2018: 236 HU), so a voxel
+#: that far above its own ROI's median is not trabecular bone of that patient; it is
+#: 4 or more SDs of the image noise in trabecular bone (15-40 HU on clinical CT; 35 HU in
+#: L2 of the real test scan), so noise alone puts < 0.01 % of the voxels there, and the
+#: 4-SD term keeps it so on noisier scans. A bone island (400-800 HU), the sclerotic rim
+#: of a Schmorl node or contrast lies above it.
+DENSE_OFFSET_HU = 150.0
+#: See :data:`DENSE_OFFSET_HU`: robust SDs of the ROI above its median.
+DENSE_NOISE_SDS = 4.0
+#: Fraction of dense ROI voxels above which the vertebra is flagged (project default,
+#: not validated): 2 % of voxels 300-600 HU above the trabecular level move the mean by
+#: 6-12 HU, about 5-10 % of a typical vBMD, as much as a calibration's error.
+DENSE_FRACTION = 0.02
+#: Tag of the heterogeneous-ROI warning (the mean is not changed).
+DENSE_TAG = "heterogeneous ROI"
+#: The flag of a vertebra whose body is cut by the field of view; such a vertebra is
+#: never used by the summaries (:func:`summary_exclusion` reads it back).
+BODY_CUT_FLAG = "partial: cut by the field of view (the vertebral body)"
+#: End of the fracture flag of a vertebra excluded from the summaries.
+FRACTURE_EXCLUDED = ": excluded from lumbar summaries"
+#: Minimum number of vertebrae the ACR criteria are defined on (mean of two).
+ACR_MIN_VERTEBRAE = 2
+
 ROI_METHOD = "mean HU in a central trabecular ROI of the vertebral body"
 PICKHARDT_REF = "Pickhardt et al., Ann Intern Med 2013;158:588-595"
 ACR_REF = "ACR-SPR-SSR practice parameter for QCT (2018)"
@@ -92,7 +127,15 @@ ROI_RELAXED = "info: ROI relaxed"
 
 
 def acr_category(vbmd_mg_cm3: float) -> str:
-    """ACR 2018 lumbar QCT category of a mean trabecular vBMD (mg/cm3)."""
+    """ACR 2018 lumbar QCT category of a mean trabecular vBMD.
+
+    Parameters
+    ----------
+    vbmd_mg_cm3 : float
+        Mean trabecular vBMD of two or more vertebrae in mg/cm3 **hydroxyapatite** (the
+        scale of the thresholds); convert a K2HPO4 value first
+        (:func:`CTMuscleBoneLib.dxa.material.to_hydroxyapatite`).
+    """
     if vbmd_mg_cm3 > ACR_NORMAL_ABOVE:
         return "normal"
     if vbmd_mg_cm3 >= ACR_OSTEOPOROSIS_BELOW:
@@ -127,12 +170,67 @@ class VertebraAnalysis:
     mean_hu: float | None = None
     sd_hu: float | None = None
     vbmd_mg_cm3: float | None = None
+    dense_fraction: float | None = None
     metal_volume_mm3: float = 0.0
     not_measurable: str | None = None
     flags: list[str] = field(default_factory=list)
 
 
 # -- helpers ---------------------------------------------------------------------------
+def dense_voxel_check(values_hu: np.ndarray) -> tuple[float, float, float]:
+    """Fraction of trabecular ROI voxels far above the ROI's own trabecular level.
+
+    Parameters
+    ----------
+    values_hu : np.ndarray, (n,)
+        HU of the ROI voxels.
+
+    Returns
+    -------
+    (fraction, threshold_hu, mean_without_hu)
+        Fraction of voxels above ``threshold_hu`` = median + max(:data:`DENSE_OFFSET_HU`,
+        :data:`DENSE_NOISE_SDS` x 1.4826 x MAD), in [0, 1]; the mean HU of the other
+        voxels (for the flag's text only: the reported mean keeps every voxel).
+    """
+    v = np.asarray(values_hu, dtype=np.float64).ravel()
+    med = float(np.median(v))
+    robust_sd = 1.4826 * float(np.median(np.abs(v - med)))
+    threshold = med + max(DENSE_OFFSET_HU, DENSE_NOISE_SDS * robust_sd)
+    dense = v > threshold
+    rest = v[~dense]
+    return float(dense.mean()), threshold, float(rest.mean()) if rest.size else med
+
+
+def _dense_flag(fraction: float, n_voxels: int, threshold_hu: float, mean_hu: float,
+                mean_without_hu: float) -> str:
+    return (f"{DENSE_TAG}: {100 * fraction:.1f} % of the trabecular ROI voxels "
+            f"({round(fraction * n_voxels)} of {n_voxels}) lie far above its trabecular bone "
+            f"(> {threshold_hu:.0f} HU, the ROI median + max({DENSE_OFFSET_HU:g} HU, "
+            f"{DENSE_NOISE_SDS:g} robust SD)); check for a bone island, sclerosis (e.g. the "
+            f"rim of a Schmorl node) or contrast. The mean {mean_hu:.1f} HU includes them "
+            f"(without them {mean_without_hu:.1f} HU). Flagged above "
+            f"{100 * DENSE_FRACTION:g} % of the voxels (unvalidated project default)")
+
+
+def summary_exclusion(flags: Sequence[str]) -> str | None:
+    """Why a vertebra whose row carries ``flags`` is not used by the lumbar summaries.
+
+    Reads back the flags :func:`spine_rows` writes (one rule for reports and tables):
+    a vertebral body cut by the field of view, or a fracture that excludes it.
+
+    Returns
+    -------
+    str or None
+        The reason ('vertebral body cut by the field of view', 'fractured'), or None when
+        the flags do not exclude it (a not-measurable vertebra has no value anyway).
+    """
+    if BODY_CUT_FLAG in flags:
+        return "vertebral body cut by the field of view"
+    if any(f.startswith("fracture:") and f.endswith(FRACTURE_EXCLUDED) for f in flags):
+        return "fractured"
+    return None
+
+
 def excluded_as_fractured(res: VertebraAnalysis) -> bool:
     """True when a vertebra's fracture grade excludes it from the lumbar summaries.
 
@@ -240,8 +338,8 @@ def analyse_spine(
         res.body = body
         res.body_partial = indices_touch_border(body.body_index, geometry.shape)
         if res.partial:
-            where = "the vertebral body" if res.body_partial else "the posterior elements only"
-            res.flags.append(f"partial: cut by the field of view ({where})")
+            res.flags.append(BODY_CUT_FLAG if res.body_partial else
+                             "partial: cut by the field of view (the posterior elements only)")
         if thickness > MAX_SLICE_THICKNESS_MM:
             res.flags.append(
                 f"warning: slice thickness {thickness:.3g} mm > {MAX_SLICE_THICKNESS_MM:g} mm: "
@@ -271,6 +369,11 @@ def analyse_spine(
             values = np.asarray(ct.hu[tuple(roi.index.T)], dtype=np.float64)
             res.mean_hu = float(values.mean())
             res.sd_hu = float(values.std(ddof=1)) if values.size > 1 else 0.0
+            frac, threshold, without = dense_voxel_check(values)
+            res.dense_fraction = frac
+            if frac > DENSE_FRACTION:  # flagged only; the mean keeps every voxel
+                res.flags.append(_dense_flag(frac, values.size, threshold, res.mean_hu,
+                                             without))
             if calibration.calibrated:
                 res.vbmd_mg_cm3 = float(calibration.bmd_mg_cm3(res.mean_hu))
         if not res.body_partial:
@@ -301,18 +404,20 @@ def _fracture_text(f: FractureAssessment) -> str:
     if f.reduction is None or f.grade is None:  # inconsistent heights: no number
         return "fracture: Genant grade not measurable (heights inconsistent)"
     lo, hi = f.interval if f.interval is not None else (f.reduction, f.reduction)
-    if f.uncertain and f.grade_range is not None:
-        return (f"fracture: Genant grade uncertain ({f.grade_range[0]}-{f.grade_range[1]}; "
+    if f.uncertain and f.grade_range is not None:  # never a plain 'fracture' tag
+        return (f"fracture uncertain: Genant grade uncertain "
+                f"({f.grade_range[0]}-{f.grade_range[1]}; "
                 f"{f.kind}, {100 * f.reduction:.0f} % height loss, interval "
                 f"{100 * lo:.0f}-{100 * hi:.0f} %)")
     return f"fracture: Genant grade {f.grade} ({f.kind}, {100 * f.reduction:.0f} % height loss)"
 
 
-def _vertebra_rows(res: VertebraAnalysis, calibration: Calibration) -> list[ResultRow]:
+def _vertebra_rows(res: VertebraAnalysis, calibration: Calibration,
+                   ha: tuple[Calibration, MaterialConversion | None]) -> list[ResultRow]:
     k, rows = res.key, []
     flags = list(res.flags)
     if excluded_as_fractured(res):
-        flags.append(_fracture_text(res.fracture) + ": excluded from lumbar summaries")
+        flags.append(_fracture_text(res.fracture) + FRACTURE_EXCLUDED)
     elif res.fracture is not None and (res.fracture.grade or 0) > 0:
         flags.append(_fracture_text(res.fracture) + ": kept in lumbar summaries")
     roi = res.roi
@@ -331,6 +436,13 @@ def _vertebra_rows(res: VertebraAnalysis, calibration: Calibration) -> list[Resu
         vb_flags = calibration.flags()
     rows.append(ResultRow(k, "trabecular_vbmd", res.vbmd_mg_cm3, "mg/cm3",
                           _vbmd_method(calibration), vb_flags + flags))
+    ha_cal, conv = ha
+    ha_value = (float(ha_cal.bmd_mg_cm3(res.mean_hu))
+                if res.vbmd_mg_cm3 is not None and res.mean_hu is not None else None)
+    rows.append(ResultRow(k, "trabecular_vbmd_ha", ha_value, "mg/cm3",
+                          _ha_method(calibration, conv),
+                          vb_flags + (conv.flags() if conv and ha_value is not None else [])
+                          + flags))
     rows.append(ResultRow(k, "roi_volume", roi.volume_cm3 if roi is not None else None, "cm3",
                           "ROI voxel count x voxel volume",
                           ([] if roi is not None else _na("no ROI")) + res.flags))
@@ -343,24 +455,64 @@ def _vertebra_rows(res: VertebraAnalysis, calibration: Calibration) -> list[Resu
         rows.append(ResultRow(k, "height_reduction", None, "%", grade_method, _na(reason)))
     else:
         ratios = ", ".join(f"{name} {r:.2f}" for name, r in f.ratios.items())
-        keep = [x for x in res.flags if not x.startswith(ROI_RELAXED)]
+        keep = [x for x in res.flags  # ROI matters, not the heights
+                if not x.startswith(ROI_RELAXED) and not x.startswith(DENSE_TAG)]
         if f.reduction is None:  # impossible geometry: no number is printed
             reason = _na("; ".join(f.reasons) or "heights inconsistent")
             rows.append(ResultRow(k, "fracture_grade", None, "1", grade_method, reason + keep))
             rows.append(ResultRow(k, "height_reduction", None, "%", grade_method, reason + keep))
             return rows
-        gflags = [_fracture_text(f)] if (f.grade or 0) > 0 or f.uncertain else []
-        if f.uncertain:
-            gflags.append("uncertain: " + "; ".join(f.reasons))
+        if f.uncertain:  # reads as uncertain ('fracture uncertain'), never as 'fracture'
+            gflags = ["fracture uncertain: " + "; ".join(f.reasons)]
+        else:
+            gflags = [_fracture_text(f)] if (f.grade or 0) > 0 else []
         gflags += keep
-        grade_flags = (_na("Genant grade uncertain: " + "; ".join(f.reasons))
-                       if f.uncertain else [])
+        grade_flags = (_na("Genant grade uncertain: " + "; ".join(f.reasons)) + keep
+                       if f.uncertain else gflags)
         rows.append(ResultRow(k, "fracture_grade", f.confident_grade, "1",
-                              f"{grade_method}; {ratios}", grade_flags + gflags))
+                              f"{grade_method}; {ratios}", grade_flags))
         rows.append(ResultRow(k, "height_reduction", 100.0 * f.reduction, "%",
                               f"largest of wedge, biconcave and crush height loss; {ratios}",
                               gflags))
     return rows
+
+
+def _ha_method(calibration: Calibration, conv: MaterialConversion | None,
+               method: str = VBMD_METHOD) -> str:
+    """Method text of an HA-equivalent value: the calibration, then the conversion."""
+    text = _vbmd_method(calibration, method)
+    return f"{text}; {conv.method_text()}" if conv is not None else text
+
+
+def _stated_error_fraction(calibration: Calibration) -> float | None:
+    """The calibration's stated relative error (fraction), or None when it states none.
+
+    Only the phantomless calibration states one, as ``details['expected_error_percent']``
+    (the number behind its ``expected_error`` text; docs/calibration.md).
+    """
+    value = (calibration.details or {}).get("expected_error_percent")
+    try:
+        pct = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return pct / 100.0 if np.isfinite(pct) and pct > 0 else None
+
+
+def _near_threshold_flags(ha_mg_cm3: float, calibration: Calibration) -> list[str]:
+    """A warning when the HA value's interval under the calibration's stated error
+    reaches across an ACR threshold (the category could be the neighbouring one)."""
+    err = _stated_error_fraction(calibration)
+    if err is None:
+        return []
+    lo, hi = ha_mg_cm3 * (1.0 - err), ha_mg_cm3 * (1.0 + err)
+    if acr_category(lo) == acr_category(hi):
+        return []
+    crossed = [t for t in (ACR_OSTEOPOROSIS_BELOW, ACR_NORMAL_ABOVE) if lo <= t <= hi]
+    names = " and ".join(f"{t:g} mg/cm3" for t in crossed)
+    return [f"warning: HA-equivalent {ha_mg_cm3:.1f} mg/cm3 +-{100 * err:g} % "
+            f"({lo:.1f}-{hi:.1f} mg/cm3) is within the calibration's stated error of the "
+            f"{names} threshold{'s' if len(crossed) > 1 else ''}: the category may be "
+            f"'{acr_category(lo)}' to '{acr_category(hi)}'"]
 
 
 def _summary_rows(
@@ -369,6 +521,7 @@ def _summary_rows(
     results: dict[str, VertebraAnalysis],
     calibration: Calibration,
     min_count: int,
+    ha: tuple[Calibration, MaterialConversion | None],
 ) -> list[ResultRow]:
     used, notes, cut = [], [], []
     for k in keys:
@@ -391,8 +544,13 @@ def _summary_rows(
         notes.append(f"{', '.join(cut)} left out: vertebral body cut by the field of view")
     method = f"mean over {', '.join(r.key for r in used) or 'no vertebra'}"
     flags = [f"info: {x}" for x in notes]
-    if 0 < len(used) < 2:
+    if 0 < len(used) < ACR_MIN_VERTEBRAE:
         flags.append("warning: one vertebra only; the ACR criteria use the mean of two")
+    dense = [r.key.replace("vertebrae_", "") for r in used
+             if r.dense_fraction is not None and r.dense_fraction > DENSE_FRACTION]
+    if dense:
+        flags.append(f"{DENSE_TAG}: dense voxels in the trabecular ROI of "
+                     f"{', '.join(dense)} (see the vertebra's rows); the mean includes them")
     enough = len(used) >= min_count
     few = _na(f"{len(used)} complete, measurable, unfractured vertebrae of {len(keys)}; "
               f"need >= {min_count}"
@@ -400,26 +558,47 @@ def _summary_rows(
     rows = [ResultRow(name, "trabecular_mean_hu",
                       float(np.mean([r.mean_hu for r in used])) if enough else None, "HU",
                       method, (flags if enough else few + flags))]
-    if not calibration.calibrated:
-        reason = _na(NO_CALIBRATION_REASON)
+    ha_cal, conv = ha
+    if not calibration.calibrated or not enough:
+        reason = _na(NO_CALIBRATION_REASON) if not calibration.calibrated else few
         rows.append(ResultRow(name, "trabecular_vbmd", None, "mg/cm3",
                               _vbmd_method(calibration, method), reason + flags))
+        rows.append(ResultRow(name, "trabecular_vbmd_ha", None, "mg/cm3",
+                              _ha_method(calibration, conv, method), reason + flags))
         rows.append(ResultRow(name, "acr_category", None, "", ACR_REF, reason + flags))
         return rows
-    if not enough:
-        rows.append(ResultRow(name, "trabecular_vbmd", None, "mg/cm3",
-                              _vbmd_method(calibration, method), few + flags))
-        rows.append(ResultRow(name, "acr_category", None, "", ACR_REF, few + flags))
-        return rows
+    assert conv is not None  # calibrated: to_hydroxyapatite always returns a conversion
     vbmd = float(np.mean([r.vbmd_mg_cm3 for r in used]))
+    ha_vbmd = float(np.mean([ha_cal.bmd_mg_cm3(r.mean_hu) for r in used]))
     cflags = calibration.flags() + flags
+    hflags = calibration.flags() + conv.flags() + flags
     rows.append(ResultRow(name, "trabecular_vbmd", vbmd, "mg/cm3",
                           f"{method}; {calibration.method_text()}", cflags))
+    rows.append(ResultRow(name, "trabecular_vbmd_ha", ha_vbmd, "mg/cm3",
+                          f"{method}; {calibration.method_text()}; {conv.method_text()}",
+                          hflags))
+    acr_method = (f"{ACR_REF}: > {ACR_NORMAL_ABOVE:g} normal, {ACR_OSTEOPOROSIS_BELOW:g}-"
+                  f"{ACR_NORMAL_ABOVE:g} low bone mass, < {ACR_OSTEOPOROSIS_BELOW:g} mg/cm3 "
+                  "osteoporosis (hydroxyapatite, mean of two vertebrae)")
+    if len(used) < ACR_MIN_VERTEBRAE:
+        levels = ", ".join(r.key.replace("vertebrae_", "") for r in used)
+        rows.append(ResultRow(name, "acr_category", None, "", acr_method, _na(
+            f"indeterminate: the ACR criteria are defined on the mean of "
+            f"{ACR_MIN_VERTEBRAE} vertebrae; only {len(used)} ({levels}) is complete, "
+            "measurable and unfractured") + hflags))
+        return rows
+    if conv.converted:
+        used_text = (f"applied to the HA-equivalent mean vBMD {ha_vbmd:.1f} mg/cm3 = "
+                     f"{vbmd:.1f} mg/cm3 {conv.from_material} / {conv.ratio:.3f} "
+                     f"({conv.kvp:g} kVp; Goodsitt, Bone Miner 1992)")
+    else:
+        used_text = (f"applied to the mean vBMD {ha_vbmd:.1f} mg/cm3 HA "
+                     "(hydroxyapatite calibration, no conversion)")
     rows.append(ResultRow(
-        name, "acr_category", acr_category(vbmd), "",
-        f"{ACR_REF}: > 120 normal, 80-120 low bone mass, < 80 mg/cm3 osteoporosis",
-        cflags + [f"info: density scale {calibration.material} (the ACR thresholds assume "
-                  "the scale of the clinical QCT system used to derive them)"],
+        name, "acr_category", acr_category(ha_vbmd), "", f"{acr_method}; {used_text}",
+        hflags + _near_threshold_flags(ha_vbmd, calibration)
+        + ["info: the ACR thresholds assume the density scale of the clinical QCT systems "
+           "used to derive them"],
     ))
     return rows
 
@@ -462,10 +641,12 @@ def measure_spine(ct: CTImage, labels: LabelMap, calibration: Calibration) -> li
     -------
     list of ResultRow
         Per vertebra: ``trabecular_mean_hu``, ``trabecular_sd_hu`` (HU),
-        ``trabecular_vbmd`` (mg/cm3), ``roi_volume`` (cm3), ``fracture_grade`` (0-3),
-        ``height_reduction`` (%). Summaries ``lumbar_L1_L2`` and ``lumbar_L1_L4``:
-        ``trabecular_mean_hu``, ``trabecular_vbmd``, ``acr_category``. Uncalibrated:
-        ``vertebrae_L1`` / ``opportunistic_category``.
+        ``trabecular_vbmd`` (mg/cm3 of the calibration's material),
+        ``trabecular_vbmd_ha`` (mg/cm3 hydroxyapatite), ``roi_volume`` (cm3),
+        ``fracture_grade`` (0-3), ``height_reduction`` (%). Summaries ``lumbar_L1_L2``
+        and ``lumbar_L1_L4``: ``trabecular_mean_hu``, ``trabecular_vbmd``,
+        ``trabecular_vbmd_ha``, ``acr_category`` (from ``trabecular_vbmd_ha``, two or more
+        vertebrae only). Uncalibrated: ``vertebrae_L1`` / ``opportunistic_category``.
     """
     return spine_rows(analyse_spine(ct, labels, calibration), calibration, ct)
 
@@ -481,10 +662,11 @@ def spine_rows(
             rows.append(ResultRow(name, "trabecular_vbmd", None, "mg/cm3",
                                   _vbmd_method(calibration), list(reason)))
         return rows
+    ha = to_hydroxyapatite(calibration, ct.metadata.kvp)  # the ACR thresholds are HA
     for res in results.values():
-        rows += _vertebra_rows(res, calibration)
-    rows += _summary_rows("lumbar_L1_L2", LUMBAR_KEYS[:2], results, calibration, 1)
-    rows += _summary_rows("lumbar_L1_L4", LUMBAR_KEYS[:4], results, calibration, 2)
+        rows += _vertebra_rows(res, calibration, ha)
+    rows += _summary_rows("lumbar_L1_L2", LUMBAR_KEYS[:2], results, calibration, 1, ha)
+    rows += _summary_rows("lumbar_L1_L4", LUMBAR_KEYS[:4], results, calibration, 2, ha)
     if not calibration.calibrated:
         rows.append(_pickhardt_row(results, ct))
     return rows
