@@ -44,6 +44,36 @@ from .tables import read_csv_table
 
 SCHEMA = "ctmusclebone-alm-model/1"
 
+# ---------------------------------------------------------------------------------------
+# Plausibility bounds (project defaults, unvalidated; generous on purpose: they catch a
+# wrong unit, never an unusual patient).
+#
+#: CT muscle-mass predictor per case, kg (``fit-alm`` refuses values outside). Adult
+#: whole-body skeletal muscle averages about 21 kg (women) and 33 kg (men), a little
+#: over half of it in the lower body (Janssen et al., J Appl Physiol 89:81-88, 2000;
+#: quoted from memory, unverified), so lower-limb muscle is about 7-25 kg; a CT that
+#: shows only the pelvis and part of the thigh holds less.
+#: 0.5 kg is below any adult's gluteal and thigh muscle; 50 kg is more than the whole-body
+#: muscle of nearly any adult, while the same masses in grams (hundreds to tens of
+#: thousands) lie far above it.
+PREDICTOR_KG_RANGE: tuple[float, float] = (0.5, 50.0)
+#: DXA appendicular lean mass per case, kg. Adults lie at about 10-35 kg (an SMI of
+#: 4-12 kg/m2 at 1.4-2.0 m); 2 kg and 60 kg are beyond any adult, and the same masses
+#: in grams are far above 60.
+DXA_ALM_KG_RANGE: tuple[float, float] = (2.0, 60.0)
+#: Slope of an ALM model, kg ALM per kg CT muscle. ALM includes the arms and the whole
+#: legs, the CT only part of the legs: slopes near 1-3 are expected (the shipped default
+#: is 1.333); 0.1-20 leaves room for a CT showing only part of the thigh. A predictor in
+#: grams gives a slope near 0.002 and is refused.
+MODEL_SLOPE_RANGE: tuple[float, float] = (0.1, 20.0)
+#: Intercept of an ALM model, kg: beyond +-30 kg the line predicts impossible ALM for
+#: ordinary predictors.
+MODEL_INTERCEPT_KG_RANGE: tuple[float, float] = (-30.0, 30.0)
+#: Male offset of an ALM model, kg (men carry a few kg more ALM at equal CT muscle).
+MODEL_MALE_OFFSET_KG_RANGE: tuple[float, float] = (-15.0, 15.0)
+#: The results-row quantities a predictor may name (:func:`alm_rows` reads them in g).
+PREDICTOR_QUANTITIES = ("mass", "lean_mass")
+
 
 @dataclass(frozen=True)
 class SarcopeniaCriteria:
@@ -141,6 +171,47 @@ class ALMModel:
         }
 
 
+def check_model_plausible(model: ALMModel, where: str) -> None:
+    """Refuse an ALM model whose predictor, regions or coefficients cannot be right.
+
+    Applied when a model is loaded (``measure --alm-model``, :func:`load_alm_model`) and
+    when ``fit-alm`` makes one (:func:`model_from_fit`), with the same bounds:
+    :data:`MODEL_SLOPE_RANGE`, :data:`MODEL_INTERCEPT_KG_RANGE`,
+    :data:`MODEL_MALE_OFFSET_KG_RANGE` (project defaults; see their comments).
+
+    Raises
+    ------
+    InputError
+        Unknown required region, a predictor not ``structure/mass`` or
+        ``structure/lean_mass``, non-finite or implausible coefficients.
+    """
+    unknown = [r for r in model.required_regions if r not in MUSCLE_REGIONS]
+    if unknown:
+        raise InputError(f"ALM model {where}: unknown required region(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(MUSCLE_REGIONS)}.")
+    structure, _, quantity = model.predictor.partition("/")
+    if not structure or quantity not in PREDICTOR_QUANTITIES:
+        raise InputError(
+            f"ALM model {where}: predictor '{model.predictor}' must be 'structure/quantity' "
+            f"with quantity {' or '.join(PREDICTOR_QUANTITIES)} (e.g. "
+            "lower_limb_total/lean_mass).")
+    coefs = (("slope", model.slope, MODEL_SLOPE_RANGE, ""),
+             ("intercept", model.intercept_kg, MODEL_INTERCEPT_KG_RANGE, " kg"),
+             ("male offset", model.male_offset_kg, MODEL_MALE_OFFSET_KG_RANGE, " kg"))
+    if not all(math.isfinite(v) for _, v, _, _ in coefs):
+        raise InputError(f"ALM model {where} has non-finite coefficients.")
+    for name, value, (lo, hi), unit in coefs:
+        if not lo <= value <= hi:
+            hint = (" A slope this small means the predictor was in grams: give the CT muscle "
+                    "mass in kg (g / 1000) and fit again." if name == "slope" and value < lo
+                    else " Check that both mass columns were in kg and fit again with "
+                    "`ctmusclebone fit-alm`.")
+            raise InputError(
+                f"ALM model {where}: the {name} {value:.4g}{unit} is outside the plausible "
+                f"range {lo:g} to {hi:g}{unit} (project default bounds; see "
+                f"docs/muscle.md).{hint}")
+
+
 def load_alm_model(path: str | os.PathLike[str] | None = None) -> ALMModel:
     """Read an ALM model JSON; ``None`` gives the shipped (unvalidated) default."""
     if path is None:
@@ -176,13 +247,7 @@ def load_alm_model(path: str | os.PathLike[str] | None = None) -> ALMModel:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"ALM model {where} lacks or has a bad field: {exc}") from None
-    unknown = [r for r in model.required_regions if r not in MUSCLE_REGIONS]
-    if unknown:
-        raise InputError(f"ALM model {where}: unknown required region(s) {', '.join(unknown)}.")
-    if "/" not in model.predictor:
-        raise InputError(f"ALM model {where}: predictor must be 'structure/quantity'.")
-    if not all(math.isfinite(v) for v in (model.intercept_kg, model.slope, model.male_offset_kg)):
-        raise InputError(f"ALM model {where} has non-finite coefficients.")
+    check_model_plausible(model, where)
     return model
 
 
@@ -337,13 +402,17 @@ def alm_rows(
 
 @dataclass
 class PairedData:
-    """Paired CT and DXA values, one entry per patient."""
+    """Paired CT and DXA values, one entry per patient.
+
+    ``lines`` (optional) are the CSV line numbers of the entries, for messages.
+    """
 
     case_ids: list[str]
     predictor_kg: np.ndarray  # (n,)
     dxa_alm_kg: np.ndarray  # (n,)
     height_m: np.ndarray  # (n,)
     sex: list[str]  # 'M' / 'F'
+    lines: list[int] | None = None
 
 
 def read_pairs_csv(path: str | os.PathLike[str], predictor_column: str) -> PairedData:
@@ -351,15 +420,21 @@ def read_pairs_csv(path: str | os.PathLike[str], predictor_column: str) -> Paire
 
     Required columns: ``sex`` (M/F), ``height_m`` (or ``height_cm``), ``dxa_alm_kg``
     and the predictor column (CT muscle mass in kg, e.g. ``ct_lower_limb_lean_mass_kg``).
-    Optional: ``case_id``. Rows with any empty required value are refused with their
-    line number.
+    Optional: ``case_id`` (unique). Rows with an empty or non-numeric required value are
+    refused with their line number; the values are then checked by
+    :func:`check_pairs` (non-finite, implausible units, duplicate ids, constant columns).
     """
     table = read_csv_table(path, ("sex", "dxa_alm_kg", predictor_column, "height_m|height_cm"),
                            what="Paired-data file")
     p = table.path
     height_col = "height_m" if table.has("height_m") else "height_cm"
-    ids, x, y, h, s = [], [], [], [], []
+    ids, x, y, h, s, lines = [], [], [], [], [], []
     for line, row in table.rows:
+        for col in (predictor_column, "dxa_alm_kg", height_col):
+            if not row.get(col):
+                raise InputError(f"{p.name} line {line}: {col} is empty; every row needs "
+                                 f"{predictor_column}, dxa_alm_kg and {height_col} (remove "
+                                 "cases without paired values).")
         try:
             xv = float(row[predictor_column])
             yv = float(row["dxa_alm_kg"])
@@ -373,16 +448,89 @@ def read_pairs_csv(path: str | os.PathLike[str], predictor_column: str) -> Paire
         sx = normalise_sex(row["sex"])
         if sx is None:
             raise InputError(f"{p.name} line {line}: sex must be M or F.")
-        if not (0.5 <= hv <= 2.6) or xv <= 0 or yv <= 0:
-            raise InputError(f"{p.name} line {line}: implausible height or mass values.")
         ids.append(row.get("case_id") or str(line - 1))
         x.append(xv)
         y.append(yv)
         h.append(hv)
         s.append(sx)
+        lines.append(line)
+    data = PairedData(ids, np.array(x, dtype=float), np.array(y, dtype=float),
+                      np.array(h, dtype=float), s, lines)
+    check_pairs(data, p.name, predictor_column,
+                "height_cm" if height_col == "height_cm" else "height_m")
     if len(x) < 5:
         raise InputError(f"{p.name}: at least 5 paired cases are needed, got {len(x)}.")
-    return PairedData(ids, np.array(x), np.array(y), np.array(h), s)
+    return data
+
+
+def _where_rows(data: PairedData, idx: np.ndarray | list[int], values: np.ndarray | None = None,
+                limit: int = 5) -> str:
+    """'line 3 (case a1) = nan, line 7 (case a5) = inf' for messages (first ``limit``)."""
+    parts = []
+    for i in list(idx)[:limit]:
+        where = f"line {data.lines[i]} (case {data.case_ids[i]})" if data.lines \
+            else f"case {data.case_ids[i]}"
+        parts.append(where + (f" = {values[i]:g}" if values is not None else ""))
+    more = len(idx) - limit
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+
+
+def check_pairs(data: PairedData, source: str = "paired data",
+                predictor_column: str = "predictor", height_column: str = "height_m") -> None:
+    """Refuse paired data that cannot give a valid ALM model.
+
+    Checks, in order: duplicate case ids; non-finite values (NaN, inf); heights outside
+    0.5-2.6 m; predictor values outside :data:`PREDICTOR_KG_RANGE` and DXA ALM outside
+    :data:`DXA_ALM_KG_RANGE` (a column in grams is named as such); a constant predictor
+    or DXA column (no line can be fitted). Every message names the rows concerned.
+
+    Raises
+    ------
+    InputError
+    """
+    n = len(data.case_ids)
+    cols = ((predictor_column, data.predictor_kg), ("dxa_alm_kg", data.dxa_alm_kg),
+            (height_column, data.height_m))
+    if any(np.asarray(c).shape != (n,) for _, c in cols) or len(data.sex) != n:
+        raise InputError(f"{source}: the paired columns differ in length.")
+    seen: dict[str, int] = {}
+    for i, cid in enumerate(data.case_ids):
+        if cid in seen:
+            at = (f"lines {data.lines[seen[cid]]} and {data.lines[i]}" if data.lines
+                  else f"entries {seen[cid] + 1} and {i + 1}")
+            raise InputError(f"{source}: case_id '{cid}' appears twice ({at}); each case must "
+                             "appear once: remove the duplicate row.")
+        seen[cid] = i
+    for name, col in cols:
+        bad = np.flatnonzero(~np.isfinite(col))
+        if bad.size:
+            raise InputError(
+                f"{source}: {name} is not a finite number in {bad.size} row(s): "
+                f"{_where_rows(data, bad, col)}. Give a number in every row, or remove cases "
+                "without paired values.")
+    bad = np.flatnonzero((data.height_m < 0.5) | (data.height_m > 2.6))
+    if bad.size:
+        raise InputError(f"{source}: implausible height (outside 0.5-2.6 m) in "
+                         f"{_where_rows(data, bad, data.height_m)}; give heights in m "
+                         "(height_m) or cm (height_cm).")
+    for name, col, (lo, hi), what in (
+            (predictor_column, data.predictor_kg, PREDICTOR_KG_RANGE, "CT muscle mass"),
+            ("dxa_alm_kg", data.dxa_alm_kg, DXA_ALM_KG_RANGE, "DXA appendicular lean mass")):
+        bad = np.flatnonzero((col < lo) | (col > hi))
+        if not bad.size:
+            continue
+        grams = bool(np.all((col / 1000.0 >= lo) & (col / 1000.0 <= hi)))
+        hint = (f" The values look like grams: divide {name} by 1000 (kg)." if grams
+                else f" Give {name} in kg.")
+        raise InputError(
+            f"{source}: {name} ({what}, kg) is outside the plausible range {lo:g}-{hi:g} kg "
+            f"per adult case in {bad.size} of {n} row(s): {_where_rows(data, bad, col)}."
+            + hint)
+    for name, col in cols[:2]:
+        if n >= 2 and np.ptp(col) == 0:
+            raise InputError(
+                f"{source}: {name} is the same ({col[0]:g}) in every row; a constant column "
+                "fits no line. Check that the column holds each case's own value.")
 
 
 def _design(x: np.ndarray, male: np.ndarray, use_sex: bool) -> np.ndarray:
@@ -421,6 +569,7 @@ def fit_alm_model(
     sarcopenia cut-off applied to DXA SMI. ``use_sex`` defaults to True when both
     sexes occur.
     """
+    check_pairs(data)
     male = np.array([1.0 if s == "M" else 0.0 for s in data.sex])
     if use_sex is None:
         use_sex = 0 < male.sum() < male.size
@@ -429,6 +578,9 @@ def fit_alm_model(
     coef, *_ = np.linalg.lstsq(design, data.dxa_alm_kg, rcond=None)
     predicted = np.empty_like(data.dxa_alm_kg)
     for train, test in stats.kfold_indices(data.predictor_kg.size, folds, seed):
+        if np.ptp(data.predictor_kg[train]) == 0:
+            raise InputError("A cross-validation training fold has a constant predictor; "
+                             "use fewer folds (--folds) or more cases.")
         c, *_ = np.linalg.lstsq(design[train], data.dxa_alm_kg[train], rcond=None)
         predicted[test] = design[test] @ c
     dxa_smi = data.dxa_alm_kg / data.height_m**2
@@ -460,8 +612,13 @@ def model_from_fit(
     source_csv: str | os.PathLike[str],
     required_regions: tuple[str, ...] = (),
 ) -> ALMModel:
-    """An :class:`ALMModel` (validated, with provenance) from a fit report."""
-    return ALMModel(
+    """An :class:`ALMModel` (validated, with provenance) from a fit report.
+
+    The model must pass :func:`check_model_plausible`, the check ``measure --alm-model``
+    applies when loading it: a fit that could not be used is refused here, before any
+    file is written.
+    """
+    model = ALMModel(
         name=name,
         predictor=predictor,
         intercept_kg=report.intercept_kg,
@@ -476,3 +633,5 @@ def model_from_fit(
             "fit": asdict(report),
         },
     )
+    check_model_plausible(model, f"fitted on {Path(source_csv).name}")
+    return model

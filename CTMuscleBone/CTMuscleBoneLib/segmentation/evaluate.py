@@ -16,11 +16,17 @@ calibration error (:func:`reliability_diagram`).
 Definitions
 -----------
 * Dice = 2 |P & R| / (|P| + |R|). Undefined (``None``) when both masks are empty.
+  A structure in the reference and absent from the prediction (**missed**) scores
+  Dice 0, as does one in the prediction and absent from the reference (**false
+  positive**); both count as failures, and the score's ``note`` says which (their
+  surface distance is undefined). :func:`evaluate_label_maps` scores every structure
+  either map names, so neither is left out.
 * Surface voxels: voxels of a mask with at least one of their 6 face neighbours outside
   the mask (the image border counts as outside).
 * Volume (cm3) = voxel count x voxel volume of the grid. Volume agreement of a
   structure uses the cases where it is present in the prediction or the reference
-  (a case where it is in neither is left out; a miss counts with volume 0); r and the
+  (a case where it is in neither is left out; a miss counts with predicted volume 0,
+  a false positive with reference volume 0); r and the
   limits of agreement need at least 3 such cases, and r a non-constant column.
 * ASSD = (sum over P-surface voxels of the distance to the nearest R-surface voxel
   + the same from R to P) / (number of P- and R-surface voxels); distances between
@@ -31,7 +37,8 @@ Definitions
   (Mann-Whitney U / (n_fail n_ok); :func:`CTMuscleBoneLib.stats.roc_auc`). A structure
   in the reference but absent from the prediction (Dice 0) has no score: it counts as
   scored above every present one, as the review list puts absent structures first.
-  Undefined when the set has no failure or no success.
+  A false positive is present in the prediction, so it has its own score and counts as
+  a failure with it. Undefined when the set has no failure or no success.
 * Spearman rho: the Pearson correlation of the average ranks (ties share the mean of
   their ranks) of the score and of 1 - Dice; undefined for fewer than 3 pairs or a
   constant column. Reported pooled over all (case, structure) pairs and as the mean of
@@ -131,7 +138,9 @@ class StructureScore:
     """Accuracy of one structure in one case.
 
     ``dice`` and ``assd_mm`` are None when undefined (see module docstring);
-    ``uncertainty`` is the structure-wise uncertainty score, when one was given.
+    ``uncertainty`` is the structure-wise uncertainty score, when one was given;
+    ``note`` says why a structure is scored Dice 0 without a surface distance (missed,
+    false positive) or has no Dice (absent from both), else is empty.
     """
 
     case: str
@@ -144,9 +153,35 @@ class StructureScore:
     pred_volume_cm3: float | None = None
     ref_volume_cm3: float | None = None
     variants: dict[str, float | None] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def missed(self) -> bool:
+        """In the reference, absent from the prediction."""
+        return self.pred_voxels == 0 and self.ref_voxels > 0
+
+    @property
+    def false_positive(self) -> bool:
+        """In the prediction, absent from the reference."""
+        return self.pred_voxels > 0 and self.ref_voxels == 0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: ``StructureScore.note`` texts.
+NOTE_MISSED = "missed: in the reference, absent from the prediction (Dice 0; no surface distance)"
+NOTE_FALSE_POSITIVE = ("false positive: in the prediction, absent from the reference (Dice 0; "
+                       "no surface distance)")
+NOTE_ABSENT = "absent from both prediction and reference (Dice undefined)"
+
+
+def _note(n_pred: int, n_ref: int) -> str:
+    if n_pred == 0 and n_ref > 0:
+        return NOTE_MISSED
+    if n_pred > 0 and n_ref == 0:
+        return NOTE_FALSE_POSITIVE
+    return NOTE_ABSENT if n_pred == 0 and n_ref == 0 else ""
 
 
 def evaluate_label_maps(pred: LabelMap, ref: LabelMap, structures: Iterable[str] | None = None,
@@ -163,7 +198,8 @@ def evaluate_label_maps(pred: LabelMap, ref: LabelMap, structures: Iterable[str]
         On the same voxel grid; structures are matched by anatomy key, so the label
         values may differ between the two maps.
     structures : iterable of str, optional
-        Anatomy keys to score; default: every key either map names.
+        Anatomy keys to score; default: every key either map names (so a structure
+        missed by the prediction, or only in the prediction, is scored Dice 0).
     case : str
         Case name written into the scores.
     uncertainty : mapping of str to float, optional
@@ -200,6 +236,7 @@ def evaluate_label_maps(pred: LabelMap, ref: LabelMap, structures: Iterable[str]
             ref_volume_cm3=n_r * voxel_cm3,
             variants={} if variants is None else {
                 k: _opt_float(v) for k, v in (variants.get(key) or {}).items()},
+            note=_note(n_p, n_r),
         ))
     return out
 
@@ -215,22 +252,28 @@ def failure_detection_auroc(scores: Sequence[StructureScore],
                             failure_dice: float = FAILURE_DICE) -> float | None:
     """AUROC of the structure-wise uncertainty for detecting Dice < ``failure_dice``.
 
-    Uses the scores that have both a Dice and an uncertainty. Returns None when the
-    set has no failures or no successes (the AUROC is then undefined).
+    Uses the scores that have both a Dice and an uncertainty; a missed structure (no
+    score) counts as scored above every other, as in :func:`variant_statistics` (this
+    is its ``review`` AUROC). Returns None when the set has no failures or no
+    successes (the AUROC is then undefined).
     """
-    u = [s.uncertainty for s in scores if s.dice is not None and s.uncertainty is not None]
-    d = [s.dice for s in scores if s.dice is not None and s.uncertainty is not None]
-    if not u:
+    rows = [(s.dice, _variant_score(s, None)) for s in scores if s.dice is not None]
+    rows = [r for r in rows if r[1] is not None]
+    if not rows:
         return None
-    failed = np.asarray(d, dtype=float) < failure_dice
-    if failed.all() or not failed.any():
-        return None
-    return roc_auc(np.asarray(u, dtype=float), failed)
+    failed = np.array([d for d, _ in rows], dtype=float) < failure_dice
+    auroc, _ = failure_auroc([u for _, u in rows], failed)
+    return auroc
 
 
 @dataclass
 class StructureSummary:
-    """Mean, SD and minimum of Dice and ASSD of one structure over cases."""
+    """Mean, SD and minimum of Dice and ASSD of one structure over cases.
+
+    Missed and false-positive cases count in the Dice figures with Dice 0 (their number
+    is ``n_missed`` / ``n_false_positive``); the ASSD figures use the cases where it is
+    defined.
+    """
 
     structure: str
     n_cases: int
@@ -239,6 +282,8 @@ class StructureSummary:
     dice_min: float | None
     assd_mean_mm: float | None
     assd_sd_mm: float | None
+    n_missed: int = 0
+    n_false_positive: int = 0
 
 
 def summarise(scores: Sequence[StructureScore]) -> list[StructureSummary]:
@@ -259,6 +304,8 @@ def summarise(scores: Sequence[StructureScore]) -> list[StructureSummary]:
             dice_min=float(d.min()) if d.size else None,
             assd_mean_mm=float(a.mean()) if a.size else None,
             assd_sd_mm=float(a.std(ddof=1)) if a.size > 1 else None,
+            n_missed=sum(1 for s in scores if s.structure == key and s.missed),
+            n_false_positive=sum(1 for s in scores if s.structure == key and s.false_positive),
         ))
     return out
 
@@ -380,7 +427,7 @@ def failure_auroc(score: Sequence[float], failed: Sequence[bool]) -> tuple[float
 
 def _variant_score(s: StructureScore, variant: str | None) -> float | None:
     """The score of one variant (None: ``s.uncertainty``); +inf for a missed structure."""
-    if s.pred_voxels == 0 and s.ref_voxels > 0:
+    if s.missed:
         return float("inf")
     v = s.uncertainty if variant is None else s.variants.get(variant)
     return v
