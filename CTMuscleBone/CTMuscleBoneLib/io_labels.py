@@ -38,8 +38,19 @@ Formats (``label_format``):
 Grid policy: a label map on the CT grid is used as is. A label map on another grid in
 the same physical space (its labelled voxels lie, at least partly, inside the CT's
 physical extent) is resampled onto the CT grid with nearest-neighbour interpolation
-(SimpleITK) and a note says so (and how many labelled voxels fell outside the CT). A
-label map whose labelled voxels lie wholly outside the CT is refused.
+(SimpleITK) and a note says so (and how much of the labelled volume fell outside the
+CT). A label map whose labelled voxels lie wholly outside the CT, or of whose labelled
+volume more than :data:`MAX_LABELLED_FRACTION_OUTSIDE` (50 %) falls outside it, is
+refused: such a map belongs to another image (or the CT is a small part of the labelled
+series), and the structures it cuts would be measured as fragments.
+
+Label values are stored numbers: a NIfTI label map whose header scales its values
+(``scl_slope`` other than 0 or 1, or a non-zero ``scl_inter``) is refused, since the
+scaled values would name other structures.
+
+Names tables: a value given twice with different names (CSV rows, repeated JSON keys,
+two names for one value) is refused. A name the anatomy table does not know is listed
+(not measured) with the closest known names, so that a misspelling is seen.
 
 Sidecar versus format: when a names file sits beside the label map (see ``json``) and
 ``label_format`` names a fixed table (``totalseg*``, ``canonical``), the explicit
@@ -153,10 +164,10 @@ def read_names(path: str | os.PathLike[str]) -> dict[int, str]:
         raise InputError(f"Label names file '{path}' does not exist.")
     where = f"Label names file '{path.name}'"
     text = path.read_text(encoding="utf-8-sig")
-    table: dict[int, str] = {}
+    table: _NamesTable = _NamesTable(where)
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(pairs, where))
         except json.JSONDecodeError as exc:
             raise InputError(f"{where} is not valid JSON ({exc}).") from None
         if isinstance(data, dict) and isinstance(data.get("labels"), list | dict):
@@ -193,7 +204,37 @@ def read_names(path: str | os.PathLike[str]) -> dict[int, str]:
             table[_int_key(row[0], where)] = row[1].strip()
     if not table:
         raise InputError(f"{where} holds no label names.")
-    return table
+    return dict(table)
+
+
+class _NamesTable(dict):
+    """value -> name that refuses a value given twice with different names."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+
+    def __setitem__(self, value: int, name: str) -> None:
+        old = self.get(value)
+        if old is not None and old.strip() != str(name).strip():
+            raise InputError(
+                f"{self.where} gives label value {value} twice, as '{old}' and as '{name}': "
+                "one value names one structure. Correct the table (keep the right name) "
+                "and run again.")
+        super().__setitem__(value, name)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]], where: str) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing a key given twice in one JSON object."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out and out[k] != v:
+            raise InputError(
+                f"{where} gives the key '{k}' twice, as {out[k]!r} and as {v!r} (JSON keeps "
+                "only the last silently): one value names one structure. Correct the table "
+                "and run again.")
+        out[k] = v
+    return out
 
 
 def _find_sidecar(path: Path) -> Path | None:
@@ -203,6 +244,23 @@ def _find_sidecar(path: Path) -> Path | None:
         if cand.is_file():
             return cand
     return None
+
+
+def label_input_files(path: str | os.PathLike[str],
+                      names: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Every file :func:`read_labels` may read for ``path``: the label map (file or
+    folder), the ``names`` file when given, and the names sidecar beside the map when
+    present (read for the format, or checked against a fixed table). Batch resume keys
+    and the command line's input protection use this list."""
+    p = Path(path)
+    files = [p]
+    if names is not None and str(names) != "":
+        files.append(Path(names))
+    if not p.is_dir():
+        sidecar = _find_sidecar(p)
+        if sidecar is not None and sidecar not in files:
+            files.append(sidecar)
+    return files
 
 
 # ------------------------------------------------------------------------------------
@@ -236,6 +294,16 @@ def _nonzero_extent_mm(array: np.ndarray, geometry: Geometry) -> np.ndarray:
     corners = np.array([[(lo, hi)[b >> a & 1][a] for a in range(3)] for b in range(8)],
                        dtype=float)
     return geometry.index_to_physical(corners)
+
+
+#: Largest fraction of a label map's labelled volume that may fall outside the CT when
+#: it is resampled onto the CT grid; more is refused. A PROJECT DEFAULT, not a published
+#: threshold: a map drawn on a slightly larger series (a few slices more) loses a small
+#: fraction and passes with a note, while a map of another image that merely touches the
+#: CT (the tester's thigh map on a hip CT lost 91 %) would have its structures measured
+#: as fragments with plausible-looking numbers. Half is the point past which the map
+#: mostly describes something the CT does not show.
+MAX_LABELLED_FRACTION_OUTSIDE = 0.5
 
 
 def to_ct_grid(array: np.ndarray, geometry: Geometry, ct_geometry: Geometry,
@@ -281,6 +349,14 @@ def to_ct_grid(array: np.ndarray, geometry: Geometry, ct_geometry: Geometry,
         before = float(np.count_nonzero(array)) * geometry.voxel_volume_mm3
         after = float(np.count_nonzero(out)) * ct_geometry.voxel_volume_mm3
         lost = max(0.0, 1.0 - after / before) if before > 0 else 0.0
+        if lost > MAX_LABELLED_FRACTION_OUTSIDE:
+            raise InputError(
+                f"{what} lies mostly outside the CT: about {100 * lost:.0f} % of its "
+                f"labelled volume falls outside the CT's field of view (more than "
+                f"{100 * MAX_LABELLED_FRACTION_OUTSIDE:.0f} % is refused), so it most "
+                f"likely belongs to another image. CT: {ct_geometry.describe()}; labels: "
+                f"{geometry.describe()}. Give the label map of this CT; if it is this CT's "
+                "map drawn on a larger series, crop it to the CT's extent first.")
         notes.append(
             f"Part of the labelled region lies outside the CT field of view; about "
             f"{100 * lost:.1f} % of the labelled volume was dropped."
@@ -338,13 +414,79 @@ def _build_label_map(array: np.ndarray, names: dict[int, str], ct_geometry: Geom
         shown = ", ".join(sorted(set(unknown.values()))[:20])
         notes.append(f"{len(unknown)} label(s) not in the anatomy table are listed but not "
                      f"measured: {shown}{' ...' if len(unknown) > 20 else ''}.")
+        close = _close_names(unknown)
+        if close:
+            notes.append(
+                f"Possibly misspelt label name(s): {close}. If so, these structures are not "
+                "measured and every total that would include them (e.g. thigh, lower limb) "
+                "is low: correct the names table.")
     return LabelMap(array=merged_array, geometry=ct_geometry, structures=structures,
                     unknown=unknown, source=source, notes=tuple(notes))
+
+
+def _close_names(unknown: dict[int, str]) -> str:
+    """'value: name (did you mean a, b?)' for unknown names close to a known one
+    (difflib ratio >= 0.8 against anatomy keys); '' when none is close."""
+    import difflib
+
+    known = [st.key for st in anatomy.ANATOMY]
+    # real structure names of other tools (TotalSegmentator 'vertebrae_T12') are not typos
+    other_tools = {anatomy._normalise(n) for n in
+                   (*TOTALSEG_V2_TOTAL.values(), *TOTALSEG_V1_TOTAL.values())}
+    found = []
+    for v, name in sorted(unknown.items()):
+        if name.startswith("unnamed label") or anatomy._normalise(name) in other_tools:
+            continue
+        guess = difflib.get_close_matches(anatomy._normalise(name), known, n=2, cutoff=0.8)
+        if guess:
+            found.append(f"{v}: '{name}' (did you mean {' or '.join(guess)}?)")
+    return "; ".join(found)
+
+
+def nifti_scaling(path: str | os.PathLike[str]) -> tuple[float, float] | None:
+    """(scl_slope, scl_inter) of a NIfTI-1/2 file's header (.nii, .nii.gz), read from
+    the raw header (SimpleITK applies them silently); None for other files or an
+    unreadable header."""
+    import gzip
+    import struct
+
+    p = Path(path)
+    name = p.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return None
+    try:
+        with (gzip.open(p, "rb") if name.endswith(".gz") else open(p, "rb")) as f:
+            head = f.read(540)
+    except (OSError, EOFError):
+        return None
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(f"{order}i", head[:4])[0] == 348:
+            return struct.unpack(f"{order}ff", head[112:120])  # NIfTI-1
+        if len(head) >= 540 and struct.unpack(f"{order}i", head[:4])[0] == 540:
+            return struct.unpack(f"{order}dd", head[176:192])  # NIfTI-2
+    return None
+
+
+def _refuse_scaled_labels(path: Path) -> None:
+    """A label map's values are names: refuse a NIfTI header that rescales them."""
+    scaling = nifti_scaling(path)
+    if scaling is None:
+        return
+    slope, inter = (float(x) for x in scaling)
+    slope_ok = not np.isfinite(slope) or slope in (0.0, 1.0)  # 0/NaN: no scaling
+    inter_ok = not np.isfinite(inter) or inter == 0.0 or not np.isfinite(slope) or slope == 0
+    if not (slope_ok and inter_ok):
+        raise InputError(
+            f"The label map '{path.name}' has a NIfTI intensity scaling in its header "
+            f"(scl_slope {slope:g}, scl_inter {inter:g}): its stored label values would be "
+            "changed into other values and so other structures. Save the label map without "
+            "scaling (scl_slope 1 or 0, scl_inter 0) and run again.")
 
 
 def _read_label_image(path: Path) -> tuple[Any, dict[str, str]]:
     from .io_ct import _read_image_file, _squeeze_to_3d
 
+    _refuse_scaled_labels(path)
     image, header = _read_image_file(path)
     if image.GetDimension() == 4:
         image = _squeeze_to_3d(image)

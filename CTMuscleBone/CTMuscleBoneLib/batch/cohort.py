@@ -25,6 +25,9 @@ from ..results import CSV_COLUMNS
 from .runner import CASES_DIR, CaseRecord
 
 COHORT_COLUMNS = ("case_id", *CSV_COLUMNS)
+#: The tables a batch writes at the top of its output folder (never an input).
+TABLE_NAMES = ("cohort.csv", "cases.csv", "cases.json")
+
 #: Columns of cases.csv (cases.json also has each case's warnings and, for an
 #: unexpected error, its traceback).
 CASES_COLUMNS = ("case_id", "status", "mode", "resumed", "error_type", "error", "time_s",

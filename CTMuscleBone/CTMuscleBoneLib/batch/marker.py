@@ -1,10 +1,10 @@
 """The completion marker of a case: ``done.json``, written last and atomically.
 
 A case folder holds its results; ``done.json`` says they are complete and for which
-inputs and options: the SHA-256 of the CT (file, or every file of a DICOM folder) and
-of the label map, and the fingerprint of the options
+inputs and options: the SHA-256 of the CT (file, or every file of a DICOM folder), of
+the label map and of the names sidecar read beside it, and the fingerprint of the options
 (:func:`CTMuscleBoneLib.batch.options.fingerprint`). A rerun skips a case only when its
-marker exists and all three match; anything else (no marker, a changed input, changed
+marker exists and all of them match; anything else (no marker, a changed input, changed
 options, an unreadable marker) recomputes the case.
 """
 
@@ -17,8 +17,10 @@ from typing import Any
 from ..atomic import atomic_write_text
 
 MARKER_NAME = "done.json"
-#: Keys that must match for a case to be skipped.
-MATCH_KEYS = ("ct_sha256", "labels_sha256", "options_sha256")
+#: Keys that must match for a case to be skipped. ``label_names_sha256``: the names
+#: sidecar read beside the label map (``<case>_labels.labels.json``; None when there is
+#: none): swapping two names there changes the numbers as much as changing the map.
+MATCH_KEYS = ("ct_sha256", "labels_sha256", "label_names_sha256", "options_sha256")
 
 
 def marker_path(case_dir: Path) -> Path:

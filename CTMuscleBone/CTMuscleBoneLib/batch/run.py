@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import __version__
-from ..atomic import check_output_dir
+from ..atomic import check_output_dir, refuse_input_overwrite
 from ..deidentify import REMOVED
 from ..errors import InputError
 from .cases import CaseSpec, discover_cases
-from .cohort import write_cases, write_cohort_csv
+from .cohort import TABLE_NAMES, write_cases, write_cohort_csv
 from .executors import DaskExecutor, LocalExecutor
 from .options import BatchOptions
-from .runner import CaseRecord, input_paths, record_written_since, run_case
+from .runner import CASES_DIR, CaseRecord, input_paths, record_written_since, run_case
 
 
 class BatchMonitor(Protocol):
@@ -57,6 +57,28 @@ def _lost(item: CaseSpec, exc: BaseException, deidentify: bool) -> CaseRecord:
                             "Run the batch again to retry it (fewer workers if memory ran "
                             "out).",
                       finished_utc=datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def refuse_inputs_in_outputs(source: str | os.PathLike[str], cases: list[CaseSpec],
+                             out: Path, options: BatchOptions) -> None:
+    """Raise InputError when an output of the batch (its tables, the case folders under
+    ``cases/``) is, holds or lies inside an input: the case list, a case's CT, label
+    map or names sidecar, the names file or an option file."""
+    from ..io_labels import label_input_files
+    from .options import FILE_FIELDS
+
+    inputs: list[str | os.PathLike[str] | None] = []
+    if Path(source).is_file():
+        inputs.append(source)
+    for case in cases:
+        inputs.append(case.ct)
+        if case.labels:
+            inputs += label_input_files(case.labels, options.names)
+    inputs += [options.names, *(options.measure.get(k) for k in FILE_FIELDS)]
+    existing = [p for p in inputs if isinstance(p, str | os.PathLike) and str(p)
+                and Path(p).exists()]
+    refuse_input_overwrite([out / name for name in TABLE_NAMES] + [out / CASES_DIR],
+                           existing)
 
 
 def run_batch(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
@@ -101,6 +123,7 @@ def run_batch(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     out = check_output_dir(out_dir)
     options = options or BatchOptions()
     cases = discover_cases(source, exclude=out)
+    refuse_inputs_in_outputs(source, cases, out, options)
     options.require_output_packages()
     if scheduler is not None and int(workers) != 1:
         raise InputError("--workers applies to runs on this machine; with a Dask scheduler "

@@ -159,6 +159,21 @@ def _checksum(path: str, what: str) -> str:
     return sha256_of_path(path)
 
 
+def _sidecar_checksum(labels: str, names: str | None) -> str | None:
+    """SHA-256 of the names sidecar read beside a label map (``<stem>.labels.json``,
+    ``.json`` or ``.csv``; :func:`~CTMuscleBoneLib.io_labels.label_input_files`), None
+    when there is none. A ``names`` file given for the batch is in the options'
+    fingerprint instead."""
+    from ..io_labels import label_input_files
+    from ..results import sha256_of_path
+
+    given = {Path(labels).resolve()} | ({Path(names).resolve()} if names else set())
+    extra = [p for p in label_input_files(labels, names) if p.resolve() not in given]
+    if not extra:
+        return None
+    return sha256_of_path(extra[0])
+
+
 def _remove_stale_stages(case_dir: Path) -> None:
     """Remove staging folders of this case left by a run that was killed (a crash or
     SIGKILL skips the clean-up of :func:`~CTMuscleBoneLib.atomic.staged_output_dir`)."""
@@ -287,12 +302,14 @@ def _run(spec: CaseSpec, options: BatchOptions, case_dir: Path, record: CaseReco
     raw_facts = {k: v for k, v in (("sex", spec.sex), ("age", spec.age),
                                    ("height", spec.height), ("weight", spec.weight)) if v}
     record.ct_sha256 = _checksum(spec.ct, "CT")
+    names_sha256 = None
     if spec.labels:
         record.labels_sha256 = _checksum(spec.labels, "label map")
+        names_sha256 = _sidecar_checksum(spec.labels, options.names)
     record.options_sha256, described = fingerprint(options, raw_facts,
                                                    segmented=not spec.labels)
     expected = {"ct_sha256": record.ct_sha256, "labels_sha256": record.labels_sha256,
-                "options_sha256": record.options_sha256}
+                "label_names_sha256": names_sha256, "options_sha256": record.options_sha256}
     done = is_complete(case_dir, expected)
     if done is not None:
         _fill_from_marker(record, done)

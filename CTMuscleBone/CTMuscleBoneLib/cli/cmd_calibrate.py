@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import pipeline
+    from ..atomic import check_output_file
     from ..calibration.stored import save_calibration
     from ..errors import InputError
     from ..io_ct import read_ct
@@ -43,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give the calibration file to write "
                          "(e.g. calibration.json).")
-    if out.suffix.lower() != ".json":
-        raise InputError(f"--out {out}: the calibration file must end in .json.")
+    # never an input (a phantom definition, the CT, the labels), a .json name
+    out = check_output_file(args.out, [args.ct, args.labels, args.phantom], suffix=".json")
     ct = read_ct(args.ct, series_uid=args.series)  # a phantom alone may not pass the CT
     labels = (read_labels(args.labels, ct.geometry, label_format=args.label_format)
               if args.labels else None)

@@ -257,9 +257,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.pred or not args.ref:
         raise InputError("evaluate needs --pred and --ref (label maps), or --model DIR to "
                          "evaluate a model on phantoms.")
+    from ..atomic import check_output_dir
     from ..segmentation.evaluate import ReliabilityCounts, add_reliability
     from ..segmentation.uncertainty_study import ModelEvaluation, format_table, write_outputs
 
+    if args.out is not None:  # never a folder holding, or inside, an input
+        check_output_dir(args.out, [*args.pred, *args.ref, args.pred_names, args.ref_names])
     preds, refs = _collect(args.pred, "--pred"), _collect(args.ref, "--ref")
     unmatched: dict[str, list[str]] = {"predictions": [], "references": []}
     if len(preds) == 1 and len(refs) == 1:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 from ..alm import CRITERIA, fit_alm_model, model_from_fit, read_pairs_csv
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, check_output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,18 +38,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="site-alm-model", help="name stored in the model file")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the cross-validation folds and bootstrap")
-    p.add_argument("--out", required=True, help="model JSON to write")
+    p.add_argument("--out", required=True, metavar="model.json",
+                   help="model JSON to write (must end in .json and not be an input; "
+                   "model.report.json is written beside it)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    out = check_output_file(args.out, [args.pairs], suffix=".json",
+                            also_suffixes=[".report.json"])
     data = read_pairs_csv(args.pairs, args.predictor_column)
     criteria = CRITERIA[args.criteria]
     report = fit_alm_model(data, criteria, folds=args.folds,
                            use_sex=False if args.no_sex_term else None, seed=args.seed)
     regions = tuple(r.strip() for r in args.require_regions.split(",") if r.strip())
     model = model_from_fit(report, args.name, args.predictor, args.pairs, regions)
-    out = Path(args.out)
     model.write(out)
     auc = "n/a (no sarcopenic or no non-sarcopenic case)" if report.cv_smi_auc is None \
         else f"{report.cv_smi_auc:.3f}"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from pathlib import Path
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, check_output_file
 from ..dxa.conversion import MIN_PAIRS, fit_dxa_model, model_from_fit
 from ..validate_bmd import SITES
 
@@ -32,15 +31,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="fold shuffling seed (default 0)")
     p.add_argument("--name", default="site-dxa-model", help="model name (default site-dxa-model)")
-    p.add_argument("--out", required=True, metavar="model.json", help="model JSON to write")
+    p.add_argument("--out", required=True, metavar="model.json",
+                   help="model JSON to write (must end in .json and not be an input; "
+                   "model.report.json is written beside it)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    out = check_output_file(args.out, [args.pairs], suffix=".json",
+                            also_suffixes=[".report.json"])
     report = fit_dxa_model(args.pairs, site=args.site, ct_column=args.ct_column,
                            folds=args.folds, seed=args.seed)
     model = model_from_fit(report, args.name)
-    out = Path(args.out)
     model.write(out)
     atomic_write_text(out.with_suffix(".report.json"),
                       json.dumps(asdict(report), indent=2, allow_nan=False) + "\n")

@@ -14,12 +14,14 @@ from ..io_labels import LABEL_FORMATS
 from ..pipeline import MeasureOptions
 from ..progress import stderr_progress, sub_progress
 from .common import (
+    OPTION_INPUT_FILES,
     add_calibration_arguments,
     add_dicom_arguments,
     add_patient_arguments,
     add_report_arguments,
     dicom_writer,
     load_inputs,
+    option_files,
     write_results,
 )
 
@@ -74,7 +76,7 @@ def add_measure_model_arguments(p: argparse.ArgumentParser) -> None:
     b = p.add_argument_group("bone density scale and reference")
     b.add_argument("--dxa-model", metavar="FILE",
                    help="CT-aBMD -> DXA-equivalent aBMD model JSON from `ctmusclebone "
-                   "fit-dxa` (default: identity, UNVALIDATED: T-scores flagged, categories "
+                   "fit-dxa` (default: identity, UNVALIDATED: no T-/Z-score or %%YAM, categories "
                    "'indeterminate')")
     b.add_argument("--bmd-reference", "--reference", dest="bmd_reference", default="nhanes3",
                    metavar="{nhanes3,jsbmr2012,FILE}",
@@ -83,8 +85,18 @@ def add_measure_model_arguments(p: argparse.ArgumentParser) -> None:
                    "YAM, JSBMR 2012 %%YAM categories) or a reference JSON file")
 
 
+def measure_inputs(args: argparse.Namespace) -> list[str]:
+    """Every input file or folder of a ``measure`` run: no output may replace or hold
+    one (:func:`~CTMuscleBoneLib.atomic.refuse_input_overwrite`)."""
+    from ..io_labels import label_input_files
+
+    return [args.ct, *map(str, label_input_files(args.labels, args.names)),
+            *option_files(args, *OPTION_INPUT_FILES)]
+
+
 def run(args: argparse.Namespace) -> int:
-    out = check_output_dir(args.out)
+    inputs = measure_inputs(args)
+    out = check_output_dir(args.out, inputs)
     options = replace(options_from_args(args), muscle_mask=args.muscle_mask,
                       weight_kg=args.weight)
     progress = stderr_progress(args.quiet)
@@ -105,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                                                            deidentify=args.deidentify))
     if args.dicom:
         writers.append(dicom_writer(results, ct, labels, args))
-    write_results(results, out, quiet=args.quiet, extra_writers=writers)
+    write_results(results, out, quiet=args.quiet, extra_writers=writers, inputs=inputs)
     return 0
 
 

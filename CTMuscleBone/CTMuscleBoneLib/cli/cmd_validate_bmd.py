@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..atomic import check_output_dir, refuse_input_overwrite
 from ..validate_bmd import SITES, validate_bmd
 
 
@@ -29,10 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:  # before the bootstrap: an empty or unusable --out, an input
+        out = check_output_dir(args.out, [args.pairs])
+        refuse_input_overwrite([out / f"validate_bmd{ext}" for ext in (".json", ".csv")],
+                               [args.pairs])
     res = validate_bmd(args.pairs, site=args.site, ct_column=args.ct_column,
                        n_boot=args.bootstrap, seed=args.seed)
     print(res.table())
-    if args.out:
-        for path in res.write(args.out):
+    if args.out is not None:
+        for path in res.write(out):
             print(f"wrote {path}")
     return 0

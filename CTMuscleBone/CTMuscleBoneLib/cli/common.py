@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..image import CTImage, LabelMap
@@ -54,9 +54,11 @@ def load_ct(
     ct_path: str, series: str | None, progress: ProgressCallback
 ) -> tuple[CTImage, Provenance]:
     """Read and check a CT; provenance with its checksum. Warnings go to the CT notes."""
+    from ..atomic import note_inputs
     from ..io_ct import read_ct
     from ..pipeline import check_ct
 
+    note_inputs(ct_path)  # no output of this run may replace it
     progress(0.0, f"reading CT {ct_path}")
     ct = check_ct(read_ct(ct_path, series_uid=series))
     prov = Provenance(input_ct=str(ct_path), input_ct_sha256=sha256_of_path(ct_path))
@@ -72,8 +74,10 @@ def load_inputs(
     progress: ProgressCallback,
 ) -> tuple[CTImage, LabelMap, Provenance]:
     """Read the CT and a label map onto its grid, with provenance."""
-    from ..io_labels import read_labels
+    from ..atomic import note_inputs
+    from ..io_labels import label_input_files, read_labels
 
+    note_inputs(*label_input_files(labels_path, names))
     ct, prov = load_ct(ct_path, series, progress)
     progress(0.2, f"reading labels {labels_path}")
     labels = read_labels(labels_path, ct.geometry, label_format=label_format, names=names)
@@ -97,15 +101,17 @@ def add_report_arguments(p: argparse.ArgumentParser, where: str = "the output fo
 
 
 def write_results(results: Results, out_dir: Path, quiet: bool = False,
-                  extra_writers: list[Callable[[Path], dict[str, Path]]] | None = None
-                  ) -> dict[str, Path]:
+                  extra_writers: list[Callable[[Path], dict[str, Path]]] | None = None,
+                  inputs: Sequence[str | Path | None] = ()) -> dict[str, Path]:
     """Write results.csv, results.json and summary.txt into ``out_dir`` (staged: all or
     nothing); print the summary table. ``extra_writers``: functions writing more files
-    into the staging folder (e.g. the report), returning {role: path}."""
+    into the staging folder (e.g. the report), returning {role: path}. ``inputs``: the
+    run's input files and folders, which no output may replace
+    (:func:`~CTMuscleBoneLib.atomic.staged_output_dir`)."""
     from ..atomic import staged_output_dir
     from ..pipeline import write_outputs
 
-    with staged_output_dir(out_dir) as stage:
+    with staged_output_dir(out_dir, inputs) as stage:
         staged = write_outputs(results, stage)
         for writer in extra_writers or ():
             staged.update(writer(stage))
@@ -115,6 +121,23 @@ def write_results(results: Results, out_dir: Path, quiet: bool = False,
         print(f"\nWrote {paths['csv']}, {paths['json']} and {paths['summary']}",
               file=sys.stderr)
     return paths
+
+
+def option_files(args: argparse.Namespace, *names: str) -> list[str]:
+    """The values of the options ``names`` of ``args`` that name existing files or
+    folders (e.g. --alm-model, --phantom given as a definition JSON): inputs too."""
+    found: list[str] = []
+    for name in names:
+        value = getattr(args, name, None)
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, str) and v and Path(v).exists():
+                found.append(v)
+    return found
+
+
+#: Options of measure/analyze/batch whose value may be an input file.
+OPTION_INPUT_FILES = ("alm_model", "dxa_model", "bmd_reference", "calibration_file",
+                      "references", "phantom", "muscle_mask", "labels_extra", "names")
 
 
 def add_dicom_arguments(p: argparse.ArgumentParser, seg_only: bool = False,
