@@ -383,3 +383,26 @@ def test_cli_measure_report_and_deidentify(tmp_path):
     prov = json.loads((out / "results.json").read_text())["provenance"]
     assert prov["input_ct"] == REMOVED and prov["patient"]["sex"] == "F"
     assert isinstance(Provenance(**prov), Provenance)
+
+
+@pytest.mark.parametrize(("expected_error", "level"), [
+    ("", "ok"), ("phantomless calibration: expect +-10 % on this scanner", "info")])
+def test_calibration_quality_line_says_when_the_method_is_unvalidated(expected_error, level):
+    """A phantom calibration is 'ok'; a phantomless one (an expected error, not validated on
+    the scanner) is information, and its stated error is a warning line of its own."""
+    from CTMuscleBoneLib.report.build import quality_items
+    from CTMuscleBoneLib.results import Provenance, Results
+
+    cal = {"kind": "HU-to-BMD calibration", "method": "phantomless", "material": "K2HPO4",
+           "slope_mg_cm3_per_hu": 0.619, "intercept_mg_cm3": 6.7, "n_points": 4,
+           "description": "air, fat, blood, muscle", "warnings": [],
+           "expected_error": expected_error or None}
+    results = Results(rows=[], provenance=Provenance(coefficients=[cal]))
+    items = [i for i in quality_items(results, []) if i.topic == "calibration"]
+    assert items[0].level == level and "0.6190 x HU" in items[1].text
+    unvalidated = [i for i in items if i.text.startswith("unvalidated")]
+    if expected_error:
+        assert [(i.level, i.text) for i in unvalidated] == [
+            ("warning", f"unvalidated: {expected_error}")]
+    else:
+        assert unvalidated == [] and {i.level for i in items} == {"ok"}

@@ -143,6 +143,8 @@ def format_calibration(results: Results) -> str:
         lines = [f"{c['method']} calibration: {c.get('description', '')}",
                  f"BMD [mg/cm3 {c.get('material')}] = {c['slope_mg_cm3_per_hu']:.4f} x HU "
                  f"{sign} {abs(icpt):.1f} ({c.get('n_points', 0)} points{quality})"]
+        if c.get("expected_error"):  # a method not validated on this scanner (phantomless)
+            lines.append(f"unvalidated: {c['expected_error']}")
     lines += [f"warning: {w}" for w in c.get("warnings", [])]
     return "Calibration (HU to bone mineral density)\n" + "\n".join(f"  {x}" for x in lines)
 

@@ -293,8 +293,12 @@ def quality_items(results: Results, banners: list[str], uncertainty_given: bool 
     cal = format_calibration(results)
     if cal:
         lines = [x.strip() for x in cal.splitlines()[1:]]
-        level = "warning" if lines and lines[0].startswith("none") else "ok"
-        items += [QualityItem("calibration", "warning" if x.startswith("warning") else level, x)
+        # a calibration with a stated expected error (phantomless: not validated on this
+        # scanner) is information, not "ok"; its unvalidated line is a warning
+        level = ("warning" if lines and lines[0].startswith("none")
+                 else "info" if any(x.startswith("unvalidated") for x in lines) else "ok")
+        items += [QualityItem("calibration", "warning"
+                              if x.startswith(("warning", "unvalidated")) else level, x)
                   for x in lines]
     else:
         items.append(QualityItem("calibration", "info", "no bone measured: no calibration"))
