@@ -169,3 +169,23 @@ def test_cli_leaves_out_structures_the_prediction_table_does_not_name(tmp_path: 
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"),
                  "--structures", *KEYS]) == 0
     assert "2 of 4 (2 missed, 0 false positive)" in capsys.readouterr().out
+
+
+def test_a_miss_in_a_case_without_uncertainty_is_not_ranked() -> None:
+    """Only a case that came with uncertainty ranks its missed structures as the most
+    uncertain; a miss in a case without a review list is left out of the AUROC."""
+    ref = _map(("femur_left", "gracilis_left", "gluteus_maximus_left"))
+    poor = _map(("femur_left", "gracilis_left", "gluteus_maximus_left"))
+    g = BY_KEY["gracilis_left"].label_value
+    poor.array[(poor.array == g) & (np.indices(GEOM.shape)[2] >= 6)] = 0  # half: Dice 0.67
+    with_review = evaluate_label_maps(poor, ref, case="a", with_surface=False,
+                                      uncertainty={"femur_left": 0.1, "gracilis_left": 0.05,
+                                                   "gluteus_maximus_left": 0.2})
+    assert {s.structure for s in with_review if s.dice < 0.8} == {"gracilis_left"}
+    # case a: its one failure has the lowest score -> AUROC 0
+    assert failure_detection_auroc(with_review) == pytest.approx(0.0)
+    without = evaluate_label_maps(_map(("femur_left",)), ref, case="b", with_surface=False)
+    # case b's two misses (no review list) must not count as detected failures
+    assert failure_detection_auroc(with_review + without) == pytest.approx(0.0)
+    assert variant_statistics(with_review + without, None).auroc == pytest.approx(0.0)
+    assert all(not s.case_has_uncertainty for s in without)

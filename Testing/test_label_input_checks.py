@@ -142,3 +142,19 @@ def test_scaled_label_map_written_by_nibabel_is_refused(tmp_path):
     assert nifti_scaling(path) == (2.0, 0.0)
     with pytest.raises(InputError, match="scl_slope 2"):
         read_labels(path, CT_GEOM)
+
+
+def test_evaluate_refuses_a_scaled_label_map(tmp_path, capsys):
+    """evaluate reads label maps as measure does: a rescaled NIfTI is refused."""
+    from CTMuscleBoneLib.cli.main import main
+
+    a = np.zeros(CT_GEOM.shape, dtype=np.uint8)
+    a[2:6, 2:6, 1:4] = 1
+    ref = tmp_path / "ref.nii.gz"
+    write_image(a, CT_GEOM, ref)
+    pred = tmp_path / "pred.nii.gz"
+    write_image(a, CT_GEOM, pred)
+    _set_nifti_scaling(pred, 2.0, 0.0)
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--no-surface"]) == 2
+    err = capsys.readouterr().err
+    assert "scl_slope 2" in err and "Traceback" not in err

@@ -111,14 +111,32 @@ def test_acr_indeterminate_from_one_vertebra():
 ])
 def test_warning_when_stated_error_reaches_a_threshold(bmd, err, threshold):
     cal = CAL if err is None else replace(CAL, details={"expected_error_percent": err})
-    ct, labels = _spine_case(bmd, bmd)
+    ct, labels = _spine_case(bmd, bmd, kvp=120.0)  # kVp known: the stated error alone
     acr = _row(M.measure_spine(ct, labels, cal), "lumbar_L1_L2", "acr_category")
-    near = [f for f in acr.flags if "within the calibration's stated error" in f]
+    near = [f for f in acr.flags if "reaches across" in f]
     if threshold is None:
         assert near == []
     else:
-        assert len(near) == 1 and f"of the {threshold:g} mg/cm3 threshold" in near[0]
-        assert f"+-{err:g} %" in near[0]
+        assert len(near) == 1 and f"the {threshold:g} mg/cm3 threshold" in near[0]
+        assert f"stated error (+-{err:g} %)" in near[0] and "kVp" not in near[0]
+
+
+@pytest.mark.parametrize(("bmd", "kvp", "near"), [
+    (67.5, None, True),    # 81.7 HA at the assumed 120 kVp; 78.5-83.3 over 80-140 kVp
+    (67.5, 120.0, False),  # the same value with the kVp known: one band
+    (75.0, None, False),   # 90.7 HA; 87.2-92.6: one band
+])
+def test_unknown_kvp_widens_the_interval_of_a_k2hpo4_value(bmd, kvp, near):
+    """With the kVp unknown the K2HPO4-to-HA ratio may be anything from 0.81 to 0.86
+    (Goodsitt 1992), not only the assumed 0.827: a value that close to a threshold is
+    flagged, although no calibration error is stated."""
+    ct, labels = _spine_case(bmd, bmd, kvp=kvp)
+    acr = _row(M.measure_spine(ct, labels, CAL), "lumbar_L1_L2", "acr_category")
+    flags = [f for f in acr.flags if "reaches across" in f]
+    assert bool(flags) == near
+    if near:
+        assert "unknown kVp" in flags[0] and "the 80 mg/cm3 threshold" in flags[0]
+        assert "'osteoporosis' to 'low bone mass (osteopenia)'" in flags[0]
 
 
 # -- 4. dense voxels in the ROI -----------------------------------------------------------

@@ -120,6 +120,82 @@ def test_folder_without_a_record_is_kept_and_an_empty_one_replaced(tmp_path):
     assert (out / "ct" / "CT_0001.dcm").read_text() == "user's series"
 
 
+@pytest.mark.parametrize("junk", [".DS_Store", "Thumbs.db", "desktop.ini", "._a.dcm"])
+def test_a_file_browser_s_metadata_does_not_block_a_rerun(tmp_path, junk):
+    """Opening an output folder in Finder or Explorer leaves metadata files there: the
+    folder is still this tool's own and a rerun replaces it."""
+    out = tmp_path / "o"
+    for text in ("first", "second"):
+        with staged_output_dir(out) as stage:
+            (stage / "segmentation").mkdir()
+            (stage / "segmentation" / "labels.nii.gz").write_text(text)
+        (out / "segmentation" / junk).write_text("browser")
+    assert (out / "segmentation" / "labels.nii.gz").read_text() == "second"
+
+
+def test_an_unrecorded_folder_message_says_what_to_do(tmp_path):
+    out = tmp_path / "o"
+    (out / "segmentation").mkdir(parents=True)
+    (out / "segmentation" / "labels.nii.gz").write_text("an earlier run, no record")
+    with pytest.raises(InputError, match="before output records were kept, delete or "
+                                         "rename it"), staged_output_dir(out) as stage:
+        (stage / "segmentation").mkdir()
+
+
+def test_a_failed_swap_puts_the_earlier_folder_back(tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    with staged_output_dir(out) as stage:
+        (stage / "ct").mkdir()
+        (stage / "ct" / "a.dcm").write_text("first")
+    real_replace = atomic.os.replace
+
+    def failing(src, dst):  # the staged folder cannot be moved in
+        if ".partial-" in str(src) and Path(dst) == out / "ct":
+            raise OSError(28, "No space left on device", str(src))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", failing)
+    with pytest.raises(OSError), staged_output_dir(out) as stage:
+        (stage / "ct").mkdir()
+        (stage / "ct" / "a.dcm").write_text("second")
+    assert (out / "ct" / "a.dcm").read_text() == "first"
+    assert not [p for p in out.iterdir() if ".old-" in p.name]
+
+
+def test_each_command_protects_only_its_own_inputs(thigh_files, tmp_path):
+    """In one process (a notebook calling main), an earlier run's inputs do not block a
+    later run's outputs."""
+    first = tmp_path / "first"
+    assert main(_measure(thigh_files, first)) == 0
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(first / "results.json", copy / "old.json")
+    atomic.note_inputs(copy / "old.json")  # as an earlier command would have
+    assert main(_measure(thigh_files, copy)) == 0  # that note is gone: copy/ may be written
+    assert (copy / "results.json").is_file() and (copy / "old.json").is_file()
+
+
+@pytest.mark.parametrize("command", ["analyze", "segment"])
+def test_segmenting_commands_refuse_an_out_inside_the_input_before_work(
+        command, thigh_files, tmp_path, capsys, monkeypatch):
+    from CTMuscleBoneLib import pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(pipeline, "require_segmentation", never)
+    monkeypatch.setattr(pipeline, "segment", never)
+    monkeypatch.setattr(pipeline, "analyze", never)
+    series = tmp_path / "series"  # a CT given as a folder (a DICOM series)
+    series.mkdir()
+    shutil.copy(thigh_files["ct"], series / "ct.nii.gz")
+    before = _tree(series)
+    assert main([command, "--ct", str(series), "--out", str(series / "out"), "--quiet"]) == 2
+    assert "input" in _one_line_error(capsys.readouterr().err)
+    assert _tree(series) == before
+    assert sorted(p.name for p in series.iterdir()) == ["ct.nii.gz"]  # no staging folder
+
+
 @pytest.mark.parametrize("where", ["equal", "inside"])
 def test_an_input_is_never_replaced(tmp_path, where):
     out = tmp_path / "o"

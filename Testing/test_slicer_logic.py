@@ -190,6 +190,21 @@ def test_new_analysis_replaces_only_the_same_volumes_nodes(slicer_env, tmp_path,
     assert _orphan_display_nodes(scene) == orphans
 
 
+def test_nodes_of_an_older_module_version_are_replaced(slicer_env, tmp_path, phantom):
+    """A scene saved by a version that did not record the volume (no
+    CREATED_FOR_ATTRIBUTE): a new analysis replaces those nodes, as that version did."""
+    scene = slicer_env.scene
+    volume = _volume(scene, phantom)
+    logic = AnalysisLogic()
+    _job(logic, volume, CTMuscleBoneParameters(), tmp_path / "old", phantom)
+    old = logic.import_segmentation()
+    old.segmentation_node.RemoveAttribute(CREATED_FOR_ATTRIBUTE)
+    _job(logic, volume, CTMuscleBoneParameters(), tmp_path / "new", phantom)
+    new = logic.import_segmentation()
+    assert scene.GetNodeByID(old.segmentation_node.GetID()) is None
+    assert scene.GetNodeByID(new.segmentation_node.GetID()) is not None
+
+
 def test_reset_cancels_the_worker_and_forgets_the_case(slicer_env, tmp_path, phantom):
     scene = slicer_env.scene
     volume = _volume(scene, phantom)

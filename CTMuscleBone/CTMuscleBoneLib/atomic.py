@@ -37,6 +37,17 @@ OUTPUT_MANIFEST = ".ctmusclebone-outputs.json"
 _NOTED_INPUTS: set[Path] = set()
 
 
+#: Files an operating system's file browser leaves in folders it shows (macOS Finder,
+#: Windows Explorer); they are not user data, so a folder holding only these besides this
+#: tool's own files may still be replaced by a rerun.
+OS_METADATA_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", "Icon\r"})
+
+
+def _is_os_metadata(relative: str) -> bool:
+    name = Path(relative).name
+    return name in OS_METADATA_NAMES or name.startswith("._")
+
+
 def note_inputs(*paths: str | os.PathLike[str] | None) -> None:
     """Note files or folders read as inputs of this process's run: no output written
     through this module (:func:`atomic_path`, :func:`staged_output_dir`) may replace or
@@ -325,12 +336,16 @@ def _check_replacements(stage: Path, out: Path, inputs: list[Path]) -> dict[str,
                              "Move it, or choose another --out.")
         if is_folder:
             present = _files_under(dest)
-            foreign = sorted(present - set(recorded.get(entry.name, ())))
+            foreign = sorted(f for f in present - set(recorded.get(entry.name, ()))
+                             if not _is_os_metadata(f))
             if foreign:
+                earlier = ("" if entry.name in recorded else
+                           " If it is the output of an earlier run made before output "
+                           "records were kept, delete or rename it.")
                 raise InputError(
                     f"The folder {dest} holds files CTMuscleBone did not write there (e.g. "
                     f"{foreign[0]}); it is never deleted. Move that folder (or its files), "
-                    "or choose another --out.")
+                    f"or choose another --out.{earlier}")
     return folders
 
 
@@ -379,7 +394,12 @@ def staged_output_dir(path: str | os.PathLike[str],
             if dest.is_dir() and not dest.is_symlink():  # checked: only our own files
                 trash = Path(tempfile.mkdtemp(prefix=f".{entry.name}.old-", dir=out))
                 os.replace(dest, trash / entry.name)
-                os.replace(entry, dest)
+                try:
+                    os.replace(entry, dest)
+                except OSError:  # put the earlier output back where it was
+                    os.replace(trash / entry.name, dest)
+                    trash.rmdir()
+                    raise
                 shutil.rmtree(trash, ignore_errors=True)
             else:
                 os.replace(entry, dest)

@@ -362,7 +362,10 @@ class AnalysisLogic:
         for node in _nodes_of_scene(scene):
             if node.GetAttribute(CREATED_BY_ATTRIBUTE) != "CTMuscleBone" or node.GetID() in keep:
                 continue
-            if volume_id is not None and node.GetAttribute(CREATED_FOR_ATTRIBUTE) != volume_id:
+            created_for = node.GetAttribute(CREATED_FOR_ATTRIBUTE)
+            # a node of an older version of this module records no volume: it is replaced,
+            # as that version replaced every node it made
+            if volume_id is not None and created_for is not None and created_for != volume_id:
                 continue
             if scene.GetNodeByID(node.GetID()) is not None:
                 nodes.remove_with_display(scene, node)

@@ -16,11 +16,13 @@ from ..results import Provenance, Results
 from ..segmentation.config import BACKENDS
 from .cmd_measure import add_measure_model_arguments, options_from_args
 from .common import (
+    OPTION_INPUT_FILES,
     add_calibration_arguments,
     add_dicom_arguments,
     add_patient_arguments,
     add_report_arguments,
     load_ct,
+    option_files,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -137,7 +139,9 @@ def write_overview_figure(results: Results, ct: CTImage, seg, path: Path,
 
 
 def run(args: argparse.Namespace) -> int:
-    out = check_output_dir(args.out)
+    # before any work: never an output folder holding, or inside, an input
+    out = check_output_dir(args.out, [args.ct,
+                                      *option_files(args, "model", *OPTION_INPUT_FILES)])
     progress = stderr_progress(args.quiet)
     options = options_from_args(args)
     seg_options = segment_options_from_args(args)

@@ -178,8 +178,9 @@ def read_label_file(path: Path, names_file: str | None = None
         values are read as CTMuscleBone canonical values (no table: any structure).
     """
     from ..io_ct import label_sidecar_path, read_image
-    from ..io_labels import _as_label_array
+    from ..io_labels import _as_label_array, _refuse_scaled_labels
 
+    _refuse_scaled_labels(Path(path))  # a rescaled label map would name other structures
     arr, geom = read_image(path)
     try:
         arr = _as_label_array(np.asarray(arr), str(path), [])

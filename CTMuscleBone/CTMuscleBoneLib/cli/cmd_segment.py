@@ -49,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
     from ..atomic import check_output_dir, staged_output_dir
     from ..progress import stderr_progress
     from ..segmentation.pipeline import format_review
-    from .common import load_ct
+    from .common import load_ct, option_files
 
-    out = check_output_dir(args.out)
+    # before any work: never an output folder holding, or inside, an input
+    out = check_output_dir(args.out, [args.ct, *option_files(args, "model")])
     options = replace(segment_options_from_args(args), confidence=args.confidence)
     pipeline.require_segmentation()
     progress = stderr_progress(args.quiet)

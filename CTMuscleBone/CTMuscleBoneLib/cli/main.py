@@ -77,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from ..atomic import clear_noted_inputs
+
+    clear_noted_inputs()  # each command protects its own inputs, not an earlier run's
     try:
         return int(args.func(args) or 0)
     except CTMuscleBoneError as exc:

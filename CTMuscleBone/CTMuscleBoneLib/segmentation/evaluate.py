@@ -154,6 +154,9 @@ class StructureScore:
     ref_volume_cm3: float | None = None
     variants: dict[str, float | None] = field(default_factory=dict)
     note: str = ""
+    #: Whether the case came with structure-wise uncertainty (a review list or score
+    #: variants): only then does a missed structure rank as the most uncertain.
+    case_has_uncertainty: bool = True
 
     @property
     def missed(self) -> bool:
@@ -237,6 +240,7 @@ def evaluate_label_maps(pred: LabelMap, ref: LabelMap, structures: Iterable[str]
             variants={} if variants is None else {
                 k: _opt_float(v) for k, v in (variants.get(key) or {}).items()},
             note=_note(n_p, n_r),
+            case_has_uncertainty=uncertainty is not None or variants is not None,
         ))
     return out
 
@@ -426,9 +430,10 @@ def failure_auroc(score: Sequence[float], failed: Sequence[bool]) -> tuple[float
 
 
 def _variant_score(s: StructureScore, variant: str | None) -> float | None:
-    """The score of one variant (None: ``s.uncertainty``); +inf for a missed structure."""
+    """The score of one variant (None: ``s.uncertainty``); +inf for a missed structure of
+    a case that came with uncertainty (None for one of a case without: not ranked)."""
     if s.missed:
-        return float("inf")
+        return float("inf") if s.case_has_uncertainty else None
     v = s.uncertainty if variant is None else s.variants.get(variant)
     return v
 

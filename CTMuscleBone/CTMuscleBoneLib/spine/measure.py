@@ -498,20 +498,39 @@ def _stated_error_fraction(calibration: Calibration) -> float | None:
     return pct / 100.0 if np.isfinite(pct) and pct > 0 else None
 
 
-def _near_threshold_flags(ha_mg_cm3: float, calibration: Calibration) -> list[str]:
-    """A warning when the HA value's interval under the calibration's stated error
-    reaches across an ACR threshold (the category could be the neighbouring one)."""
-    err = _stated_error_fraction(calibration)
-    if err is None:
+def _near_threshold_flags(ha_mg_cm3: float, calibration: Calibration,
+                          conv: MaterialConversion | None = None) -> list[str]:
+    """A warning when the HA value's interval reaches across an ACR threshold (the
+    category could be the neighbouring one).
+
+    The interval combines the calibration's stated relative error (phantomless) and,
+    for a K2HPO4 calibration of a scan whose kVp is unknown, the K2HPO4-to-HA ratio's
+    range over the published voltages (Goodsitt 1992: 0.86 at 80 kVp to 0.81 at
+    140 kVp) instead of the assumed 120 kVp ratio.
+    """
+    err = _stated_error_fraction(calibration) or 0.0
+    low_factor, high_factor, reasons = 1.0 - err, 1.0 + err, []
+    if err:
+        reasons.append(f"the calibration's stated error (+-{100 * err:g} %)")
+    if conv is not None and conv.converted and not conv.kvp_known:
+        from ..dxa.material import load_material_table
+
+        table = load_material_table()
+        low_factor *= conv.ratio / float(np.max(table.ratio))
+        high_factor *= conv.ratio / float(np.min(table.ratio))
+        reasons.append(f"the unknown kVp (K2HPO4-to-HA ratio {float(np.min(table.ratio)):.2f}"
+                       f"-{float(np.max(table.ratio)):.2f} instead of the assumed "
+                       f"{conv.ratio:.3f})")
+    if not reasons:
         return []
-    lo, hi = ha_mg_cm3 * (1.0 - err), ha_mg_cm3 * (1.0 + err)
+    lo, hi = ha_mg_cm3 * low_factor, ha_mg_cm3 * high_factor
     if acr_category(lo) == acr_category(hi):
         return []
     crossed = [t for t in (ACR_OSTEOPOROSIS_BELOW, ACR_NORMAL_ABOVE) if lo <= t <= hi]
     names = " and ".join(f"{t:g} mg/cm3" for t in crossed)
-    return [f"warning: HA-equivalent {ha_mg_cm3:.1f} mg/cm3 +-{100 * err:g} % "
-            f"({lo:.1f}-{hi:.1f} mg/cm3) is within the calibration's stated error of the "
-            f"{names} threshold{'s' if len(crossed) > 1 else ''}: the category may be "
+    return [f"warning: HA-equivalent {ha_mg_cm3:.1f} mg/cm3 ({lo:.1f}-{hi:.1f} mg/cm3 with "
+            f"{' and '.join(reasons)}) reaches across the {names} "
+            f"threshold{'s' if len(crossed) > 1 else ''}: the category may be "
             f"'{acr_category(lo)}' to '{acr_category(hi)}'"]
 
 
@@ -596,7 +615,7 @@ def _summary_rows(
                      "(hydroxyapatite calibration, no conversion)")
     rows.append(ResultRow(
         name, "acr_category", acr_category(ha_vbmd), "", f"{acr_method}; {used_text}",
-        hflags + _near_threshold_flags(ha_vbmd, calibration)
+        hflags + _near_threshold_flags(ha_vbmd, calibration, conv)
         + ["info: the ACR thresholds assume the density scale of the clinical QCT systems "
            "used to derive them"],
     ))
