@@ -158,3 +158,40 @@ def test_evaluate_refuses_a_scaled_label_map(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--no-surface"]) == 2
     err = capsys.readouterr().err
     assert "scl_slope 2" in err and "Traceback" not in err
+
+
+def test_a_misspelt_muscle_flags_its_totals_and_withholds_the_sarcopenia_call(tmp_path):
+    """A label named 'rectus_femoris_lft' is not measured: the totals it would count in
+    (thigh left/total, lower limb left/total) and ALM/SMI say so, and a validated ALM
+    model gives no sarcopenia yes/no from the low total; other totals are unflagged."""
+    from CTMuscleBoneLib.alm import ALMModel
+    from CTMuscleBoneLib.analysis import MeasureOptions, measure_case
+    from CTMuscleBoneLib.anatomy import structure
+    from CTMuscleBoneLib.phantoms import PhantomSpec, make_phantom
+
+    ph = make_phantom(PhantomSpec(region="thigh", spacing_mm=6.0, seed=3))
+    ct_path = write_image(ph.ct.hu, ph.ct.geometry, tmp_path / "ct.nii.gz")
+    lab_path = write_image(ph.labels.array, ph.ct.geometry, tmp_path / "labels.nii.gz")
+    names = {str(v): k for v, k in ph.labels.structures.items()}
+    rf = str(structure("rectus_femoris_left").label_value)
+    assert names[rf] == "rectus_femoris_left"
+    model = ALMModel("site", "lower_limb_total/mass", intercept_kg=1.0, slope=1.0,
+                     validated=True)
+    options = MeasureOptions(height_m=1.6, sex="F", alm_model=model, calibration="none")
+    from CTMuscleBoneLib.io_ct import read_ct
+
+    ct = read_ct(ct_path)
+    results = {}
+    for label, name in (("right", "rectus_femoris_left"), ("typo", "rectus_femoris_lft")):
+        (tmp_path / "labels.labels.json").write_text(json.dumps({**names, rf: name}))
+        results[label] = measure_case(ct, read_labels(lab_path, ct.geometry), options)
+    typo, right = results["typo"], results["right"]
+    for group in ("thigh_left", "thigh_total", "lower_limb_left", "lower_limb_total"):
+        row = typo.get(group, "mass")
+        assert row.value < right.value(group, "mass")
+        assert any("rectus_femoris_lft" in f and f.startswith("warning:") for f in row.flags)
+    for group in ("thigh_right", "lower_limb_right"):
+        assert not any("rectus_femoris_lft" in f for f in typo.get(group, "mass").flags)
+    assert any("rectus_femoris_lft" in f for f in typo.get("patient", "alm").flags)
+    assert right.get("patient", "sarcopenia_low_muscle_mass").value in ("yes", "no")
+    assert typo.get("patient", "sarcopenia_low_muscle_mass").value == "indeterminate"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -299,6 +299,7 @@ def alm_rows(
     sex: str | None,
     criteria: SarcopeniaCriteria,
     missing_reasons: Mapping[str, str] | None = None,
+    incomplete: Sequence[str] = (),
 ) -> list[ResultRow]:
     """ALM, SMI and sarcopenia rows for one patient.
 
@@ -315,6 +316,10 @@ def alm_rows(
         Why a required region is missing (region -> text, e.g. from
         :func:`CTMuscleBoneLib.muscle_coverage.region_absence_reasons`: "the CT does not
         reach mid-thigh (...)" or "the segmentation lacks thigh muscles (...)").
+    incomplete : sequence of str
+        Why the predictor's total may lack muscles the labels hold (e.g. a label whose
+        name looks like a misspelt muscle): each becomes a ``warning:`` flag of every row,
+        and the sarcopenia row gets no yes/no, as with a partial predictor.
 
     Notes
     -----
@@ -351,7 +356,7 @@ def alm_rows(
             ResultRow("patient", "alm", None, "kg", method, [reason, *base_flags]),
             ResultRow("patient", "smi", None, "kg/m2", "ALM / height^2", [reason, *base_flags]),
         ]
-    flags = list(base_flags)
+    flags = list(base_flags) + [f"warning: {w}" for w in incomplete]
     partial = bool(total["partial"])
     if partial:
         flags.append("partial: the predictor includes muscles cut by the field of view")
@@ -379,7 +384,7 @@ def alm_rows(
     cut = criteria.cutoff(sex)
     method = (f"{criteria.name}: SMI < {cut:g} kg/m2 ({'men' if sex == 'M' else 'women'}); "
               f"{criteria.source}")
-    if model.validated and not partial:
+    if model.validated and not partial and not incomplete:
         rows.append(ResultRow("patient", "sarcopenia_low_muscle_mass",
                               "yes" if smi < cut else "no", "", method, list(flags)))
         return rows
@@ -391,6 +396,7 @@ def alm_rows(
     if partial:
         why.append("partial: the predictor includes muscles cut by the field of view, so "
                    "SMI reads low; no yes/no")
+    why += [f"warning: {w}; no yes/no" for w in incomplete]
     rows.append(ResultRow("patient", "sarcopenia_low_muscle_mass", INDETERMINATE, "", method,
                           why))
     return rows

@@ -26,7 +26,7 @@ from .dxa.references import ReferenceTable, load_reference
 from .dxa.scores import ScoreContext
 from .errors import InputError, NotMeasurableError
 from .image import CTImage, LabelMap
-from .muscle import group_totals, measure_muscles, muscle_rows
+from .muscle import group_names, group_totals, measure_muscles, muscle_rows
 from .muscle_coverage import region_absence_reasons
 from .muscle_l3 import l3_case_rows
 from .progress import ProgressCallback, no_progress
@@ -214,6 +214,33 @@ def _check_choice(what: str, value: object, choices: tuple[str, ...]) -> None:
         raise InputError(f"Unknown {what} '{value}'; choose one of {', '.join(choices)}.")
 
 
+def misspelt_muscle_warnings(labels: LabelMap) -> dict[str, list[str]]:
+    """Group totals that may lack a muscle because its label name looks misspelt.
+
+    An unknown label name close to a muscle key (:func:`.io_labels.likely_misspelt`,
+    e.g. 'rectus_femoris_lft') is not measured; every total that muscle would count in
+    (:func:`.muscle.group_names`) is then low without it.
+
+    Returns
+    -------
+    dict
+        Group total name (``thigh_left``, ``lower_limb_total``, ...) -> warning texts.
+    """
+    from .io_labels import likely_misspelt
+
+    out: dict[str, list[str]] = {}
+    for value, guesses in likely_misspelt(labels.unknown).items():
+        muscles = [g for g in guesses if structure(g).group == "muscle"]
+        if not muscles:
+            continue
+        text = (f"label {value} '{labels.unknown[value]}' is not a known name (did you mean "
+                f"{' or '.join(muscles)}?): if it is that muscle, it is left out and this "
+                "total is low; correct the names table")
+        for name in group_names(muscles[0]):
+            out.setdefault(name, []).append(text)
+    return out
+
+
 def measure_case(
     ct: CTImage,
     labels: LabelMap,
@@ -305,10 +332,15 @@ def measure_case(
             {"kind": "muscle density", "name": density.name, "description": density.description}
         )
         totals = group_totals(measures)
+        left_out = misspelt_muscle_warnings(labels)  # group name -> warnings
+        for r in rows:
+            if r.structure in left_out and r.quantity in ("volume", "mass", "lean_mass"):
+                r.flags += [f"warning: {w}" for w in left_out[r.structure]]
         missing = [r for r in model.required_regions if f"{r}_total" not in totals]
-        results.extend(alm_mod.alm_rows(totals, model, height_m, sex,
-                                        alm_mod.CRITERIA[options.criteria],
-                                        region_absence_reasons(labels, missing)))
+        results.extend(alm_mod.alm_rows(
+            totals, model, height_m, sex, alm_mod.CRITERIA[options.criteria],
+            region_absence_reasons(labels, missing),
+            incomplete=left_out.get(model.predictor.split("/", 1)[0], [])))
     else:
         results.warnings.append("no muscle labelled: muscle mass and SMI not measured")
     weight_kg = (options.weight_kg if options.weight_kg is not None

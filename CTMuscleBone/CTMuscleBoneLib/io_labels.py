@@ -71,7 +71,7 @@ import csv
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -424,23 +424,30 @@ def _build_label_map(array: np.ndarray, names: dict[int, str], ct_geometry: Geom
                     unknown=unknown, source=source, notes=tuple(notes))
 
 
-def _close_names(unknown: dict[int, str]) -> str:
-    """'value: name (did you mean a, b?)' for unknown names close to a known one
-    (difflib ratio >= 0.8 against anatomy keys); '' when none is close."""
+def likely_misspelt(unknown: Mapping[int, str]) -> dict[int, list[str]]:
+    """Unknown label names close to a known anatomy key: value -> the closest keys
+    (difflib ratio >= 0.8, at most two, best first). Names of other tools' structures
+    (TotalSegmentator 'vertebrae_T12') and unnamed labels are not typos."""
     import difflib
 
     known = [st.key for st in anatomy.ANATOMY]
-    # real structure names of other tools (TotalSegmentator 'vertebrae_T12') are not typos
     other_tools = {anatomy._normalise(n) for n in
                    (*TOTALSEG_V2_TOTAL.values(), *TOTALSEG_V1_TOTAL.values())}
-    found = []
+    found: dict[int, list[str]] = {}
     for v, name in sorted(unknown.items()):
         if name.startswith("unnamed label") or anatomy._normalise(name) in other_tools:
             continue
         guess = difflib.get_close_matches(anatomy._normalise(name), known, n=2, cutoff=0.8)
         if guess:
-            found.append(f"{v}: '{name}' (did you mean {' or '.join(guess)}?)")
-    return "; ".join(found)
+            found[v] = guess
+    return found
+
+
+def _close_names(unknown: dict[int, str]) -> str:
+    """'value: name (did you mean a, b?)' for unknown names close to a known one
+    (:func:`likely_misspelt`); '' when none is close."""
+    return "; ".join(f"{v}: '{unknown[v]}' (did you mean {' or '.join(guess)}?)"
+                     for v, guess in likely_misspelt(unknown).items())
 
 
 def nifti_scaling(path: str | os.PathLike[str]) -> tuple[float, float] | None:

@@ -191,6 +191,18 @@ def muscle_rows(measures: list[MuscleMeasure], density: DensityModel) -> list[Re
     return rows
 
 
+def group_names(key: str) -> list[str]:
+    """The group totals (:func:`group_totals`) a muscle ``key`` counts in:
+    ``<region>_<side>``, ``<region>_total`` and the same for ``lower_limb`` when its
+    region is one of :data:`LOWER_LIMB_REGIONS`; [] for a structure of no region."""
+    st = structure(key)
+    regions = [st.region] if st.region else []
+    if st.region in LOWER_LIMB_REGIONS:
+        regions.append("lower_limb")
+    return [name for region in regions for name in (f"{region}_{st.side}", f"{region}_total")
+            if not (st.side == "none" and name.endswith("_none"))]
+
+
 def group_totals(measures: list[MuscleMeasure]) -> dict[str, dict[str, float | bool | list[str]]]:
     """Sum volume, mass and lean mass per region and side.
 
@@ -203,15 +215,8 @@ def group_totals(measures: list[MuscleMeasure]) -> dict[str, dict[str, float | b
     """
     groups: dict[str, list[MuscleMeasure]] = {}
     for m in measures:
-        st = structure(m.key)
-        regions = [st.region] if st.region else []
-        if st.region in LOWER_LIMB_REGIONS:
-            regions.append("lower_limb")
-        for region in regions:
-            for name in (f"{region}_{st.side}", f"{region}_total"):
-                if st.side == "none" and name.endswith("_none"):
-                    continue
-                groups.setdefault(name, []).append(m)
+        for name in group_names(m.key):
+            groups.setdefault(name, []).append(m)
     out: dict[str, dict[str, float | bool | list[str]]] = {}
     for name, members in groups.items():
         out[name] = {
