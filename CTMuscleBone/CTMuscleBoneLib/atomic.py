@@ -72,6 +72,22 @@ def _named(exc: OSError, path: Path) -> OSError:
     return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest existing ancestor (where a new file or folder would be
+    created)."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read without changing it)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def _resolved(paths: Iterable[str | os.PathLike[str] | None]) -> list[Path]:
     return [Path(p).resolve() for p in paths if p is not None and str(p) != ""]
 
@@ -118,9 +134,7 @@ def _check_file_destination(path: Path, option: str = "--out") -> None:
     if path.is_dir():
         raise InputError(f"{path} is a folder; an output file cannot replace it. Give a file "
                          f"name with {option} (or move the folder).")
-    probe = path.parent
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
+    probe = _nearest_existing(path.parent)
     if probe.exists() and not probe.is_dir():
         raise InputError(f"Cannot write {path}: {probe} is a file, not a folder. Choose "
                          f"another {option}.")
@@ -170,9 +184,7 @@ def check_output_file(path: str | os.PathLike[str] | None,
     _check_file_destination(out, option)
     also = [out.with_suffix(sfx) for sfx in also_suffixes]
     refuse_input_overwrite([out, *also], [*inputs, *noted_inputs()], option)
-    probe = out.parent
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
+    probe = _nearest_existing(out.parent)
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"Cannot write {out}: no write permission on {probe}. Choose "
                          f"another {option}.")
@@ -205,9 +217,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         # mkstemp creates 0600 files; give the result the permissions of a normal file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -255,11 +265,7 @@ def check_output_dir(path: str | os.PathLike[str],
     if out.exists() and not out.is_dir():
         raise InputError(f"The output path {out} is a file: an existing file is never "
                          "replaced; give a folder (it is created when absent).")
-    probe = out
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
+    probe = _nearest_existing(out)
     if probe.exists() and not probe.is_dir():
         raise InputError(f"The output folder {out} cannot be created: {probe} is a file.")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -384,9 +390,7 @@ def staged_output_dir(path: str | os.PathLike[str],
             manifest = stage / OUTPUT_MANIFEST
             manifest.write_text(_manifest_text(folders), encoding="utf-8")
         if not out.exists():
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(stage, 0o777 & ~umask)
+            os.chmod(stage, 0o777 & ~_umask())
             os.replace(stage, out)
             return
         for entry in sorted(stage.iterdir(), key=lambda e: e.name == OUTPUT_MANIFEST):

@@ -18,6 +18,7 @@ density derived from it (vBMD, CT-aBMD) is HA-equivalent before any threshold.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -107,8 +108,10 @@ class MaterialConversion:
                 "kvp_known": self.kvp_known, "source": table.source if self.converted else None}
 
 
+@lru_cache(maxsize=1)
 def load_material_table() -> MaterialTable:
-    """Read and check the bundled K2HPO4 -> HA table."""
+    """Read and check the bundled K2HPO4 -> HA table (once per process: it is package
+    data; its arrays are read-only)."""
     d, _ = read_json("K2HPO4 -> HA table", None, _DATA, _DATA)
     if d.get("schema") != SCHEMA or d.get("from_material") != "K2HPO4" \
             or d.get("to_material") != TARGET_MATERIAL:
@@ -116,8 +119,11 @@ def load_material_table() -> MaterialTable:
     pts = sorted((float(p["kvp"]), float(p["ratio"])) for p in d["points"])
     if not pts or not all(40.0 <= k <= 160.0 and 0.5 < r < 1.5 for k, r in pts):
         raise InputError(f"{_DATA}: implausible kVp or ratio.")
-    return MaterialTable(np.array([k for k, _ in pts]), np.array([r for _, r in pts]),
-                         float(d["default_kvp"]), str(d["source"]), str(d["verified"]))
+    kvp, ratio = np.array([k for k, _ in pts]), np.array([r for _, r in pts])
+    kvp.setflags(write=False)
+    ratio.setflags(write=False)
+    return MaterialTable(kvp, ratio, float(d["default_kvp"]), str(d["source"]),
+                         str(d["verified"]))
 
 
 def conversion_for(material: str | None, kvp: float | None) -> MaterialConversion:
