@@ -351,6 +351,34 @@ def test_corrupted_structure_comes_first_in_review():
     assert ranked[1].volume_cm3 == pytest.approx(12 * 10 * 16 * 2.0 / 1000)
 
 
+
+def test_structure_emptied_on_the_ct_grid_goes_to_the_top_of_the_review():
+    """A structure scored on the model grid but with no voxel in the final label map (a
+    sliver lost to the resampling, the clean-up or the other half of shifted samples)
+    is absent: listed first, with the other absent ones, its volume 0; the order of the
+    rest is kept (failed on the old code, which only cleared ``present``)."""
+    from CTMuscleBoneLib.segmentation.inference import _review_volumes_on_ct_grid
+
+    labels = np.zeros((30, 30, 20), np.uint8)
+    labels[2:12, 2:12, 2:18] = 1  # femur_left
+    labels[16:28, 2:12, 2:18] = 2  # femur_right
+    labels[2:12, 16:28, 2:18] = 3  # hip_left
+    umap = np.full(labels.shape, 0.01, np.float32)
+    umap[labels == 2] = 0.2
+    umap[labels == 3] = 0.1
+    keys = ["femur_left", "femur_right", "hip_left", "sacrum"]
+    model_grid = review_list(labels, umap, (1.0, 1.0, 1.0), keys)
+    assert [s.key for s in model_grid] == ["sacrum", "femur_right", "hip_left", "femur_left"]
+    final = labels.copy()
+    final[final == 3] = 0  # hip_left lost on the CT grid
+    out = _review_volumes_on_ct_grid(model_grid, final, 0.002)
+    assert {s.key for s in out[:2]} == {"sacrum", "hip_left"}  # both absent
+    assert [s.key for s in out[2:]] == ["femur_right", "femur_left"]
+    hip = next(s for s in out if s.key == "hip_left")
+    assert not hip.present and hip.volume_cm3 == 0.0
+    assert hip.score == pytest.approx(0.1)  # the model-grid score is kept
+    assert out[2].volume_cm3 == pytest.approx(12 * 10 * 16 * 0.002)  # femur_right
+
 def test_boundary_band_is_physical():
     labels = np.zeros((20, 20, 20), np.uint8)
     labels[5:15, 5:15, 5:15] = 1

@@ -80,6 +80,7 @@ from .uncertainty import (
     StructureScoreVariants,
     StructureUncertainty,
     entropy,
+    rank,
     review_from_variants,
     structure_score_variants,
 )
@@ -297,19 +298,22 @@ def keep_largest_components(labels: np.ndarray, values: list[int],
 
 def _review_volumes_on_ct_grid(review: list[StructureUncertainty], lab: np.ndarray,
                                voxel_cm3: float) -> list[StructureUncertainty]:
-    """The review list with each volume and presence taken from the final label map.
+    """The review list with each volume and presence taken from the final label map,
+    ranked again.
 
     The scores are computed on the model grid; the volumes a reader compares with the
-    results table must be those of the label map that is measured (on the CT grid).
+    results table must be those of the label map that is measured (on the CT grid). A
+    structure present on the model grid can be empty there (a sliver that the
+    resampling, the clean-up or the other half of shifted samples removed): it is then
+    absent, and goes to the top of the list with the other absent structures
+    (:func:`.uncertainty.rank`), keeping its model-grid scores.
     """
-    from dataclasses import replace
-
     counts = np.bincount(lab.ravel().astype(np.int64, copy=False))
     out = []
     for r in review:
         n = int(counts[r.label_value]) if 0 <= r.label_value < counts.size else 0
         out.append(replace(r, volume_cm3=n * voxel_cm3, present=r.present and n > 0))
-    return out
+    return rank(out)
 
 
 def _with_vertebra_levels(variants: list[StructureScoreVariants], levels: VertebraLevels,
