@@ -3,6 +3,9 @@ cached class indices and the time-fitted schedule (the demo model's recipe)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -211,7 +214,33 @@ def test_held_out_scores_do_not_depend_on_the_worker_processes(tmp_path):
     one = evaluate_held_out(model, n=2, generator="varied", log=lambda s: None)
     two = evaluate_held_out(model, n=2, generator="varied", log=lambda s: None, workers=2)
     assert list(one["dice_per_case"]) == ["seed9000", "seed9001"]
+    assert "Monte-Carlo inference (T = 2) and vertebra numbering" in one["data"]
     assert two["dice_per_case"] == one["dice_per_case"]
     assert two["structures"] == one["structures"]
     # not a comparison of empty masks: the barely trained model paints some femur
     assert all(case["femur_left"] > 0 for case in one["dice_per_case"].values())
+
+
+@pytest.mark.parametrize(("shifted", "mirror", "t", "text"), [
+    (True, False, 10, "T = 10, split 5 + 5 between the model grid and its half-voxel shift"),
+    (True, False, 7, "T = 7, split 4 + 3 between the model grid and its half-voxel shift"),
+    (False, True, 10, "T = 10, the last 5 on the left-right mirrored windows"),
+    (False, False, 10, "T = 10"),
+    (True, False, 1, "T = 1"),  # one pass: nothing to split
+])
+def test_held_out_record_says_how_the_samples_were_split(tmp_path, shifted, mirror, t, text):
+    """The card's held-out record names the split of shifted or mirrored samples, read
+    from the scored model's card (the bundled card's record was written by hand)."""
+    import shutil
+
+    from CTMuscleBoneLib.segmentation.training.make_demo_model import _samples_text
+
+    bundled = Path(__file__).resolve().parents[1] / "CTMuscleBone" / "Resources" / \
+        "Models" / "ctmusclebone-demo-synthetic"
+    model = tmp_path / "m"
+    model.mkdir()
+    shutil.copy(bundled / "card.json", model / "card.json")
+    card = json.loads((model / "card.json").read_text())
+    card["inference"].update(shifted_samples=shifted, mirror_samples=mirror)
+    (model / "card.json").write_text(json.dumps(card))
+    assert _samples_text(model, t) == text

@@ -356,6 +356,21 @@ def _study_part(model_dir: str, cases: list[tuple[str, str, Any]], mc_samples: i
     return ev
 
 
+def _samples_text(model_dir: str | Path, mc_samples: int) -> str:
+    """How the T Monte-Carlo samples were taken, for the card's held-out record: the
+    split of shifted or mirrored samples (:class:`..config.InferenceConfig`) included."""
+    from ..model_card import ModelCard
+
+    inf = ModelCard.load(model_dir).inference
+    t = int(mc_samples)
+    if t > 1 and inf.shifted_samples:
+        return (f"T = {t}, split {(t + 1) // 2} + {t // 2} between the model grid and its "
+                "half-voxel shift")
+    if t > 1 and inf.mirror_samples:
+        return f"T = {t}, the last {t // 2} on the left-right mirrored windows"
+    return f"T = {t}"
+
+
 def evaluate_held_out(model_dir: str | Path, n: int = 3, mc_samples: int | None = None,
                       log: Any = print, device: str = "cpu", generator: str = "varied",
                       workers: int = 1, threads: int = 1) -> dict[str, Any]:
@@ -406,8 +421,8 @@ def evaluate_held_out(model_dir: str | Path, n: int = 3, mc_samples: int | None 
                 f"{first_seed + n - 1}, never seen in training; spacing "
                 f"{spacing_range_mm[0]}-{spacing_range_mm[1]} mm per axis, varied "
                 "orientation, habitus, tissue HU, densities, femur shape), scored on their "
-                f"own CT grids after the full Monte-Carlo inference (T = {ev.mc_samples}) "
-                "and vertebra numbering",
+                f"own CT grids after the full Monte-Carlo inference "
+                f"({_samples_text(model_dir, ev.mc_samples)}) and vertebra numbering",
         "phantoms": specs,
         "structures": {s.structure: {"dice_mean": _r(s.dice_mean), "dice_min": _r(s.dice_min),
                                      "assd_mean_mm": _r(s.assd_mean_mm)} for s in summary},
