@@ -107,6 +107,44 @@ def test_muscle_cut_by_the_field_of_view_is_partial_and_indeterminate() -> None:
         assert rows[q].value == "indeterminate"
 
 
+def _posterior_mm(ct: CTImage) -> np.ndarray:
+    """LPS y (posterior) of every voxel centre, mm, (n0, n1, n2)."""
+    g = ct.geometry
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in g.shape], indexing="ij"), axis=-1)
+    return g.index_to_physical(idx.reshape(-1, 3)).reshape(*g.shape, 3)[..., 1]
+
+
+@pytest.mark.parametrize("spacing, direction", [
+    ((1.0, 1.0, 2.5), AXIAL), ((0.8, 0.8, 5.0), FLIPPED), ((3.0, 1.0, 1.25), PERMUTED),
+    ((1.0, 1.0, 1.0), _rot_x(15.0)), ((1.2, 0.9, 2.0), _rot_x(-25.0) @ PERMUTED),
+])
+def test_mask_without_the_abdominal_wall_is_partial_and_indeterminate(spacing, direction
+                                                                     ) -> None:
+    """The vertebral body's front is at y = 54 mm (LPS). The whole ellipse reaches y = -50
+    (104 mm in front); a mask cut at y > 9 mm reaches 45 mm (kept), one cut at y > 19 mm
+    35 mm and one of the back only (y > 40 mm) 14 mm: both flagged partial (the abdominal
+    wall missing), so no category is given; the area itself is still reported."""
+    ct, labels, muscle = make_case(spacing, direction)
+    y = _posterior_mm(ct)
+    step = max(spacing)  # the most anterior pixel lies within a pixel of the cut
+    full = muscle_l3.measure_l3(ct, labels, muscle)
+    assert not full.partial and full.flags == []
+    for cut_mm, reach_mm, flagged in ((9.0, 45.0, False), (19.0, 35.0, True),
+                                      (40.0, 14.0, True)):
+        m = muscle_l3.measure_l3(ct, labels, muscle & (y > cut_mm))
+        assert m.partial == flagged, cut_mm
+        assert m.area_cm2 is not None and m.area_cm2 < full.area_cm2
+        if flagged:
+            (flag,) = m.flags
+            assert "abdominal wall seems missing" in flag
+            got = float(flag.split("the most anterior: ")[1].split(" mm")[0])
+            assert reach_mm - step - 1 <= got <= reach_mm + 1
+            rows = {r.quantity: r for r in muscle_l3.l3_rows(m, 1.6, "F", 60.0)}
+            for q in ("low_smi_prado2008", "low_smi_derstine2018", "low_smi_martin2013"):
+                assert rows[q].value == "indeterminate"
+            assert rows["skeletal_muscle_area"].value == pytest.approx(m.area_cm2)
+
+
 def _measure(area: float, attenuation: float) -> muscle_l3.L3Measure:
     return muscle_l3.L3Measure("vertebrae_L3", area_cm2=area, attenuation_hu=attenuation,
                                psoas_area_cm2=10.0, muscle_source="test", slice_text="test")
@@ -226,6 +264,22 @@ def test_real_tissue_mask_gives_a_plausible_adult_area(real_data_dir: Path) -> N
     assert 80.0 <= m1.area_cm2 <= 250.0
     assert -10.0 <= m1.attenuation_hu <= 60.0
     assert not m1.partial
+
+
+def test_real_psoas_and_erector_mask_is_flagged_as_missing_the_abdominal_wall(
+        real_data_dir: Path) -> None:
+    """The union of the real map's psoas and erector spinae labels, given as a muscle
+    mask, stops behind the front of L1's body: flagged partial (the whole-muscle mask of
+    the same CT is not, above), its area 41 % of the whole mask's (44.5 against 109.2 cm2)."""
+    ct, labels, mask = _real(real_data_dir)
+    union = np.zeros(ct.hu.shape, dtype=bool)
+    for key in ("psoas_major_left", "psoas_major_right", "autochthon_left",
+                "autochthon_right"):
+        union |= labels.mask(key)
+    whole = muscle_l3.measure_l3(ct, labels, mask, level="vertebrae_L1")
+    part = muscle_l3.measure_l3(ct, labels, union, level="vertebrae_L1")
+    assert part.partial and "abdominal wall seems missing" in part.flags[0]
+    assert part.area_cm2 < 0.5 * whole.area_cm2
 
 
 def test_real_cli_with_muscle_mask(real_data_dir: Path, tmp_path: Path) -> None:

@@ -22,7 +22,9 @@ Nutr Metab 33:997-1006, 2008; Prado 2008; Martin 2013; Derstine 2018):
 * Cut-offs: ``data/l3_cutoffs.json`` (Prado 2008, Martin 2013, Derstine 2018, each with
   its source and whether it was verified). A category is given only with sex known (and
   BMI for Martin 2013); a slice whose muscle touches the field-of-view edge gives values
-  flagged ``partial`` and categories ``indeterminate``.
+  flagged ``partial`` and categories ``indeterminate``, as does a mask with no muscle
+  more than :data:`ABDOMINAL_WALL_MIN_REACH_MM` in front of the vertebral body (the
+  abdominal wall missing from it: e.g. a psoas and erector spinae mask).
 """
 
 from __future__ import annotations
@@ -65,6 +67,16 @@ L3_MUSCLE_GROUPS: dict[str, tuple[str, ...]] = {
 WHOLE_MUSCLE_NAMES = ("skeletal_muscle",)
 PSOAS_KEYS: tuple[tuple[str, str], ...] = (("psoas_major_left", "psoas_major_right"),
                                           ("iliopsoas_left", "iliopsoas_right"))
+#: Least distance (mm) that the muscle on the slice must reach in front of the vertebral
+#: body. The rectus abdominis lies at the front of the abdominal cavity, several
+#: centimetres in front of the lumbar vertebral bodies; psoas and erector spinae do not
+#: reach this far (psoas lies beside the body, its front near the body's). A mask that
+#: stops short has lost the abdominal wall, and its area is far below the published
+#: cut-offs. Project default, unvalidated: a plausibility bound, not an anatomical
+#: constant (on the L1 slice of a real lumbar CT, TotalSegmentator's whole
+#: skeletal-muscle mask reaches 126 mm in front of the body, the union of its psoas and
+#: erector spinae labels -30 mm: they stay behind the body's front).
+ABDOMINAL_WALL_MIN_REACH_MM = 40.0
 MASS_FLAG_EDGE = ("partial: the muscle on the L3 slice touches the edge of the field of "
                   "view; the area reads low")
 
@@ -88,6 +100,8 @@ class AxialSlice:
         Superior (LPS z) coordinate of the plane, mm.
     description : str
         Which slice: the CT's own (index, distance to the requested plane) or resampled.
+    posterior_mm : np.ndarray, (m0, m1)
+        Posterior (LPS y) coordinate of each pixel centre, mm: smaller is more anterior.
     """
 
     images: dict[str, np.ndarray]
@@ -95,6 +109,7 @@ class AxialSlice:
     pixel_area_mm2: float
     z_mm: float
     description: str
+    posterior_mm: np.ndarray
 
 
 def axial_slice(geometry: Geometry, point_mm: np.ndarray,
@@ -131,9 +146,15 @@ def axial_slice(geometry: Geometry, point_mm: np.ndarray,
         images = {n: np.take(v, k, axis=axis) for n, v in volumes.items()}
         inside = np.ones(next(iter(images.values())).shape, dtype=bool)
         gap = abs(k_float - k) * geometry.spacing_mm[axis]
+        ij = np.stack(np.meshgrid(*[np.arange(geometry.shape[a], dtype=float)
+                                    for a in others], indexing="ij"), axis=-1)
+        sl_idx = np.empty(ij.shape[:2] + (3,))
+        sl_idx[..., others[0]], sl_idx[..., others[1]] = ij[..., 0], ij[..., 1]
+        sl_idx[..., axis] = k
         return AxialSlice(images, inside, area, z,
                           f"CT slice {k} along array axis {axis}, {gap:.1f} mm from the "
-                          "plane through the vertebra's centroid")
+                          "plane through the vertebra's centroid",
+                          geometry.index_to_physical(sl_idx)[..., 1])
     pixel = float(min(geometry.spacing_mm))
     corners = np.array([[i, j, k] for i in (-0.5, geometry.shape[0] - 0.5)
                         for j in (-0.5, geometry.shape[1] - 0.5)
@@ -157,7 +178,7 @@ def axial_slice(geometry: Geometry, point_mm: np.ndarray,
         images[n] = s.astype(bool) if v.dtype == bool else s
     return AxialSlice(images, inside, pixel * pixel, float(point[2]),
                       f"CT resampled on the axial plane through the vertebra's centroid "
-                      f"({pixel:g} mm pixels, nearest neighbour)")
+                      f"({pixel:g} mm pixels, nearest neighbour)", gy)
 
 
 def _touches_edge(mask2d: np.ndarray, inside: np.ndarray) -> bool:
@@ -334,6 +355,30 @@ class L3Measure:
         return any(f.startswith("partial") for f in self.flags)
 
 
+def anterior_reach_mm(sl: AxialSlice, muscle: np.ndarray) -> float | None:
+    """How far the muscle reaches in front of the vertebral body on the slice, mm.
+
+    Parameters
+    ----------
+    sl : AxialSlice
+        With a ``"vertebra"`` image (the vertebra's mask on the slice).
+    muscle : np.ndarray of bool, (m0, m1)
+        Muscle pixels on the slice.
+
+    Returns
+    -------
+    float or None
+        The anterior border of the vertebral body (its most anterior pixel) minus the
+        most anterior muscle pixel, along the patient's posterior axis (positive: the
+        muscle reaches further forward); None when the slice shows no vertebra or no
+        muscle.
+    """
+    vert = sl.images.get("vertebra")
+    if vert is None or not vert.any() or not muscle.any():
+        return None
+    return float(sl.posterior_mm[vert].min() - sl.posterior_mm[muscle].min())
+
+
 def _lean_area(sl: AxialSlice, name: str, level: str
                ) -> tuple[np.ndarray, float | None, str | None]:
     """Lean pixels of mask ``name`` on the slice, their area (cm2) or None, and why not."""
@@ -377,7 +422,7 @@ def measure_l3(ct: CTImage, labels: LabelMap, muscle_mask: np.ndarray | None = N
             "mid-level is unknown")
         return out
     centroid = g.index_to_physical(np.argwhere(vert).mean(axis=0))
-    volumes: dict[str, np.ndarray] = {"hu": ct.hu}
+    volumes: dict[str, np.ndarray] = {"hu": ct.hu, "vertebra": vert}
     if muscle_mask is not None:
         if tuple(muscle_mask.shape) != g.shape:
             raise InputError("The skeletal-muscle mask is not on the CT grid.")
@@ -411,6 +456,15 @@ def measure_l3(ct: CTImage, labels: LabelMap, muscle_mask: np.ndarray | None = N
             out.attenuation_hu = float(hu[lean].mean())
             if _touches_edge(sl.images["muscle"], sl.inside):
                 out.flags.append(MASS_FLAG_EDGE)
+            reach = anterior_reach_mm(sl, lean)
+            if reach is not None and reach < ABDOMINAL_WALL_MIN_REACH_MM:
+                out.flags.append(
+                    f"partial: no muscle on the {short} slice lies more than "
+                    f"{ABDOMINAL_WALL_MIN_REACH_MM:g} mm in front of the vertebral body "
+                    f"(the most anterior: {reach:.0f} mm): the abdominal wall seems "
+                    "missing from the muscle mask, so the area reads low; give a mask of "
+                    "every skeletal muscle on the slice (e.g. TotalSegmentator "
+                    "tissue_types skeletal_muscle)")
     if "psoas" in sl.images:
         _, area, why = _lean_area(sl, "psoas", short)
         if area is None:
