@@ -359,12 +359,14 @@ def _study_part(model_dir: str, cases: list[tuple[str, str, Any]], mc_samples: i
 def _samples_text(model_dir: str | Path, mc_samples: int) -> str:
     """How the T Monte-Carlo samples were taken, for the card's held-out record: the
     split of shifted or mirrored samples (:class:`..config.InferenceConfig`) included."""
+    from ..grid_shift import split_samples
     from ..model_card import ModelCard
 
     inf = ModelCard.load(model_dir).inference
     t = int(mc_samples)
     if t > 1 and inf.shifted_samples:
-        return (f"T = {t}, split {(t + 1) // 2} + {t // 2} between the model grid and its "
+        on_grid, shifted = split_samples(t)
+        return (f"T = {t}, split {on_grid} + {shifted} between the model grid and its "
                 "half-voxel shift")
     if t > 1 and inf.mirror_samples:
         return f"T = {t}, the last {t // 2} on the left-right mirrored windows"
