@@ -414,11 +414,13 @@ def test_real_totalseg_v2_labels_are_plausible(real_data_dir):
 
 
 def test_real_v2_labels_read_as_v1_are_refused(real_data_dir):
+    # refused at reading: with v1 ids the structures are not where their names say
+    # (label_layout), while with v2 ids every relation holds
     ct = read_ct(real_data_dir / "lumbar_ct.nii.gz")
-    lm = read_labels(real_data_dir / "lumbar_seg_totalseg.nii.gz", ct.geometry,
-                     "totalseg-v1")
-    with pytest.raises(InputError, match="TotalSegmentator v2 map read as v1"):
-        apply_plausibility(ct, lm)
+    with pytest.raises(InputError, match="looks like a TotalSegmentator v2 map: use "
+                       "label_format 'totalseg-v2'"):
+        read_labels(real_data_dir / "lumbar_seg_totalseg.nii.gz", ct.geometry,
+                    "totalseg-v1")
 
 
 # ------------------------------------------------------------------------------------

@@ -288,11 +288,15 @@ def measure_case(
             "The label map is not on the CT's voxel grid; read it with read_labels(), "
             "which resamples it when both share physical space."
         )
+    from .label_layout import apply_layout
     from .plausibility import apply_plausibility
 
     # a structure whose HU or volume is anatomically impossible is left out (flagged);
     # a map wrong as a whole (another label scheme) is refused
     labels, _ = apply_plausibility(ct, labels)
+    # a side or a level where its name does not put it is left out (flagged); a map whose
+    # left and right are mirrored is refused
+    labels, _ = apply_layout(labels)
     results = Results(provenance=provenance or Provenance())
     # (the same sentences are in labels.notes, added to the warnings below)
     results.unknown_labels = dict(labels.unknown)

@@ -10,10 +10,13 @@ Formats (``label_format``):
 ``totalseg-v2`` (also ``totalseg``)
     TotalSegmentator v2 multilabel NIfTI, task ``total`` (ids 1-117, table below).
     The v1 and v2 ids overlap (1-104) but mean different structures (v1 88 is
-    ``femur_left``, v2 88 ``iliopsoas_left``), so a v1 map read as v2 gives wrong
-    structures: ``totalseg`` (unversioned) adds a note saying v2 was assumed, and
-    :mod:`CTMuscleBoneLib.plausibility` refuses a map whose structures do not look
-    like what they claim.
+    ``femur_left``, v2 88 ``iliopsoas_left``; v1 T4-T10 are v2 L1-L5 and sacrum), so a
+    map read with the other version's table gives wrong structures. Two checks catch
+    it: the layout (:mod:`CTMuscleBoneLib.label_layout`: left-right pairs, vertebral
+    order) when the chosen table breaks it and the other keeps it (``totalseg``, which
+    assumes v2, then reads v1 ids with a note; an explicit version is refused, naming
+    the other), and :mod:`CTMuscleBoneLib.plausibility` (CT numbers and volumes) for a
+    map that keeps its layout under both tables.
 ``totalseg-v1``
     TotalSegmentator v1 (<= 1.5.x) multilabel NIfTI, task ``total`` (ids 1-104,
     ``data/totalseg_v1_names.json``); structures are matched by name.
@@ -82,6 +85,7 @@ from . import anatomy
 from .errors import InputError
 from .image import Geometry, LabelMap, array_from_sitk
 from .io_ct import image_stem
+from .label_layout import check_named_layout, label_centroids_mm
 
 #: TotalSegmentator v2 task "total": label id -> structure name. Copied from
 #: wasserth/TotalSegmentator totalsegmentator/map_to_binary.py, class_map["total"]
@@ -509,11 +513,13 @@ def _scalar_array(image: Any, where: str, notes: list[str]) -> tuple[np.ndarray,
 
 def _read_simple(path: Path, names: dict[int, str], ct_geometry: Geometry, source: str,
                  extra_notes: list[str] | None = None, table_name: str | None = None,
-                 sidecar: Path | None = None) -> LabelMap:
+                 sidecar: Path | None = None, unversioned: bool = False) -> LabelMap:
     """Read a label image whose values ``names`` names.
 
     ``table_name`` (e.g. "TotalSegmentator v2") is given for fixed tables; then a
-    ``sidecar`` that disagrees with ``names`` on the values present is reported.
+    ``sidecar`` that disagrees with ``names`` on the values present is reported. For a
+    TotalSegmentator table the anatomical layout decides between v1 and v2
+    (:func:`_version_from_layout`; ``unversioned``: format 'totalseg', v2 assumed).
     """
     notes = list(extra_notes or [])
     what = f"The label map '{path.name}'"
@@ -532,9 +538,49 @@ def _read_simple(path: Path, names: dict[int, str], ct_geometry: Geometry, sourc
     if totalseg:
         other, other_name = ((TOTALSEG_V1_TOTAL, "totalseg-v1") if names is TOTALSEG_V2_TOTAL
                              else (TOTALSEG_V2_TOTAL, "totalseg-v2"))
+        switched = _version_from_layout(array, geometry, names, other, other_name, what,
+                                        unversioned)
+        if switched is not None:
+            names, other = other, names
+            other_name = "totalseg-v2" if other_name == "totalseg-v1" else "totalseg-v1"
+            source = source.replace("TotalSegmentator v2", "TotalSegmentator v1")
+            notes = [n for n in notes if not n.startswith("Label format 'totalseg' read as")]
+            notes.append(switched)
         hint = (f" If it is a TotalSegmentator map of the other version, use label_format "
-                f"'{other_name}'.") if _n_known(present, other) > _n_known(present, names) else ""
+                f"'{other_name}'.") if (switched is None and _n_known(present, other)
+                                        > _n_known(present, names)) else ""
     return _build_label_map(array, names, ct_geometry, geometry, source, notes, what, hint)
+
+
+def _version_from_layout(array: np.ndarray, geometry: Geometry, names: dict[int, str],
+                         other: dict[int, str], other_name: str, what: str,
+                         unversioned: bool) -> str | None:
+    """Which TotalSegmentator id table puts the structures where their names say.
+
+    When the chosen table breaks left-right or vertebral-order relations
+    (:mod:`CTMuscleBoneLib.label_layout`) and the other table breaks none of at least
+    two, the map is of the other version: for ``totalseg`` (unversioned) the note to
+    use it is returned; for an explicit version an :class:`InputError` says so. Returns
+    None when the chosen table stands.
+    """
+    centroids = label_centroids_mm(array, geometry)
+    chosen = check_named_layout(centroids, names)
+    if chosen.consistent:
+        return None
+    alternative = check_named_layout(centroids, other)
+    if not alternative.consistent or alternative.n_relations < 2:
+        return None
+    version = "v1" if other_name == "totalseg-v1" else "v2"
+    this = "v2" if version == "v1" else "v1"
+    why = (f"with TotalSegmentator {this} ids {chosen.describe()}, while with {version} ids "
+           f"all {alternative.n_relations} left-right and vertebral-order relations hold")
+    if unversioned:
+        return (f"Label format 'totalseg' read as TotalSegmentator {version} ids: {why}. "
+                f"Give label_format '{other_name}' to make this explicit.")
+    raise InputError(
+        f"{what} does not fit the TotalSegmentator {this} table given as its label format: "
+        f"{why}. It looks like a TotalSegmentator {version} map: use label_format "
+        f"'{other_name}'.")
 
 
 def _n_known(present: list[int], names: dict[int, str]) -> int:
@@ -856,7 +902,8 @@ def read_labels(path: str | os.PathLike[str], ct_geometry: Geometry,
             notes.append("Label format 'totalseg' read as TotalSegmentator v2 ids; for a "
                          "TotalSegmentator v1 (<= 1.5) map use 'totalseg-v1'.")
         return _read_simple(p, table, ct_geometry, f"{table_name} (total) {p}", notes,
-                            table_name=table_name, sidecar=names_path or _find_sidecar(p))
+                            table_name=table_name, sidecar=names_path or _find_sidecar(p),
+                            unversioned=fmt == "totalseg")
     if fmt == "canonical":
         return _read_simple(p, anatomy.canonical_label_names(), ct_geometry,
                             f"CTMuscleBone label map {p}", table_name="CTMuscleBone canonical",
