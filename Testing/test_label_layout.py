@@ -72,6 +72,8 @@ def test_left_right_margin_and_vertebral_order():
     assert check_layout({"x_left": [m + 0.1, 0, 0], "x_right": [0, 0, 0]}).consistent
     close = check_layout({"x_left": [m - 0.1, 0, 0], "x_right": [0, 0, 0]})
     assert not close.consistent and not close.violations[0].mirrored
+    near = check_layout({"x_left": [m - 1.0, 0, 0], "x_right": [0, 0, 0]})
+    assert f"lies only {m - 1.0:.0f} mm to the patient's left of 'x_right'" in near.describe()
     swapped = check_layout({"vertebrae_L2": [0, 0, 100], "vertebrae_L3": [0, 0, 130]})
     v = swapped.violations[0]
     assert (v.kind, v.first, v.second) == ("vertebral order", "vertebrae_L2", "vertebrae_L3")

@@ -142,8 +142,9 @@ class LayoutViolation:
     def describe(self) -> str:
         if self.kind == "left-right":
             side = "left" if self.offset_mm >= 0 else "right"
-            return (f"'{self.first}' lies {abs(self.offset_mm):.0f} mm to the patient's "
-                    f"{side} of '{self.second}'")
+            only = "only " if self.offset_mm >= 0 else ""
+            return (f"'{self.first}' lies {only}{abs(self.offset_mm):.0f} mm to the "
+                    f"patient's {side} of '{self.second}'")
         where = "above" if self.offset_mm >= 0 else "below"
         return (f"'{self.first}' lies {abs(self.offset_mm):.0f} mm {where} "
                 f"'{self.second}'")
