@@ -280,6 +280,42 @@ def test_edit_is_tracked_and_remeasured(slicer_env):
     assert tracker.changed_keys(labels) == set()  # observers removed
 
 
+def test_edit_that_swaps_sides_leaves_the_pair_out(slicer_env):
+    # a reviewer paints each rectus femoris into the other side's segment: the pair
+    # breaks the left-right layout (label_layout), both are left out on re-measuring,
+    # and the untouched sartorius keeps its values
+    phantom = _phantom()
+    scene = slicer_env.scene
+    ct_node = nodes.volume_node_from_array(scene, phantom.ct.hu, phantom.geometry, "ct")
+    ct = nodes.ct_from_volume_node(ct_node)
+    seg = nodes.segmentation_node_from_label_map(scene, phantom.labels, ct_node, "labels")
+    labels = nodes.label_map_from_segmentation_node(seg, ct_node)
+    tracker = nodes.SegmentEditTracker(seg)
+    try:
+        left, right = "rectus_femoris_left", "rectus_femoris_right"
+        mask_l, mask_r = labels.mask(left).copy(), labels.mask(right).copy()
+        for key, mask in ((left, mask_r), (right, mask_l)):
+            slicer.util.updateSegmentBinaryLabelmapFromArray(
+                mask.transpose(2, 1, 0).astype(np.uint8), seg, key, ct_node)
+        edited = nodes.label_map_from_segmentation_node(seg, ct_node)
+        assert tracker.changed_keys(labels) == {left, right}
+
+        from CTMuscleBoneLib import pipeline
+
+        options = pipeline.MeasureOptions(calibration="none")
+        before = pipeline.measure(ct, labels, options)
+        re = pipeline.remeasure(ct, edited, before, tracker.changed_keys(labels), options)
+        got = {r.structure for r in re.results.rows}
+        assert left not in got and right not in got
+        assert any(f"{left} and {right} left out" in w for w in re.results.warnings)
+        old = {(r.structure, r.quantity): r.value for r in before.rows}
+        for row in re.results.rows:
+            if row.structure.startswith("sartorius"):
+                assert row.value == old[(row.structure, row.quantity)]
+    finally:
+        tracker.remove()
+
+
 def test_tracker_finds_segments_overwritten_by_an_edit(slicer_env):
     labels, ct_node, seg = _labelled(slicer_env.scene, "identity")
     tracker = nodes.SegmentEditTracker(seg)
