@@ -36,12 +36,17 @@ def test_centroids_are_the_box_centres_in_patient_space(orientation, spacing):
     a = np.zeros(geom.shape, dtype=np.uint16)
     a[2:9, 3:20, 5:8] = 7
     a[15:29, 0:4, 10:22] = 300
-    got = label_centroids_mm(a, geom)
-    assert sorted(got) == [7, 300]
+    got = label_centroids_mm(a, geom, pitch_mm=None)  # every voxel: exact
+    sampled = label_centroids_mm(a, geom)  # every voxel within 2 mm pitch
+    assert sorted(got) == sorted(sampled) == [7, 300]
     for value, box in ((7, [(2, 9), (3, 20), (5, 8)]), (300, [(15, 29), (0, 4), (10, 22)])):
         centre_index = np.array([(lo + hi - 1) / 2.0 for lo, hi in box])
         truth = geom.index_to_physical(centre_index[None])[0]
         np.testing.assert_allclose(got[value], truth, atol=1e-9)
+        # sampled: off by at most half the sampled pitch along each axis
+        step = np.maximum(1, np.floor(2.0 / np.asarray(spacing) + 1e-9))
+        bound = float(np.linalg.norm(0.5 * (step - 1) * np.asarray(spacing))) + 1e-9
+        assert np.linalg.norm(sampled[value] - truth) <= bound
 
 
 def test_centroids_of_an_empty_map():
@@ -219,7 +224,9 @@ def test_v2_map_stays_v2(tmp_path, phantom):
             out[phantom.labels.array == value] = inv[key]
     path = write_image(out, phantom.ct.geometry, tmp_path / "seg_totalseg.nii.gz")
     lm = read_labels(path, phantom.ct.geometry, "totalseg")
-    assert any("read as TotalSegmentator v2 ids" in n for n in lm.notes)
+    note = [n for n in lm.notes if "read as TotalSegmentator" in n]
+    # this map keeps its layout under v1 ids too: the plain note (v2 assumed) stays
+    assert len(note) == 1 and "read as TotalSegmentator v2 ids; for a" in note[0]
     assert {"femur_left", "vertebrae_L1", "sacrum"} <= set(lm.structures.values())
     # read as v1 the pelvis keeps its layout (v2 L1-L5 become v1 T4-T8, the muscle
     # pairs become v1 pairs of one side each): the CT numbers refuse it instead
@@ -258,6 +265,11 @@ def test_real_v1_map_is_recognised(tmp_path, real_data_dir):
         assert int(lm.mask(key).sum()) == int(truth.mask(key).sum()) > 0
     with pytest.raises(InputError, match="looks like a TotalSegmentator v1 map"):
         read_labels(v1_path, ct.geometry, "totalseg-v2")
+    # the real v2 map read as 'totalseg': the layout confirms v2 and says why not v1
+    plain = read_labels(v2_path, ct.geometry, "totalseg")
+    note = [n for n in plain.notes if "read as TotalSegmentator" in n]
+    assert len(note) == 1 and "read as TotalSegmentator v2 ids: with them all" in note[0]
+    assert "while with v1 ids" in note[0]
     # the real v2 map itself: every relation holds
     check = check_named_layout(label_centroids_mm(truth.array, truth.geometry),
                                truth.structures)

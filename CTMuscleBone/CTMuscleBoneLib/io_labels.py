@@ -538,45 +538,55 @@ def _read_simple(path: Path, names: dict[int, str], ct_geometry: Geometry, sourc
     if totalseg:
         other, other_name = ((TOTALSEG_V1_TOTAL, "totalseg-v1") if names is TOTALSEG_V2_TOTAL
                              else (TOTALSEG_V2_TOTAL, "totalseg-v2"))
-        switched = _version_from_layout(array, geometry, names, other, other_name, what,
-                                        unversioned)
-        if switched is not None:
+        layout_note, switch = _version_from_layout(array, geometry, names, other, other_name,
+                                                   what, unversioned)
+        if layout_note is not None:  # replaces the plain "read as v2" note
+            notes = [n for n in notes if not n.startswith("Label format 'totalseg' read as")]
+            notes.append(layout_note)
+        if switch:
             names, other = other, names
             other_name = "totalseg-v2" if other_name == "totalseg-v1" else "totalseg-v1"
             source = source.replace("TotalSegmentator v2", "TotalSegmentator v1")
-            notes = [n for n in notes if not n.startswith("Label format 'totalseg' read as")]
-            notes.append(switched)
         hint = (f" If it is a TotalSegmentator map of the other version, use label_format "
-                f"'{other_name}'.") if (switched is None and _n_known(present, other)
+                f"'{other_name}'.") if (layout_note is None and _n_known(present, other)
                                         > _n_known(present, names)) else ""
     return _build_label_map(array, names, ct_geometry, geometry, source, notes, what, hint)
 
 
 def _version_from_layout(array: np.ndarray, geometry: Geometry, names: dict[int, str],
                          other: dict[int, str], other_name: str, what: str,
-                         unversioned: bool) -> str | None:
+                         unversioned: bool) -> tuple[str | None, bool]:
     """Which TotalSegmentator id table puts the structures where their names say.
 
     When the chosen table breaks left-right or vertebral-order relations
     (:mod:`CTMuscleBoneLib.label_layout`) and the other table breaks none of at least
-    two, the map is of the other version: for ``totalseg`` (unversioned) the note to
-    use it is returned; for an explicit version an :class:`InputError` says so. Returns
-    None when the chosen table stands.
+    two, the map is of the other version: for ``totalseg`` (unversioned) that is
+    returned as ``(note, True)`` (read with the other table); for an explicit version an
+    :class:`InputError` says so. For ``totalseg`` whose assumed table keeps the layout
+    while the other breaks it: ``(note confirming the assumed table, False)``.
+    Otherwise ``(None, False)``.
     """
     centroids = label_centroids_mm(array, geometry)
     chosen = check_named_layout(centroids, names)
-    if chosen.consistent:
-        return None
-    alternative = check_named_layout(centroids, other)
-    if not alternative.consistent or alternative.n_relations < 2:
-        return None
     version = "v1" if other_name == "totalseg-v1" else "v2"
     this = "v2" if version == "v1" else "v1"
+    if chosen.consistent:
+        if unversioned and chosen.n_relations >= 2:
+            alternative = check_named_layout(centroids, other)
+            if not alternative.consistent:
+                return (f"Label format 'totalseg' read as TotalSegmentator {this} ids: with "
+                        f"them all {chosen.n_relations} left-right and vertebral-order "
+                        f"relations hold, while with {version} ids "
+                        f"{alternative.describe(limit=1)}."), False
+        return None, False
+    alternative = check_named_layout(centroids, other)
+    if not alternative.consistent or alternative.n_relations < 2:
+        return None, False
     why = (f"with TotalSegmentator {this} ids {chosen.describe()}, while with {version} ids "
            f"all {alternative.n_relations} left-right and vertebral-order relations hold")
     if unversioned:
         return (f"Label format 'totalseg' read as TotalSegmentator {version} ids: {why}. "
-                f"Give label_format '{other_name}' to make this explicit.")
+                f"Give label_format '{other_name}' to make this explicit."), True
     raise InputError(
         f"{what} does not fit the TotalSegmentator {this} table given as its label format: "
         f"{why}. It looks like a TotalSegmentator {version} map: use label_format "
