@@ -239,13 +239,17 @@ def _phantom():
                                     muscles=("rectus_femoris", "sartorius")))
 
 
-def test_edit_is_tracked_and_remeasured(slicer_env):
+def _phantom_in_scene(scene):
+    """The thigh phantom as a volume node and a segmentation node, read back."""
     phantom = _phantom()
-    scene = slicer_env.scene
     ct_node = nodes.volume_node_from_array(scene, phantom.ct.hu, phantom.geometry, "ct")
     ct = nodes.ct_from_volume_node(ct_node)
     seg = nodes.segmentation_node_from_label_map(scene, phantom.labels, ct_node, "labels")
-    labels = nodes.label_map_from_segmentation_node(seg, ct_node)
+    return ct_node, ct, seg, nodes.label_map_from_segmentation_node(seg, ct_node)
+
+
+def test_edit_is_tracked_and_remeasured(slicer_env):
+    ct_node, ct, seg, labels = _phantom_in_scene(slicer_env.scene)
     tracker = nodes.SegmentEditTracker(seg)
     try:
         key = "rectus_femoris_left"
@@ -284,12 +288,7 @@ def test_edit_that_swaps_sides_leaves_the_pair_out(slicer_env):
     # a reviewer paints each rectus femoris into the other side's segment: the pair
     # breaks the left-right layout (label_layout), both are left out on re-measuring,
     # and the untouched sartorius keeps its values
-    phantom = _phantom()
-    scene = slicer_env.scene
-    ct_node = nodes.volume_node_from_array(scene, phantom.ct.hu, phantom.geometry, "ct")
-    ct = nodes.ct_from_volume_node(ct_node)
-    seg = nodes.segmentation_node_from_label_map(scene, phantom.labels, ct_node, "labels")
-    labels = nodes.label_map_from_segmentation_node(seg, ct_node)
+    ct_node, ct, seg, labels = _phantom_in_scene(slicer_env.scene)
     tracker = nodes.SegmentEditTracker(seg)
     try:
         left, right = "rectus_femoris_left", "rectus_femoris_right"
