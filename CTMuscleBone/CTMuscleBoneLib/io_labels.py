@@ -568,18 +568,16 @@ def _version_from_layout(array: np.ndarray, geometry: Geometry, names: dict[int,
     """
     centroids = label_centroids_mm(array, geometry)
     chosen = check_named_layout(centroids, names)
+    alternative = check_named_layout(centroids, other)
     version = "v1" if other_name == "totalseg-v1" else "v2"
     this = "v2" if version == "v1" else "v1"
     if chosen.consistent:
-        if unversioned and chosen.n_relations >= 2:
-            alternative = check_named_layout(centroids, other)
-            if not alternative.consistent:
-                return (f"Label format 'totalseg' read as TotalSegmentator {this} ids: with "
-                        f"them all {chosen.n_relations} left-right and vertebral-order "
-                        f"relations hold, while with {version} ids "
-                        f"{alternative.describe(limit=1)}."), False
+        if unversioned and chosen.n_relations >= 2 and not alternative.consistent:
+            return (f"Label format 'totalseg' read as TotalSegmentator {this} ids: with "
+                    f"them all {chosen.n_relations} left-right and vertebral-order "
+                    f"relations hold, while with {version} ids "
+                    f"{alternative.describe(limit=1)}."), False
         return None, False
-    alternative = check_named_layout(centroids, other)
     if not alternative.consistent or alternative.n_relations < 2:
         return None, False
     why = (f"with TotalSegmentator {this} ids {chosen.describe()}, while with {version} ids "

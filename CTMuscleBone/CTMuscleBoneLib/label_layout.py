@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .anatomy import contralateral
 from .errors import InputError
 from .image import Geometry, LabelMap
 
@@ -223,10 +224,8 @@ def check_layout(centroids_by_name: Mapping[str, np.ndarray]) -> LayoutCheck:
     shown = {k.strip().lower(): k.strip() for k in centroids_by_name}  # names as given
     out = LayoutCheck()
     for name in sorted(cents):
-        if not name.endswith("_left"):
-            continue
-        partner = name[: -len("_left")] + "_right"
-        if partner not in cents:
+        partner = contralateral(name)
+        if not name.endswith("_left") or partner not in cents:
             continue
         out.n_relations += 1
         out.n_left_right += 1
