@@ -90,6 +90,7 @@ def test_user_definition_file_and_clear_errors(tmp_path):
         ({**good, "rods": [{"density_mg_cm3": 1}]}, "2 to 6"),
         ({**good, "rods": [{"density_mg_cm3": 1}, {"density_mg_cm3": 1}]}, "same density"),
         ({**good, "material": "K2HPO4", "model": "two_component_water_k2hpo4"}, "water"),
+        ({**good, "verified": "false"}, "'verified' must be true or false without quotes"),
     ]
     for data, needle in bad_cases:
         p.write_text(json.dumps(data))

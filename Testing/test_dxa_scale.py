@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -355,8 +356,24 @@ def test_age_or_sex_unknown_says_which_applies_is_unknown(tmp_path, sex, age):
     ctx = ScoreContext(VALIDATED, _with_age_bands(tmp_path), sex, age)
     rows = _rows(0.80, ctx)
     assert rows["z_score"].value is None and "age or sex unknown" in rows["z_score"].flags[0]
-    assert rows["who_category"].value == "low bone mass (osteopenia)"
-    assert any(f.startswith("warning: age or sex unknown") for f in rows["who_category"].flags)
+    # the T-score is a number on its scale; the WHO category is withheld, since its
+    # thresholds are for women and men aged 50 or more (ISCD), not known to hold here
+    assert rows["t_score"].value == pytest.approx(-1.3, abs=0.3)
+    assert any(f.startswith("warning: age or sex unknown") for f in rows["t_score"].flags)
+    assert rows["who_category"].value == "indeterminate"
+    assert any(f.startswith("warning: category withheld: age or sex unknown")
+               and "--age and --sex" in f for f in rows["who_category"].flags)
+
+
+@pytest.mark.parametrize("age", [72.0, None])
+def test_women_only_reference_with_sex_unknown_gives_no_scores(age):
+    rows = _rows(0.7, ScoreContext(VALIDATED, load_reference("jsbmr2012"), None, age))
+    for q in ("t_score", "percent_yam", "z_score"):
+        assert rows[q].value is None
+        assert any("sex unknown" in f and "women only" in f for f in rows[q].flags), q
+    assert rows["jsbmr_category"].value == "indeterminate"
+    assert any("category withheld: sex unknown" in f and "give --sex" in f
+               for f in rows["jsbmr_category"].flags)
 
 
 def test_measure_options_and_cli_arguments():
@@ -369,3 +386,21 @@ def test_measure_options_and_cli_arguments():
     assert args.dxa_model == "m.json"
     args = build_parser().parse_args(["measure", "--ct", "c", "--labels", "l", "--out", "o"])
     assert args.bmd_reference == "nhanes3" and args.dxa_model is None
+
+
+@pytest.mark.parametrize(("field", "value"), [("verified", "false"), ("applies_to_men", "no"),
+                                              ("site_verified", "false"), ("verified", 1)])
+def test_reference_booleans_must_be_json_booleans(tmp_path, field, value):
+    """A quoted "false" reads as true through bool(): the loader refuses it."""
+    import CTMuscleBoneLib
+
+    bundled = Path(CTMuscleBoneLib.__file__).parent / "data" / "references" / "nhanes3.json"
+    d = json.loads(bundled.read_text(encoding="utf-8"))
+    if field == "site_verified":
+        d["sites"]["total_hip"]["verified"] = value
+    else:
+        d[field] = value
+    p = tmp_path / "ref.json"
+    p.write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(InputError, match="must be true or false without quotes"):
+        load_reference(str(p))

@@ -89,6 +89,32 @@ def test_lateral_cut_is_partial():
                    for f in r.flags), q
 
 
+def test_cut_femur_gets_no_category_whole_femur_does():
+    """A lateral cut changes the aBMD (its value and T-score stay, flagged partial), so
+    the WHO category is withheld; the same femur whole gets one."""
+    ctx = ScoreContext(VALIDATED_IDENTITY, load_reference("nhanes3"), "F", 70.0)
+    lo_z = MEETING_Z - 120.0
+    cut = make_phantom(PhantomSpec(
+        region="hip", fov_mm=((30.0, -60.0, lo_z), (140.0, 60.0, 40.0)), spacing_mm=2.0,
+        sides=("left",), muscles=(), vessels=False, bones=("femur",), noise_sd_hu=0.0))
+    whole = make_phantom(PhantomSpec(
+        region="hip", fov_mm=((30.0, -60.0, lo_z), (175.0, 60.0, 40.0)), spacing_mm=2.0,
+        sides=("left",), muscles=(), vessels=False, bones=("femur",), noise_sd_hu=0.0))
+    rc = _rows(measure_femurs(cut.ct, cut.labels, HA, ctx))
+    rw = _rows(measure_femurs(whole.ct, whole.labels, HA, ctx))
+    assert not any(f.startswith("partial") for r in rw.values() for f in r.flags)
+    for site in ("total_hip", "femoral_neck"):
+        assert rc[f"abmd_{site}"].value is not None and rc[f"t_score_{site}"].value is not None
+        assert abs(rc[f"abmd_{site}"].value - rw[f"abmd_{site}"].value) > 0.005, site
+        assert rw[f"who_category_{site}"].value in ("normal", "low bone mass (osteopenia)",
+                                                    "osteoporosis"), site
+        cat = rc[f"who_category_{site}"]
+        assert cat.value == "indeterminate", site
+        (why,) = [f for f in cat.flags if f.startswith("warning: category withheld")]
+        assert "femur cut by the field of view (inferior, left image edge" in why
+        assert "measure a scan that shows the whole proximal femur" in why
+
+
 def test_whole_femur_is_not_partial():
     ph = FemurPhantom(FemurSpec(side="right"), SCANNER)
     lo, hi = ph.bounds_mm()

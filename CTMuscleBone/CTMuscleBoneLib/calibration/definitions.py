@@ -189,6 +189,10 @@ def _number(value: Any, what: str, where: str) -> float:
 def _validate(d: Any, where: str) -> PhantomDefinition:
     if not isinstance(d, dict):
         raise InputError(f"{where}: expected a JSON object with 'name', 'material', 'rods'.")
+    verified = d.get("verified", False)
+    if not isinstance(verified, bool):  # bool("false") would be True
+        raise InputError(f"{where}: 'verified' must be true or false without quotes, got "
+                         f"{verified!r}.")
     for k in ("name", "material", "rods"):
         if k not in d:
             raise InputError(f"{where}: the field '{k}' is missing; add it (see "
@@ -251,6 +255,6 @@ def _validate(d: Any, where: str) -> PhantomDefinition:
         water_displacement=float(tc.get("water_displacement_per_mg_k2hpo4", 0.2174)),
         water_reference_mg_cm3=float(tc.get("water_reference_mg_cm3", 999.6)),
         source=str(d.get("source", "")),
-        verified=bool(d.get("verified", False)),
+        verified=verified,
         raw=dict(d),
     )

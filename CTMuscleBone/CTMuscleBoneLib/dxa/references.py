@@ -143,6 +143,13 @@ class ReferenceTable:
                 "criteria": self.criteria.name, "criteria_source": self.criteria.source}
 
 
+def _boolean(v: object, field: str) -> bool:
+    """A JSON true/false (a string such as "false" would read as true through bool())."""
+    if not isinstance(v, bool):
+        raise ValueError(f"'{field}' must be true or false without quotes, got {v!r}")
+    return v
+
+
 def _finite(v: Any, what: str, positive: bool = False) -> float:
     x = float(v)
     if not math.isfinite(x) or (positive and x <= 0):
@@ -174,7 +181,7 @@ def _parse(d: Any, where: str) -> ReferenceTable:
                 raise ValueError(f"unknown site '{s}' (use {', '.join(SITES)})")
             sites[s] = SiteReference(_finite(v["mean_g_cm2"], f"{s}.mean_g_cm2", True),
                                      _finite(v["sd_g_cm2"], f"{s}.sd_g_cm2", True),
-                                     bool(v.get("verified", False)))
+                                     _boolean(v.get("verified", False), f"{s}.verified"))
         if not sites:
             raise ValueError("'sites' is empty")
         ages: dict[str, dict[str, tuple[AgeBand, ...]]] = {}
@@ -196,13 +203,12 @@ def _parse(d: Any, where: str) -> ReferenceTable:
         sex = str(d["reference_sex"])
         if sex not in ("F", "M"):
             raise ValueError("reference_sex must be F or M")
-        verified = d["verified"]
-        if not isinstance(verified, bool):
-            raise ValueError("'verified' must be true or false")
+        verified = _boolean(d["verified"], "verified")
         return ReferenceTable(
             name=str(d["name"]), title=str(d["title"]), source=str(d["source"]),
             verified=verified, verification_note=str(d.get("verification_note", "")),
-            reference_sex=sex, applies_to_men=bool(d["applies_to_men"]), criteria=crit,
+            reference_sex=sex,
+            applies_to_men=_boolean(d["applies_to_men"], "applies_to_men"), criteria=crit,
             sites=sites, age_matched=ages, path=where)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)

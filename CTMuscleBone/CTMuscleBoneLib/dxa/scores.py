@@ -17,7 +17,10 @@ The one place where CT-aBMD meets clinical thresholds (femur and lumbar spine al
    postmenopausal women and men aged 50 or more; for men under 50 and premenopausal
    women Z-scores (age- and sex-matched) are used. Menopausal status is not known to
    CTMuscleBone: women under 50 are taken as premenopausal (a proxy). With age or sex
-   unknown the rows say that which applies is unknown.
+   unknown the T-score is given with a warning that whether it applies is unknown, and
+   the category is ``"indeterminate"`` (the thresholds' population is not known to
+   include the patient); with a women-only reference (JSBMR) and sex unknown the
+   T-score and %YAM are not measurable either.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ from .references import ReferenceTable, load_reference
 ISCD_T_SCORE_AGE_YEARS = 50.0
 ISCD_TEXT = ("ISCD: men under 50 and premenopausal women; women under 50 taken as "
              "premenopausal")
+#: Reason of a category withheld because age or sex is unknown (project rule: a
+#: category only where its thresholds apply; ISCD restricts them to women and men >= 50).
+UNKNOWN_AGE_SEX_CATEGORY = ("warning: category withheld: age or sex unknown, so whether "
+                            "these thresholds apply (women and men aged 50 or more, "
+                            "ISCD) is unknown; give --age and --sex")
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,8 @@ def applic_flags(applies: bool | None) -> list[str]:
 
 
 def score_rows(structure: str, site: str, abmd_ha_g_cm2: float, ctx: ScoreContext,
-               flags: list[str] | None = None) -> list[ResultRow]:
+               flags: list[str] | None = None, withhold_category: str | None = None
+               ) -> list[ResultRow]:
     """The DXA-scale rows of one site.
 
     Parameters
@@ -140,6 +149,11 @@ def score_rows(structure: str, site: str, abmd_ha_g_cm2: float, ctx: ScoreContex
     ctx : ScoreContext
     flags : list of str, optional
         Flags every row carries (calibration, checks).
+    withhold_category : str, optional
+        Why the aBMD may not be what the thresholds were made for although it is on the
+        DXA scale (e.g. a femur cut by the field of view): the category
+        is then ``"indeterminate"`` with this reason; the T-score and the other numbers
+        are given with the caller's flags.
 
     Returns
     -------
@@ -183,6 +197,12 @@ def score_rows(structure: str, site: str, abmd_ha_g_cm2: float, ctx: ScoreContex
         missing([q_t, q_z, q_yam, q_cat],
                 f"the {ref.name} reference is for women only ({ref.title})")
         return result()
+    if ctx.sex not in ("M", "F") and not ref.applies_to_men:
+        reason = (f"sex unknown: the {ref.name} reference is for women only "
+                  f"({ref.title}); give --sex")
+        missing([q_t, q_z, q_yam], reason)
+        put(q_cat, "indeterminate", model_flags + [f"warning: category withheld: {reason}"])
+        return result()
     ref_flag = ref.unverified_flag(site)
     value_flags = model_flags + ([ref_flag] if ref_flag else [])
     applies = ctx.t_score_applies
@@ -205,6 +225,11 @@ def score_rows(structure: str, site: str, abmd_ha_g_cm2: float, ctx: ScoreContex
     if applies is False:
         missing([q_cat], f"{crit.name} categories do not apply under 50 ({ISCD_TEXT}); see "
                          "the Z-score")
+    elif applies is None:
+        put(q_cat, "indeterminate", value_flags + applic + [UNKNOWN_AGE_SEX_CATEGORY])
+    elif withhold_category:
+        put(q_cat, "indeterminate",
+            value_flags + applic + [f"warning: category withheld: {withhold_category}"])
     else:
         put(q_cat, crit.category(t if crit.on == "t_score" else yam), value_flags + applic)
     # the Z-score: needs age, sex and age-matched means

@@ -21,8 +21,9 @@ calibration"). Only values that depend on the calibration carry its method text 
 warnings; geometry and HU rows do not. A femur cut by the image boundary where the
 cut may reach the measured proximal femur has ``partial: cut by the field of view
 (...)`` on every row (a shaft cut below every measured region is an ``info`` note on
-the volume row; :func:`_fov_flags`), and the total-hip rows name the field-of-view
-reason whenever it applies, with or without calibration.
+the volume row; :func:`_fov_flags`), its diagnostic categories are "indeterminate"
+(:func:`_category_withheld`), and the total-hip rows name the field-of-view reason
+whenever it applies, with or without calibration.
 """
 
 from __future__ import annotations
@@ -287,6 +288,23 @@ def _fov_flags(edges: list[str], lm: FemurLandmarks | None) -> tuple[str | None,
     return f"partial: {text}", None
 
 
+def _category_withheld(fov_flag: str | None) -> str | None:
+    """Why the diagnostic category of a femur is withheld, or None.
+
+    A femur cut by the field of view where the cut may reach the measured regions
+    (``fov_flag`` from :func:`_fov_flags`) is not measured as a whole femur would be (its
+    projection misses bone, and its landmarks and regions may move): its aBMD and
+    T-score are given, flagged ``partial``, but a category from them could be off by a
+    class (project rule: a category only from a number on the scale its thresholds were
+    made for).
+    """
+    if fov_flag is None:
+        return None
+    text = fov_flag.split(": ", 1)[1]
+    return (f"femur {text}: its aBMD is not that of the whole femur; measure a scan that "
+            "shows the whole proximal femur")
+
+
 def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibration,
                   scores: ScoreContext | None = None, labels: LabelMap | None = None,
                   margin_mm: float = EDGE_MARGIN_MM
@@ -389,7 +407,8 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
             rows.site_missing(site, f"no femur pixels in the {roi_name} ROI")
             continue
         rows.add(f"abmd_{site}", rv.abmd_g_cm2, METHOD_ABMD.format(roi=roi_name), flags_lm)
-        for row in score_rows(structure, site, rv.abmd_g_cm2, scores, flags_lm):
+        for row in score_rows(structure, site, rv.abmd_g_cm2, scores, flags_lm,
+                              withhold_category=_category_withheld(flag)):
             rows.put(row)
     lpx = {"head_centre": frame.to_pixel(lm.head_centre_mm),
            "head_neck_junction": frame.to_pixel(lm.head_neck_junction_mm),

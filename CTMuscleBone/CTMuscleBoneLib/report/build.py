@@ -101,6 +101,27 @@ def _criteria(results: Results) -> Any:
     return None
 
 
+def _category_withheld(row: ResultRow | None, what: str) -> str | None:
+    """Why ``row`` (a category row) gives no class, or None when it gives one.
+
+    The figures draw a category's bands or cut-offs only where the table gives that
+    category (project rule: a category only from a number on the scale its thresholds
+    were made for); otherwise they draw the value alone, with this reason.
+    """
+    if row is None:
+        return f"no {what} row"
+    if row.value is None:
+        return f"{what} not measurable: {not_measurable_reason(row)}"
+    if row.value != "indeterminate":
+        return None
+    for tag in ("warning: category withheld", "unvalidated", "uncalibrated", "kvp",
+                "warning"):
+        for f in row.flags:
+            if f.startswith(tag):
+                return f"{what} indeterminate: {f.split(':', 1)[1].strip()}"
+    return f"{what} indeterminate (see the table)"
+
+
 def _score_block(results: Results, structures: list[str]) -> Block:
     criteria = _criteria(results)
     if criteria is None:
@@ -126,7 +147,16 @@ def _score_block(results: Results, structures: list[str]) -> Block:
         return Block([images.absent_figure("plot_score", f"{label}s",
                                            f"{label} not measurable (no plot): {why}")],
                      [], side_by_side=False)
-    return Block([plots.score_plot(points, criteria)], [], side_by_side=False)
+    # the criteria's bands only where every drawn value has its category
+    cats = {(r.structure, r.quantity): r for r in results.rows}
+    reasons = []
+    for label, r in points:
+        cat = cats.get((r.structure, f"{criteria.quantity}_{r.quantity[len(prefix):]}"))
+        why = _category_withheld(cat, f"{criteria.name} category")
+        if why is not None and f"{label}: {why}" not in reasons:
+            reasons.append(f"{label}: {why}")
+    return Block([plots.score_plot(points, criteria, "; ".join(reasons) or None)], [],
+                 side_by_side=False)
 
 
 def _femur_section(results: Results, labels: LabelMap, by: dict[str, dict[str, ResultRow]],
@@ -195,7 +225,12 @@ def _spine_section(results: Results, ct: CTImage, labels: LabelMap,
         acr = by.get("lumbar_L1_L2", {}).get("acr_category")
         if calibrated and (acr is None or acr.value is None):
             mean = None  # no line against the bands without an ACR category
-        plot = (plots.vertebra_plot(levels, mean, calibrated, left_out) if levels
+        # bands only where the table gives their category (ACR: the L1-L2 summary;
+        # Pickhardt: L1, drawn behind L1 only)
+        withheld = (_category_withheld(acr, "ACR category") if calibrated else
+                    _category_withheld(by.get("vertebrae_L1", {}).get(
+                        "opportunistic_category"), "Pickhardt L1 category"))
+        plot = (plots.vertebra_plot(levels, mean, calibrated, left_out, withheld) if levels
                 else images.absent_figure(
                     "plot_vertebrae", "Vertebral trabecular values",
                     "no vertebra the lumbar summaries could use"
@@ -252,7 +287,9 @@ def _smi_section(results: Results, by: dict[str, dict[str, ResultRow]]) -> Secti
     opts = results.artifacts.get("options")
     criteria = CRITERIA.get(getattr(opts, "criteria", "awgs2019"), CRITERIA["awgs2019"])
     if smi is not None and isinstance(smi.value, (int, float)):
-        fig = plots.smi_plot(smi, criteria, results.provenance.patient.get("sex"))
+        withheld = _category_withheld(by.get("patient", {}).get("sarcopenia_low_muscle_mass"),
+                                      "low-muscle-mass flag")
+        fig = plots.smi_plot(smi, criteria, results.provenance.patient.get("sex"), withheld)
     else:
         why = not_measurable_reason(smi) if smi is not None else "no SMI row"
         fig = images.absent_figure("plot_smi", "SMI", f"no SMI: {why}")

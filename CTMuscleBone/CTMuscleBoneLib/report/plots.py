@@ -55,7 +55,8 @@ def _side_legend(ax: Any, handles: list[Any], names: list[str], title: str) -> N
               title=title, title_fontsize=6, frameon=False, borderaxespad=0.0)
 
 
-def score_plot(points: list[tuple[str, ResultRow]], criteria: Any) -> Figure:
+def score_plot(points: list[tuple[str, ResultRow]], criteria: Any,
+               withheld: str | None = None) -> Figure:
     """Each site's T-score (or %YAM, per the criteria) on the criteria's scale.
 
     Parameters
@@ -65,6 +66,10 @@ def score_plot(points: list[tuple[str, ResultRow]], criteria: Any) -> Figure:
         'percent_yam').
     criteria : Criteria
         The reference table's criteria (thresholds, labels, source).
+    withheld : str, optional
+        Why some site's category is not given (under 50, age or sex unknown, femur cut by
+        the field of view, ...): the values are then drawn without the category bands,
+        and the caption gives the reason.
     """
     plt = pyplot()
     from matplotlib.patches import Patch
@@ -76,9 +81,10 @@ def score_plot(points: list[tuple[str, ResultRow]], criteria: Any) -> Figure:
     hi_lim = max([hi_lim, *[v + 0.5 for v in vals]])
     fig, ax = plt.subplots(figsize=(6.0, 0.9 + 0.38 * len(points)))
     osteo, low = criteria.osteoporosis_at_or_below, criteria.low_bone_mass_below
-    ax.axvspan(lo_lim, osteo, color=BAND_COLOURS[0])
-    ax.axvspan(osteo, low, color=BAND_COLOURS[1])
-    ax.axvspan(low, hi_lim, color=BAND_COLOURS[2])
+    if withheld is None:
+        ax.axvspan(lo_lim, osteo, color=BAND_COLOURS[0])
+        ax.axvspan(osteo, low, color=BAND_COLOURS[1])
+        ax.axvspan(low, hi_lim, color=BAND_COLOURS[2])
     unit = "SD" if on_t else "%"
     for i, (_, row) in enumerate(points):
         _point(ax, float(row.value), i, _flagged(row))  # type: ignore[arg-type]
@@ -94,19 +100,28 @@ def score_plot(points: list[tuple[str, ResultRow]], criteria: Any) -> Figure:
     names = [f"{criteria.labels['osteoporosis']} (<= {osteo:g})",
              f"{criteria.labels['low']} ({osteo:g} to {low:g})",
              f"{criteria.labels['normal']} (>= {low:g})"]
+    if withheld is not None:
+        bands, names = [], []
     marks, mark_names = _marker_handles(any(_flagged(r) for _, r in points))
     _side_legend(ax, bands + marks, names + mark_names, criteria.name)
     fig.tight_layout()
-    return png_figure(fig, "plot_score", f"{'T-scores' if on_t else '%YAM'} on the "
-                      f"{criteria.name} scale",
+    what = "T-scores" if on_t else "%YAM"
+    if withheld is not None:
+        return png_figure(fig, "plot_score", f"{what} (no {criteria.name} bands)",
+                          f"Each site's value; the {criteria.name} bands are not drawn: "
+                          f"{withheld}.")
+    return png_figure(fig, "plot_score", f"{what} on the {criteria.name} scale",
                       f"Each site's value on the scale of {criteria.name} ({criteria.source}); "
                       "band colours in the legend.")
 
 
-def smi_plot(row: ResultRow, criteria: Any, sex: str | None) -> Figure:
+def smi_plot(row: ResultRow, criteria: Any, sex: str | None,
+             withheld: str | None = None) -> Figure:
     """The SMI (kg/m2) against the low-muscle-mass cut-offs of ``criteria``
     (:class:`CTMuscleBoneLib.alm.SarcopeniaCriteria`) for men and women; the patient's
-    sex (when known) in bold."""
+    sex (when known) in bold. ``withheld``: why the low-muscle-mass flag is not given
+    (e.g. an unvalidated ALM model); the SMI is then drawn without cut-offs, and the
+    caption gives the reason."""
     plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -114,15 +129,18 @@ def smi_plot(row: ResultRow, criteria: Any, sex: str | None) -> Figure:
     v = float(row.value)  # type: ignore[arg-type]
     hi = max(10.0, v + 1.0)
     fig, ax = plt.subplots(figsize=(6.0, 1.6))
-    handles, names = [], []
-    for s, cut, style in (("M", criteria.men_kg_m2, "-"), ("F", criteria.women_kg_m2, "--")):
+    handles: list[Any] = []
+    names: list[str] = []
+    cuts = (() if withheld is not None else
+            (("M", criteria.men_kg_m2, "-"), ("F", criteria.women_kg_m2, "--")))
+    for s, cut, style in cuts:
         bold = sex == s
         colour = "firebrick" if bold else "gray"
         ax.axvline(cut, color=colour, ls=style, lw=2.0 if bold else 1.0)
         handles.append(Line2D([], [], color=colour, ls=style, lw=2.0 if bold else 1.0))
         names.append(f"cut-off {'men' if s == 'M' else 'women'} < {cut:g} kg/m2"
                      + (" (this patient)" if bold else ""))
-    if sex in ("M", "F"):
+    if sex in ("M", "F") and withheld is None:
         ax.axvspan(0.0, criteria.cutoff(sex), color=BAND_COLOURS[0], alpha=0.6)
         handles.append(Patch(color=BAND_COLOURS[0]))
         names.append("low muscle mass")
@@ -137,13 +155,18 @@ def smi_plot(row: ResultRow, criteria: Any, sex: str | None) -> Figure:
     marks, mark_names = _marker_handles(_flagged(row))
     _side_legend(ax, handles + marks, names + mark_names, criteria.name)
     fig.tight_layout()
+    if withheld is not None:
+        return png_figure(fig, "plot_smi", f"SMI (no {criteria.name} cut-offs)",
+                          f"Skeletal muscle index; the {criteria.name} low-muscle-mass "
+                          f"cut-offs are not drawn: {withheld}.")
     return png_figure(fig, "plot_smi", f"SMI against the {criteria.name} cut-offs",
                       f"Skeletal muscle index against the {criteria.name} low-muscle-mass "
                       f"cut-offs ({criteria.source}).")
 
 
 def vertebra_plot(levels: list[tuple[str, ResultRow]], mean_row: ResultRow | None,
-                  calibrated: bool, left_out: Sequence[tuple[str, str]] = ()) -> Figure:
+                  calibrated: bool, left_out: Sequence[tuple[str, str]] = (),
+                  withheld: str | None = None) -> Figure:
     """Each vertebra's HA-equivalent trabecular vBMD (mg/cm3 hydroxyapatite, the scale of
     the thresholds) against the ACR 2018 bands, or, without a calibration, its trabecular
     HU against the Pickhardt 2013 L1 thresholds.
@@ -153,7 +176,10 @@ def vertebra_plot(levels: list[tuple[str, ResultRow]], mean_row: ResultRow | Non
     ``mean_row``: the summary row whose value the ACR category is given on
     (``lumbar_L1_L2``), drawn as a line (None: no line); ``left_out``: (anatomy key,
     reason) of measured levels not drawn (vertebral body cut by the field of view,
-    fractured), named in the legend and caption.
+    fractured), named in the legend and caption; ``withheld``: why the category the
+    bands stand for is not given (ACR: the L1-L2 summary's; Pickhardt: L1's), in which
+    case the bars are drawn without bands and the caption gives the reason. Pickhardt's
+    thresholds are for L1 only: their bands are drawn behind the L1 bar alone.
     """
     plt = pyplot()
     from matplotlib.lines import Line2D
@@ -181,9 +207,18 @@ def vertebra_plot(levels: list[tuple[str, ResultRow]], mean_row: ResultRow | Non
                  f"osteoporosis unlikely (> {high:g})"]
         title, source = "Pickhardt 2013 (L1 only)", PICKHARDT_REF
     top = max([high * 1.6, *[v * 1.15 for v in vals]])
-    ax.axhspan(0.0, low, color=BAND_COLOURS[0])
-    ax.axhspan(low, high, color=BAND_COLOURS[1])
-    ax.axhspan(high, top, color=BAND_COLOURS[2])
+    keys = [k for k, _ in levels]
+    if not calibrated and "vertebrae_L1" not in keys and withheld is None:
+        withheld = "L1 not drawn (the Pickhardt thresholds are for L1 only)"
+    if withheld is None:
+        # ACR bands span every level; Pickhardt's only L1 (axes-fraction x limits)
+        i1 = keys.index("vertebrae_L1") if not calibrated else None
+        n = max(len(levels), 1)
+        x0, x1 = ((0.0, 1.0) if i1 is None else
+                  ((i1 - 0.5 + 0.6) / (n + 0.2), (i1 + 0.5 + 0.6) / (n + 0.2)))
+        ax.axhspan(0.0, low, x0, x1, color=BAND_COLOURS[0])
+        ax.axhspan(low, high, x0, x1, color=BAND_COLOURS[1])
+        ax.axhspan(high, top, x0, x1, color=BAND_COLOURS[2])
     for i, (key, row) in enumerate(levels):
         lev = key.removeprefix("vertebrae_")
         colour = LEVEL_COLOURS.get(lev, "black")
@@ -192,6 +227,8 @@ def vertebra_plot(levels: list[tuple[str, ResultRow]], mean_row: ResultRow | Non
         ax.text(i, float(row.value), format_value(row.value, row.unit, row.quantity),  # type: ignore[arg-type]
                 ha="center", va="bottom", fontsize=6)
     handles: list[Any] = [Patch(color=c) for c in BAND_COLOURS]
+    if withheld is not None:
+        handles, names = [], []
     if mean_row is not None and mean_row.value is not None:
         ax.axhline(float(mean_row.value), color="black", ls="--", lw=1.0)
         handles.append(Line2D([], [], color="black", ls="--", lw=1.0))
@@ -213,9 +250,13 @@ def vertebra_plot(levels: list[tuple[str, ResultRow]], mean_row: ResultRow | Non
     _side_legend(ax, handles, names, title)
     fig.tight_layout()
     what = "vBMD against the ACR bands" if calibrated else "HU against the Pickhardt thresholds"
+    background = (f"background: {title} ({source})" if withheld is None else
+                  f"no {title} bands: {withheld}")
+    if withheld is not None:
+        what = "vBMD" if calibrated else "HU"
     return png_figure(fig, "plot_vertebrae", f"Vertebral trabecular {what}",
                       f"Bars: each level's trabecular "
                       f"{'vBMD, hydroxyapatite-equivalent' if calibrated else 'HU'} "
-                      f"(colour of its ROI); background: {title} ({source})."
+                      f"(colour of its ROI); {background}."
                       + (f" Not plotted (not used by the lumbar summaries): {not_used}."
                          if not_used else ""))
