@@ -154,3 +154,53 @@ def test_fit_time_check_is_the_load_check(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown required region"):
         alm.model_from_fit(alm.FitReport(**{**rep.__dict__, "slope": 1.9}), "m",
                            "lower_limb_total/lean_mass", src, ("thight",))
+
+
+# -- "validated" must be a JSON boolean (audit A5) ---------------------------------------
+@pytest.mark.parametrize("value", ["false", "true", "no", 0, 1, None])
+def test_validated_must_be_a_json_boolean(tmp_path: Path, value) -> None:
+    """"validated": "false" used to load as validated (bool of a non-empty string), and
+    sarcopenia yes/no was printed from the unvalidated default."""
+    p = _model_file(tmp_path, validated=value)
+    with pytest.raises(InputError) as exc:
+        alm.load_alm_model(p)
+    msg = str(exc.value)
+    assert str(p) in msg and '"validated"' in msg and "not a JSON boolean" in msg
+    assert "without quotes" in msg  # the fix
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("absent", False)])
+def test_validated_json_booleans_load(tmp_path: Path, value, expected) -> None:
+    p = _model_file(tmp_path, validated=value)
+    if value == "absent":
+        d = json.loads(p.read_text())
+        del d["validated"]
+        p.write_text(json.dumps(d))
+    assert alm.load_alm_model(p).validated is expected
+
+
+# -- the density model an ALM model was fitted with (audit A9c) --------------------------
+def test_density_model_field_is_optional_checked_and_written(tmp_path: Path) -> None:
+    assert alm.load_alm_model().density_model == "constant"
+    p = _model_file(tmp_path)
+    d = json.loads(p.read_text())
+    d.pop("density_model", None)
+    p.write_text(json.dumps(d))
+    assert alm.load_alm_model(p).density_model == "constant"  # documented default
+    assert alm.load_alm_model(_model_file(tmp_path, density_model="hu_linear")
+                              ).density_model == "hu_linear"
+    with pytest.raises(InputError, match='"density_model" is .hu_lin.; use one of '
+                                         "constant, hu_linear"):
+        alm.load_alm_model(_model_file(tmp_path, density_model="hu_lin"))
+
+
+def test_fit_alm_records_the_density_model(tmp_path: Path, capsys) -> None:
+    pairs = _write(tmp_path, _rows())
+    out = tmp_path / "m.json"
+    assert main(["fit-alm", str(pairs), "--out", str(out), "--density-model",
+                 "hu_linear"]) == 0
+    assert json.loads(out.read_text())["density_model"] == "hu_linear"
+    assert alm.load_alm_model(out).density_model == "hu_linear"
+    out2 = tmp_path / "m2.json"
+    assert main(["fit-alm", str(pairs), "--out", str(out2)]) == 0
+    assert alm.load_alm_model(out2).density_model == "constant"

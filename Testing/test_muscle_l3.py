@@ -8,6 +8,7 @@ spacings and orientations (axial, flipped, permuted, oblique -> resampled plane)
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -151,12 +152,14 @@ def _measure(area: float, attenuation: float) -> muscle_l3.L3Measure:
 
 
 @pytest.mark.parametrize("sex, smi, weight, expected", [
-    # Prado 2008: men < 52.4, women < 38.5 cm2/m2 (strictly below)
-    ("M", 52.4, 20, {"prado2008": "no", "derstine2018": "no", "martin2013": "no"}),
-    ("M", 52.3, 20, {"prado2008": "yes", "derstine2018": "no", "martin2013": "no"}),
+    # Prado 2008: men < 52.4, women < 38.5 cm2/m2 (strictly below), obese only (BMI >= 30)
+    ("M", 52.4, 30, {"prado2008": "no", "derstine2018": "no", "martin2013": "yes"}),
+    ("M", 52.3, 30, {"prado2008": "yes", "derstine2018": "no", "martin2013": "yes"}),
     # Martin 2013 men: 43 below BMI 25, 53 from BMI 25 (height 1 m: BMI = weight)
-    ("M", 44.0, 24.9, {"prado2008": "yes", "derstine2018": "yes", "martin2013": "no"}),
-    ("M", 44.0, 25.0, {"prado2008": "yes", "derstine2018": "yes", "martin2013": "yes"}),
+    ("M", 44.0, 24.9, {"prado2008": "indeterminate", "derstine2018": "yes",
+                       "martin2013": "no"}),
+    ("M", 44.0, 25.0, {"prado2008": "indeterminate", "derstine2018": "yes",
+                       "martin2013": "yes"}),
     ("F", 38.5, 30, {"prado2008": "no", "derstine2018": "no", "martin2013": "yes"}),
     ("F", 34.3, 30, {"prado2008": "yes", "derstine2018": "yes", "martin2013": "yes"}),
 ])
@@ -183,9 +186,58 @@ def test_categories_need_sex_and_bmi() -> None:
         assert rows[q].value is None
         assert "sex unknown" in rows[q].flags[0]
     rows = {r.quantity: r for r in muscle_l3.l3_rows(_measure(150.0, 40.0), 1.7, "M", None)}
-    assert rows["low_smi_prado2008"].value in ("yes", "no")
-    for q in ("low_smi_martin2013", "low_attenuation_martin2013"):
+    assert rows["low_smi_derstine2018"].value in ("yes", "no")
+    for q in ("low_smi_martin2013", "low_attenuation_martin2013", "low_smi_prado2008"):
         assert rows[q].value is None and "weight" in rows[q].flags[0]
+
+
+@pytest.mark.parametrize("sex, smi", [("M", 40.0), ("F", 30.0), ("M", 60.0)])
+def test_prado_cutoffs_only_in_their_obese_population(sex, smi) -> None:
+    """Prado 2008 was derived in obese patients (BMI >= 30): below it the row is
+    'indeterminate' with the reason (the SMI itself is still given); without a BMI it is
+    empty with the reason, as Martin 2013 without a BMI."""
+    m = _measure(smi, 45.0)
+    rows = {r.quantity: r for r in muscle_l3.l3_rows(m, 1.0, sex, 29.9)}  # BMI 29.9
+    prado = rows["low_smi_prado2008"]
+    assert prado.value == "indeterminate"
+    (why,) = [f for f in prado.flags if "outside the population" in f]
+    assert "BMI 29.9" in why and "BMI >= 30" in why and "no yes/no" in why
+    assert any(f.startswith("unvalidated") for f in prado.flags)  # still unverified
+    assert rows["smi"].value == pytest.approx(smi)
+    assert rows["low_smi_derstine2018"].value in ("yes", "no")
+    obese = {r.quantity: r for r in muscle_l3.l3_rows(m, 1.0, sex, 30.0)}["low_smi_prado2008"]
+    assert obese.value == ("yes" if smi < (52.4 if sex == "M" else 38.5) else "no")
+    assert not any("outside the population" in f for f in obese.flags)
+    unknown = {r.quantity: r for r in muscle_l3.l3_rows(m, 1.0, sex, None)}["low_smi_prado2008"]
+    assert unknown.value is None
+    assert unknown.flags[0].startswith("not_measurable: no weight for the BMI")
+
+
+def test_prado_population_range_is_read_from_the_table(tmp_path: Path) -> None:
+    src = Path(muscle_l3.__file__).with_name("data") / "l3_cutoffs.json"
+    d = json.loads(src.read_text(encoding="utf-8"))
+    (prado,) = [c for c in d["cutoffs"] if c["id"] == "prado2008"]
+    assert prado["population_bmi"]["at_least"] == 30.0 and prado["population_bmi"]["source"]
+    prado["population_bmi"]["at_least"] = 20.0  # the range comes from the file
+    p = tmp_path / "cut.json"
+    p.write_text(json.dumps(d), encoding="utf-8")
+    cutoffs = muscle_l3.load_l3_cutoffs(p)
+    rows = {r.quantity: r for r in muscle_l3.l3_rows(_measure(40.0, 45.0), 1.0, "M", 25.0,
+                                                     cutoffs)}
+    assert rows["low_smi_prado2008"].value == "yes"
+
+
+@pytest.mark.parametrize("value", ["false", "true", 0, None])
+def test_cutoff_table_refuses_a_verified_that_is_not_a_boolean(tmp_path: Path, value) -> None:
+    """"verified": "false" used to read as True (bool of a non-empty string)."""
+    src = Path(muscle_l3.__file__).with_name("data") / "l3_cutoffs.json"
+    d = json.loads(src.read_text(encoding="utf-8"))
+    d["cutoffs"][0]["verified"] = value
+    p = tmp_path / "cut.json"
+    p.write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(InputError, match=r'cut\.json.*"verified" is .*not a JSON boolean.*'
+                                         "true or false without quotes"):
+        muscle_l3.load_l3_cutoffs(p)
 
 
 def test_cutoff_table_has_sources_and_verification() -> None:

@@ -201,6 +201,20 @@ def test_summary_without_patient_facts_says_what_is_missing() -> None:
     assert "age: 70 years (from DICOM header)" in text
 
 
+def test_summary_says_what_an_unknown_age_decides() -> None:
+    """Age decides whether T-scores or Z-scores apply (ISCD, dxa/scores.py): the summary
+    used to say it was 'not used by the measurements'."""
+    res = Results(rows=[ResultRow("patient", "smi", None, "kg/m2", "ALM / height^2",
+                                  ["not_measurable: no height"])],
+                  provenance=Provenance(patient={"sex": "F", "sex_source": "option",
+                                                 "height_m": 1.6, "height_source": "option",
+                                                 "age_years": None, "age_source": None}))
+    text = format_summary(res)
+    (line,) = [x for x in text.splitlines() if x.strip().startswith("age:")]
+    assert "not used" not in line
+    assert "give --age" in line and "T-scores" in line and "Z-scores" in line
+
+
 # -- figure ----------------------------------------------------------------------------
 def _legend_texts(fig) -> set[str]:
     from matplotlib.legend import Legend

@@ -142,3 +142,89 @@ def test_reasons_reach_the_alm_rows() -> None:
     assert any(f.startswith("not_measurable") and "the CT does not reach mid-thigh" in f
                for f in flags)
     assert not any("which this CT does not show" in f for f in flags)
+
+
+# -- no row dropped (audit A9a) ----------------------------------------------------------
+SARC = "sarcopenia_low_muscle_mass"
+
+
+def test_missing_required_region_keeps_every_row() -> None:
+    """A validated model whose required thigh region is missing: ALM, SMI and the
+    sarcopenia row are all written, empty, with the reason (the sarcopenia row used to be
+    dropped)."""
+    model = alm.ALMModel("site", "lower_limb_total/lean_mass", 2.0, 2.2, validated=True,
+                         required_regions=("gluteal", "thigh"))
+    t = totals(6000.0, 5000.0)
+    del t["thigh_total"]
+    q = by_q(alm.alm_rows(t, model, 1.6, "F", alm.CRITERIA["awgs2019"],
+                          {"thigh": "the CT does not reach mid-thigh (...)"}))
+    assert set(q) == {"alm", "smi", SARC}
+    for row in q.values():
+        assert row.value is None
+        assert row.flags[0].startswith("not_measurable: the ALM model site needs thigh "
+                                       "muscles: the CT does not reach mid-thigh")
+    assert q[SARC].method == alm.CRITERIA["awgs2019"].name
+
+
+def test_unlabelled_predictor_group_keeps_every_row() -> None:
+    model = alm.ALMModel("site", "thigh_total/lean_mass", 2.0, 2.2, validated=True)
+    q = by_q(alm.alm_rows({"gluteal_total": totals(6000.0, 5000.0)["gluteal_total"]}, model,
+                          1.6, "F", alm.CRITERIA["awgs2019"]))
+    assert set(q) == {"alm", "smi", SARC}
+    assert q[SARC].value is None and "no muscle of that group" in q[SARC].flags[0]
+
+
+def test_sex_term_with_unknown_sex_keeps_every_row() -> None:
+    """A model with a sex term cannot give ALM without the sex; SMI and the sarcopenia
+    row used to be dropped."""
+    model = alm.ALMModel("site-sex", "lower_limb_total/lean_mass", 2.0, 2.2, 3.0,
+                         validated=True)
+    q = by_q(alm.alm_rows(totals(6000.0, 5000.0), model, 1.6, None, alm.CRITERIA["awgs2019"]))
+    assert set(q) == {"alm", "smi", SARC}
+    for row in q.values():
+        assert row.value is None
+        assert row.flags[0].startswith("not_measurable: The ALM model 'site-sex' has a sex "
+                                       "term; give the patient's sex")
+
+
+# -- density model of the predictor (audit A9c) ------------------------------------------
+def test_predictor_from_another_density_model_gives_indeterminate() -> None:
+    """A validated model fitted on 'constant' masses and a case measured with
+    --density-model hu_linear: ALM and SMI flagged, no yes/no."""
+    model = alm.ALMModel("site", "lower_limb_total/lean_mass", 0.0, 1.0, validated=True)
+    assert model.density_model == "constant"  # the documented default
+    t = totals(6000.0, 5000.0)
+    t["lower_limb_total"]["density_model"] = "hu_linear"
+    q = by_q(alm.alm_rows(t, model, 1.0, "F", alm.CRITERIA["awgs2019"]))
+    assert q["smi"].value == pytest.approx(5.0)
+    assert any("density model 'hu_linear'" in f for f in q["smi"].flags)
+    row = q[SARC]
+    assert row.value == alm.INDETERMINATE
+    (why,) = [f for f in row.flags if "density model" in f]
+    assert "--density-model constant" in why and "no yes/no" in why
+    # a model fitted on hu_linear masses matches the case: a real yes/no (5.0 < 5.4)
+    fitted_hu = alm.ALMModel("site", "lower_limb_total/lean_mass", 0.0, 1.0, validated=True,
+                             density_model="hu_linear")
+    q = by_q(alm.alm_rows(t, fitted_hu, 1.0, "F", alm.CRITERIA["awgs2019"]))
+    assert q[SARC].value == "yes"
+    assert not any("density model" in f for r in q.values() for f in r.flags)
+
+
+@pytest.mark.parametrize("density, expected", [("constant", "yes"),
+                                               ("hu_linear", alm.INDETERMINATE)])
+def test_measure_case_checks_the_density_model_of_the_alm_model(density, expected) -> None:
+    """End to end: `--density-model hu_linear` with a validated ALM model fitted on the
+    default (constant) masses gives no yes/no."""
+    g = _grid((30, 30, 40), (4.0, 4.0, 4.0))
+    boxes = {"gluteus_maximus_left": (slice(2, 12), slice(2, 12), slice(20, 30)),
+             "vastus_lateralis_left": (slice(15, 25), slice(2, 12), slice(5, 15))}
+    lab = _labels(g, boxes)
+    hu = np.full(g.shape, -100.0, dtype=np.float32)
+    for box in boxes.values():
+        hu[box] = 40.0
+    ct = CTImage(hu, g, CTMetadata(modality="CT"))
+    model = alm.ALMModel("site", "lower_limb_total/lean_mass", 1.0, 2.0, validated=True,
+                         required_regions=("gluteal", "thigh"))
+    res = measure_case(ct, lab, MeasureOptions(height_m=1.6, sex="F", bones=False,
+                                               density_model=density, alm_model=model))
+    assert res.get("patient", SARC).value == expected

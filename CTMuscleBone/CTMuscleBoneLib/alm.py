@@ -10,7 +10,8 @@ sides, i.e. the mass of the voxels in the lean window -29..+150 HU, intramuscula
 excluded; see :func:`CTMuscleBoneLib.muscle.group_totals`). The model lives in a JSON
 file with its provenance (:class:`ALMModel`). The shipped default is **not validated**: every
 output that uses it says so, and no sarcopenia yes/no is given from it (the row is
-"indeterminate"; nor from muscles cut by the field of view). ``ctmusclebone fit-alm``
+"indeterminate"; nor from muscles cut by the field of view, nor from muscle masses
+measured with another density model than the ALM model records). ``ctmusclebone fit-alm``
 fits a validated model from a hospital's own paired CT/DXA data (:func:`fit_alm_model`).
 
 SMI = ALM / height^2 (kg/m2). Sarcopenia (low muscle mass) cut-offs:
@@ -38,6 +39,7 @@ import numpy as np
 from . import stats
 from .anatomy import MUSCLE_REGIONS
 from .atomic import atomic_write_text
+from .density_models import DEFAULT_DENSITY_MODEL, DENSITY_MODELS
 from .errors import InputError
 from .results import ResultRow, sha256_of_path
 from .tables import read_csv_table
@@ -112,10 +114,18 @@ class ALMModel:
         Coefficients (slope is kg ALM per kg CT muscle).
     validated : bool
         True only for models fitted on paired CT and DXA data with cross-validation.
+        In the JSON file: the booleans ``true`` or ``false`` only (a string such as
+        ``"false"`` is refused); absent means false.
     required_regions : tuple of str
         Muscle regions (keys of :data:`CTMuscleBoneLib.anatomy.MUSCLE_REGIONS`) the CT
         must show for the model to apply; a case without them gets no ALM (a lumbar
         crop with only the top of the psoas is no lower limb).
+    density_model : str
+        The muscle density model (:data:`CTMuscleBoneLib.density_models.DENSITY_MODELS`,
+        ``measure --density-model``) of the predictor masses the model was fitted on.
+        Optional in the JSON file; absent means the project default
+        (:data:`~CTMuscleBoneLib.density_models.DEFAULT_DENSITY_MODEL`, ``constant``).
+        A case measured with another density model gets no sarcopenia yes/no.
     provenance : dict
         Source, data checksum, date, n, validation figures.
     path : str or None
@@ -129,6 +139,7 @@ class ALMModel:
     male_offset_kg: float = 0.0
     validated: bool = False
     required_regions: tuple[str, ...] = ()
+    density_model: str = DEFAULT_DENSITY_MODEL
     provenance: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
@@ -162,6 +173,7 @@ class ALMModel:
             "path": self.path,
             "validated": self.validated,
             "predictor": self.predictor,
+            "density_model": self.density_model,
             "coefficients": {
                 "intercept_kg": self.intercept_kg,
                 "slope": self.slope,
@@ -183,12 +195,19 @@ def check_model_plausible(model: ALMModel, where: str) -> None:
     ------
     InputError
         Unknown required region, a predictor not ``structure/mass`` or
-        ``structure/lean_mass``, non-finite or implausible coefficients.
+        ``structure/lean_mass``, an unknown density model, non-finite or implausible
+        coefficients.
     """
     unknown = [r for r in model.required_regions if r not in MUSCLE_REGIONS]
     if unknown:
         raise InputError(f"ALM model {where}: unknown required region(s) {', '.join(unknown)}; "
                          f"known: {', '.join(MUSCLE_REGIONS)}.")
+    if model.density_model not in DENSITY_MODELS:
+        raise InputError(
+            f"ALM model {where}: \"density_model\" is {model.density_model!r}; use one of "
+            f"{', '.join(DENSITY_MODELS)} (the `measure --density-model` the predictor was "
+            "measured with), or leave the field out for the default "
+            f"{DEFAULT_DENSITY_MODEL!r}.")
     structure, _, quantity = model.predictor.partition("/")
     if not structure or quantity not in PREDICTOR_QUANTITIES:
         raise InputError(
@@ -212,8 +231,31 @@ def check_model_plausible(model: ALMModel, where: str) -> None:
                 f"docs/muscle.md).{hint}")
 
 
+def _json_bool(d: Mapping[str, Any], key: str, default: bool) -> bool:
+    """A JSON boolean field of an ALM model file (``default`` when absent).
+
+    Raises ValueError (worded for :func:`load_alm_model`, which names the file) for a
+    string such as ``"false"``, a number or null: ``bool("false")`` would be True.
+    """
+    value = d.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"the field \"{key}\" is {json.dumps(value)}, not a JSON boolean; write "
+            f"\"{key}\": true or \"{key}\": false without quotes around the value, or "
+            "refit the model with `ctmusclebone fit-alm`")
+    return value
+
+
 def load_alm_model(path: str | os.PathLike[str] | None = None) -> ALMModel:
-    """Read an ALM model JSON; ``None`` gives the shipped (unvalidated) default."""
+    """Read an ALM model JSON; ``None`` gives the shipped (unvalidated) default.
+
+    Raises
+    ------
+    InputError
+        A missing file, invalid JSON, another schema, a missing or mistyped field
+        (``validated`` must be a JSON boolean), an unknown ``density_model`` or an
+        implausible model (:func:`check_model_plausible`).
+    """
     if path is None:
         ref = resources.files("CTMuscleBoneLib").joinpath("data/alm_default.json")
         text, where = ref.read_text(encoding="utf-8"), "built-in default (alm_default.json)"
@@ -240,8 +282,9 @@ def load_alm_model(path: str | os.PathLike[str] | None = None) -> ALMModel:
             intercept_kg=float(d["intercept_kg"]),
             slope=float(d["slope"]),
             male_offset_kg=float(d.get("male_offset_kg", 0.0)),
-            validated=bool(d.get("validated", False)),
+            validated=_json_bool(d, "validated", False),
             required_regions=tuple(str(r) for r in d.get("required_regions", ())),
+            density_model=str(d.get("density_model", DEFAULT_DENSITY_MODEL)),
             provenance=dict(d.get("provenance", {})),
             path=where,
         )
@@ -288,7 +331,8 @@ def normalise_sex(value: str | None) -> str | None:
 
 
 #: Value of the sarcopenia row when SMI exists but is not on a footing the cut-offs
-#: were made for (unvalidated ALM model, muscles cut by the field of view).
+#: were made for (unvalidated ALM model, muscles cut by the field of view, a predictor
+#: measured with another density model than the ALM model was fitted with).
 INDETERMINATE = "indeterminate"
 
 
@@ -306,7 +350,10 @@ def alm_rows(
     Parameters
     ----------
     totals : dict
-        Muscle group totals from :func:`CTMuscleBoneLib.muscle.group_totals`.
+        Muscle group totals from :func:`CTMuscleBoneLib.muscle.group_totals`. The
+        predictor total's ``density_model`` names the density model of its masses; a
+        total without that key is taken as measured with the project default
+        (:data:`~CTMuscleBoneLib.density_models.DEFAULT_DENSITY_MODEL`).
     model : ALMModel
     height_m : float or None
         Patient height; without it SMI and the flag are reported as not measurable.
@@ -321,12 +368,21 @@ def alm_rows(
         name looks like a misspelt muscle): each becomes a ``warning:`` flag of every row,
         and the sarcopenia row gets no yes/no, as with a partial predictor.
 
+    Returns
+    -------
+    list of ResultRow
+        Always the three rows ``alm``, ``smi`` and ``sarcopenia_low_muscle_mass``
+        (structure ``patient``), none dropped.
+
     Notes
     -----
-    The sarcopenia row says "yes"/"no" only from a validated model and a predictor with
-    no muscle cut by the field of view; otherwise its value is ``"indeterminate"`` and
-    its flags say why, while ALM and SMI keep their (flagged) values. Missing height or
-    sex leave it None with a ``not_measurable`` reason.
+    The sarcopenia row says "yes"/"no" only from a validated model, a predictor with
+    no muscle cut by the field of view, and a predictor measured with the density model
+    the ALM model was fitted with (:attr:`ALMModel.density_model`); otherwise its value
+    is ``"indeterminate"`` and its flags say why, while ALM and SMI keep their (flagged)
+    values. When there is no number to judge (a required region missing, no height,
+    unknown sex, or a model with a sex term and unknown sex) the three rows that cannot
+    be computed are kept with value None and a ``not_measurable`` reason.
     """
     structure_name, quantity = model.predictor.split("/", 1)
     unvalidated = (
@@ -339,6 +395,17 @@ def alm_rows(
         + (f" + {model.male_offset_kg:.4g} x male" if model.male_offset_kg else "")
         + f" (model {model.name})"
     )
+    smi_method = "ALM / height^2"
+
+    def not_measurable(reason: str, flags: list[str], alm_row: ResultRow | None = None
+                       ) -> list[ResultRow]:
+        # every row that cannot be computed is kept, empty, with the reason
+        none = [f"not_measurable: {reason}", *flags]
+        return [alm_row or ResultRow("patient", "alm", None, "kg", method, none),
+                ResultRow("patient", "smi", None, "kg/m2", smi_method, none),
+                ResultRow("patient", "sarcopenia_low_muscle_mass", None, "", criteria.name,
+                          none)]
+
     total = totals.get(structure_name)
     unit_key = {"mass": "mass_g", "lean_mass": "lean_mass_g"}.get(quantity)
     missing = [r for r in model.required_regions if f"{r}_total" not in totals]
@@ -347,31 +414,31 @@ def alm_rows(
         if missing:
             why = "; ".join(reasons.get(r, f"no {r.replace('_', ' ')} muscles in the labels")
                             for r in missing)
-            reason = (f"not_measurable: the ALM model {model.name} needs "
-                      f"{', '.join(missing)} muscles: {why}")
+            reason = (f"the ALM model {model.name} needs {', '.join(missing)} muscles: {why}")
         else:
-            reason = (f"not_measurable: the ALM model {model.name} needs {model.predictor}, "
-                      "and no muscle of that group is labelled")
-        return [
-            ResultRow("patient", "alm", None, "kg", method, [reason, *base_flags]),
-            ResultRow("patient", "smi", None, "kg/m2", "ALM / height^2", [reason, *base_flags]),
-        ]
+            reason = (f"the ALM model {model.name} needs {model.predictor}, and no muscle "
+                      "of that group is labelled")
+        return not_measurable(reason, base_flags)
     flags = list(base_flags) + [f"warning: {w}" for w in incomplete]
     partial = bool(total["partial"])
     if partial:
         flags.append("partial: the predictor includes muscles cut by the field of view")
+    used_density = str(total.get("density_model", DEFAULT_DENSITY_MODEL))
+    density_mismatch = (
+        f"the predictor was measured with the density model '{used_density}', the ALM "
+        f"model {model.name} was fitted on masses from '{model.density_model}'; measure "
+        f"with --density-model {model.density_model} (or fit a model on '{used_density}' "
+        "masses)" if used_density != model.density_model else None)
+    if density_mismatch:
+        flags.append(f"warning: {density_mismatch}")
     try:
         alm = model.predict_alm_kg(total[unit_key] / 1000.0, sex)
     except InputError as exc:
-        return [ResultRow("patient", "alm", None, "kg", method, [f"not_measurable: {exc}", *flags])]
+        return not_measurable(str(exc), flags)
     rows = [ResultRow("patient", "alm", alm, "kg", method, list(flags))]
     if height_m is None:
-        reason = "not_measurable: no height (give --height or a DICOM PatientSize)"
-        rows.append(ResultRow("patient", "smi", None, "kg/m2", "ALM / height^2",
-                              [reason, *flags]))
-        rows.append(ResultRow("patient", "sarcopenia_low_muscle_mass", None, "",
-                              criteria.name, [reason, *flags]))
-        return rows
+        return not_measurable("no height (give --height or a DICOM PatientSize)", flags,
+                              rows[0])
     smi = smi_kg_m2(alm, height_m)
     rows.append(ResultRow("patient", "smi", smi, "kg/m2", f"ALM / height^2 (height {height_m:g} m)",
                           list(flags)))
@@ -384,7 +451,7 @@ def alm_rows(
     cut = criteria.cutoff(sex)
     method = (f"{criteria.name}: SMI < {cut:g} kg/m2 ({'men' if sex == 'M' else 'women'}); "
               f"{criteria.source}")
-    if model.validated and not partial and not incomplete:
+    if model.validated and not partial and not incomplete and not density_mismatch:
         rows.append(ResultRow("patient", "sarcopenia_low_muscle_mass",
                               "yes" if smi < cut else "no", "", method, list(flags)))
         return rows
@@ -397,6 +464,8 @@ def alm_rows(
         why.append("partial: the predictor includes muscles cut by the field of view, so "
                    "SMI reads low; no yes/no")
     why += [f"warning: {w}; no yes/no" for w in incomplete]
+    if density_mismatch:
+        why.append(f"warning: {density_mismatch}; no yes/no")
     rows.append(ResultRow("patient", "sarcopenia_low_muscle_mass", INDETERMINATE, "", method,
                           why))
     return rows
@@ -617,8 +686,13 @@ def model_from_fit(
     predictor: str,
     source_csv: str | os.PathLike[str],
     required_regions: tuple[str, ...] = (),
+    density_model: str = DEFAULT_DENSITY_MODEL,
 ) -> ALMModel:
     """An :class:`ALMModel` (validated, with provenance) from a fit report.
+
+    ``density_model`` is the ``measure --density-model`` the predictor masses of the
+    paired data were measured with (default: the project default, ``constant``); it is
+    recorded in the model, and cases measured with another one get no sarcopenia yes/no.
 
     The model must pass :func:`check_model_plausible`, the check ``measure --alm-model``
     applies when loading it: a fit that could not be used is refused here, before any
@@ -632,6 +706,7 @@ def model_from_fit(
         male_offset_kg=report.male_offset_kg,
         validated=True,
         required_regions=required_regions,
+        density_model=density_model,
         provenance={
             "source": f"fitted by ctmusclebone fit-alm on {Path(source_csv).name}",
             "data_sha256": sha256_of_path(source_csv),

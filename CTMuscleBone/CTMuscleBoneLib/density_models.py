@@ -63,3 +63,8 @@ DENSITY_MODELS: dict[str, DensityModel] = {
     constant_density.name: constant_density,
     hu_linear_density.name: hu_linear_density,
 }
+#: The project's default density model (``measure --density-model``,
+#: ``MeasureOptions.density_model``); also what an ALM model file without a
+#: ``density_model`` field is taken to have been fitted with
+#: (:class:`~CTMuscleBoneLib.alm.ALMModel`).
+DEFAULT_DENSITY_MODEL = constant_density.name

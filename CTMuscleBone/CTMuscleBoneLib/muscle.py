@@ -61,6 +61,8 @@ class MuscleMeasure:
     partial: bool
     cut_faces: tuple[str, ...] = ()
     flags: list[str] = field(default_factory=list)
+    #: Name of the density model the masses were computed with.
+    density_model: str = constant_density.name
 
 
 def measure_muscle(
@@ -120,6 +122,7 @@ def measure_muscle(
         partial=bool(faces),
         cut_faces=faces,
         flags=flags,
+        density_model=density.name,
     )
 
 
@@ -203,21 +206,24 @@ def group_names(key: str) -> list[str]:
             if not (st.side == "none" and name.endswith("_none"))]
 
 
-def group_totals(measures: list[MuscleMeasure]) -> dict[str, dict[str, float | bool | list[str]]]:
+def group_totals(measures: list[MuscleMeasure]
+                 ) -> dict[str, dict[str, float | bool | str | list[str]]]:
     """Sum volume, mass and lean mass per region and side.
 
     Returns
     -------
     dict
-        ``name -> {'volume_cm3', 'mass_g', 'lean_mass_g', 'partial', 'members'}`` for
-        names ``<region>_left``, ``<region>_right``, ``<region>_total`` and the same for
-        ``lower_limb``; only groups with at least one measured member appear.
+        ``name -> {'volume_cm3', 'mass_g', 'lean_mass_g', 'partial', 'members',
+        'density_model'}`` for names ``<region>_left``, ``<region>_right``,
+        ``<region>_total`` and the same for ``lower_limb``; only groups with at least
+        one measured member appear. ``density_model`` is the name of the density model
+        of the members' masses (names joined by '+' if they differ).
     """
     groups: dict[str, list[MuscleMeasure]] = {}
     for m in measures:
         for name in group_names(m.key):
             groups.setdefault(name, []).append(m)
-    out: dict[str, dict[str, float | bool | list[str]]] = {}
+    out: dict[str, dict[str, float | bool | str | list[str]]] = {}
     for name, members in groups.items():
         out[name] = {
             "volume_cm3": float(sum(m.volume_cm3 for m in members)),
@@ -225,6 +231,7 @@ def group_totals(measures: list[MuscleMeasure]) -> dict[str, dict[str, float | b
             "lean_mass_g": float(sum(m.lean_mass_g for m in members)),
             "partial": any(m.partial for m in members),
             "members": [m.key for m in members],
+            "density_model": "+".join(sorted({m.density_model for m in members})),
         }
     return out
 

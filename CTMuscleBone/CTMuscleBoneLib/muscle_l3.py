@@ -21,10 +21,12 @@ Nutr Metab 33:997-1006, 2008; Prado 2008; Martin 2013; Derstine 2018):
   (``psoas_major``, else ``iliopsoas``: at L3 the iliacus has not begun), same window.
 * Cut-offs: ``data/l3_cutoffs.json`` (Prado 2008, Martin 2013, Derstine 2018, each with
   its source and whether it was verified). A category is given only with sex known (and
-  BMI for Martin 2013); a slice whose muscle touches the field-of-view edge gives values
-  flagged ``partial`` and categories ``indeterminate``, as does a mask with no muscle
-  more than :data:`ABDOMINAL_WALL_MIN_REACH_MM` in front of the vertebral body (the
-  abdominal wall missing from it: e.g. a psoas and erector spinae mask).
+  BMI for Martin 2013, and for Prado 2008, whose cut-offs were made for obese patients:
+  a BMI below 30 kg/m2 gives ``indeterminate``); a slice whose muscle touches the
+  field-of-view edge gives values flagged ``partial`` and categories ``indeterminate``,
+  as does a mask with no muscle more than :data:`ABDOMINAL_WALL_MIN_REACH_MM` in front
+  of the vertebral body (the abdominal wall missing from it: e.g. a psoas and erector
+  spinae mask).
 """
 
 from __future__ import annotations
@@ -485,7 +487,17 @@ def measure_l3(ct: CTImage, labels: LabelMap, muscle_mask: np.ndarray | None = N
 
 @dataclass(frozen=True)
 class L3Cutoff:
-    """One published cut-off set (one quantity: 'smi' or 'attenuation')."""
+    """One published cut-off set (one quantity: 'smi' or 'attenuation').
+
+    Attributes
+    ----------
+    population_bmi_at_least, population_bmi_below : float or None
+        The BMI range (kg/m2) of the population the cut-offs were made for, when the
+        source restricts it (Prado 2008: obese, BMI >= 30): outside it, or with the BMI
+        unknown, no yes/no is given. None: no bound.
+    population_bmi_source : str
+        Where that range comes from.
+    """
 
     id: str
     name: str
@@ -495,10 +507,31 @@ class L3Cutoff:
     source: str
     verified: bool
     verification: str
+    population_bmi_at_least: float | None = None
+    population_bmi_below: float | None = None
+    population_bmi_source: str = ""
 
     @property
     def needs_bmi(self) -> bool:
         return any("bmi_below" in t or "bmi_at_least" in t for t in self.thresholds)
+
+    @property
+    def has_population_bmi(self) -> bool:
+        return self.population_bmi_at_least is not None or self.population_bmi_below is not None
+
+    def population_bmi_text(self) -> str:
+        """'BMI >= 30 kg/m2' (the population range, for messages)."""
+        parts = []
+        if self.population_bmi_at_least is not None:
+            parts.append(f">= {self.population_bmi_at_least:g}")
+        if self.population_bmi_below is not None:
+            parts.append(f"< {self.population_bmi_below:g}")
+        return "BMI " + " and ".join(parts) + " kg/m2"
+
+    def in_population(self, bmi: float) -> bool:
+        """Whether a BMI (kg/m2) lies in the population range (True when there is none)."""
+        lo, hi = self.population_bmi_at_least, self.population_bmi_below
+        return (lo is None or bmi >= lo) and (hi is None or bmi < hi)
 
     def threshold(self, sex: str, bmi: float | None) -> float | None:
         """The threshold for a sex ('M'/'F') and BMI (kg/m2); None when none applies."""
@@ -513,24 +546,70 @@ class L3Cutoff:
         return None
 
 
+def _parse_cutoff(c: Any, where: str) -> L3Cutoff:
+    """One entry of the cut-off table; ValueError/KeyError/TypeError name the problem."""
+    verified = c["verified"]
+    if not isinstance(verified, bool):
+        raise ValueError(f"cut-off {c.get('id')!r}: \"verified\" is {json.dumps(verified)}, "
+                         "not a JSON boolean; write true or false without quotes")
+    lo = hi = None
+    src = ""
+    pop = c.get("population_bmi")
+    if pop is not None:
+        if not isinstance(pop, dict) or not pop.get("source"):
+            raise ValueError(f"cut-off {c.get('id')!r}: \"population_bmi\" must be an object "
+                             "with \"at_least\" and/or \"below\" (kg/m2) and a \"source\"")
+        lo, hi = pop.get("at_least"), pop.get("below")
+        for name, v in (("at_least", lo), ("below", hi)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not math.isfinite(v) or not 0 < v < 100):
+                raise ValueError(f"cut-off {c.get('id')!r}: population_bmi.{name} must be a "
+                                 "BMI in kg/m2 (a number between 0 and 100)")
+        if lo is None and hi is None:
+            raise ValueError(f"cut-off {c.get('id')!r}: population_bmi needs \"at_least\" "
+                             "or \"below\"")
+        src = str(pop["source"])
+    return L3Cutoff(c["id"], c["name"], c["quantity"], c["unit"], tuple(c["thresholds"]),
+                    c["source"], verified, c.get("verification", ""),
+                    None if lo is None else float(lo), None if hi is None else float(hi), src)
+
+
 def load_l3_cutoffs(path: str | os.PathLike[str] | None = None) -> list[L3Cutoff]:
-    """Read the cut-off table (``None``: the bundled ``data/l3_cutoffs.json``)."""
+    """Read the cut-off table (``None``: the bundled ``data/l3_cutoffs.json``).
+
+    Each entry: ``id``, ``name``, ``quantity`` ('smi' or 'attenuation'), ``unit``,
+    ``thresholds``, ``source``, ``verified`` (a JSON boolean), optional ``verification``
+    and optional ``population_bmi`` (``{"at_least": 30.0, "source": ...}``: the BMI range
+    of the population the cut-offs were made for; see :class:`L3Cutoff`).
+
+    Raises
+    ------
+    InputError
+        Invalid JSON, another schema, a missing or mistyped field (naming the file and
+        the field).
+    """
     if path is None:
         text = resources.files("CTMuscleBoneLib").joinpath("data/l3_cutoffs.json").read_text(
             encoding="utf-8")
         where = "l3_cutoffs.json"
     else:
         text, where = Path(path).read_text(encoding="utf-8"), str(path)
-    d = json.loads(text)
-    if d.get("schema") != CUTOFFS_SCHEMA:
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"L3 cut-off table {where} is not valid JSON: {exc.msg} (line "
+                         f"{exc.lineno}); fix the file.") from None
+    if not isinstance(d, dict) or d.get("schema") != CUTOFFS_SCHEMA:
         raise InputError(f"{where} is not an L3 cut-off table (schema {CUTOFFS_SCHEMA}).")
     out = []
-    for c in d["cutoffs"]:
-        if c["quantity"] not in ("smi", "attenuation"):
-            raise InputError(f"{where}: unknown quantity {c['quantity']!r}.")
-        out.append(L3Cutoff(c["id"], c["name"], c["quantity"], c["unit"],
-                            tuple(c["thresholds"]), c["source"], bool(c["verified"]),
-                            c.get("verification", "")))
+    for c in d.get("cutoffs", ()):
+        try:
+            if c["quantity"] not in ("smi", "attenuation"):
+                raise ValueError(f"unknown quantity {c['quantity']!r} (use smi or attenuation)")
+            out.append(_parse_cutoff(c, where))
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise InputError(f"L3 cut-off table {where}: {what}; fix the file.") from None
     return out
 
 
@@ -549,7 +628,9 @@ def l3_rows(m: L3Measure, height_m: float | None, sex: str | None,
     Rows (structure ``L3_level``): ``skeletal_muscle_area`` (cm2), ``muscle_attenuation``
     (HU), ``smi`` (cm2/m2), ``psoas_area`` (cm2), ``psoas_muscle_index`` (cm2/m2) and per
     cut-off ``low_smi_<id>`` / ``low_attenuation_<id>``: "yes", "no", "indeterminate"
-    (values flagged partial) or None (not measurable: no sex, height or BMI).
+    (values flagged partial, or a BMI outside the population a cut-off was made for:
+    Prado 2008, BMI >= 30) or None (not measurable: no sex, height, or BMI where a
+    cut-off depends on it or on its population range).
     """
     cutoffs = load_l3_cutoffs() if cutoffs is None else cutoffs
     short = m.level.split("_", 1)[-1]
@@ -617,6 +698,11 @@ def _category_row(c: L3Cutoff, value: float | None, sex: str | None, bmi: float 
         what = "height" if height_m is None else "weight"
         return none(f"no {what} for the BMI these cut-offs depend on (give --weight / "
                     "--height or DICOM PatientWeight / PatientSize)")
+    if c.has_population_bmi and bmi is None:
+        what = "height" if height_m is None else "weight"
+        return none(f"no {what} for the BMI that decides whether these cut-offs apply (made "
+                    f"for {c.population_bmi_text()}; give --weight / --height or DICOM "
+                    "PatientWeight / PatientSize)")
     cut = c.threshold(sex, bmi)
     if cut is None:
         return none(f"no {c.name} cut-off for this sex/BMI")
@@ -624,9 +710,17 @@ def _category_row(c: L3Cutoff, value: float | None, sex: str | None, bmi: float 
         flags.append(f"unvalidated: {c.name} thresholds not verified against the primary "
                      "paper")
     who = "men" if sex == "M" else "women"
-    bmi_text = f", BMI {bmi:.1f}" if c.needs_bmi and bmi is not None else ""
+    uses_bmi = c.needs_bmi or c.has_population_bmi
+    bmi_text = f", BMI {bmi:.1f}" if uses_bmi and bmi is not None else ""
     method = (f"{c.name}: {label} < {cut:g} {c.unit} ({who}{bmi_text}); {c.source}")
-    if m.partial:
+    outside = c.has_population_bmi and bmi is not None and not c.in_population(bmi)
+    if outside:
+        # the number exists but the cut-off was made for another population: no yes/no
+        flags.append(f"warning: BMI {bmi:.1f} is outside the population the {c.name} "
+                     f"cut-offs were made for ({c.population_bmi_text()}; "
+                     f"{c.population_bmi_source}); no yes/no: use a cut-off made for this "
+                     "BMI (e.g. the Martin 2013 or Derstine 2018 rows)")
+    if m.partial or outside:
         return ResultRow(L3_STRUCTURE, q, "indeterminate", "", method, flags)
     return ResultRow(L3_STRUCTURE, q, "yes" if value < cut else "no", "", method, flags)
 

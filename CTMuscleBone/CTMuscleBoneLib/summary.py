@@ -116,7 +116,9 @@ def format_patient(results: Results) -> str:
 
     lines = [fact("sex", "sex", "", "give --sex; sex-specific cut-offs not applied"),
              fact("height", "height_m", "m", "give --height; SMI not computed"),
-             fact("age", "age_years", "years", "not used by the measurements")]
+             fact("age", "age_years", "years",
+                  "give --age; it decides whether T-scores and bone categories (50 or "
+                  "over) or Z-scores (under 50) apply (ISCD): no Z-score without it")]
     return "Patient (facts used)\n" + "\n".join(f"  {x}" for x in lines)
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from ..alm import CRITERIA, fit_alm_model, model_from_fit, read_pairs_csv
 from ..atomic import atomic_write_text, check_output_file
+from ..density_models import DEFAULT_DENSITY_MODEL, DENSITY_MODELS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--require-regions", default="gluteal,thigh",
                    help="muscle regions a CT must show for the model to apply "
                    "(comma-separated; default gluteal,thigh; '' for none)")
+    p.add_argument("--density-model", default=DEFAULT_DENSITY_MODEL,
+                   choices=sorted(DENSITY_MODELS),
+                   help="the `measure --density-model` the predictor masses were measured "
+                   f"with (default {DEFAULT_DENSITY_MODEL}); recorded in the model, and "
+                   "cases measured with another one get no sarcopenia yes/no")
     p.add_argument("--criteria", default="awgs2019", choices=sorted(CRITERIA),
                    help="sarcopenia cut-offs for the SMI AUC")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
@@ -52,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     report = fit_alm_model(data, criteria, folds=args.folds,
                            use_sex=False if args.no_sex_term else None, seed=args.seed)
     regions = tuple(r.strip() for r in args.require_regions.split(",") if r.strip())
-    model = model_from_fit(report, args.name, args.predictor, args.pairs, regions)
+    model = model_from_fit(report, args.name, args.predictor, args.pairs, regions,
+                           args.density_model)
     model.write(out)
     auc = "n/a (no sarcopenic or no non-sarcopenic case)" if report.cv_smi_auc is None \
         else f"{report.cv_smi_auc:.3f}"
