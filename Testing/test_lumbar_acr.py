@@ -19,7 +19,7 @@ import pytest
 from CTMuscleBoneLib.image import CTMetadata
 from CTMuscleBoneLib.phantoms.base import PaintBuffer
 from CTMuscleBoneLib.phantoms.vertebra import VertebraPhantom, VertebraSpec, lumbar_spine
-from CTMuscleBoneLib.results import ResultRow, flag_tag
+from CTMuscleBoneLib.results import INDETERMINATE, ResultRow, flag_tag
 from CTMuscleBoneLib.spine import fracture as F
 from CTMuscleBoneLib.spine import measure as M
 from test_spine import CAL, ORIENTATIONS, SCANNER, _bounds, _grid, _rasterise, _row
@@ -101,24 +101,48 @@ def test_acr_indeterminate_from_one_vertebra():
         assert any(f.startswith("warning: one vertebra only") for f in r.flags)
 
 
-# -- 3. the calibration's stated error across a threshold ---------------------------------
-@pytest.mark.parametrize(("bmd", "err", "threshold"), [
-    (70.0, 10.0, 80.0),     # 84.7 HA +-10 %: 76.2-93.1, crosses 80
-    (95.0, 10.0, 120.0),    # 114.9 HA: 103.4-126.4, crosses 120
-    (70.0, 3.0, None),      # 84.7 HA +-3 %: 82.2-87.2, inside one band
-    (130.0, 10.0, None),    # 157.3 HA: 141.5-173.0
-    (70.0, None, None),     # no stated error: no flag
+# -- 3. the calibration's stated error across a threshold: indeterminate ---------------
+def _phantomless(err: float | None):
+    """CAL as the phantomless calibration states it: +-err % and its unvalidated text."""
+    if err is None:
+        return CAL
+    return replace(CAL, details={"expected_error_percent": err},
+                   expected_error=f"phantomless internal calibration: expected error about "
+                                  f"+-{err:g} % of BMD")
+
+
+@pytest.mark.parametrize(("bmd", "err", "threshold", "category"), [
+    (70.0, 10.0, 80.0, None),     # 84.7 HA +-10 %: 76.2-93.1, crosses 80
+    (95.0, 10.0, 120.0, None),    # 114.9 HA: 103.4-126.4, crosses 120
+    (70.0, 3.0, None, "low bone mass (osteopenia)"),  # 82.2-87.2: one class
+    (130.0, 10.0, None, "normal"),       # 157.3 HA: 141.5-173.0
+    (55.0, 10.0, None, "osteoporosis"),  # 66.5 HA: 59.9-73.2
+    (70.0, None, None, "low bone mass (osteopenia)"),  # no stated error
 ])
-def test_warning_when_stated_error_reaches_a_threshold(bmd, err, threshold):
-    cal = CAL if err is None else replace(CAL, details={"expected_error_percent": err})
+def test_acr_indeterminate_when_the_stated_error_reaches_a_threshold(
+        bmd, err, threshold, category):
+    """The phantomless calibration's +-10 % interval across 80 or 120 mg/cm3: no ACR
+    category (the old code printed one with a warning); the whole interval in one class:
+    the category, with the calibration's unvalidated flag."""
+    cal = _phantomless(err)
     ct, labels = _spine_case(bmd, bmd, kvp=120.0)  # kVp known: the stated error alone
-    acr = _row(M.measure_spine(ct, labels, cal), "lumbar_L1_L2", "acr_category")
+    rows = M.measure_spine(ct, labels, cal)
+    acr = _row(rows, "lumbar_L1_L2", "acr_category")
+    ha = _row(rows, "lumbar_L1_L2", "trabecular_vbmd_ha").value
     near = [f for f in acr.flags if "reaches across" in f]
+    if err is not None:
+        assert f"unvalidated: phantomless internal calibration: expected error about +-{err:g}" \
+            in " ".join(acr.flags)
     if threshold is None:
-        assert near == []
+        assert near == [] and acr.value == category
     else:
-        assert len(near) == 1 and f"the {threshold:g} mg/cm3 threshold" in near[0]
+        assert acr.value == INDETERMINATE
+        assert len(near) == 1 and f"the {threshold:g} mg/cm3 ACR threshold" in near[0]
+        assert near[0].startswith("warning: category withheld: HA-equivalent ")
+        lo, hi = ha * (1 - err / 100), ha * (1 + err / 100)
+        assert f"interval {lo:.1f}-{hi:.1f} mg/cm3" in near[0]
         assert f"stated error (+-{err:g} %)" in near[0] and "kVp" not in near[0]
+        assert "calibrate with a phantom scanned with the patient" in near[0]
 
 
 @pytest.mark.parametrize(("bmd", "kvp", "near"), [
@@ -128,15 +152,40 @@ def test_warning_when_stated_error_reaches_a_threshold(bmd, err, threshold):
 ])
 def test_unknown_kvp_widens_the_interval_of_a_k2hpo4_value(bmd, kvp, near):
     """With the kVp unknown the K2HPO4-to-HA ratio may be anything from 0.81 to 0.86
-    (Goodsitt 1992), not only the assumed 0.827: a value that close to a threshold is
-    flagged, although no calibration error is stated."""
+    (Goodsitt 1992), not only the assumed 0.827: a value that close to a threshold has no
+    category, although no calibration error is stated."""
     ct, labels = _spine_case(bmd, bmd, kvp=kvp)
     acr = _row(M.measure_spine(ct, labels, CAL), "lumbar_L1_L2", "acr_category")
     flags = [f for f in acr.flags if "reaches across" in f]
     assert bool(flags) == near
+    assert (acr.value == INDETERMINATE) == near
     if near:
-        assert "unknown kVp" in flags[0] and "the 80 mg/cm3 threshold" in flags[0]
+        assert "unknown kVp" in flags[0] and "the 80 mg/cm3 ACR threshold" in flags[0]
+        assert flags[0].startswith("warning: category withheld: ")
         assert "'osteoporosis' to 'low bone mass (osteopenia)'" in flags[0]
+        assert "measure the DICOM series (its header gives the kVp)" in flags[0]
+    else:
+        assert acr.value in ("osteoporosis", "low bone mass (osteopenia)")
+
+
+def test_phantomless_calibration_near_a_threshold_gives_no_acr_category():
+    """The audit case (e5): the physics-based phantomless calibration of the lumbar
+    phantom gives about 112 mg/cm3 HA, +-10 % = 101-123, across 120: no category."""
+    from CTMuscleBoneLib import pipeline
+    from CTMuscleBoneLib.phantoms import PhantomSpec, make_phantom
+
+    ph = make_phantom(PhantomSpec(region="lumbar", spacing_mm=3.0, seed=2, noise_sd_hu=5.0))
+    res = pipeline.measure(ph.ct, ph.labels, pipeline.MeasureOptions(calibration="auto"))
+    assert res.artifacts["calibration"].details.get("expected_error_percent")
+    for name in ("lumbar_L1_L2", "lumbar_L1_L4"):
+        ha = res.value(name, "trabecular_vbmd_ha")
+        acr = res.get(name, "acr_category")
+        if 0.9 * ha <= 120.0 <= 1.1 * ha or 0.9 * ha <= 80.0 <= 1.1 * ha:
+            assert acr.value == INDETERMINATE, (name, ha, acr.value)
+            assert any(f.startswith("warning: category withheld: HA-equivalent")
+                       for f in acr.flags)
+        else:  # the phantom's design moved: the whole interval is in one class
+            assert acr.value != INDETERMINATE
 
 
 # -- 4. dense voxels in the ROI -----------------------------------------------------------

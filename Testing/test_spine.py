@@ -17,13 +17,14 @@ from CTMuscleBoneLib.errors import InputError
 from CTMuscleBoneLib.image import CTImage, CTMetadata, Geometry, LabelMap
 from CTMuscleBoneLib.phantoms.base import PaintBuffer, ScannerModel
 from CTMuscleBoneLib.phantoms.vertebra import VertebraPhantom, VertebraSpec, lumbar_spine
-from CTMuscleBoneLib.results import ResultRow
+from CTMuscleBoneLib.results import CATEGORY_WITHHELD, INDETERMINATE, ResultRow
 from CTMuscleBoneLib.spine.fracture import genant_grade
 from CTMuscleBoneLib.spine.measure import (
     acr_category,
     analyse_spine,
     measure_spine,
     pickhardt_category,
+    pickhardt_kvp_reason,
     spine_rows,
 )
 from scipy import ndimage
@@ -285,7 +286,8 @@ def test_uncalibrated_reports_hu_and_pickhardt_category(l1_hu, expected):
     ph = VertebraPhantom(
         VertebraSpec("L1", trabecular_bmd_mg_cm3=float(SCANNER.bmd_for_hu(l1_hu))), SCANNER)
     geom = _grid(*ph.bounds_mm(), (2.0, 2.0, 2.0), ORIENTATIONS["oblique"])
-    ct, labels = _rasterise([ph], geom)
+    # the thresholds' voltage: the category needs the kVp known to be 120
+    ct, labels = _rasterise([ph], geom, metadata=CTMetadata(kvp=120.0))
     rows = measure_spine(ct, labels, Calibration.none())
     assert abs(_row(rows, "vertebrae_L1", "trabecular_mean_hu").value - l1_hu) < 1.5
     for s in ("vertebrae_L1", "lumbar_L1_L2"):
@@ -295,6 +297,47 @@ def test_uncalibrated_reports_hu_and_pickhardt_category(l1_hu, expected):
     assert _row(rows, "lumbar_L1_L2", "acr_category").value is None
     cat = _row(rows, "vertebrae_L1", "opportunistic_category")
     assert cat.value.startswith(expected)
+    assert not any(f.startswith(CATEGORY_WITHHELD) for f in cat.flags)
+
+
+@pytest.mark.parametrize("kvp, category", [
+    (120.0, True), (120.4, True), (119.0, True),  # 120 kVp (header rounding)
+    (80.0, False), (100.0, False), (140.0, False), (118.0, False),
+    (None, False),  # unknown (NIfTI): no category either
+])
+def test_pickhardt_category_only_at_120_kvp(kvp, category):
+    """Pickhardt's L1 thresholds were derived at 120 kVp: at another or an unknown kVp
+    the category is 'indeterminate' with a flag saying why and what to do (the old code
+    printed it, with a warning at other voltages and nothing when unknown)."""
+    ph = VertebraPhantom(
+        VertebraSpec("L1", trabecular_bmd_mg_cm3=float(SCANNER.bmd_for_hu(135.0))), SCANNER)
+    geom = _grid(*ph.bounds_mm(), (2.0, 2.0, 2.0), np.eye(3))
+    ct, labels = _rasterise([ph], geom, metadata=CTMetadata(kvp=kvp))
+    rows = measure_spine(ct, labels, Calibration.none())
+    cat = _row(rows, "vertebrae_L1", "opportunistic_category")
+    hu = _row(rows, "vertebrae_L1", "trabecular_mean_hu")
+    assert hu.value == pytest.approx(135.0, abs=1.5)  # the number is kept either way
+    kvp_flags = [f for f in cat.flags if f.startswith(CATEGORY_WITHHELD)]
+    if category:
+        assert cat.value.startswith("low bone density possible") and kvp_flags == []
+        return
+    assert cat.value == INDETERMINATE
+    assert len(kvp_flags) == 1 and "derived at 120 kVp" in kvp_flags[0]
+    assert "calibrate HU to BMD" in kvp_flags[0]
+    if kvp is None:
+        assert "tube voltage unknown" in kvp_flags[0]
+        assert "measure the DICOM series" in kvp_flags[0]
+    else:
+        assert f"scan at {kvp:g} kVp" in kvp_flags[0]
+        assert "use a 120 kVp scan" in kvp_flags[0]
+
+
+def test_pickhardt_kvp_reason():
+    assert pickhardt_kvp_reason(120.0) is None
+    assert pickhardt_kvp_reason(100.0).startswith(
+        "warning: category withheld: scan at 100 kVp")
+    assert pickhardt_kvp_reason(None).startswith(
+        "warning: category withheld: tube voltage unknown")
 
 
 def test_category_boundaries():

@@ -388,8 +388,14 @@ def measure_case(
 
 
 def _flag_contrast(ct: CTImage, labels: LabelMap, results: Results) -> None:
-    """Flag every HU- and BMD-based row of a contrast-enhanced scan (no correction)."""
-    from .contrast import CONTRAST_FLAG, depends_on_hu, detect_contrast
+    """The contrast rule on a contrast-enhanced scan (no correction is applied).
+
+    Every HU- and BMD-based value keeps its number with a ``contrast:`` flag; every
+    category computed from such a value (ACR, WHO/JSBMR, Pickhardt, L3 muscle
+    attenuation) is ``"indeterminate"``, its flag naming the evidence and asking for a
+    non-contrast scan (:func:`CTMuscleBoneLib.contrast.make_categories_indeterminate`).
+    """
+    from .contrast import detect_contrast, make_categories_indeterminate
 
     finding = detect_contrast(ct, labels)
     results.artifacts["contrast"] = finding
@@ -402,10 +408,14 @@ def _flag_contrast(ct: CTImage, labels: LabelMap, results: Results) -> None:
     if not any("Contrast agent stated" in w for w in results.warnings):
         results.warnings.append(
             f"Contrast-enhanced scan ({'; '.join(finding.evidence)}): HU- and BMD-based "
-            "values and categories read high; no correction is applied (docs/calibration.md).")
-    for r in results.rows:
-        if depends_on_hu(r.unit, r.quantity) and CONTRAST_FLAG not in r.flags:
-            r.flags.append(CONTRAST_FLAG)
+            "values read high and no correction is applied (docs/calibration.md).")
+    changed = make_categories_indeterminate(results.rows, finding)
+    if changed:
+        results.warnings.append(
+            "Contrast-enhanced scan: no category from HU or BMD ("
+            + ", ".join(sorted({r.quantity for r in changed})) + " indeterminate); their "
+            "thresholds were made on unenhanced CT. Measure a non-contrast scan (or the "
+            "unenhanced phase) for the categories.")
 
 
 def choose_calibration(

@@ -9,7 +9,10 @@ Tomogr 2017; figures from the project's domain notes). Published corrections are
 phase-, scanner- and protocol-specific linear offsets (e.g. subtracting a phase-specific
 HU offset from L1 attenuation); none is validated for every protocol, so CTMuscleBone
 applies none by default: it flags every HU- and BMD-based value of an enhanced scan
-instead (docs/calibration.md).
+instead, and gives no category from them: every category whose number depends on the CT
+numbers (ACR, WHO/JSBMR, Pickhardt, L3 muscle attenuation) is ``"indeterminate"``
+on an enhanced scan, because its thresholds were made on unenhanced CT
+(docs/calibration.md). Categories from areas and volumes (L3 SMI, sarcopenia) are kept.
 
 Evidence, in order:
 
@@ -20,12 +23,14 @@ Evidence, in order:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from .image import CTImage, CTMetadata, LabelMap
+from .results import INDETERMINATE, ResultRow, is_category, withheld_flag
 
 #: Unenhanced blood is about 30-60 HU (its attenuation follows the haematocrit; even
 #: polycythaemic blood stays below about 80 HU); enhanced aorta and IVC in the
@@ -114,11 +119,68 @@ def detect_contrast(ct: CTImage, labels: LabelMap | None = None) -> ContrastFind
 #: Units whose values depend on the CT numbers (HU, densities, areal densities and the
 #: scores derived from them).
 HU_DEPENDENT_UNITS = frozenset({"HU", "mg/cm3", "g/cm2", "SD", "%"})
-#: Quantity name fragments of categories computed from such values.
-HU_DEPENDENT_QUANTITIES = ("category", "t_score", "z_score", "yam", "hu", "bmd")
+#: Quantity name fragments of rows computed from such values: the bone categories
+#: (``acr_category``, ``opportunistic_category``, ``who_category_<site>``,
+#: ``jsbmr_category_<site>``), scores, HU and BMD, and the L3 muscle attenuation cut-offs
+#: (``low_attenuation_<id>``, from the mean HU of the muscle). The L3 SMI cut-offs
+#: (``low_smi_<id>``) and ``sarcopenia_low_muscle_mass`` come from areas and volumes in a
+#: wide HU window, which contrast barely moves: not listed.
+HU_DEPENDENT_QUANTITIES = ("category", "t_score", "z_score", "yam", "hu", "bmd",
+                           "attenuation")
 
 
 def depends_on_hu(unit: str, quantity: str) -> bool:
     """True for a row whose value comes from CT numbers (and so moves with contrast)."""
     q = quantity.lower()
     return unit in HU_DEPENDENT_UNITS or any(part in q for part in HU_DEPENDENT_QUANTITIES)
+
+
+def contrast_category_flag(finding: ContrastFinding) -> str:
+    """The flag of a category made indeterminate by contrast: evidence and what to do."""
+    evidence = "; ".join(finding.evidence) or "contrast enhancement detected"
+    return withheld_flag(
+        f"contrast-enhanced scan ({evidence}): the category's thresholds were made on "
+        "unenhanced CT and contrast raises HU and BMD (L1 about +11 HU portal-venous, "
+        "Pickhardt 2016; every calibration biased, Kaesmacher 2017); measure a "
+        "non-contrast scan (or the unenhanced phase) of this patient for a category")
+
+
+def make_categories_indeterminate(rows: Iterable[ResultRow],
+                                  finding: ContrastFinding) -> list[ResultRow]:
+    """Apply the contrast rule to the rows of an enhanced scan, in place.
+
+    Every HU- or BMD-based row (:func:`depends_on_hu`) gets a contrast flag. A category
+    row (:func:`CTMuscleBoneLib.results.is_category`) among them gets no category: a
+    value becomes :data:`~CTMuscleBoneLib.results.INDETERMINATE` (a not-measurable
+    None stays None) and its flag, :func:`contrast_category_flag`, gives the evidence
+    and what to do. Numeric rows (HU, vBMD, aBMD, scores) keep their values with
+    :data:`CONTRAST_FLAG`.
+
+    Parameters
+    ----------
+    rows : iterable of ResultRow
+        The rows of one scan.
+    finding : ContrastFinding
+        Its contrast evidence; nothing is changed unless ``finding.enhanced`` is True.
+
+    Returns
+    -------
+    list of ResultRow
+        The category rows made indeterminate (value was not None).
+    """
+    changed: list[ResultRow] = []
+    if not finding.enhanced:
+        return changed
+    cat_flag = contrast_category_flag(finding)
+    for r in rows:
+        if not depends_on_hu(r.unit, r.quantity):
+            continue
+        if is_category(r.quantity):
+            if r.value is not None:
+                r.value = INDETERMINATE
+                changed.append(r)
+            if cat_flag not in r.flags:
+                r.flags.append(cat_flag)
+        elif CONTRAST_FLAG not in r.flags:
+            r.flags.append(CONTRAST_FLAG)
+    return changed

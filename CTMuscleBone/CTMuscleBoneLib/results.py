@@ -25,10 +25,21 @@ dropped when a row is made and when it is written).
   ``uncalibrated``    the value depends on a calibration that is absent.
   ``calibration``     a warning of the HU-to-BMD calibration used.
   ``edited``          ``edited: segmentation corrected by hand`` (see ``pipeline``).
+  ``contrast``        the scan is contrast-enhanced (``contrast.CONTRAST_FLAG``).
   ``uncertain``, ``coarse``, ``warning``, ``fracture``, ``shaft axis``: other caveats.
 
 :func:`is_info`, :func:`flag_tag`, :func:`warning_flags`, :func:`info_flags` and
 :func:`unique_flags` apply the convention.
+
+Categories
+----------
+A **category** row holds a clinical class, not a number: its unit is ``''`` and its
+value a string (``'normal'``, ``'yes'``), :data:`INDETERMINATE` when a number exists
+but is not on the scale the category's thresholds were made for, or None when not
+measurable. An indeterminate category's reason, and what to do, is a flag starting
+with :data:`CATEGORY_WITHHELD` (``warning: category withheld: contrast-enhanced scan
+...``), which the report reads back. :func:`is_category` recognises category rows by
+quantity name.
 
 Number formats
 --------------
@@ -72,6 +83,37 @@ EDITED = "edited"
 #: The reason of every value that needs a HU-to-BMD calibration when there is none
 #: (femur and spine alike; the summary says which calibration was missing and why).
 NO_CALIBRATION_REASON = "no HU-to-BMD calibration (HU values only)"
+#: Value of a category row whose number exists but is not on the scale the category's
+#: thresholds were made for (contrast, a calibration error interval across a threshold,
+#: a tube voltage other than the thresholds'); the flags give the reason.
+INDETERMINATE = "indeterminate"
+#: Start of the flag that says why a category is :data:`INDETERMINATE` and what to do.
+CATEGORY_WITHHELD = "warning: category withheld"
+
+
+def withheld_flag(reason: str) -> str:
+    """The flag of an indeterminate category: ``warning: category withheld: <reason>``."""
+    return f"{CATEGORY_WITHHELD}: {reason}"
+
+
+def is_category(quantity: str) -> bool:
+    """True for the quantity of a category row (a clinical class, not a number).
+
+    The category rows and their names:
+
+    * ``<criteria>_category``: lumbar ``acr_category`` (ACR QCT), L1
+      ``opportunistic_category`` (Pickhardt 2013);
+    * ``<criteria>_category_<site>``: ``who_category_<site>``, ``jsbmr_category_<site>``
+      (:mod:`CTMuscleBoneLib.dxa.scores`);
+    * ``low_<quantity>_<cut-off id>``: L3 ``low_smi_<id>`` and ``low_attenuation_<id>``
+      (:mod:`CTMuscleBoneLib.muscle_l3`);
+    * ``sarcopenia_low_muscle_mass`` (:mod:`CTMuscleBoneLib.alm`).
+
+    ``fracture_grade`` is a number (Genant grade 0-3), not a category row.
+    """
+    q = quantity.lower()
+    return ("_category" in q or q.startswith("low_")
+            or q == "sarcopenia_low_muscle_mass")
 
 
 def flag_tag(flag: str) -> str:

@@ -223,7 +223,7 @@ def _spine_section(results: Results, ct: CTImage, labels: LabelMap,
         mean = by.get("lumbar_L1_L2", {}).get("trabecular_vbmd_ha" if calibrated
                                               else "trabecular_mean_hu")
         acr = by.get("lumbar_L1_L2", {}).get("acr_category")
-        if calibrated and (acr is None or acr.value is None):
+        if calibrated and (acr is None or acr.value in (None, "indeterminate")):
             mean = None  # no line against the bands without an ACR category
         # bands only where the table gives their category (ACR: the L1-L2 summary;
         # Pickhardt: L1, drawn behind L1 only)

@@ -21,8 +21,16 @@ ACR category; fractured vertebrae are excluded with a note (see
 of two vertebrae, so the category is computed from the HA-equivalent mean
 (:func:`CTMuscleBoneLib.dxa.material.to_hydroxyapatite`: a K2HPO4 density is divided by
 Goodsitt's kVp-dependent ratio) and only from two or more vertebrae; otherwise it is
-``None`` with the reason. Uncalibrated: ``vertebrae_L1`` gets the opportunistic category
-of Pickhardt et al. from its trabecular HU.
+``None`` with the reason. When the mean has an interval (the phantomless calibration's
+stated +-10 %, or the K2HPO4-to-HA ratio's range when the kVp is unknown) that reaches
+across 80 or 120 mg/cm3, the category is ``"indeterminate"`` with the interval in a
+``warning: category withheld:`` flag (as the Genant grade is uncertain when its
+height-loss interval spans two grades). Uncalibrated: ``vertebrae_L1`` gets the
+opportunistic category of Pickhardt et al. from its trabecular HU, only at 120 kVp: at
+another or an unknown kVp it is ``"indeterminate"`` with the reason
+(:func:`pickhardt_kvp_reason`). On a
+contrast-enhanced scan both categories are made ``"indeterminate"`` later
+(:func:`CTMuscleBoneLib.contrast.make_categories_indeterminate`).
 
 Sources of the thresholds
 -------------------------
@@ -55,7 +63,7 @@ from ..dxa.material import MaterialConversion, to_hydroxyapatite
 from ..errors import InputError
 from ..fov import indices_touch_border
 from ..image import CTImage, Geometry, LabelMap
-from ..results import NO_CALIBRATION_REASON, ResultRow
+from ..results import INDETERMINATE, NO_CALIBRATION_REASON, ResultRow, withheld_flag
 from ..tissue import METAL_OR_CEMENT_HU
 from ..validation import effective_slice_thickness_mm
 from .body_separation import BodySeparation, separate_body
@@ -90,6 +98,11 @@ ACR_OSTEOPOROSIS_BELOW = 80.0
 #: Pickhardt et al. 2013 L1 thresholds, HU (see module docstring).
 PICKHARDT_SENSITIVE_HU = 160.0
 PICKHARDT_SPECIFIC_HU = 110.0
+#: Tube voltage the Pickhardt thresholds were derived at, kVp, and the difference from it
+#: still taken as that voltage (header values are whole kV; the tolerance only absorbs
+#: rounding such as 119.9). Any other or unknown kVp: the category is indeterminate.
+PICKHARDT_KVP = 120.0
+PICKHARDT_KVP_TOLERANCE = 1.0
 
 #: Dense-voxel check of the trabecular ROI (project defaults, not validated). A voxel is
 #: "dense" when its HU exceeds the ROI's median by more than DENSE_OFFSET_HU and by more
@@ -498,15 +511,20 @@ def _stated_error_fraction(calibration: Calibration) -> float | None:
     return pct / 100.0 if np.isfinite(pct) and pct > 0 else None
 
 
-def _near_threshold_flags(ha_mg_cm3: float, calibration: Calibration,
-                          conv: MaterialConversion | None = None) -> list[str]:
-    """A warning when the HA value's interval reaches across an ACR threshold (the
-    category could be the neighbouring one).
+def _acr_interval(ha_mg_cm3: float, calibration: Calibration,
+                  conv: MaterialConversion | None = None
+                  ) -> tuple[float, float, list[str]] | None:
+    """The interval of an HA-equivalent value on the ACR scale, or None when none is known.
 
     The interval combines the calibration's stated relative error (phantomless) and,
     for a K2HPO4 calibration of a scan whose kVp is unknown, the K2HPO4-to-HA ratio's
     range over the published voltages (Goodsitt 1992: 0.86 at 80 kVp to 0.81 at
     140 kVp) instead of the assumed 120 kVp ratio.
+
+    Returns
+    -------
+    (low, high, reasons) or None
+        Interval ends in mg/cm3 HA and one text per source of the interval.
     """
     err = _stated_error_fraction(calibration) or 0.0
     low_factor, high_factor, reasons = 1.0 - err, 1.0 + err, []
@@ -522,16 +540,40 @@ def _near_threshold_flags(ha_mg_cm3: float, calibration: Calibration,
                        f"-{float(np.max(table.ratio)):.2f} instead of the assumed "
                        f"{conv.ratio:.3f})")
     if not reasons:
-        return []
-    lo, hi = ha_mg_cm3 * low_factor, ha_mg_cm3 * high_factor
+        return None
+    return ha_mg_cm3 * low_factor, ha_mg_cm3 * high_factor, reasons
+
+
+def _straddle_flag(ha_mg_cm3: float, calibration: Calibration,
+                   conv: MaterialConversion | None = None) -> str | None:
+    """The reason the ACR category is indeterminate, or None when it is not.
+
+    The category is indeterminate when the value's interval (:func:`_acr_interval`)
+    reaches across an ACR threshold, as the Genant grade is when its height-loss
+    interval spans two grades (:func:`_fracture_text`): the class could be either.
+    Whole interval in one class: None (the category stands, with the calibration's
+    flags).
+    """
+    interval = _acr_interval(ha_mg_cm3, calibration, conv)
+    if interval is None:
+        return None
+    lo, hi, reasons = interval
     if acr_category(lo) == acr_category(hi):
-        return []
+        return None
     crossed = [t for t in (ACR_OSTEOPOROSIS_BELOW, ACR_NORMAL_ABOVE) if lo <= t <= hi]
     names = " and ".join(f"{t:g} mg/cm3" for t in crossed)
-    return [f"warning: HA-equivalent {ha_mg_cm3:.1f} mg/cm3 ({lo:.1f}-{hi:.1f} mg/cm3 with "
-            f"{' and '.join(reasons)}) reaches across the {names} "
-            f"threshold{'s' if len(crossed) > 1 else ''}: the category may be "
-            f"'{acr_category(lo)}' to '{acr_category(hi)}'"]
+    todo = []
+    if _stated_error_fraction(calibration):
+        todo.append("calibrate with a phantom scanned with the patient (or a stored "
+                    "calibration of this scanner and protocol)")
+    if conv is not None and conv.converted and not conv.kvp_known:
+        todo.append("measure the DICOM series (its header gives the kVp) or calibrate "
+                    "with a hydroxyapatite phantom")
+    return withheld_flag(
+        f"HA-equivalent {ha_mg_cm3:.1f} mg/cm3, interval {lo:.1f}-{hi:.1f} mg/cm3 with "
+        f"{' and '.join(reasons)}, reaches across the {names} ACR "
+        f"threshold{'s' if len(crossed) > 1 else ''} (category '{acr_category(lo)}' to "
+        f"'{acr_category(hi)}'); for a category, " + " or ".join(todo))
 
 
 def _summary_rows(
@@ -613,9 +655,11 @@ def _summary_rows(
     else:
         used_text = (f"applied to the mean vBMD {ha_vbmd:.1f} mg/cm3 HA "
                      "(hydroxyapatite calibration, no conversion)")
+    straddle = _straddle_flag(ha_vbmd, calibration, conv)
     rows.append(ResultRow(
-        name, "acr_category", acr_category(ha_vbmd), "", f"{acr_method}; {used_text}",
-        hflags + _near_threshold_flags(ha_vbmd, calibration, conv)
+        name, "acr_category", acr_category(ha_vbmd) if straddle is None else INDETERMINATE,
+        "", f"{acr_method}; {used_text}",
+        hflags + ([straddle] if straddle else [])
         + ["info: the ACR thresholds assume the density scale of the clinical QCT systems "
            "used to derive them"],
     ))
@@ -635,13 +679,50 @@ def _pickhardt_row(results: dict[str, VertebraAnalysis], ct: CTImage) -> ResultR
         return ResultRow("vertebrae_L1", "opportunistic_category", None, "", method,
                          _na(l1.not_measurable or "L1 trabecular HU not measurable"))
     flags = ["unvalidated: single-centre thresholds derived at 120 kVp"]
-    kvp = ct.metadata.kvp
-    if kvp is not None and abs(kvp - 120.0) > 1.0:
-        flags.append(f"warning: scan at {kvp:g} kVp; the thresholds were derived at 120 kVp")
     if l1.fracture is not None and (l1.fracture.grade or 0) > 0:
         flags.append(_fracture_text(l1.fracture))
+    off_kvp = pickhardt_kvp_reason(ct.metadata.kvp)
+    if off_kvp is not None:
+        return ResultRow("vertebrae_L1", "opportunistic_category", INDETERMINATE, "", method,
+                         [off_kvp] + flags + l1.flags)
     return ResultRow("vertebrae_L1", "opportunistic_category", pickhardt_category(l1.mean_hu),
                      "", method, flags + l1.flags)
+
+
+def pickhardt_kvp_reason(kvp: float | None) -> str | None:
+    """Why the Pickhardt category cannot be given at this tube voltage, or None.
+
+    Pickhardt's L1 thresholds were derived at 120 kVp, and bone HU depend on the kVp
+    (higher at lower voltages), so the category is given only for a scan known to be at
+    :data:`PICKHARDT_KVP` (+- :data:`PICKHARDT_KVP_TOLERANCE`). An unknown kVp (a NIfTI
+    file has no header to say it; there is no option to state it) gives no category
+    either: 100 kVp and lower protocols are common, and they read bone HU high.
+
+    Parameters
+    ----------
+    kvp : float or None
+        The scan's tube voltage (``CTMetadata.kvp``), None when unknown.
+
+    Returns
+    -------
+    str or None
+        A ``warning: category withheld:`` flag naming the problem and what to do, or
+        None at 120 kVp.
+    """
+    calibrate = ("calibrate HU to BMD (phantom or internal calibration) for the ACR "
+                 "category")
+    if kvp is None:
+        return withheld_flag(
+            "tube voltage unknown (no kVp in the image header, e.g. a NIfTI file): the "
+            f"{PICKHARDT_REF} L1 thresholds were derived at {PICKHARDT_KVP:g} kVp and bone "
+            "HU change with kVp; measure the DICOM series (its header gives the kVp), or "
+            f"{calibrate}")
+    if abs(kvp - PICKHARDT_KVP) > PICKHARDT_KVP_TOLERANCE:
+        return withheld_flag(
+            f"scan at {kvp:g} kVp: the {PICKHARDT_REF} L1 thresholds were derived at "
+            f"{PICKHARDT_KVP:g} kVp and bone HU change with kVp (higher at lower kVp); use "
+            f"a {PICKHARDT_KVP:g} kVp scan, or {calibrate}")
+    return None
 
 
 def measure_spine(ct: CTImage, labels: LabelMap, calibration: Calibration) -> list[ResultRow]:
@@ -665,7 +746,9 @@ def measure_spine(ct: CTImage, labels: LabelMap, calibration: Calibration) -> li
         ``fracture_grade`` (0-3), ``height_reduction`` (%). Summaries ``lumbar_L1_L2``
         and ``lumbar_L1_L4``: ``trabecular_mean_hu``, ``trabecular_vbmd``,
         ``trabecular_vbmd_ha``, ``acr_category`` (from ``trabecular_vbmd_ha``, two or more
-        vertebrae only). Uncalibrated: ``vertebrae_L1`` / ``opportunistic_category``.
+        vertebrae only; ``"indeterminate"`` when the value's interval reaches across a
+        threshold). Uncalibrated: ``vertebrae_L1`` / ``opportunistic_category``
+        (``"indeterminate"`` unless the scan is known to be at 120 kVp).
     """
     return spine_rows(analyse_spine(ct, labels, calibration), calibration, ct)
 
