@@ -163,7 +163,7 @@ def test_unknown_kvp_widens_the_interval_of_a_k2hpo4_value(bmd, kvp, near):
         assert "unknown kVp" in flags[0] and "the 80 mg/cm3 ACR threshold" in flags[0]
         assert flags[0].startswith("warning: category withheld: ")
         assert "'osteoporosis' to 'low bone mass (osteopenia)'" in flags[0]
-        assert "measure the DICOM series (its header gives the kVp)" in flags[0]
+        assert "state the kVp (--kvp), measure the DICOM series (its header gives" in flags[0]
     else:
         assert acr.value in ("osteoporosis", "low bone mass (osteopenia)")
 

@@ -326,7 +326,7 @@ def test_pickhardt_category_only_at_120_kvp(kvp, category):
     assert "calibrate HU to BMD" in kvp_flags[0]
     if kvp is None:
         assert "tube voltage unknown" in kvp_flags[0]
-        assert "measure the DICOM series" in kvp_flags[0]
+        assert "--kvp" in kvp_flags[0] and "measure the DICOM series" in kvp_flags[0]
     else:
         assert f"scan at {kvp:g} kVp" in kvp_flags[0]
         assert "use a 120 kVp scan" in kvp_flags[0]
@@ -453,3 +453,43 @@ def test_summary_not_measurable_when_only_cut_vertebrae():
             r = _row(rows, name, q)
             assert r.value is None
             assert any("body cut by the field of view" in f for f in r.flags), r.flags
+
+
+def test_stated_kvp_gives_the_pickhardt_category_of_a_ct_without_one():
+    """A NIfTI CT has no kVp: ``--kvp`` (MeasureOptions.kvp) states it, overrides a
+    header's with a warning, and is checked for plausibility."""
+    from CTMuscleBoneLib.cli.cmd_measure import options_from_args
+    from CTMuscleBoneLib.cli.main import build_parser
+    from CTMuscleBoneLib.pipeline import MeasureOptions, measure
+
+    ph = VertebraPhantom(
+        VertebraSpec("L1", trabecular_bmd_mg_cm3=float(SCANNER.bmd_for_hu(135.0))), SCANNER)
+    geom = _grid(*ph.bounds_mm(), (2.0, 2.0, 2.0), np.eye(3))
+
+    def category(header_kvp, stated_kvp):
+        ct, labels = _rasterise([ph], geom, metadata=CTMetadata(kvp=header_kvp))
+        hu = np.array(ct.hu, copy=True)
+        hu[0] = -1000.0  # air on one face, as any CT has (the HU check wants it)
+        ct = CTImage(hu, ct.geometry, ct.metadata)
+        res = measure(ct, labels, MeasureOptions(calibration="none", kvp=stated_kvp))
+        return res.get("vertebrae_L1", "opportunistic_category"), res.warnings
+
+    cat, _ = category(None, None)
+    assert cat.value == INDETERMINATE and any("--kvp" in f for f in cat.flags)
+    cat, warnings = category(None, 120.0)
+    assert cat.value.startswith("low bone density possible")
+    assert any("Tube voltage 120 kVp as stated (option); the image header does not say"
+               in w for w in warnings)
+    cat, _ = category(None, 100.0)
+    assert cat.value == INDETERMINATE
+    assert any("scan at 100 kVp" in f for f in cat.flags)
+    cat, warnings = category(100.0, 120.0)
+    assert cat.value.startswith("low bone density possible")
+    assert any("not the header's 100 kVp; check which is right" in w for w in warnings)
+    cat, warnings = category(120.0, 120.0)  # agreeing: no note
+    assert not any("Tube voltage" in w for w in warnings)
+    with pytest.raises(InputError, match="tube voltage 12 kVp is not plausible"):
+        MeasureOptions(kvp=12.0)
+    args = build_parser().parse_args(["measure", "--ct", "c.nii.gz", "--labels", "l.nii.gz",
+                                      "--out", "o", "--kvp", "120"])
+    assert options_from_args(args).kvp == 120.0

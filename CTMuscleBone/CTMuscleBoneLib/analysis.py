@@ -8,6 +8,7 @@ rows with units, methods and flags.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ CriteriaName = Literal["awgs2019", "ewgsop2"]
 AGE_RANGE_YEARS = (0.0, 130.0)
 HEIGHT_RANGE_M = (0.5, 2.6)
 WEIGHT_RANGE_KG = (1.0, 500.0)
+#: Plausible CT tube voltages, kVp (clinical scanners offer 70-150 kVp; outside: a typo).
+KVP_RANGE = (60.0, 150.0)
 
 
 @dataclass
@@ -97,6 +100,11 @@ class MeasureOptions:
         :class:`~CTMuscleBoneLib.dxa.conversion.DXAConversionModel`); None = the shipped
         identity default, unvalidated (no T-score, Z-score or %YAM: the aBMD is not on
         the DXA scale; categories 'indeterminate'). Read and checked on construction.
+    kvp : float or None
+        Tube voltage of the scan in kVp, for files whose header does not say it (NIfTI,
+        NRRD); overrides the DICOM header (with a warning when they differ); 60-150.
+        It decides the K2HPO4-to-hydroxyapatite ratio and whether the Pickhardt L1
+        thresholds (made at 120 kVp) apply.
     bmd_reference : {'nhanes3', 'jsbmr2012'}, path or ReferenceTable
         Young-adult reference table and its criteria for T-scores, %YAM and the bone
         density category: 'nhanes3' (WHO 1994 on the T-score), 'jsbmr2012' (Japanese
@@ -128,6 +136,7 @@ class MeasureOptions:
     muscle_mask: str | os.PathLike[str] | np.ndarray | None = None
     dxa_model: str | os.PathLike[str] | DXAConversionModel | None = None
     bmd_reference: str | os.PathLike[str] | ReferenceTable = "nhanes3"
+    kvp: float | None = None
 
     def _check_fixed(self) -> None:
         """'fixed' needs a calibration file or all three coefficients (checked now)."""
@@ -159,6 +168,7 @@ class MeasureOptions:
         _check_range("age", self.age_years, AGE_RANGE_YEARS, "years")
         _check_range("height", self.height_m, HEIGHT_RANGE_M, "m")
         _check_range("weight", self.weight_kg, WEIGHT_RANGE_KG, "kg")
+        _check_range("tube voltage", self.kvp, KVP_RANGE, "kVp")
         if isinstance(self.muscle_mask, (str, os.PathLike)) and not os.path.isfile(
                 self.muscle_mask):
             raise InputError(f"Muscle mask file not found: {self.muscle_mask}")
@@ -282,7 +292,7 @@ def measure_case(
         the label map is not on its grid or holds nothing CTMuscleBone measures.
     """
     options = options or MeasureOptions()
-    ct = checked_ct(ct)
+    ct = with_stated_kvp(checked_ct(ct), options.kvp)
     if not labels.geometry.same_grid(ct.geometry):
         raise InputError(
             "The label map is not on the CT's voxel grid; read it with read_labels(), "
@@ -566,6 +576,31 @@ def _measure_femurs(ct: CTImage, labels: LabelMap, calibration: Calibration, res
     out.rows.sort(key=lambda r: order.get(r.structure, 2))  # stable: keeps quantity order
     results.extend(out.rows)
     results.artifacts["femur"] = out
+
+
+def with_stated_kvp(ct: CTImage, kvp: float | None) -> CTImage:
+    """The CT with the tube voltage the user stated (``MeasureOptions.kvp``).
+
+    The voxels are shared, not copied; the header's kVp, when it differs, is replaced
+    and a note in the metadata says so.
+
+    Parameters
+    ----------
+    ct : CTImage
+    kvp : float or None
+        kVp; None leaves the CT as it is.
+    """
+    if kvp is None:
+        return ct
+    meta = ct.metadata
+    kvp = float(kvp)
+    if meta.kvp is not None and abs(meta.kvp - kvp) < 0.5:
+        return ct
+    note = (f"Tube voltage {kvp:g} kVp as stated (option), not the header's {meta.kvp:g} "
+            "kVp; check which is right." if meta.kvp is not None else
+            f"Tube voltage {kvp:g} kVp as stated (option); the image header does not say.")
+    return dataclasses.replace(ct, metadata=dataclasses.replace(meta, kvp=kvp).with_notes(
+        note))
 
 
 def patient_provenance(ct: CTImage, options: MeasureOptions) -> dict[str, object]:

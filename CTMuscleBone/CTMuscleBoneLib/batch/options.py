@@ -30,7 +30,7 @@ MEASURE_FIELDS = (
     "sex", "height_m", "age_years", "weight_kg", "density_model", "alm_model", "criteria",
     "calibration", "phantom", "references", "calibration_file",
     "fixed_slope_mg_cm3_per_hu", "fixed_intercept_mg_cm3", "fixed_material", "bones",
-    "notes", "dxa_model", "bmd_reference",
+    "notes", "dxa_model", "bmd_reference", "kvp",
 )
 #: Fields that may name a file: the file's checksum is part of the fingerprint, so a
 #: changed model or calibration file recomputes the cases.

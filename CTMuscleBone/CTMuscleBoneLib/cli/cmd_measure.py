@@ -150,4 +150,5 @@ def measure_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
         notes=[note] if note else [],
         dxa_model=args.dxa_model,
         bmd_reference=args.bmd_reference,
+        kvp=args.kvp,
     )

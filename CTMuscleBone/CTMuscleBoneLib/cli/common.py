@@ -48,6 +48,10 @@ def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
                    help="for --calibration fixed: reference material of the line")
     g.add_argument("--no-bones", action="store_true", help="measure muscles only "
                    "(default: bones too when labelled)")
+    g.add_argument("--kvp", type=float, help="tube voltage of the scan in kVp, for files "
+                   "whose header lacks it (NIfTI): decides the K2HPO4-to-HA ratio and whether "
+                   "the Pickhardt L1 thresholds (120 kVp) apply (default: the DICOM header; "
+                   "none for NIfTI)")
 
 
 def load_ct(

@@ -97,7 +97,8 @@ class MaterialConversion:
             return []
         if not self.kvp_known:
             return [f"warning: kVp unknown: the K2HPO4-to-HA ratio for {self.kvp:g} kVp "
-                    f"({self.ratio:.3f}) was assumed (0.86 at 80 kVp to 0.81 at 140 kVp)"]
+                    f"({self.ratio:.3f}) was assumed (0.86 at 80 kVp to 0.81 at 140 kVp); "
+                    "state the kVp with --kvp"]
         return [f"info: converted from K2HPO4 to hydroxyapatite (ratio {self.ratio:.3f} at "
                 f"{self.kvp:g} kVp)"]
 

@@ -567,8 +567,8 @@ def _straddle_flag(ha_mg_cm3: float, calibration: Calibration,
         todo.append("calibrate with a phantom scanned with the patient (or a stored "
                     "calibration of this scanner and protocol)")
     if conv is not None and conv.converted and not conv.kvp_known:
-        todo.append("measure the DICOM series (its header gives the kVp) or calibrate "
-                    "with a hydroxyapatite phantom")
+        todo.append("state the kVp (--kvp), measure the DICOM series (its header gives "
+                    "the kVp) or calibrate with a hydroxyapatite phantom")
     return withheld_flag(
         f"HA-equivalent {ha_mg_cm3:.1f} mg/cm3, interval {lo:.1f}-{hi:.1f} mg/cm3 with "
         f"{' and '.join(reasons)}, reaches across the {names} ACR "
@@ -695,8 +695,8 @@ def pickhardt_kvp_reason(kvp: float | None) -> str | None:
     Pickhardt's L1 thresholds were derived at 120 kVp, and bone HU depend on the kVp
     (higher at lower voltages), so the category is given only for a scan known to be at
     :data:`PICKHARDT_KVP` (+- :data:`PICKHARDT_KVP_TOLERANCE`). An unknown kVp (a NIfTI
-    file has no header to say it; there is no option to state it) gives no category
-    either: 100 kVp and lower protocols are common, and they read bone HU high.
+    file has no header to say it, and the user did not state it with ``--kvp``) gives no
+    category either: 100 kVp and lower protocols are common, and they read bone HU high.
 
     Parameters
     ----------
@@ -715,8 +715,8 @@ def pickhardt_kvp_reason(kvp: float | None) -> str | None:
         return withheld_flag(
             "tube voltage unknown (no kVp in the image header, e.g. a NIfTI file): the "
             f"{PICKHARDT_REF} L1 thresholds were derived at {PICKHARDT_KVP:g} kVp and bone "
-            "HU change with kVp; measure the DICOM series (its header gives the kVp), or "
-            f"{calibrate}")
+            "HU change with kVp; state the kVp (--kvp, MeasureOptions.kvp) or measure the "
+            f"DICOM series (its header gives it), or {calibrate}")
     if abs(kvp - PICKHARDT_KVP) > PICKHARDT_KVP_TOLERANCE:
         return withheld_flag(
             f"scan at {kvp:g} kVp: the {PICKHARDT_REF} L1 thresholds were derived at "
