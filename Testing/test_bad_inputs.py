@@ -462,3 +462,196 @@ def test_mask_folder_reader_overlap_rule_and_empty_masks(tmp_path):
     assert np.count_nonzero(masks.array == 75) == a.sum()  # first alphabetically keeps
     assert np.count_nonzero(masks.array == 88) == b.sum() - 48
     assert "48 voxels" in masks.notes[0]
+
+
+# --- user JSON/CSV files that are not UTF-8 (one shared reader: user_files) --------------
+UTF16_JSON = b"\xff\xfe{\x00}\x00"  # '{}' saved as UTF-16 with a byte-order mark
+
+
+def _loaders():
+    from CTMuscleBoneLib.alm import load_alm_model
+    from CTMuscleBoneLib.calibration.definitions import load_phantom_definition
+    from CTMuscleBoneLib.calibration.internal import load_internal_references
+    from CTMuscleBoneLib.calibration.stored import load_calibration
+    from CTMuscleBoneLib.dxa.conversion import load_dxa_model
+    from CTMuscleBoneLib.dxa.references import load_reference
+    from CTMuscleBoneLib.io_labels import read_names
+    from CTMuscleBoneLib.muscle_l3 import load_l3_cutoffs
+
+    return {"names": read_names, "alm-model": load_alm_model, "dxa-model": load_dxa_model,
+            "bmd-reference": load_reference, "calibration-file": load_calibration,
+            "references": load_internal_references, "phantom": load_phantom_definition,
+            "l3-cutoffs": load_l3_cutoffs}
+
+
+@pytest.mark.parametrize("option", ["names", "alm-model", "dxa-model", "bmd-reference",
+                                    "calibration-file", "references", "phantom",
+                                    "l3-cutoffs"])
+def test_non_utf8_json_is_one_line_error_naming_the_file(tmp_path, option):
+    p = tmp_path / "x.json"
+    p.write_bytes(UTF16_JSON)
+    with pytest.raises(InputError) as exc:
+        read_unchanged(_loaders()[option], p)
+    msg = one_line(exc)
+    assert str(p) in msg and "UTF-16" in msg and "Save it as UTF-8" in msg
+    p.write_bytes(b'{"a": "caf\xe9"}')  # Latin-1, no byte-order mark
+    with pytest.raises(InputError, match=r"not UTF-8 text \(byte 0xe9"):
+        _loaders()[option](p)
+
+
+@pytest.mark.parametrize("option", ["names", "alm-model", "dxa-model", "bmd-reference"])
+def test_non_utf8_json_option_exits_2_without_traceback(tmp_path, capsys, option):
+    from CTMuscleBoneLib.cli.main import main
+
+    ct = write_image(body_phantom(), GEOM, tmp_path / "ct.nii.gz")
+    labels = np.zeros(GEOM.shape, np.uint8)
+    labels[4:10, 4:10, 2:6] = 1
+    lab = write_image(labels, GEOM, tmp_path / "lab.nii.gz")
+    p = tmp_path / "x.json"
+    p.write_bytes(UTF16_JSON)
+    assert main(["measure", "--ct", str(ct), "--labels", str(lab), "--quiet",
+                 "--out", str(tmp_path / "out"), f"--{option}", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ctmusclebone: error:"), err
+    assert "UTF-16" in err[0] and str(p) in err[0]
+
+
+def test_non_utf8_sidecar_and_csv_tables_are_one_line_errors(tmp_path):
+    from CTMuscleBoneLib.batch.cases import read_case_list
+    from CTMuscleBoneLib.tables import read_csv_table
+
+    labels = np.zeros(GEOM.shape, np.uint8)
+    labels[4:10, 4:10, 2:6] = 1
+    path = write_image(labels, GEOM, tmp_path / "seg.nii.gz")
+    side = tmp_path / "seg.labels.json"
+    side.write_bytes(UTF16_JSON)
+    with pytest.raises(InputError) as exc:
+        read_unchanged(read_labels, path, GEOM)
+    assert "seg.labels.json" in one_line(exc) and "UTF-16" in one_line(exc)
+    table = tmp_path / "t.csv"
+    table.write_bytes("case_id,ct\n".encode("utf-16"))
+    for reader in (read_csv_table, read_case_list):
+        with pytest.raises(InputError) as exc:
+            reader(table)
+        assert str(table) in one_line(exc) and "UTF-16" in one_line(exc)
+
+
+def test_batch_case_with_non_utf8_sidecar_fails_naming_the_file(tmp_path):
+    from CTMuscleBoneLib.batch import BatchOptions, run_batch
+
+    src = tmp_path / "cases"
+    src.mkdir()
+    write_image(body_phantom(), GEOM, src / "c1.nii.gz")
+    labels = np.zeros(GEOM.shape, np.uint8)
+    labels[4:10, 4:10, 2:6] = 1
+    write_image(labels, GEOM, src / "c1_labels.nii.gz")
+    (src / "c1_labels.labels.json").write_bytes(UTF16_JSON)
+    result = run_batch(src, tmp_path / "out", BatchOptions(measure={"calibration": "none"}),
+                       workers=1)
+    rec = result.records[0]
+    assert rec.status == "failed" and rec.error_type == "InputError", rec.error
+    assert "c1_labels.labels.json" in rec.error and "UTF-16" in rec.error
+
+
+# --- label values beyond the supported range ----------------------------------------------
+@pytest.mark.parametrize("value", [2**40, 2**32 + 41, 2**31])
+def test_label_value_above_int32_is_refused_not_wrapped(tmp_path, value):
+    import SimpleITK as sitk
+    from CTMuscleBoneLib.image import sitk_from_array
+    from CTMuscleBoneLib.io_labels import MAX_LABEL_VALUE
+
+    a = np.zeros(GEOM.shape, np.int64)
+    a[2:6, 2:6, 1:4] = 41
+    a[10:14, 2:6, 1:4] = value  # wrapped to int32: 0 (background) or 41
+    path = tmp_path / "big.nrrd"
+    sitk.WriteImage(sitk_from_array(a, GEOM), str(path))
+    (tmp_path / "big.labels.json").write_text(json.dumps({"41": "femur_left",
+                                                          str(value): "femur_right"}))
+    with pytest.raises(InputError) as exc:
+        read_unchanged(read_labels, path, GEOM)
+    msg = one_line(exc)
+    assert str(value) in msg and str(MAX_LABEL_VALUE) in msg
+
+
+# --- DICOM slices disagreeing on their in-plane grid ----------------------------------------
+@pytest.mark.parametrize("tag", ["PixelSpacing", "Rows"])
+def test_dicom_slices_with_different_grids_are_refused(tmp_path, tag):
+    import pydicom
+
+    folder = tmp_path / "dcm"
+    uid = write_dicom_series(folder, body_phantom(), shuffle=False)
+    files = sorted(folder.glob("*.dcm"))
+    for f in files[::2]:
+        ds = pydicom.dcmread(f)
+        if tag == "PixelSpacing":
+            ds.PixelSpacing = [1.8, 1.4]  # double the series' 0.9 x 0.7 mm
+        else:  # a smaller image: 10 rows of the 20
+            ds.Rows = 10
+            ds.PixelData = ds.PixelData[: 10 * ds.Columns * 2]
+        ds.save_as(f)
+    with pytest.raises(InputError) as exc:
+        read_unchanged(read_ct, folder)
+    msg = one_line(exc)
+    assert uid in msg
+    if tag == "PixelSpacing":
+        assert "PixelSpacing" in msg and "1.8 x 1.4 mm in 4 slice(s)" in msg
+        assert "0.9 x 0.7 mm in 4 slice(s)" in msg
+    else:
+        assert "Rows x Columns" in msg and "10 x 24" in msg and "20 x 24" in msg
+
+
+def test_dicom_pixel_spacing_rounding_is_accepted(tmp_path):
+    import pydicom
+
+    folder = tmp_path / "dcm"
+    write_dicom_series(folder, body_phantom(), shuffle=False)
+    f = sorted(folder.glob("*.dcm"))[3]
+    ds = pydicom.dcmread(f)
+    ds.PixelSpacing = [0.9000001, 0.6999999]
+    ds.save_as(f)
+    ct = read_ct(folder)
+    assert np.allclose(ct.geometry.spacing_mm, (0.7, 0.9, 2.5))
+
+
+# --- phantom command arguments ---------------------------------------------------------------
+@pytest.mark.parametrize("args, needle", [
+    (["--spacing", "2", "3"], "one value (isotropic) or three"),
+    (["--spacing", "2", "3", "4", "5"], "got 4"),
+    (["--spacing", "0.1"], "million voxels"),
+    (["--spacing", "-1"], "positive"),
+    (["--height", "-1"], "Height -1.0 is implausible"),
+    (["--height", "1000"], "implausible"),
+])
+def test_phantom_arguments_are_checked_before_building(tmp_path, capsys, args, needle):
+    from CTMuscleBoneLib.cli.main import main
+
+    out = tmp_path / "o"
+    assert main(["phantom", "--region", "thigh", "--out", str(out), *args]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not line.startswith("SYNTHETIC PHANTOM")]
+    assert len(err) == 1 and err[0].startswith("ctmusclebone: error:") and needle in err[0]
+    assert not out.exists()
+
+
+def test_phantom_grid_limit_is_checked_without_allocating():
+    import argparse
+
+    from CTMuscleBoneLib.cli.cmd_phantom import MAX_PHANTOM_VOXELS, _checked_args
+
+    def args(spacing, region="full"):
+        return argparse.Namespace(spacing=spacing, region=region, height=1.6)
+
+    assert _checked_args(args([2.0])) == (2.0, 1.6)
+    assert _checked_args(args([1.0, 1.0, 3.0])) == ((1.0, 1.0, 3.0), 1.6)
+    with pytest.raises(InputError, match=f"limit of {MAX_PHANTOM_VOXELS / 1e6:g} million"):
+        _checked_args(args([0.3]))
+
+
+def test_phantom_height_in_cm_is_read_as_cm_like_measure(capsys):
+    import argparse
+
+    from CTMuscleBoneLib.cli.cmd_phantom import _checked_args
+
+    ns = argparse.Namespace(spacing=[2.0], region="thigh", height=170.0)
+    assert _checked_args(ns) == (2.0, pytest.approx(1.70))
+    assert "read as centimetres" in capsys.readouterr().err

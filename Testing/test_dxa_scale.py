@@ -100,8 +100,9 @@ def test_fit_refuses_too_few_or_constant_pairs():
 
 @pytest.mark.parametrize("mistake", ["ct_in_mg", "typo", "unrelated"])
 def test_fit_dxa_refuses_a_line_no_model_could_use(tmp_path, capsys, mistake):
-    """A unit mistake, one mistyped value or unrelated columns: fit-dxa refuses at fit time
-    (the loader's rule, and cross-validated r >= 0.5) and writes nothing."""
+    """A unit mistake, one mistyped value or unrelated columns: fit-dxa refuses (an aBMD
+    outside the plausible g/cm2 range when read; otherwise at fit time: the loader's rule,
+    and cross-validated r >= 0.5) and writes nothing."""
     rng = np.random.default_rng(11)
     ct = rng.uniform(0.5, 1.0, 30)
     dxa = 0.02 + 1.0 * ct + rng.normal(0, 0.02, ct.size)
@@ -117,7 +118,10 @@ def test_fit_dxa_refuses_a_line_no_model_could_use(tmp_path, capsys, mistake):
     out = tmp_path / "model.json"
     assert main(["fit-dxa", str(tmp_path / "pairs.csv"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "not usable" in err and "no model was written" in err
+    if mistake == "unrelated":
+        assert "not usable" in err and "no model was written" in err
+    else:  # refused when read, as validate-bmd refuses the same file
+        assert "not a plausible aBMD in g/cm2" in err and "Check the units" in err
     assert not out.exists() and not out.with_suffix(".report.json").exists()
 
 

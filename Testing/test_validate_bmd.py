@@ -121,3 +121,40 @@ def test_cli_writes_outputs(tmp_path, capsys):
     csv_rows = list(csv.DictReader((out / "validate_bmd.csv").open()))
     assert float(csv_rows[0]["value"]) == pytest.approx(np.corrcoef(ct, dxa)[0, 1], rel=1e-5)
     assert main(["validate-bmd", str(tmp_path / "none.csv")]) == 2
+
+
+@pytest.mark.parametrize("column, value, needle", [
+    ("ct_abmd_g_cm2", "812.0", r"mg/cm2\? divide by 1000"),  # CT aBMD typed in mg/cm2
+    ("dxa_abmd_g_cm2", "950", r"mg/cm2\? divide by 1000"),
+    ("dxa_abmd_g_cm2", "-2.6", "not a plausible aBMD"),  # a T-score in the aBMD column
+    ("ct_abmd_g_cm2", "0.0009", "not a plausible aBMD"),
+])
+def test_implausible_abmd_is_refused_with_a_units_hint(tmp_path, capsys, column, value, needle):
+    from CTMuscleBoneLib.validate_bmd import ABMD_PLAUSIBLE_G_CM2
+
+    ct, dxa, t = _synthetic(n=20)
+    rows = [[f"c{i}", f"{a:.4f}", f"{b:.4f}", f"{c:.3f}"]
+            for i, (a, b, c) in enumerate(zip(ct, dxa, t, strict=True))]
+    rows[4][1 if column == "ct_abmd_g_cm2" else 2] = value
+    p = _write(tmp_path / "p.csv", rows)
+    with pytest.raises(InputError, match=needle):
+        validate_bmd(p)
+    assert main(["validate-bmd", str(p), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"line 6: column {column} has {value}" in err[0]
+    assert f"({ABMD_PLAUSIBLE_G_CM2[0]:g}-{ABMD_PLAUSIBLE_G_CM2[1]:g})" in err[0]
+    assert "Check the units" in err[0] and not (tmp_path / "out").exists()
+    # fit-dxa reads the same file with the same reader and refuses it the same way
+    assert main(["fit-dxa", str(p), "--site", "total_hip",
+                 "--out", str(tmp_path / "m.json")]) == 2
+    assert capsys.readouterr().err.strip() == err[0]
+
+
+def test_ct_column_in_other_units_is_not_range_checked(tmp_path):
+    ct, dxa, t = _synthetic(n=20)
+    rows = [(f"c{i}", f"{150 * a:.2f}", f"{b:.4f}", f"{c:.3f}")
+            for i, (a, b, c) in enumerate(zip(ct, dxa, t, strict=True))]
+    p = _write(tmp_path / "p.csv", rows,
+               header=("case_id", "ct_vbmd_mg_cm3", "dxa_abmd_g_cm2", "dxa_t_score"))
+    res = validate_bmd(p, ct_column="ct_vbmd_mg_cm3", n_boot=0)
+    assert res.get("pearson_r").value > 0.9

@@ -43,6 +43,7 @@ from .density_models import DEFAULT_DENSITY_MODEL, DENSITY_MODELS
 from .errors import InputError
 from .results import ResultRow, sha256_of_path
 from .tables import read_csv_table
+from .user_files import parse_json, read_text_file
 
 SCHEMA = "ctmusclebone-alm-model/1"
 
@@ -260,16 +261,8 @@ def load_alm_model(path: str | os.PathLike[str] | None = None) -> ALMModel:
         ref = resources.files("CTMuscleBoneLib").joinpath("data/alm_default.json")
         text, where = ref.read_text(encoding="utf-8"), "built-in default (alm_default.json)"
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"ALM model file not found: {p}")
-        text, where = p.read_text(encoding="utf-8"), str(p)
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"ALM model {where} is not valid JSON: {exc.msg} (line {exc.lineno})"
-        ) from None
+        text, where = read_text_file(path, "ALM model file"), str(path)
+    d = parse_json(text, "ALM model file", where)
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
         raise InputError(
             f"{where} is not a CTMuscleBone ALM model (expected \"schema\": \"{SCHEMA}\"); "

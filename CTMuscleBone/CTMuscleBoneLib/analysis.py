@@ -289,7 +289,10 @@ def measure_case(
     ------
     InputError
         The CT is not a usable CT in HU (see :func:`CTMuscleBoneLib.validation.check_ct`),
-        the label map is not on its grid or holds nothing CTMuscleBone measures.
+        the label map is not on its grid or holds nothing CTMuscleBone measures, the
+        labelled structures show a wrong spacing, HU scale or label scheme
+        (:func:`CTMuscleBoneLib.plausibility.apply_plausibility`), or no result row
+        could be measured (a map read with the wrong label format, usually).
     """
     options = options or MeasureOptions()
     ct = with_stated_kvp(checked_ct(ct), options.kvp)
@@ -392,9 +395,45 @@ def measure_case(
             results.extend(spine_rows(spine, calibration, ct))
             results.artifacts["spine"] = spine  # ROIs and heights, for reports and Slicer
             _measure_lumbar_abmd(ct, labels, calibration, spine, results, scores)
+    if not results.rows:  # a header-only results file is a silently empty result
+        raise InputError(_nothing_measured_message(labels, present, options))
     _flag_contrast(ct, labels, results)
     progress(1.0, "measurements done")
     return results
+
+
+def _nothing_measured_message(labels: LabelMap, present: list[str],
+                              options: MeasureOptions) -> str:
+    """Why a label map gave no result row, and what to do (for :func:`measure_case`).
+
+    Muscles, femurs and lumbar vertebrae give rows; hip bones, the sacrum, fat,
+    vessels and calibration rods only help (calibration, contrast, layout). A map
+    whose known structures are all helpers, usually with many labels outside the
+    anatomy table, was most often read with the wrong label format (a CTMuscleBone map
+    read as TotalSegmentator, where its muscles become organs and a thigh muscle
+    "aorta"), so the run is refused rather than written as an empty table.
+    """
+    from .plausibility import sidecar_conflict_note
+
+    bones = [k for k in present if k.startswith(("femur_", "vertebrae_L"))]
+    unknown = sorted(set(labels.unknown.values()))
+    shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5
+                                      else "")
+    what = (f"Nothing was measured: the label map ({labels.source}) holds "
+            f"{', '.join(present)}, none of which gives a measurement here (muscles, "
+            "femurs and lumbar vertebrae are measured; hip bones, sacrum, fat, vessels and "
+            "calibration rods only help)")
+    if unknown:
+        what += f", and {len(unknown)} label(s) outside the anatomy table ({shown})"
+    if bones and not options.bones:
+        return (f"{what}. Bone measurement is switched off; switch it on to measure "
+                f"{', '.join(bones)}.")
+    conflict = sidecar_conflict_note(labels)
+    if conflict is not None:
+        return (f"{what}. The label map was probably read with the wrong label format: "
+                f"{conflict}")
+    return (f"{what}. Check the label format (a CTMuscleBone map is 'canonical' or has a "
+            "names file; a TotalSegmentator map 'totalseg') and the names file.")
 
 
 def _flag_contrast(ct: CTImage, labels: LabelMap, results: Results) -> None:

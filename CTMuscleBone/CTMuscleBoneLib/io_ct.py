@@ -87,6 +87,9 @@ MAX_SLICE_GAP_DEVIATION = 0.10
 #: Largest in-plane shift between successive slices, as a fraction of the slice gap,
 #: before the series is refused as gantry-tilted (sheared) (CTMuscleBone choice).
 MAX_SLICE_SHEAR = 0.02
+#: Largest difference in PixelSpacing (mm) between the slices of one series that is taken
+#: as rounding in the header (project choice); a larger one refuses the series.
+PIXEL_SPACING_TOLERANCE_MM = 1e-3
 
 
 # ------------------------------------------------------------------------------------
@@ -746,6 +749,55 @@ def _positions_text(values_mm: Iterable[float], limit: int = 8) -> str:
     return ", ".join(values)
 
 
+def _grid_value(ds: Any, what: str) -> tuple[float, ...] | None:
+    """(row, column) PixelSpacing in mm or (Rows, Columns) of one slice; None if absent."""
+    try:
+        if what == "spacing":
+            value = ds.get("PixelSpacing")
+            return None if value is None else tuple(float(v) for v in value)
+        rows, cols = ds.get("Rows"), ds.get("Columns")
+        return None if rows is None or cols is None else (int(rows), int(cols))
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_slice_grid(items: list[tuple[Path, Any]], uid: str) -> None:
+    """Refuse a single-frame series whose slices disagree on PixelSpacing or on
+    Rows/Columns: the volume would take one slice's grid for all (wrong volumes).
+
+    The message names the series, each value found, how many slices have it and one
+    file with it.
+    """
+    for what, name, unit, same in (
+            ("size", "image size (Rows x Columns)", "",
+             lambda a, b: a == b),
+            ("spacing", "PixelSpacing", " mm",
+             lambda a, b: len(a) == len(b) and np.allclose(a, b, rtol=1e-4,
+                                                           atol=PIXEL_SPACING_TOLERANCE_MM))):
+        groups: list[tuple[tuple[float, ...] | None, list[Path]]] = []
+        for path, ds in items:
+            value = _grid_value(ds, what)
+            for ref, files in groups:
+                if (value is None and ref is None) or (
+                        value is not None and ref is not None and same(value, ref)):
+                    files.append(path)
+                    break
+            else:
+                groups.append((value, [path]))
+        if len(groups) > 1:
+            found = "; ".join(
+                ("missing" if v is None else " x ".join(f"{x:g}" for x in v) + unit)
+                + f" in {len(files)} slice(s) (e.g. {files[0].name})"
+                for v, files in groups[:4])
+            more = f" (and {len(groups) - 4} more values)" if len(groups) > 4 else ""
+            raise InputError(
+                f"The slices of the DICOM series {uid} disagree on {name}: {found}{more}. "
+                "One grid would be applied to all slices and volumes would be wrong. "
+                "Re-export the series from the archive, or choose another series with "
+                "--series / series_uid."
+            )
+
+
 def _sorted_slices(items: list[tuple[Path, Any]]) -> list[int]:
     """Indices of a single-frame series' files sorted along the slice normal.
 
@@ -1055,6 +1107,8 @@ def _read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = N
             image = sitk.ReadImage(str(items[0][0]))
             files = [items[0][0]]
         else:
+            if len(items) > 1:
+                _check_slice_grid(items, uid)
             order = _sorted_slices(items) if len(items) > 1 else [0]
             files = [items[i][0] for i in order]
             sop_uids = _uid_list(items[i][1].get("SOPInstanceUID") for i in order)

@@ -86,6 +86,7 @@ from .errors import InputError
 from .image import Geometry, LabelMap, array_from_sitk
 from .io_ct import image_stem
 from .label_layout import check_named_layout, label_centroids_mm
+from .user_files import parse_json, read_text_file
 
 #: TotalSegmentator v2 task "total": label id -> structure name. Copied from
 #: wasserth/TotalSegmentator totalsegmentator/map_to_binary.py, class_map["total"]
@@ -164,16 +165,12 @@ def _int_key(value: Any, where: str) -> int:
 def read_names(path: str | os.PathLike[str]) -> dict[int, str]:
     """Label value -> name from a JSON or CSV names file (formats: module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"Label names file '{path}' does not exist.")
+    text = read_text_file(path, "label names file")
     where = f"Label names file '{path.name}'"
-    text = path.read_text(encoding="utf-8-sig")
     table: _NamesTable = _NamesTable(where)
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(pairs, where))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where} is not valid JSON ({exc}).") from None
+        data = parse_json(text, "label names file", str(path),
+                          object_pairs_hook=lambda pairs: _unique_keys(pairs, where))
         if isinstance(data, dict) and isinstance(data.get("labels"), list | dict):
             data = data["labels"]
         if isinstance(data, dict):
@@ -270,6 +267,12 @@ def label_input_files(path: str | os.PathLike[str],
 # ------------------------------------------------------------------------------------
 # grid policy
 # ------------------------------------------------------------------------------------
+#: Largest label value read (project choice): label arrays are held as at most 32-bit
+#: signed integers, so a value above it (from an int64/uint32 map) would wrap around and
+#: silently become another label or background; such a map is refused.
+MAX_LABEL_VALUE = int(np.iinfo(np.int32).max)
+
+
 def _as_label_array(array: np.ndarray, where: str, notes: list[str]) -> np.ndarray:
     if array.dtype.kind == "b":
         return array.astype(np.uint8)
@@ -286,6 +289,11 @@ def _as_label_array(array: np.ndarray, where: str, notes: list[str]) -> np.ndarr
     if array.size and float(array.min()) < 0:
         raise InputError(f"{where} holds negative values; label values are >= 0.")
     hi = int(array.max()) if array.size else 0
+    if hi > MAX_LABEL_VALUE:
+        raise InputError(
+            f"{where} holds label value {hi}, above the largest supported label value "
+            f"{MAX_LABEL_VALUE} (2**31 - 1); renumber the segments with values from 1 to "
+            f"{MAX_LABEL_VALUE} (and their names file) and try again.")
     dtype = np.uint8 if hi <= 255 else (np.uint16 if hi <= 65535 else np.int32)
     return array.astype(dtype, copy=False)
 
@@ -1017,6 +1025,9 @@ def add_tissue_masks(labels: LabelMap, paths: list[str | os.PathLike[str]]) -> L
             value = max(used | {0}) + 1
         if array is labels.array:
             array = labels.array.copy()
+        if value > MAX_LABEL_VALUE:
+            raise InputError(f"No free label value for the tissue mask {p.name}: the label "
+                             f"map already uses {MAX_LABEL_VALUE}, the largest supported.")
         if value > np.iinfo(array.dtype).max:
             array = array.astype(np.int32)
         free = mask & (array == 0)

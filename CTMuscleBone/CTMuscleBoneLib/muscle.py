@@ -28,6 +28,7 @@ from scipy import ndimage
 from .anatomy import LOWER_LIMB_REGIONS, MUSCLE_REGIONS, structure
 from .density_models import DensityModel, constant_density
 from .fov import border_faces as touched_faces
+from .fov import inside_fov, outside_fov
 from .image import CTImage, Geometry, LabelMap
 from .results import ResultRow
 from .tissue import FAT_HU_RANGE, LEAN_HU_RANGE
@@ -72,6 +73,7 @@ def measure_muscle(
     key: str,
     density: DensityModel = constant_density,
     box: tuple[slice, ...] | None = None,
+    outside: np.ndarray | None = None,
 ) -> MuscleMeasure | None:
     """Measure one muscle.
 
@@ -90,12 +92,18 @@ def measure_muscle(
     box : tuple of slice, optional
         When ``hu`` and ``mask`` are crops of the full grid, where they lie in it
         (needed to tell whether the structure touches the image boundary).
+    outside : np.ndarray of bool, optional
+        Padding voxels outside the reconstructed field of view on the full grid
+        (:func:`CTMuscleBoneLib.fov.outside_fov`): labelled ones are not measured, and a
+        muscle next to them is cut by the field of view.
 
     Returns
     -------
     MuscleMeasure or None
         None when the mask is empty.
     """
+    faces = touched_faces(mask, geometry, box, outside)
+    mask = inside_fov(mask, outside, box)  # padding is not muscle
     n = int(np.count_nonzero(mask))
     if n == 0:
         return None
@@ -104,7 +112,6 @@ def measure_muscle(
     fat = (values >= FAT_HU_RANGE[0]) & (values <= FAT_HU_RANGE[1])
     lean = (values >= LEAN_HU_RANGE[0]) & (values <= LEAN_HU_RANGE[1])
     rho = density.density_g_cm3(values)
-    faces = touched_faces(mask, geometry, box)
     flags = [f"{PARTIAL_FLAG} ({', '.join(faces)})"] if faces else []
     return MuscleMeasure(
         key=key,
@@ -139,6 +146,7 @@ def measure_muscles(
     if not labels.geometry.same_grid(ct.geometry):
         raise ValueError("label map and CT must share a grid; resample the labels first")
     out: list[MuscleMeasure] = []
+    outside = outside_fov(ct.hu)  # one pass, shared by every muscle
     boxes = labels.boxes()
     for value, key in sorted(labels.structures.items()):
         if structure(key).group != "muscle":
@@ -153,7 +161,7 @@ def measure_muscles(
             mask_box = labels.array[box] == value if box is not None else None
         if box is None:
             continue
-        m = measure_muscle(ct.hu[box], mask_box, ct.geometry, key, density, box)
+        m = measure_muscle(ct.hu[box], mask_box, ct.geometry, key, density, box, outside)
         if m is not None:
             out.append(m)
     return out

@@ -43,11 +43,13 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+from .fov import PADDING_HU, outside_fov
 from .fov import border_faces as touched_faces
 from .image import CTImage, Geometry, LabelMap
 from .muscle_coverage import vertebra_absence_reason
 from .results import ResultRow
 from .tissue import LEAN_HU_RANGE
+from .user_files import parse_json, read_text_file
 
 L3_KEY = "vertebrae_L3"
 CUTOFFS_SCHEMA = "ctmusclebone-l3-cutoffs/1"
@@ -417,7 +419,8 @@ def measure_l3(ct: CTImage, labels: LabelMap, muscle_mask: np.ndarray | None = N
     if not vert.any():
         out.reason = out.psoas_reason = vertebra_absence_reason(labels, level)
         return out
-    ends = [f for f in touched_faces(vert, g) if f in ("superior", "inferior")]
+    ends = [f for f in touched_faces(vert, g, outside=outside_fov(ct.hu))
+            if f in ("superior", "inferior")]
     if ends:
         out.reason = out.psoas_reason = (
             f"vertebra {short} is cut by the field of view ({', '.join(ends)}), so its "
@@ -456,7 +459,8 @@ def measure_l3(ct: CTImage, labels: LabelMap, muscle_mask: np.ndarray | None = N
         else:
             out.area_cm2 = area
             out.attenuation_hu = float(hu[lean].mean())
-            if _touches_edge(sl.images["muscle"], sl.inside):
+            # padding (outside the reconstructed field of view) is outside the image too
+            if _touches_edge(sl.images["muscle"], sl.inside & (hu >= PADDING_HU)):
                 out.flags.append(MASS_FLAG_EDGE)
             reach = anterior_reach_mm(sl, lean)
             if reach is not None and reach < ABDOMINAL_WALL_MIN_REACH_MM:
@@ -593,12 +597,8 @@ def load_l3_cutoffs(path: str | os.PathLike[str] | None = None) -> list[L3Cutoff
             encoding="utf-8")
         where = "l3_cutoffs.json"
     else:
-        text, where = Path(path).read_text(encoding="utf-8"), str(path)
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"L3 cut-off table {where} is not valid JSON: {exc.msg} (line "
-                         f"{exc.lineno}); fix the file.") from None
+        text, where = read_text_file(path, "L3 cut-off table"), str(path)
+    d = parse_json(text, "L3 cut-off table", where)
     if not isinstance(d, dict) or d.get("schema") != CUTOFFS_SCHEMA:
         raise InputError(f"{where} is not an L3 cut-off table (schema {CUTOFFS_SCHEMA}).")
     out = []

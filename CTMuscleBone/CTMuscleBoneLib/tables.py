@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .user_files import read_text_file
 
 
 @dataclass
@@ -61,12 +62,7 @@ def read_csv_table(path: str | os.PathLike[str], required: Sequence[str] = (),
         them and the columns found), no data rows.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{what} not found: {p}")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read {p} as UTF-8 text: {exc}.") from None
+    text = read_text_file(p, what)
     reader = csv.DictReader(io.StringIO(text))
     header = [(h or "").strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header

@@ -14,7 +14,9 @@ site               no        total_hip / femoral_neck / lumbar; rows of other si
 =================  ========  =============================================================
 
 Empty cells mark a missing value (the case is left out of the statistics that need it);
-any other non-numeric value is an error naming the row and column.
+any other non-numeric value is an error naming the row and column, and so is an aBMD in
+g/cm2 (the DXA column; the CT column when its name ends in ``_g_cm2``) outside
+:data:`ABMD_PLAUSIBLE_G_CM2` (mg/cm2 entered for g/cm2, a T-score in the wrong column).
 
 Output: Pearson r (CT vs DXA), Bland-Altman bias and 95 % limits of agreement (CT minus
 DXA; only when both are in the same unit, i.e. the CT column ends in ``_g_cm2``), ROC AUC
@@ -45,6 +47,12 @@ SITES = ("total_hip", "femoral_neck", "lumbar")
 #: WHO osteoporosis threshold on the DXA T-score (T <= -2.5).
 OSTEOPOROSIS_T = -2.5
 REQUIRED = ("case_id", "dxa_abmd_g_cm2")
+#: Plausible areal BMD in g/cm2 (project choice, not validated): DXA and HA-equivalent
+#: CT-aBMD of adults are about 0.3-1.5 g/cm2 at the hip and spine; these bounds leave
+#: room for extreme cases and refuse a unit mistake (mg/cm2: hundreds), a T-score or a
+#: mistyped value. Checked in the DXA column and in a CT column named ``*_g_cm2``, by
+#: :func:`read_pairs`, the reader of both ``validate-bmd`` and ``fit-dxa``.
+ABMD_PLAUSIBLE_G_CM2: tuple[float, float] = (0.05, 3.0)
 
 
 @dataclass
@@ -145,7 +153,8 @@ def read_pairs(path: str | os.PathLike[str], ct_column: str = "ct_abmd_g_cm2",
     Raises
     ------
     InputError
-        Missing file columns, duplicate case ids, non-numeric values, no rows.
+        Missing file columns, duplicate case ids, non-numeric values, an aBMD in g/cm2
+        outside :data:`ABMD_PLAUSIBLE_G_CM2` (a unit mistake), no rows.
     """
     table = read_csv_table(
         path, (*REQUIRED, ct_column), what="Paired CSV",
@@ -168,8 +177,9 @@ def read_pairs(path: str | os.PathLike[str], ct_column: str = "ct_abmd_g_cm2",
         if cid in ids:
             raise InputError(f"{p} line {line}: case_id '{cid}' appears twice.")
         ids.append(cid)
-        ct.append(_num(row.get(ct_column), p, line, ct_column))
-        dxa.append(_num(row.get("dxa_abmd_g_cm2"), p, line, "dxa_abmd_g_cm2"))
+        ct.append(_num(row.get(ct_column), p, line, ct_column,
+                       abmd=ct_column.endswith("_g_cm2")))
+        dxa.append(_num(row.get("dxa_abmd_g_cm2"), p, line, "dxa_abmd_g_cm2", abmd=True))
         t.append(_num(row.get("dxa_t_score"), p, line, "dxa_t_score")
                  if "dxa_t_score" in header else math.nan)
     if not ids:
@@ -181,7 +191,9 @@ def read_pairs(path: str | os.PathLike[str], ct_column: str = "ct_abmd_g_cm2",
     return ids, {"ct": np.array(ct), "dxa": np.array(dxa), "t_score": np.array(t)}, warnings
 
 
-def _num(raw: str | None, p: Path, line: int, col: str) -> float:
+def _num(raw: str | None, p: Path, line: int, col: str, abmd: bool = False) -> float:
+    """The number in a cell (NaN when empty); ``abmd``: an aBMD in g/cm2, refused outside
+    :data:`ABMD_PLAUSIBLE_G_CM2`."""
     s = (raw or "").strip()
     if s == "" or s.upper() in ("NA", "NAN"):
         return math.nan
@@ -192,6 +204,13 @@ def _num(raw: str | None, p: Path, line: int, col: str) -> float:
                          "(leave the cell empty for a missing value).") from None
     if not math.isfinite(v):
         raise InputError(f"{p} line {line}: column {col} has a non-finite value '{s}'.")
+    lo, hi = ABMD_PLAUSIBLE_G_CM2
+    if abmd and not lo <= v <= hi:
+        hint = (" (mg/cm2? divide by 1000)" if 100 <= v <= 3000 else "")
+        raise InputError(
+            f"{p} line {line}: column {col} has {s}, not a plausible aBMD in g/cm2 "
+            f"({lo:g}-{hi:g}){hint}. Check the units (both columns in g/cm2, CT-aBMD "
+            "HA-equivalent) and look for a mistyped value or a T-score in the wrong column.")
     return v
 
 

@@ -20,6 +20,7 @@ DICOM header is used). A value that cannot be read (``sex=X``) fails that case o
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io_ct import image_stem
+from ..user_files import read_text_file
 
 #: Name ending that marks a label map beside its CT (``case01_labels.nii.gz``).
 LABELS_SUFFIX = "_labels"
@@ -144,12 +146,13 @@ def _cell(row: dict[str, str | None], key: str) -> str | None:
 
 def read_case_list(path: Path) -> list[CaseSpec]:
     """Cases of a CSV list (columns :data:`CSV_COLUMNS`), in the file's order."""
+    text = read_text_file(path, "case list",
+                          hint=f"Give a UTF-8 CSV with columns {', '.join(CSV_COLUMNS)}.")
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as exc:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        rows = list(reader)
+    except csv.Error as exc:
         raise InputError(f"Cannot read the case list {path}: {exc}. Give a UTF-8 CSV "
                          f"with columns {', '.join(CSV_COLUMNS)}.") from exc
     missing = [c for c in ("case_id", "ct") if c not in header]

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..user_files import read_json_file
 from .model import MATERIALS
 
 #: At most six rods: the anatomy table has calibration_rod_1..6.
@@ -169,13 +170,9 @@ def load_phantom_definition(
             f"({', '.join(available_phantoms())}) and no such file. Pass one of these "
             "names or the path of a JSON definition file (see docs/calibration.md)."
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(
-            f"Cannot read phantom definition {path}: {exc}. It must be a JSON file "
-            "(see docs/calibration.md for the format)."
-        ) from None
+    data = read_json_file(path, "phantom definition",
+                          hint="It must be a JSON file (see docs/calibration.md for the "
+                               "format).")
     defn = _validate(data, where=f"phantom definition {path}")
     return PhantomDefinition(**{**defn.__dict__, "path": str(path)})
 

@@ -23,7 +23,6 @@ calibration by > 6 mg/mL).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from ..contrast import CONTRAST_BLOOD_HU, agent_from_header
 from ..errors import InputError
 from ..image import CTImage, LabelMap
 from ..tissue import FAT_HU_RANGE, LEAN_HU_RANGE
+from ..user_files import read_json_file
 from .fit import fit_hu_to_density
 from .model import MATERIALS, Calibration, CalibrationRefused
 from .phantom_fit import robust_mean_sd
@@ -72,10 +72,7 @@ def load_internal_references(path: str | Path | dict) -> dict[str, Any]:
                          "physics-based internal calibration.")
     else:
         where = f"internal reference table {path}"
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"Cannot read {where}: {exc}.") from None
+        data = read_json_file(path, "internal reference table")
     if not isinstance(data, dict) or data.get("material") not in MATERIALS:
         raise InputError(f"{where}: needs 'material' ({' or '.join(MATERIALS)}) and "
                          "'references'.")

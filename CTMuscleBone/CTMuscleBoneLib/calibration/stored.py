@@ -28,6 +28,7 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..errors import InputError
 from ..image import CTMetadata
+from ..user_files import read_json_file
 from .model import MATERIALS, Calibration
 
 #: Schema tag of a saved calibration file.
@@ -126,12 +127,7 @@ def load_calibration(path: str | os.PathLike[str],
         Missing file, not a CTMuscleBone calibration, bad coefficients.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"Calibration file not found: {p}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"Calibration file {p} is not valid JSON: {exc}") from None
+    doc = read_json_file(p, "calibration file")
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise InputError(f"{p} is not a CTMuscleBone calibration file (expected \"schema\": "
                          f"\"{SCHEMA}\"); make one with `ctmusclebone calibrate`.")

@@ -63,6 +63,7 @@ from ..errors import InputError
 from ..image import LabelMap
 from ..io_ct import image_stem
 from ..io_labels import read_names
+from ..user_files import read_json_file
 
 SEGMENT_LABELS = "labels.nii.gz"
 SEGMENT_REVIEW = "review.json"
@@ -220,7 +221,7 @@ def _read_variants(path: Path | None) -> dict[str, dict[str, float | None]] | No
     """``score_variants`` of a segment review.json (None when absent: older output)."""
     if path is None:
         return None
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = read_json_file(path, "segment review file")
     sv = raw.get("score_variants") if isinstance(raw, dict) else None
     if not isinstance(sv, dict) or not isinstance(sv.get("structures"), dict):
         return None
@@ -230,7 +231,7 @@ def _read_variants(path: Path | None) -> dict[str, dict[str, float | None]] | No
 def _read_review(path: Path | None) -> dict[str, float] | None:
     if path is None:
         return None
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = read_json_file(path, "segment review file")
     items = raw.get("structures", raw.get("review", [])) if isinstance(raw, dict) else raw
     out: dict[str, float] = {}
     for it in items:

@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ..alm import parse_height_m
 from ..atomic import atomic_write_text
+from ..errors import InputError
 
 #: Said in truth.json of a phantom rendered without --kvp.
 NOT_PHYSICAL_NOTE = (
@@ -47,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-phantom", action="store_true",
                    help="add a calibration phantom under the body")
     p.add_argument("--sex", default="F", choices=["M", "F"], help="patient sex in the header")
-    p.add_argument("--height", type=float, default=1.60, help="height in m (default 1.60)")
+    p.add_argument("--height", type=float, default=1.60,
+                   help="height in metres (1.62) or centimetres (162) (default 1.60)")
     p.add_argument("--kvp", type=float, default=None,
                    help="render every tissue, bone and rod CT number from one polychromatic "
                    "X-ray spectrum of this tube voltage (70-150 kV), so that phantomless "
@@ -101,14 +104,53 @@ def write_phantom(phantom: Any, out: Path, notes: tuple[str, ...] = ()) -> dict[
     return {"ct": ct_path, "labels": label_path, "names": sidecar, "truth": truth_path}
 
 
+#: Largest phantom grid the command builds, in voxels (a project choice: building needs
+#: about 20 bytes per voxel, so this is about 3 GB of memory and a few minutes; the full
+#: region at 0.8 mm).
+MAX_PHANTOM_VOXELS = 150_000_000
+#: Approximate field of view (mm along x, y, z) of each region's default layout, for the
+#: grid-size estimate made before anything is allocated (the builder computes the exact
+#: one; arms, thicker fat, a calibration phantom or the oblique orientation enlarge it).
+REGION_FOV_MM = {"thigh": (420.0, 360.0, 220.0), "hip": (420.0, 360.0, 220.0),
+                 "lumbar": (420.0, 360.0, 260.0), "full": (420.0, 360.0, 600.0)}
+
+
+def _checked_args(args: argparse.Namespace) -> tuple[float | tuple[float, ...], float]:
+    """(spacing, height in m) from the arguments; InputError for a wrong number of
+    spacing values, a non-positive spacing, a grid above :data:`MAX_PHANTOM_VOXELS` or an
+    implausible height (the ``measure`` rule: metres, or centimetres with a note)."""
+    values = [float(v) for v in args.spacing]
+    if len(values) not in (1, 3):
+        raise InputError(f"--spacing takes one value (isotropic) or three (x y z) in mm, "
+                         f"got {len(values)}: {' '.join(f'{v:g}' for v in values)}.")
+    if not all(np.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"--spacing must be positive numbers of mm, got "
+                         f"{' '.join(f'{v:g}' for v in values)}.")
+    per_axis = values * 3 if len(values) == 1 else values
+    fov = REGION_FOV_MM.get(args.region, max(REGION_FOV_MM.values()))
+    voxels = float(np.prod([np.ceil(f / s) for f, s in zip(fov, per_axis, strict=True)]))
+    if voxels > MAX_PHANTOM_VOXELS:
+        coarsest = float(np.cbrt(np.prod(fov) / MAX_PHANTOM_VOXELS))
+        raise InputError(
+            f"A {args.region} phantom at --spacing {' '.join(f'{v:g}' for v in values)} mm "
+            f"would have about {voxels / 1e6:,.0f} million voxels (about "
+            f"{voxels * 20 / 2**30:,.0f} GiB of memory to build), above the limit of "
+            f"{MAX_PHANTOM_VOXELS / 1e6:g} million; use a spacing of at least "
+            f"{np.ceil(coarsest * 10) / 10:g} mm.")
+    height_m, note = parse_height_m(args.height)
+    if note:
+        print(f"Note: {note}.", file=sys.stderr)
+    return (values[0] if len(values) == 1 else tuple(values)), height_m
+
+
 def run(args: argparse.Namespace) -> int:
     from ..phantoms import PhantomSpec, make_phantom
     from ..phantoms.polychromatic import XraySpectrum, make_polychromatic_phantom
 
-    spacing = args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing)
+    spacing, height_m = _checked_args(args)
     fields = dict(region=args.region, spacing_mm=spacing, orientation=args.orientation,
                   noise_sd_hu=args.noise, seed=args.seed,
-                  calibration=args.calibration_phantom, sex=args.sex, height_m=args.height,
+                  calibration=args.calibration_phantom, sex=args.sex, height_m=height_m,
                   lumbar_count=args.lumbar_count, trunk_fat_mm=args.trunk_fat_mm,
                   thigh_fat_mm=args.thigh_fat_mm, muscle_atrophy=args.muscle_atrophy,
                   arms=args.arms, psf_fwhm_mm=args.blur)

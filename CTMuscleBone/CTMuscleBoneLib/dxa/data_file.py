@@ -8,14 +8,12 @@ caller checks its own schema.
 
 from __future__ import annotations
 
-import json
 import os
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..user_files import parse_json, read_text_file
 
 
 @cache
@@ -50,12 +48,5 @@ def read_json(what: str, path: str | os.PathLike[str] | None, bundled: str,
     if path is None:
         text, where = _bundled_text(bundled), bundled_where
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{what} file not found: {p}")
-        text, where = p.read_text(encoding="utf-8"), str(p)
-    try:
-        return json.loads(text), where
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{what} {where} is not valid JSON: {exc.msg} "
-                         f"(line {exc.lineno})") from None
+        text, where = read_text_file(path, f"{what} file"), str(path)
+    return parse_json(text, f"{what} file", where), where

@@ -45,9 +45,11 @@ class FemurChecks:
     metal_voxels: int = 0
 
 
-def cut_edges(mask: np.ndarray, geometry: Geometry) -> list[str]:
-    """Patient directions of the image edges the mask touches (:func:`fov.border_faces`)."""
-    return list(border_faces(mask, geometry))
+def cut_edges(mask: np.ndarray, geometry: Geometry,
+              outside: np.ndarray | None = None) -> list[str]:
+    """Patient directions of the image edges the mask touches (:func:`fov.border_faces`;
+    with ``outside``, the padding outside the reconstructed field of view too)."""
+    return list(border_faces(mask, geometry, outside=outside))
 
 
 def check_femur(ct: CTImage, mask: np.ndarray, side: str) -> FemurChecks:

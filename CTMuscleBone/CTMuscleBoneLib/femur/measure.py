@@ -43,7 +43,7 @@ from ..dxa.scores import (
     score_rows,
 )
 from ..errors import InputError, NotMeasurableError
-from ..fov import border_voxel_indices
+from ..fov import border_voxel_indices, inside_fov, outside_fov
 from ..image import CTImage, LabelMap
 from ..results import NO_CALIBRATION_REASON, ResultRow
 from .checks import check_femur, cut_edges
@@ -316,9 +316,11 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
     """
     scores = scores or score_context(ct)
     structure = f"femur_{side}"
+    outside = outside_fov(ct.hu)  # padding outside the reconstructed field of view
+    edges = cut_edges(mask, ct.geometry, outside) if mask.any() else []
+    mask = inside_fov(mask, outside)  # labelled padding is not bone
     checks = check_femur(ct, mask, side)
     g = ct.geometry
-    edges = cut_edges(mask, g) if mask.any() else []
     ha_cal, conversion = to_hydroxyapatite(calibration, ct.metadata.kvp)
     rows = _Rows(structure, calibration, checks.warnings, scores, conversion)
     if checks.blocking:
@@ -332,7 +334,7 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
     flag, volume_note = _fov_flags(edges, lm)
     if flag:
         rows.warnings = rows.warnings + [flag]
-    border = border_voxel_indices(mask)
+    border = border_voxel_indices(mask, outside)
     if len(border):
         bp = g.index_to_physical(border)
         if (np.linalg.norm(bp - lm.head_centre_mm, axis=1) < 1.2 * lm.head_radius_mm).any():

@@ -41,12 +41,16 @@ their own modules (:mod:`.femur`, :mod:`.vertebra`, :mod:`.calibration_rods`).
 
 Painting order: body (fat, soft tissue), aorta / IVC, muscles, hip bones and sacrum,
 vertebrae, femurs, calibration phantom; then streaks and metal (HU only); then every
-voxel whose centre lies outside the field-of-view box (after truncation) is set to
-air and label 0 (this matters for oblique grids, which cover the rotated box, and for
-truncation), so every orientation holds the same physical content; then, when
-``psf_fwhm_mm`` > 0, the scanner's blur (an isotropic Gaussian point-spread function of
-that FWHM applied in physical space, :mod:`.psf`; labels stay the sharp analytic
-ones); then Gaussian noise (seeded). ``truth.overwrites`` lists labelled
+voxel whose centre lies outside the field-of-view box (after truncation) gets label 0
+(this matters for oblique grids, which cover the rotated box, and for truncation), so
+every orientation holds the same physical content; then, when ``psf_fwhm_mm`` > 0, the
+scanner's blur (an isotropic Gaussian point-spread function of that FWHM applied in
+physical space, :mod:`.psf`; labels stay the sharp analytic ones); then Gaussian noise
+(seeded); last, the voxels outside the box take the scanner's padding value
+(:data:`PADDING_VALUE_HU`, -3024 HU, exact, no noise), as a scanner stores the voxels
+outside its reconstructed region: the measurement (:mod:`CTMuscleBoneLib.fov`) sees a
+structure reaching them as cut by the field of view, exactly as one reaching the edge of
+an LPS grid, whose faces are the box. ``truth.overwrites`` lists labelled
 voxels that a later component took over: empty for the default layout (the tests
 check it).
 """
@@ -97,6 +101,12 @@ from .vertebra import VertebraSpec, lumbar_spine
 #: may grow but not shrink; above 1.3 the thighs of an obese phantom would overlap).
 #: Thin habitus is thin fat.
 BODY_SCALE_RANGE = (1.0, 1.3)
+#: Value of the voxels outside the field-of-view box (the corners of an oblique grid),
+#: HU: the padding most scanners write outside the reconstructed region (GE, Canon,
+#: Philips: -3024; some Siemens series: -2048). Below
+#: :data:`CTMuscleBoneLib.fov.PADDING_HU`, so the measurement sees it as outside the
+#: field of view, as on a clinical CT.
+PADDING_VALUE_HU = -3024.0
 #: Margin (mm) added around the body in x and y.
 FOV_MARGIN_MM = 10.0
 #: Calibration phantom rod-row centre (x, y), mm: posterior of the trunk outline
@@ -732,6 +742,8 @@ def make_phantom(spec: PhantomSpec | None = None, **overrides: Any) -> Phantom:
         hu = hu.astype(np.float32)
     else:
         raise InputError(f"Phantom dtype '{spec.dtype}' unknown: use 'int16' or 'float32'.")
+    if cut is not None:  # outside the reconstructed region: the scanner's padding, exact
+        hu[cut] = PADDING_VALUE_HU
 
     metadata = CTMetadata(
         modality="CT", kvp=120.0, manufacturer="CTMuscleBone",

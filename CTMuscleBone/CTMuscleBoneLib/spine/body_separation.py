@@ -41,6 +41,12 @@ from ..image import Geometry
 SPLIT_AREA_FRACTION = 0.5
 #: Anterior fraction of the label's AP length searched for the body's peak area.
 BODY_SEARCH_FRACTION = 0.45
+#: Largest bin of the area profiles, mm: each voxel is spread over k^3 points so that
+#: the profile is that of the voxels' volume, and its bins are at most this wide along
+#: any frame axis (binning voxel centres in bins of a voxel's extent made the walls and
+#: the split plane depend on the grid's orientation: an oblique voxel's extent along an
+#: axis is up to sqrt(3) x its size).
+PROFILE_BIN_MM = 1.0
 #: Fraction of the peak area at which a body wall is placed (project default, see
 #: :func:`robust_walls`).
 WALL_AREA_FRACTION = 0.25
@@ -50,6 +56,25 @@ def voxel_extent_mm(geometry: Geometry, axes: np.ndarray) -> np.ndarray:
     """Extent (mm) of one voxel projected on each column of ``axes`` (3, 3) -> (3,)."""
     scaled = geometry.direction * np.asarray(geometry.spacing_mm)[None, :]  # (3, 3)
     return np.abs(axes.T @ scaled).sum(axis=1)
+
+
+def subvoxel_factor(geometry: Geometry, axes: np.ndarray) -> int:
+    """Sub-voxel points per voxel edge for the area profiles along ``axes`` (3, 3):
+    enough that their spacing along each axis is at most :data:`PROFILE_BIN_MM`."""
+    return max(1, int(np.ceil(float(voxel_extent_mm(geometry, axes).max()) / PROFILE_BIN_MM)))
+
+
+def _subvoxel_points(index: np.ndarray, geometry: Geometry, centroid: np.ndarray,
+                     axes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame coordinates (N k^3, 3) of k^3 points evenly filling each voxel, relative to
+    ``centroid``, and the row of ``index`` each belongs to (N k^3,)."""
+    f = (np.arange(k) + 0.5) / k - 0.5
+    offs = np.stack(np.meshgrid(f, f, f, indexing="ij"), axis=-1).reshape(-1, 3)
+    scaled = geometry.direction * np.asarray(geometry.spacing_mm)[None, :]
+    centres = (geometry.index_to_physical(index) - centroid) @ axes  # (N, 3)
+    offs_local = (offs @ scaled.T) @ axes  # (k^3, 3)
+    pts = (centres[:, None, :] + offs_local[None, :, :]).reshape(-1, 3)
+    return pts, np.repeat(np.arange(index.shape[0]), offs.shape[0])
 
 
 def vertebra_axes(superior: np.ndarray | None = None) -> np.ndarray:
@@ -211,7 +236,12 @@ def separate_body(
     centroid = points.mean(axis=0)
     local = (points - centroid) @ axes  # (N, 3): u, v, w
     t = local[:, 1]
-    edges, centres, area = area_profile(t, float(ext[1]), geometry.voxel_volume_mm3)
+    # profiles of the voxels' volume (sub-voxel points), not of their centres only
+    k = subvoxel_factor(geometry, axes)
+    sub_local, sub_of = _subvoxel_points(index, geometry, centroid, axes, k)
+    sub_bins = ext / k
+    sub_volume = geometry.voxel_volume_mm3 / k**3
+    edges, centres, area = area_profile(sub_local[:, 1], float(sub_bins[1]), sub_volume)
 
     length = float(edges[-1] - edges[0])
     window = centres <= edges[0] + max(BODY_SEARCH_FRACTION * length, 2.0 * ext[1])
@@ -222,10 +252,10 @@ def separate_body(
 
     in_body = t < t_split
     body_local = local[in_body]
+    sub_body = sub_local[in_body[sub_of]]
     lo, hi = np.empty(3), np.empty(3)
     for ax in range(3):
-        lo[ax], hi[ax] = robust_walls(body_local[:, ax], float(ext[ax]),
-                                      geometry.voxel_volume_mm3)
+        lo[ax], hi[ax] = robust_walls(sub_body[:, ax], float(sub_bins[ax]), sub_volume)
     hi[1] = min(hi[1], t_split)  # posterior wall at the split plane at most
     mid = 0.5 * (lo + hi)
     half = 0.5 * (hi - lo)

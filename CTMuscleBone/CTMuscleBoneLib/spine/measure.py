@@ -61,7 +61,7 @@ from scipy import ndimage
 from ..calibration.model import Calibration
 from ..dxa.material import MaterialConversion, to_hydroxyapatite
 from ..errors import InputError
-from ..fov import indices_touch_border
+from ..fov import indices_touch_border, inside_fov, outside_fov
 from ..image import CTImage, Geometry, LabelMap
 from ..results import INDETERMINATE, NO_CALIBRATION_REASON, ResultRow, withheld_flag
 from ..tissue import METAL_OR_CEMENT_HU
@@ -334,10 +334,14 @@ def analyse_spine(
     present = set(labels.present_keys())
     keys = [k for k in LUMBAR_KEYS if k in present]
     masks = {k: labels.mask(k) for k in keys}
+    # padding outside the reconstructed field of view cuts a vertebra as the grid's edge
+    # does; labelled padding voxels are not bone
+    outside = outside_fov(ct.hu)
     out: dict[str, VertebraAnalysis] = {}
     for k in keys:
         out[k] = VertebraAnalysis(key=k, partial=indices_touch_border(np.argwhere(masks[k]),
-                                                               geometry.shape))
+                                                               geometry.shape, outside))
+        masks[k] = inside_fov(masks[k], outside)
     complete = {k for k in keys if not out[k].partial}
     # pass 1: bodies in the patient frame; their centres give the local spine axis
     first = {k: separate_body(masks[k], geometry, None) for k in keys}
@@ -349,7 +353,7 @@ def analyse_spine(
         axis = _spine_axis(k, centres, complete)
         body = first[k] if axis is None else separate_body(masks[k], geometry, axis)
         res.body = body
-        res.body_partial = indices_touch_border(body.body_index, geometry.shape)
+        res.body_partial = indices_touch_border(body.body_index, geometry.shape, outside)
         if res.partial:
             res.flags.append(BODY_CUT_FLAG if res.body_partial else
                              "partial: cut by the field of view (the posterior elements only)")

@@ -56,6 +56,8 @@ MIN_ROI_VOLUME_CM3 = 0.5
 #: x half-width (project default geometry of the vein's entry channel).
 BV_DEPTH_FRACTION = 0.2
 BV_WIDTH_FRACTION = 0.25
+#: Largest sub-voxel of the grid on which the body's surface is located, mm.
+SUBVOXEL_MM = 1.0
 
 
 @dataclass
@@ -91,7 +93,18 @@ class TrabecularROI:
 
 
 def body_surface_distance_mm(body: BodySeparation, geometry: Geometry) -> np.ndarray:
-    """Distance (mm) of each body voxel centre to the nearest voxel outside the body, (M,).
+    """Distance (mm) of each body voxel centre to the body's surface, (M,).
+
+    The surface is the 0.5 level of the body's indicator interpolated trilinearly
+    (half-way between an inside and an outside voxel centre along each grid line, an
+    unbiased estimate of a surface sampled at voxel centres, whatever the grid's
+    orientation), found on a grid :data:`SUBVOXEL_MM` fine or finer (``k`` sub-voxels per
+    voxel edge, ``k`` odd so that the voxel centres are sub-voxel centres); the distance
+    is the Euclidean distance transform (true spacing) to the nearest sub-voxel centre
+    outside it, minus half a sub-voxel. On an axis-aligned grid this is the distance to
+    the voxel faces (``d - s/2`` with ``d`` the distance to the nearest outside voxel
+    centre); on an oblique grid ``d - s/2`` was up to half a voxel short, because the
+    staircase puts outside voxel centres right at the surface.
 
     Voxels outside the image count as outside the body, so a body cut by the field
     of view is measured only where it is seen.
@@ -99,12 +112,24 @@ def body_surface_distance_mm(body: BodySeparation, geometry: Geometry) -> np.nda
     idx = body.body_index
     lo = idx.min(axis=0) - 1
     hi = idx.max(axis=0) + 2
-    crop = np.zeros(tuple(hi - lo), dtype=bool)
+    crop = np.zeros(tuple(hi - lo), dtype=np.float32)
     local_idx = idx - lo
-    crop[tuple(local_idx.T)] = True
+    crop[tuple(local_idx.T)] = 1.0
     # voxels outside the image are background: the crop's 1-voxel pad provides that
-    edt = ndimage.distance_transform_edt(crop, sampling=geometry.spacing_mm)
-    return edt[tuple(local_idx.T)]
+    spacing = np.asarray(geometry.spacing_mm, dtype=float)
+    k = int(np.ceil(float(spacing.max()) / SUBVOXEL_MM))
+    k += 1 - k % 2  # odd
+    if k == 1:
+        edt = ndimage.distance_transform_edt(crop > 0.5, sampling=spacing)
+        return edt[tuple(local_idx.T)] - 0.5 * float(spacing.max())
+    n = np.asarray(crop.shape)
+    axes = [(np.arange(v * k) - (k - 1) / 2) / k for v in n]  # sub-voxel centres, index units
+    coords = np.meshgrid(*axes, indexing="ij")
+    fine = ndimage.map_coordinates(crop, coords, order=1, mode="constant", cval=0.0,
+                                   prefilter=False) >= 0.5
+    edt = ndimage.distance_transform_edt(fine, sampling=spacing / k)
+    fine_idx = local_idx * k + (k - 1) // 2
+    return edt[tuple(fine_idx.T)] - 0.5 * float(spacing.max()) / k
 
 
 def trabecular_roi(
@@ -128,14 +153,13 @@ def trabecular_roi(
         The first sufficient ROI, else the last one tried (``sufficient`` False).
     """
     dist = body_surface_distance_mm(body, geometry)
-    s_max = float(max(geometry.spacing_mm))
     u, v = body.body_local_mm[:, 0], body.body_local_mm[:, 1]
     a, b = body.half_width_mm, body.half_depth_mm
     basivertebral = (v > BV_DEPTH_FRACTION * b) & (np.abs(u) < BV_WIDTH_FRACTION * a)
     roi: TrabecularROI | None = None
     for n, (margin, scale) in enumerate(steps):
         sel = (
-            (dist >= margin + 0.5 * s_max)
+            (dist >= margin)
             & ((u / (scale * a)) ** 2 + (v / (scale * b)) ** 2 <= 1.0)
             & ~basivertebral
         )
