@@ -9,11 +9,11 @@ Comp2Comp (Stanford) likewise measures an ellipsoidal ROI inside each vertebral 
 The ROI here (all in the vertebra frame of
 :class:`~CTMuscleBoneLib.spine.body_separation.BodySeparation`, physical mm):
 
-* voxels of the body whose centre lies at least ``margin_mm`` from the body's surface:
-  the Euclidean distance transform (true spacing) gives the distance ``d`` to the
-  nearest voxel centre outside the body, and the surface lies about half a voxel
-  inside that, so the rule is ``d >= margin_mm + s/2`` with ``s`` the largest voxel
-  size. This keeps the ROI off the cortex **and** the endplates, also
+* voxels of the body whose centre lies at least ``margin_mm`` from the body's surface
+  (:func:`body_surface_distance_mm`: the 0.5 level of the trilinearly interpolated
+  body on a sub-voxel grid, the same on any grid orientation; on an axis-aligned grid
+  it is ``d - s/2``, ``d`` the distance to the nearest voxel centre outside the body,
+  ``s`` the largest voxel size). This keeps the ROI off the cortex **and** the endplates, also
   when they are deformed by a fracture, and off the field of view's edge;
 * inside an elliptic cylinder around the body's axis with semi-axes ``scale`` x the
   body's half-width and half-depth;
@@ -27,8 +27,8 @@ error stayed below 0.4 % (0.7-3 mm voxels, 1-2 mm FWHM). **Small or coarse bodie
 if the ROI holds fewer than :data:`MIN_ROI_VOXELS` voxels or less than
 :data:`MIN_ROI_VOLUME_CM3`, it is relaxed to a 3 mm margin with scale 0.9, then to a
 2 mm margin (still wider than the 1-1.5 mm cortex); the relaxation is reported. At
-3 mm voxels the rule keeps voxels with ``d >= 5.5 mm``: the ROI starts at the second
-voxel layer inside the body (a real L1 of this size gives about 11 cm3).
+3 mm voxels on an axis-aligned grid the ROI starts at the second voxel layer inside
+the body (a real L1 of this size gives about 11 cm3).
 """
 
 from __future__ import annotations
