@@ -69,15 +69,23 @@ def _labels(g: Geometry, boxes: dict[str, tuple[slice, slice, slice]]) -> LabelM
     return LabelMap(arr, g, structures)
 
 
-def test_fat_voxels_do_not_count_in_the_default_predictor() -> None:
-    """End to end: half of each muscle is fat (-100 HU); ALM follows the lean half."""
-    g = _grid((30, 30, 40), (4.0, 4.0, 4.0))  # muscles of 64 cm3 (plausible sizes)
+def _two_muscles_in_fat():
+    """A gluteus maximus and a vastus lateralis of 64 cm3 (plausible sizes) at 40 HU in
+    fat (-100 HU), 4 mm voxels: (geometry, boxes, labels, hu)."""
+    g = _grid((30, 30, 40), (4.0, 4.0, 4.0))
     boxes = {"gluteus_maximus_left": (slice(2, 12), slice(2, 12), slice(20, 30)),
              "vastus_lateralis_left": (slice(15, 25), slice(2, 12), slice(5, 15))}
     lab = _labels(g, boxes)
     hu = np.full(g.shape, -100.0, dtype=np.float32)
     for box in boxes.values():
         hu[box] = 40.0
+    return g, boxes, lab, hu
+
+
+def test_fat_voxels_do_not_count_in_the_default_predictor() -> None:
+    """End to end: half of each muscle is fat (-100 HU); ALM follows the lean half."""
+    g, boxes, lab, hu = _two_muscles_in_fat()
+    for box in boxes.values():
         sub = hu[box]
         sub[: sub.shape[0] // 2] = -100.0  # IMAT: outside the lean window
     ct = CTImage(hu, g, CTMetadata(modality="CT"))
@@ -215,13 +223,7 @@ def test_predictor_from_another_density_model_gives_indeterminate() -> None:
 def test_measure_case_checks_the_density_model_of_the_alm_model(density, expected) -> None:
     """End to end: `--density-model hu_linear` with a validated ALM model fitted on the
     default (constant) masses gives no yes/no."""
-    g = _grid((30, 30, 40), (4.0, 4.0, 4.0))
-    boxes = {"gluteus_maximus_left": (slice(2, 12), slice(2, 12), slice(20, 30)),
-             "vastus_lateralis_left": (slice(15, 25), slice(2, 12), slice(5, 15))}
-    lab = _labels(g, boxes)
-    hu = np.full(g.shape, -100.0, dtype=np.float32)
-    for box in boxes.values():
-        hu[box] = 40.0
+    g, _, lab, hu = _two_muscles_in_fat()
     ct = CTImage(hu, g, CTMetadata(modality="CT"))
     model = alm.ALMModel("site", "lower_limb_total/lean_mass", 1.0, 2.0, validated=True,
                          required_regions=("gluteal", "thigh"))
