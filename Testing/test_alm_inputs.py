@@ -156,7 +156,7 @@ def test_fit_time_check_is_the_load_check(tmp_path: Path) -> None:
                            "lower_limb_total/lean_mass", src, ("thight",))
 
 
-# -- "validated" must be a JSON boolean (audit A5) ---------------------------------------
+# -- "validated" must be a JSON boolean ------------------------------------------------
 @pytest.mark.parametrize("value", ["false", "true", "no", 0, 1, None])
 def test_validated_must_be_a_json_boolean(tmp_path: Path, value) -> None:
     """"validated": "false" used to load as validated (bool of a non-empty string), and
@@ -179,7 +179,7 @@ def test_validated_json_booleans_load(tmp_path: Path, value, expected) -> None:
     assert alm.load_alm_model(p).validated is expected
 
 
-# -- the density model an ALM model was fitted with (audit A9c) --------------------------
+# -- the density model an ALM model was fitted with ------------------------------------
 def test_density_model_field_is_optional_checked_and_written(tmp_path: Path) -> None:
     assert alm.load_alm_model().density_model == "constant"
     p = _model_file(tmp_path)

@@ -169,7 +169,7 @@ def test_unknown_kvp_widens_the_interval_of_a_k2hpo4_value(bmd, kvp, near):
 
 
 def test_phantomless_calibration_near_a_threshold_gives_no_acr_category():
-    """The audit case (e5): the physics-based phantomless calibration of the lumbar
+    """The physics-based phantomless calibration of the lumbar
     phantom gives about 112 mg/cm3 HA, +-10 % = 101-123, across 120: no category."""
     from CTMuscleBoneLib import pipeline
     from CTMuscleBoneLib.phantoms import PhantomSpec, make_phantom

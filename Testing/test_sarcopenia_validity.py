@@ -152,7 +152,7 @@ def test_reasons_reach_the_alm_rows() -> None:
     assert not any("which this CT does not show" in f for f in flags)
 
 
-# -- no row dropped (audit A9a) ----------------------------------------------------------
+# -- no row dropped --------------------------------------------------------------------
 SARC = "sarcopenia_low_muscle_mass"
 
 
@@ -195,7 +195,7 @@ def test_sex_term_with_unknown_sex_keeps_every_row() -> None:
                                        "term; give the patient's sex")
 
 
-# -- density model of the predictor (audit A9c) ------------------------------------------
+# -- density model of the predictor ----------------------------------------------------
 def test_predictor_from_another_density_model_gives_indeterminate() -> None:
     """A validated model fitted on 'constant' masses and a case measured with
     --density-model hu_linear: ALM and SMI flagged, no yes/no."""
