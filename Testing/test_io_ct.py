@@ -407,3 +407,16 @@ def test_real_ct_reads_and_is_unchanged(real_data_dir):
     assert ct.hu.min() <= -1000 and 500 < ct.hu.max() < 3000
     np.testing.assert_allclose(ct.geometry.spacing_mm, (3.0, 3.0, 3.0))
     assert ct.geometry.axis_for("superior") == (2, 1)
+
+
+def test_geometry_description_says_when_the_grid_is_oblique():
+    """The orientation letters name the nearest patient axes; an oblique grid says how
+    far it is from them."""
+    from CTMuscleBoneLib.image import Geometry
+
+    assert Geometry((4, 5, 6), (1.0, 1.0, 2.0)).describe() == (
+        "4x5x6 voxels, 1x1x2 mm, orientation LPS (LPS letters)")
+    a = np.radians(30.0)
+    rot = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0, 0, 1.0]])
+    text = Geometry((4, 5, 6), (1.0, 1.0, 2.0), direction=rot).describe()
+    assert text.endswith("orientation LPS (LPS letters, oblique: up to 30 deg off)")

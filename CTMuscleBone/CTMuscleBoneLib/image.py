@@ -153,12 +153,17 @@ class Geometry:
         )
 
     def describe(self) -> str:
-        """A one-line human description: size, spacing, dominant orientation code."""
+        """A one-line human description: size, spacing, dominant orientation code, and
+        how far the axes lie from the patient axes when the grid is oblique."""
         code = "".join(_axis_letter(self.direction[:, a]) for a in range(3))
         sx, sy, sz = self.spacing_mm
+        # largest angle between an array axis and its nearest patient axis
+        cos = np.abs(np.asarray(self.direction, dtype=float)).max(axis=0)
+        tilt_deg = float(np.degrees(np.arccos(np.clip(cos.min(), -1.0, 1.0))))
+        oblique = f", oblique: up to {tilt_deg:.0f} deg off" if tilt_deg >= 0.5 else ""
         return (
             f"{self.shape[0]}x{self.shape[1]}x{self.shape[2]} voxels, "
-            f"{sx:.3g}x{sy:.3g}x{sz:.3g} mm, orientation {code} (LPS letters)"
+            f"{sx:.3g}x{sy:.3g}x{sz:.3g} mm, orientation {code} (LPS letters{oblique})"
         )
 
     # -- SimpleITK ---------------------------------------------------------------------
