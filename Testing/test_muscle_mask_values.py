@@ -93,3 +93,25 @@ def test_measure_cli_refuses_a_probability_mask_with_one_line(tmp_path: Path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and "probability map" in err[0]
+
+
+def test_tissue_masks_of_labels_extra_are_checked_the_same_way(tmp_path: Path) -> None:
+    """``--labels-extra`` masks (subcutaneous fat for the phantomless calibration): a
+    probability map read as a mask would make every nonzero voxel, air included, fat."""
+    from CTMuscleBoneLib.image import LabelMap
+    from CTMuscleBoneLib.io_labels import add_tissue_masks
+
+    labels = LabelMap(np.zeros(SHAPE, np.int16), GEOM, {})
+    prob = np.where(_block(), 0.9, 0.05).astype(np.float32)
+    path = _write(tmp_path, prob, "subcutaneous_fat.nii.gz")
+    with pytest.raises(InputError, match="Tissue mask subcutaneous_fat.nii.gz holds values "
+                                         "between 0 and 1.*probability map"):
+        add_tissue_masks(labels, [path])
+    multi = _block().astype(np.int16) * 3
+    multi[3, 2, 2] = 5
+    path = _write(tmp_path, multi, "subcutaneous_fat.nii.gz")
+    with pytest.raises(InputError, match="3 distinct values.*label map, not a binary mask"):
+        add_tissue_masks(labels, [path])
+    path = _write(tmp_path, _block().astype(np.uint8), "subcutaneous_fat.nii.gz")
+    out = add_tissue_masks(labels, [path])
+    assert int(np.count_nonzero(out.array)) == int(_block().sum())

@@ -1016,6 +1016,13 @@ def add_tissue_masks(labels: LabelMap, paths: list[str | os.PathLike[str]]) -> L
         binary = (raw != 0).astype(np.uint8)
         if not binary.any():
             raise InputError(f"Tissue mask {p.name} is empty (no nonzero voxel).")
+        # a probability map or a label map read as a mask would make every nonzero
+        # voxel (air included) this tissue
+        from .muscle_l3 import check_binary_mask_values
+
+        check_binary_mask_values(raw[binary != 0], p.name, "Tissue mask",
+                                 f"the TotalSegmentator tissue_types mask {p.name} "
+                                 "(0 = background, 1 = tissue)")
         on_ct, grid_notes = to_ct_grid(binary, geom, labels.geometry, f"The tissue mask {p.name}")
         mask = on_ct != 0
         value = labels.value_of(name) if name in anatomy.BY_KEY else next(

@@ -250,7 +250,7 @@ def read_muscle_mask(path: str | os.PathLike[str], ct_geometry: Geometry) -> np.
     The file must hold two values: 0 and one positive whole number v (1, or 255 as
     many tools write it; v alone is accepted too). Negative, fractional (a probability
     map) or several positive values (a label map) are refused by
-    :func:`_check_binary_mask_values`, naming what was found.
+    :func:`check_binary_mask_values`, naming what was found.
 
     TotalSegmentator ``tissue_types`` writes ``skeletal_muscle.nii.gz``. A mask on
     another grid of the same physical space is resampled (nearest neighbour) by
@@ -276,7 +276,7 @@ def read_muscle_mask(path: str | os.PathLike[str], ct_geometry: Geometry) -> np.
     binary = arr != 0
     if not binary.any():
         raise InputError(f"Muscle mask {p.name} is empty (no nonzero voxel).")
-    _check_binary_mask_values(arr[binary], p.name)
+    check_binary_mask_values(arr[binary], p.name)
     on_ct, _ = to_ct_grid(binary.astype(np.uint8), geom, ct_geometry,
                           f"The muscle mask {p.name}")
     return on_ct != 0
@@ -287,13 +287,19 @@ def read_muscle_mask(path: str | os.PathLike[str], ct_geometry: Geometry) -> np.
 _MASK_INTEGER_TOL = 1e-4
 
 
-def _check_binary_mask_values(nonzero: np.ndarray, name: str) -> None:
+#: What a muscle mask should be (for the messages of :func:`check_binary_mask_values`).
+MUSCLE_MASK_EXPECTED = ("the skeletal-muscle mask (0 = background, 1 = muscle, e.g. "
+                        "TotalSegmentator tissue_types skeletal_muscle.nii.gz)")
+
+
+def check_binary_mask_values(nonzero: np.ndarray, name: str, what: str = "Muscle mask",
+                             expected: str = MUSCLE_MASK_EXPECTED) -> None:
     """Refuse a mask whose nonzero voxels are not all one positive whole number.
 
     A binary mask holds two values, 0 and one value v > 0 (1 as TotalSegmentator writes
     it, 255 as many image tools do). A probability map (values between 0 and 1), a CT
     (negative or fractional values) or a multi-label map (several positive values)
-    passed as the mask would be read as muscle wherever it is nonzero: refused, naming
+    passed as the mask would be read as tissue wherever it is nonzero: refused, naming
     what was found.
 
     Parameters
@@ -302,32 +308,34 @@ def _check_binary_mask_values(nonzero: np.ndarray, name: str) -> None:
         The mask's nonzero voxel values.
     name : str
         File name for the message.
+    what : str
+        What the file is, for the message ('Muscle mask', 'Tissue mask').
+    expected : str
+        What to pass instead, for the message.
     """
     lo, hi = float(nonzero.min()), float(nonzero.max())
     whole = bool(np.all(np.abs(nonzero - np.round(nonzero)) <= _MASK_INTEGER_TOL)) \
         if nonzero.dtype.kind == "f" else True
     if lo < 0:
         raise InputError(
-            f"Muscle mask {name} holds negative values (down to {lo:g}): it looks like a CT "
-            "image, not a binary mask; pass the skeletal-muscle mask (0 = background, "
-            "1 = muscle, e.g. TotalSegmentator tissue_types skeletal_muscle.nii.gz).")
+            f"{what} {name} holds negative values (down to {lo:g}): it looks like a CT "
+            f"image, not a binary mask; pass {expected}.")
     if not whole:
         if hi <= 1.0:
             raise InputError(
-                f"Muscle mask {name} holds values between 0 and 1 ({lo:g} to {hi:g}): it "
+                f"{what} {name} holds values between 0 and 1 ({lo:g} to {hi:g}): it "
                 "looks like a probability map, not a binary mask; threshold it first (e.g. "
                 "probability >= 0.5 -> 1, else 0) and pass the 0/1 mask.")
         raise InputError(
-            f"Muscle mask {name} holds fractional values ({lo:g} to {hi:g}): it is not a "
-            "binary mask; pass the skeletal-muscle mask (0 = background, 1 = muscle).")
+            f"{what} {name} holds fractional values ({lo:g} to {hi:g}): it is not a "
+            f"binary mask; pass {expected}.")
     if round(lo) != round(hi):
         values = np.unique(np.round(nonzero))
         shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if values.size > 8 else "")
         raise InputError(
-            f"Muscle mask {name} has {values.size + 1} distinct values (0, {shown}): it "
-            "looks like a label map, not a binary mask (0 and one value for muscle); pass "
-            "the skeletal-muscle mask (e.g. TotalSegmentator tissue_types "
-            "skeletal_muscle.nii.gz), or give the label map with --labels.")
+            f"{what} {name} has {values.size + 1} distinct values (0, {shown}): it "
+            f"looks like a label map, not a binary mask (0 and one value); pass "
+            f"{expected}, or give the label map with --labels.")
 
 
 # ---------------------------------------------------------------------------------------
