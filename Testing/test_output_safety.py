@@ -196,6 +196,32 @@ def test_segmenting_commands_refuse_an_out_inside_the_input_before_work(
     assert sorted(p.name for p in series.iterdir()) == ["ct.nii.gz"]  # no staging folder
 
 
+def test_analyze_refuses_a_foreign_segmentation_folder_before_work(
+        thigh_files, tmp_path, capsys, monkeypatch):
+    """`analyze` writes OUT/segmentation/: one holding the user's files is refused before
+    the (minutes-long) segmentation, not after it."""
+    from CTMuscleBoneLib import pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(pipeline, "analyze", never)
+    out = tmp_path / "out"
+    (out / "segmentation").mkdir(parents=True)
+    (out / "segmentation" / "my_notes.txt").write_text("mine", encoding="utf-8")
+    assert main(["analyze", "--ct", str(thigh_files["ct"]), "--out", str(out),
+                 "--quiet"]) == 2
+    err = _one_line_error(capsys.readouterr().err)
+    assert "holds files CTMuscleBone did not write there (e.g. my_notes.txt)" in err
+    assert (out / "segmentation" / "my_notes.txt").read_text(encoding="utf-8") == "mine"
+    (out / "segmentation").rename(out / "elsewhere")
+    (out / "segmentation").write_text("a file", encoding="utf-8")
+    assert main(["analyze", "--ct", str(thigh_files["ct"]), "--out", str(out),
+                 "--quiet"]) == 2
+    assert "a file where the output folder segmentation/ goes" in _one_line_error(
+        capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("where", ["equal", "inside"])
 def test_an_input_is_never_replaced(tmp_path, where):
     out = tmp_path / "o"

@@ -248,13 +248,16 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def check_output_dir(path: str | os.PathLike[str],
                      inputs: Iterable[str | os.PathLike[str] | None] = (),
-                     option: str = "--out") -> Path:
+                     option: str = "--out", folders: Iterable[str] = ()) -> Path:
     """Check, before any work, that ``path`` can become an output folder.
 
     Returns the path. Raises :class:`~CTMuscleBoneLib.errors.InputError` when it is
     empty, names an existing file, when no folder can be created there (nearest existing
-    parent not a folder or not writable), or when it is, or lies inside, one of
-    ``inputs`` (files and folders the run reads).
+    parent not a folder or not writable), when it is, or lies inside, one of
+    ``inputs`` (files and folders the run reads), or when one of the sub-folders the run
+    will write (``folders``, e.g. ``segmentation``) exists as a file or holds files this
+    tool did not write there: the same refusal as when the outputs are moved in
+    (:func:`staged_output_dir`), but before a long run rather than after it.
     """
     from .errors import InputError
 
@@ -278,7 +281,32 @@ def check_output_dir(path: str | os.PathLike[str],
             raise InputError(f"The output folder {out} is or lies inside the input {i}: "
                              f"outputs are never written into an input. Choose another "
                              f"{option}.")
+    _check_sub_folders(out, folders)
     return out
+
+
+def _check_sub_folders(out: Path, folders: Iterable[str]) -> None:
+    """Refuse (InputError) a sub-folder of ``out`` the run will replace that is a file or
+    holds files this tool did not write (see :func:`_check_replacements`)."""
+    from .errors import InputError
+
+    names = [f for f in folders if (out / f).exists() or (out / f).is_symlink()]
+    if not names:
+        return
+    recorded = _read_manifest(out)
+    for name in names:
+        dest = out / name
+        if dest.is_symlink() or not dest.is_dir():
+            raise InputError(f"{dest} is {'a link' if dest.is_symlink() else 'a file'} where "
+                             f"the output folder {name}/ goes; it is never replaced. Move it, "
+                             "or choose another --out.")
+        foreign = sorted(f for f in _files_under(dest) - set(recorded.get(name, ()))
+                         if not _is_os_metadata(f))
+        if foreign:
+            raise InputError(
+                f"The folder {dest} holds files CTMuscleBone did not write there (e.g. "
+                f"{foreign[0]}); it is never deleted. Move that folder (or its files), or "
+                "choose another --out.")
 
 
 def _files_under(folder: Path) -> set[str]:

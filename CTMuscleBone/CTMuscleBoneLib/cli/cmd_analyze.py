@@ -141,7 +141,8 @@ def write_overview_figure(results: Results, ct: CTImage, seg, path: Path,
 def run(args: argparse.Namespace) -> int:
     # before any work: never an output folder holding, or inside, an input
     out = check_output_dir(args.out, [args.ct,
-                                      *option_files(args, "model", *OPTION_INPUT_FILES)])
+                                      *option_files(args, "model", *OPTION_INPUT_FILES)],
+                           folders=("segmentation",))
     progress = stderr_progress(args.quiet)
     options = options_from_args(args)
     seg_options = segment_options_from_args(args)
