@@ -204,3 +204,24 @@ def test_fit_alm_records_the_density_model(tmp_path: Path, capsys) -> None:
     out2 = tmp_path / "m2.json"
     assert main(["fit-alm", str(pairs), "--out", str(out2)]) == 0
     assert alm.load_alm_model(out2).density_model == "constant"
+
+
+@pytest.mark.parametrize("value", [0.5, 50.0, 2.61, 261.0, 0.0, -1.62])
+def test_height_parsing_and_the_options_share_one_range(value):
+    """The CLI's metres-or-centimetres reading and MeasureOptions refuse the same
+    heights (0.5 m was accepted by one and refused by the other)."""
+    from CTMuscleBoneLib.alm import parse_height_m
+    from CTMuscleBoneLib.analysis import MeasureOptions
+
+    with pytest.raises(InputError):
+        parse_height_m(value)
+    with pytest.raises(InputError):
+        MeasureOptions(height_m=value)
+
+
+def test_height_range_edges_in_metres_and_centimetres():
+    from CTMuscleBoneLib.alm import parse_height_m
+
+    assert parse_height_m(2.6) == (2.6, None)
+    assert parse_height_m(260.0)[0] == pytest.approx(2.6)
+    assert parse_height_m(50.5)[0] == pytest.approx(0.505)

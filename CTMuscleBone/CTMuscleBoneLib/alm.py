@@ -294,15 +294,22 @@ def smi_kg_m2(alm_kg: float, height_m: float) -> float:
     return alm_kg / height_m**2
 
 
+#: Plausible patient heights, m (lo excluded, hi included; outside: a typo or a unit
+#: error). The one range of every height check (``MeasureOptions``, the CLI).
+HEIGHT_RANGE_M = (0.5, 2.6)
+
+
 def parse_height_m(value: float) -> tuple[float, str | None]:
     """Height in metres from a number given in metres or centimetres.
 
-    Returns the height in m and a note when the unit was inferred as cm.
+    Returns the height in m and a note when the unit was inferred as cm; the same range
+    as :data:`HEIGHT_RANGE_M` in either unit.
     """
     v = float(value)
-    if 0.5 <= v <= 2.6:
+    lo, hi = HEIGHT_RANGE_M
+    if lo < v <= hi:
         return v, None
-    if 50.0 <= v <= 260.0:
+    if 100 * lo < v <= 100 * hi:
         return v / 100.0, f"height {v:g} read as centimetres ({v / 100:g} m)"
     raise InputError(
         f"Height {value} is implausible: give it in metres (e.g. 1.62) or centimetres (162)."

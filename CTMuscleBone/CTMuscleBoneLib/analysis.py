@@ -40,7 +40,7 @@ CriteriaName = Literal["awgs2019", "ewgsop2"]
 
 #: Plausible ranges of the patient facts (outside: the value is a typo or a unit error).
 AGE_RANGE_YEARS = (0.0, 130.0)
-HEIGHT_RANGE_M = (0.5, 2.6)
+HEIGHT_RANGE_M = alm_mod.HEIGHT_RANGE_M
 WEIGHT_RANGE_KG = (1.0, 500.0)
 #: Plausible CT tube voltages, kVp (clinical scanners offer 70-150 kVp; outside: a typo).
 KVP_RANGE = (60.0, 150.0)
