@@ -125,6 +125,16 @@ def test_patient_info_from_dicom_database(slicer_env):
     assert info == {"sex": "F", "age_years": 71.0, "height_m": 1.62, "modality": "CT"}
     ct = nodes.ct_from_volume_node(node, db)
     assert (ct.metadata.patient_sex, ct.metadata.patient_height_m) == ("F", 1.62)
+    assert ct.metadata.kvp is None and ct.metadata.contrast_agent is None
+    # the tube voltage (Pickhardt's 120 kVp, the K2HPO4-to-HA ratio) and a stated
+    # contrast agent reach the core as a DICOM file's header would
+    db.values.update({"0018,0060": "100", "0018,0010": "IOMERON 350"})
+    info = nodes.patient_info_from_volume_node(node, db)
+    assert info["kvp"] == 100.0 and info["contrast_agent"] == "IOMERON 350"
+    ct = nodes.ct_from_volume_node(node, db)
+    assert (ct.metadata.kvp, ct.metadata.contrast_agent) == (100.0, "IOMERON 350")
+    db.values["0018,0060"] = "n/a"
+    assert "kvp" not in nodes.patient_info_from_volume_node(node, db)
 
 
 # ------------------------------------------------------------------------------------

@@ -87,6 +87,10 @@ def test_segment_and_measure_options():
     assert isinstance(m, pipeline.MeasureOptions)
     assert (m.sex, m.height_m, m.age_years, m.calibration, m.phantom) == (
         "M", 1.8, None, "auto", "B-MAS200")
+    assert m.kvp is None  # 0: from the DICOM header (unknown for a NIfTI volume)
+    assert CTMuscleBoneParameters(kvp=120.0).to_measure_options().kvp == 120.0
+    with pytest.raises(InputError, match="tube voltage"):
+        CTMuscleBoneParameters(kvp=20.0).to_measure_options()
     assert CTMuscleBoneParameters(calibration="internal", phantom="B-MAS200"
                                   ).to_measure_options().phantom is None
     fixed = CTMuscleBoneParameters(calibration="fixed", fixed_slope_mg_cm3_per_hu=0.8,

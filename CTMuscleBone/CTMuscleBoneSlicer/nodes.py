@@ -47,6 +47,8 @@ DICOM_TAGS = {
     "height": "0010,1020",  # PatientSize, metres
     "weight": "0010,1030",  # PatientWeight, kg
     "modality": "0008,0060",
+    "kvp": "0018,0060",  # KVP: the thresholds' voltage (Pickhardt) and K2HPO4-to-HA ratio
+    "contrast": "0018,0010",  # ContrastBolusAgent
 }
 #: Label values given to segments the anatomy table does not know (above every
 #: canonical value, 1..255).
@@ -182,8 +184,9 @@ def patient_info_from_volume_node(volume_node: Any, database: Any = None) -> dic
     -------
     dict
         Any of ``sex`` ('M'/'F'), ``age_years`` (float), ``height_m`` (float, metres;
-        a PatientSize plausible only in cm is converted), ``weight_kg``, ``modality``;
-        empty when the volume was not loaded from DICOM or no database is available.
+        a PatientSize plausible only in cm is converted), ``weight_kg``, ``modality``,
+        ``kvp`` (float, kV) and ``contrast_agent`` (the ContrastBolusAgent text); empty
+        when the volume was not loaded from DICOM or no database is available.
     """
     uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()
     if not uids:
@@ -221,6 +224,15 @@ def patient_info_from_volume_node(volume_node: Any, database: Any = None) -> dic
     modality = value(DICOM_TAGS["modality"])
     if modality:
         info["modality"] = modality
+    try:
+        kvp = float(value(DICOM_TAGS["kvp"]))
+    except ValueError:
+        kvp = float("nan")
+    if np.isfinite(kvp) and kvp > 0:
+        info["kvp"] = kvp
+    contrast = value(DICOM_TAGS["contrast"])
+    if contrast:
+        info["contrast_agent"] = contrast
     return info
 
 
@@ -239,8 +251,8 @@ def ct_from_volume_node(volume_node: Any, database: Any = None) -> CTImage:
     -------
     CTImage
         ``hu`` (n0, n1, n2) in IJK order, a copy (later edits of the node do not change
-        it); metadata: the node name as ``source``, modality and patient facts from
-        DICOM when available, else None.
+        it); metadata: the node name as ``source``, modality, tube voltage, contrast
+        agent and patient facts from DICOM when available, else None.
     """
     geometry = geometry_from_volume_node(volume_node)
     hu = _array_ijk(volume_node)
@@ -251,6 +263,8 @@ def ct_from_volume_node(volume_node: Any, database: Any = None) -> CTImage:
         patient_age_years=info.get("age_years"),
         patient_height_m=info.get("height_m"),
         patient_weight_kg=info.get("weight_kg"),
+        kvp=info.get("kvp"),
+        contrast_agent=info.get("contrast_agent"),
         source=f"3D Slicer volume '{volume_node.GetName()}'",
     )
     return CTImage(hu=hu, geometry=geometry, metadata=meta)

@@ -70,6 +70,10 @@ class CTMuscleBoneParameters:
         Export the DICOM SEG and SR too.
     weight_kg : float
         Patient weight, kg (0 = unknown / from the DICOM header); BMI-dependent L3 cut-offs.
+    kvp : float
+        Tube voltage of the scan, kV (0 = from the DICOM header / unknown, as for a volume
+        loaded from NIfTI): the K2HPO4-to-HA ratio and whether the Pickhardt L1
+        thresholds (120 kVp) apply (``MeasureOptions.kvp``).
     bmd_reference : {'nhanes3', 'jsbmr2012'}
         Reference table of T-scores / %YAM and their categories.
     dxa_model : str
@@ -82,6 +86,7 @@ class CTMuscleBoneParameters:
     age_years: float = 0.0
     height_m: float = 0.0
     weight_kg: float = 0.0
+    kvp: float = 0.0
     model: str = ""
     mc_samples: int = 0
     device: str = "auto"
@@ -165,7 +170,8 @@ class CTMuscleBoneParameters:
             sex=self.sex or None, height_m=self.height_m or None,
             age_years=self.age_years or None, density_model=self.density_model,
             criteria=self.criteria, calibration=self.calibration,
-            weight_kg=self.weight_kg or None, bmd_reference=self.bmd_reference,
+            weight_kg=self.weight_kg or None, kvp=self.kvp or None,
+            bmd_reference=self.bmd_reference,
             dxa_model=self.dxa_model or None,
             phantom=self.phantom if use_phantom else None,
             # 'fixed': an asynchronous line typed in by the user (the core checks it)
@@ -181,6 +187,7 @@ PARAMETER_WIDGETS: dict[str, str] = {
     "age_years": "ageSpinBox",
     "height_m": "heightSpinBox",
     "weight_kg": "weightSpinBox",
+    "kvp": "kvpSpinBox",
     "bmd_reference": "bmdReferenceComboBox",
     "dxa_model": "dxaModelPathLineEdit",
     "model": "modelComboBox",

@@ -45,7 +45,7 @@ COMBO_CHOICES = {"sex": ("sexComboBox", SEXES), "device": ("deviceComboBox", DEV
                  "bmd_reference": ("bmdReferenceComboBox", BMD_REFERENCES)}
 #: Numeric parameters edited with a spin box or ctkSliderWidget (``value`` property).
 VALUE_WIDGETS = {"age_years": "ageSpinBox", "height_m": "heightSpinBox",
-                 "weight_kg": "weightSpinBox",
+                 "weight_kg": "weightSpinBox", "kvp": "kvpSpinBox",
                  "mc_samples": "mcSamplesSpinBox", "fixed_slope_mg_cm3_per_hu": "fixedSlopeSpinBox",
                  "fixed_intercept_mg_cm3": "fixedInterceptSpinBox",
                  "heatmap_opacity": "heatmapOpacitySlider",
@@ -56,6 +56,7 @@ VALUE_WIDGETS = {"age_years": "ageSpinBox", "height_m": "heightSpinBox",
 VALUE_WIDGET_SIGNALS = {"ageSpinBox": "valueChanged(double)",
                         "heightSpinBox": "valueChanged(double)",
                         "weightSpinBox": "valueChanged(double)",
+                        "kvpSpinBox": "valueChanged(double)",
                         "mcSamplesSpinBox": "valueChanged(int)",
                         "fixedSlopeSpinBox": "valueChanged(double)",
                         "fixedInterceptSpinBox": "valueChanged(double)",
@@ -174,7 +175,8 @@ class PanelController:
             logging.warning(f"CTMuscleBone: could not list models: {e}")
 
     def on_input_changed(self, node: Any) -> None:
-        """Fill sex/age/height/weight from the DICOM header (or the demo's attributes)."""
+        """Fill sex/age/height/weight and the tube voltage from the DICOM header (or the
+        demo's attributes)."""
         if node is not None and not self._updating:
             info = self._patient_info(node)
             self._updating = True
@@ -187,6 +189,8 @@ class PanelController:
                     self.ui.heightSpinBox.value = float(info["height_m"])
                 if info.get("weight_kg"):
                     self.ui.weightSpinBox.value = float(info["weight_kg"])
+                if info.get("kvp"):
+                    self.ui.kvpSpinBox.value = float(info["kvp"])
                 if info.get("phantom") in PHANTOMS:
                     self.ui.phantomComboBox.currentIndex = PHANTOMS.index(info["phantom"])
             finally:
