@@ -41,7 +41,7 @@ from .anatomy import MUSCLE_REGIONS
 from .atomic import atomic_write_text
 from .density_models import DEFAULT_DENSITY_MODEL, DENSITY_MODELS
 from .errors import InputError
-from .results import ResultRow, sha256_of_path
+from .results import INDETERMINATE, ResultRow, sha256_of_path
 from .tables import read_csv_table
 from .user_files import parse_json, read_text_file
 
@@ -330,10 +330,6 @@ def normalise_sex(value: str | None) -> str | None:
     raise InputError(f"Sex '{value}' not understood: use M or F.")
 
 
-#: Value of the sarcopenia row when SMI exists but is not on a footing the cut-offs
-#: were made for (unvalidated ALM model, muscles cut by the field of view, a predictor
-#: measured with another density model than the ALM model was fitted with).
-INDETERMINATE = "indeterminate"
 
 
 def alm_rows(

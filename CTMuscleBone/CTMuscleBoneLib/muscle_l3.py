@@ -47,7 +47,7 @@ from .fov import PADDING_HU, outside_fov
 from .fov import border_faces as touched_faces
 from .image import CTImage, Geometry, LabelMap
 from .muscle_coverage import vertebra_absence_reason
-from .results import ResultRow
+from .results import INDETERMINATE, ResultRow
 from .tissue import LEAN_HU_RANGE
 from .user_files import parse_json, read_text_file
 
@@ -729,7 +729,7 @@ def _category_row(c: L3Cutoff, value: float | None, sex: str | None, bmi: float 
                      f"{c.population_bmi_source}); no yes/no: use a cut-off made for this "
                      "BMI (e.g. the Martin 2013 or Derstine 2018 rows)")
     if m.partial or outside:
-        return ResultRow(L3_STRUCTURE, q, "indeterminate", "", method, flags)
+        return ResultRow(L3_STRUCTURE, q, INDETERMINATE, "", method, flags)
     return ResultRow(L3_STRUCTURE, q, "yes" if value < cut else "no", "", method, flags)
 
 

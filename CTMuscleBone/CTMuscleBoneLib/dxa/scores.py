@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from ..alm import normalise_sex
 from ..image import CTImage
-from ..results import ResultRow
+from ..results import INDETERMINATE, ResultRow, withheld_flag
 from .conversion import DXAConversionModel, load_dxa_model
 from .references import ReferenceTable, load_reference
 
@@ -40,9 +40,9 @@ ISCD_TEXT = ("ISCD: men under 50 and premenopausal women; women under 50 taken a
              "premenopausal")
 #: Reason of a category withheld because age or sex is unknown (project rule: a
 #: category only where its thresholds apply; ISCD restricts them to women and men >= 50).
-UNKNOWN_AGE_SEX_CATEGORY = ("warning: category withheld: age or sex unknown, so whether "
-                            "these thresholds apply (women and men aged 50 or more, "
-                            "ISCD) is unknown; give --age and --sex")
+UNKNOWN_AGE_SEX_CATEGORY = withheld_flag(
+    "age or sex unknown, so whether these thresholds apply (women and men aged 50 or "
+    "more, ISCD) is unknown; give --age and --sex")
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def score_rows(structure: str, site: str, abmd_ha_g_cm2: float, ctx: ScoreContex
         reason = (f"sex unknown: the {ref.name} reference is for women only "
                   f"({ref.title}); give --sex")
         missing([q_t, q_z, q_yam], reason)
-        put(q_cat, "indeterminate", model_flags + [f"warning: category withheld: {reason}"])
+        put(q_cat, INDETERMINATE, model_flags + [withheld_flag(reason)])
         return result()
     ref_flag = ref.unverified_flag(site)
     value_flags = model_flags + ([ref_flag] if ref_flag else [])
@@ -214,7 +214,7 @@ def score_rows(structure: str, site: str, abmd_ha_g_cm2: float, ctx: ScoreContex
             missing([q_cat], f"{crit.name} categories do not apply under 50 ({ISCD_TEXT}); "
                              "see the Z-score")
         else:
-            put(q_cat, "indeterminate", value_flags + applic_flags(applies))
+            put(q_cat, INDETERMINATE, value_flags + applic_flags(applies))
         return result()
     applic = applic_flags(applies)
     t = ref.t_score(dxa, site)
@@ -226,10 +226,9 @@ def score_rows(structure: str, site: str, abmd_ha_g_cm2: float, ctx: ScoreContex
         missing([q_cat], f"{crit.name} categories do not apply under 50 ({ISCD_TEXT}); see "
                          "the Z-score")
     elif applies is None:
-        put(q_cat, "indeterminate", value_flags + applic + [UNKNOWN_AGE_SEX_CATEGORY])
+        put(q_cat, INDETERMINATE, value_flags + applic + [UNKNOWN_AGE_SEX_CATEGORY])
     elif withhold_category:
-        put(q_cat, "indeterminate",
-            value_flags + applic + [f"warning: category withheld: {withhold_category}"])
+        put(q_cat, INDETERMINATE, value_flags + applic + [withheld_flag(withhold_category)])
     else:
         put(q_cat, crit.category(t if crit.on == "t_score" else yam), value_flags + applic)
     # the Z-score: needs age, sex and age-matched means

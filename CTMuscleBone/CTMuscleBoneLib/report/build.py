@@ -17,6 +17,8 @@ import numpy as np
 from ..anatomy import BY_KEY
 from ..image import CTImage, LabelMap
 from ..results import (
+    CATEGORY_WITHHELD,
+    INDETERMINATE,
     NOT_MEASURABLE,
     ResultRow,
     Results,
@@ -112,9 +114,9 @@ def _category_withheld(row: ResultRow | None, what: str) -> str | None:
         return f"no {what} row"
     if row.value is None:
         return f"{what} not measurable: {not_measurable_reason(row)}"
-    if row.value != "indeterminate":
+    if row.value != INDETERMINATE:
         return None
-    for tag in ("warning: category withheld", "unvalidated", "uncalibrated", "kvp",
+    for tag in (CATEGORY_WITHHELD, "unvalidated", "uncalibrated", "kvp",
                 "warning"):
         for f in row.flags:
             if f.startswith(tag):
@@ -223,7 +225,7 @@ def _spine_section(results: Results, ct: CTImage, labels: LabelMap,
         mean = by.get("lumbar_L1_L2", {}).get("trabecular_vbmd_ha" if calibrated
                                               else "trabecular_mean_hu")
         acr = by.get("lumbar_L1_L2", {}).get("acr_category")
-        if calibrated and (acr is None or acr.value in (None, "indeterminate")):
+        if calibrated and (acr is None or acr.value in (None, INDETERMINATE)):
             mean = None  # no line against the bands without an ACR category
         # bands only where the table gives their category (ACR: the L1-L2 summary;
         # Pickhardt: L1, drawn behind L1 only)
