@@ -108,11 +108,16 @@ def test_muscle_cut_by_the_field_of_view_is_partial_and_indeterminate() -> None:
         assert rows[q].value == "indeterminate"
 
 
-def _posterior_mm(ct: CTImage) -> np.ndarray:
-    """LPS y (posterior) of every voxel centre, mm, (n0, n1, n2)."""
+def _physical_mm(ct: CTImage) -> np.ndarray:
+    """LPS coordinates of every voxel centre, mm, (n0, n1, n2, 3)."""
     g = ct.geometry
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in g.shape], indexing="ij"), axis=-1)
-    return g.index_to_physical(idx.reshape(-1, 3)).reshape(*g.shape, 3)[..., 1]
+    return g.index_to_physical(idx.reshape(-1, 3)).reshape(*g.shape, 3)
+
+
+def _posterior_mm(ct: CTImage) -> np.ndarray:
+    """LPS y (posterior) of every voxel centre, mm, (n0, n1, n2)."""
+    return _physical_mm(ct)[..., 1]
 
 
 @pytest.mark.parametrize("spacing, direction", [
@@ -258,6 +263,70 @@ def test_partial_label_map_gives_no_area() -> None:
     assert m.area_cm2 is None
     assert "quadratus lumborum" in m.reason and "abdominal wall" in m.reason
     assert m.psoas_area_cm2 == pytest.approx(TRUE_PSOAS_CM2, rel=0.06)
+
+
+def _sector_labels(ct: CTImage, labels: LabelMap, muscle: np.ndarray,
+                   regions: dict[str, str]) -> LabelMap:
+    """The analytic muscle split into labelled regions (names as other tools write them).
+
+    ``regions`` maps a region of the ellipse to a label name (or "" for unlabelled):
+    front (y < -30 mm: rectus abdominis), side (|x| > 55 mm: obliques), back
+    (y > 25 mm: erector spinae), deep (y > 25 mm, |x| < 15 mm: multifidus), rest
+    (quadratus lumborum). The psoas disc keeps its label."""
+    p = _physical_mm(ct)
+    x, y = p[..., 0], p[..., 1]
+    parts = {"front": y < -30.0, "side": np.abs(x) > 55.0, "back": y > 25.0,
+             "deep": (y > 25.0) & (np.abs(x) < 15.0)}
+    arr = labels.array.copy()
+    free = muscle & (arr == 0)
+    arr[free] = 205  # rest
+    unknown = {205: regions.get("rest", "quadratus_lumborum_left")}
+    for value, part in enumerate(("front", "side", "back", "deep"), start=201):
+        arr[free & parts[part]] = value if regions.get(part) else 0
+        if regions.get(part):
+            unknown[value] = regions[part]
+    return LabelMap(arr, labels.geometry, labels.structures, unknown)
+
+
+FULL_WALL = {"front": "rectus_abdominis_left", "side": "external_oblique_right",
+             "back": "erector_spinae_left", "deep": "transversospinalis_right"}
+
+
+def test_label_map_with_every_l3_group_gives_the_whole_area() -> None:
+    """TotalSegmentator 'abdominal_muscles' names: the union is the whole muscle."""
+    ct, labels, muscle = make_case((1.0, 1.0, 2.5), AXIAL)
+    m = muscle_l3.measure_l3(ct, _sector_labels(ct, labels, muscle, FULL_WALL), None)
+    assert m.reason is None and not m.flags
+    assert m.area_cm2 == pytest.approx(TRUE_AREA_CM2, rel=0.02)
+    assert "transversospinalis" in m.muscle_source
+    # one label for the whole wall stands for both of its groups
+    whole = dict(FULL_WALL, front="abdominal_wall", side="abdominal_wall")
+    m = muscle_l3.measure_l3(ct, _sector_labels(ct, labels, muscle, whole), None)
+    assert m.area_cm2 == pytest.approx(TRUE_AREA_CM2, rel=0.02)
+
+
+@pytest.mark.parametrize("drop, named", [
+    ("side", "side of the abdominal wall"),   # rectus abdominis alone: reach looks fine
+    ("front", "front of the abdominal wall"),
+    ("back", "erector spinae"),
+])
+def test_label_map_lacking_part_of_the_wall_gives_no_area(drop: str, named: str) -> None:
+    ct, labels, muscle = make_case((1.0, 1.0, 2.5), AXIAL)
+    regions = {k: v for k, v in FULL_WALL.items() if k != drop}
+    m = muscle_l3.measure_l3(ct, _sector_labels(ct, labels, muscle, regions), None)
+    assert m.area_cm2 is None and named in m.reason
+    assert "--muscle-mask" in m.reason
+    assert m.psoas_area_cm2 == pytest.approx(TRUE_PSOAS_CM2, rel=0.06)
+
+
+def test_optional_deep_back_muscles_join_the_union_when_labelled() -> None:
+    """Without the multifidus label the area is the muscle minus that region."""
+    ct, labels, muscle = make_case((1.0, 1.0, 2.5), AXIAL)
+    regions = {k: v for k, v in FULL_WALL.items() if k != "deep"}
+    with_deep = muscle_l3.measure_l3(ct, _sector_labels(ct, labels, muscle, FULL_WALL))
+    without = muscle_l3.measure_l3(ct, _sector_labels(ct, labels, muscle, regions))
+    assert without.reason is None
+    assert without.area_cm2 < with_deep.area_cm2 - 1.0
 
 
 def test_skeletal_muscle_label_is_used_as_the_mask() -> None:

@@ -12,10 +12,11 @@ Nutr Metab 33:997-1006, 2008; Prado 2008; Martin 2013; Derstine 2018):
   whose HU lies in the lean-muscle window -29..+150 HU (Mitsiopoulos 1998), x pixel
   area. The mask is, in order of preference: a skeletal-muscle tissue mask (e.g.
   TotalSegmentator ``tissue_types`` ``skeletal_muscle``), a label named
-  ``skeletal_muscle``, or the union of labelled L3-level muscles when all four groups
-  are labelled (psoas, erector spinae, quadratus lumborum, abdominal wall). A label map
-  with only some of them (TotalSegmentator ``total`` has psoas and erector spinae) gives
-  no SMA: the area would be far too low for the published cut-offs.
+  ``skeletal_muscle``, or the union of labelled L3-level muscles when every group of
+  :data:`L3_MUSCLE_GROUPS` is labelled (psoas, erector spinae, quadratus lumborum, the
+  rectus abdominis and the side of the abdominal wall). A label map with only some of
+  them (TotalSegmentator ``total`` has psoas and erector spinae) gives no SMA: the area
+  would be far too low for the published cut-offs.
 * **SMI_L3** = SMA / height^2 (cm2/m2). **Muscle attenuation** = mean HU of the SMA
   pixels. **Psoas area** and **psoas muscle index** (cm2/m2) from the psoas labels
   (``psoas_major``, else ``iliopsoas``: at L3 the iliacus has not begun), same window.
@@ -58,15 +59,34 @@ CUTOFFS_SCHEMA = "ctmusclebone-l3-cutoffs/1"
 NATIVE_SLICE_MAX_ANGLE_DEG = 0.5
 #: Row structure of the L3 rows.
 L3_STRUCTURE = "L3_level"
+#: Names of a label covering the whole abdominal wall (it satisfies both wall groups).
+ABDOMINAL_WALL_WHOLE = ("abdominal_wall", "abdominal_muscles")
 #: L3-level muscle groups and the label names (normalised, side suffix removed) that
-#: cover each; the label-map route needs all four.
+#: cover each; the label-map route needs every group. The muscles are those of the L3
+#: skeletal muscle area (Mourtzakis et al. 2008: psoas, erector spinae, quadratus
+#: lumborum, transversus abdominis, external and internal obliques, rectus abdominis).
+#: The wall is two groups, its front (rectus abdominis) and its side (obliques,
+#: transversus abdominis), since a map with only one of them (e.g. rectus abdominis
+#: alone) would give an area far below the cut-offs' while its anterior reach looked
+#: complete. Any one of the lateral muscles counts for the side: TotalSegmentator's
+#: ``abdominal_muscles`` task labels the obliques but no transversus abdominis.
 L3_MUSCLE_GROUPS: dict[str, tuple[str, ...]] = {
     "psoas": ("psoas_major", "iliopsoas", "psoas"),
     "erector spinae": ("autochthon", "erector_spinae"),
     "quadratus lumborum": ("quadratus_lumborum",),
-    "abdominal wall": ("rectus_abdominis", "external_oblique", "internal_oblique",
-                       "transversus_abdominis", "abdominal_wall", "abdominal_muscles"),
+    "rectus abdominis (front of the abdominal wall)": (
+        "rectus_abdominis",) + ABDOMINAL_WALL_WHOLE,
+    "obliques or transversus abdominis (side of the abdominal wall)": (
+        "external_oblique", "internal_oblique", "obliques", "transversus_abdominis",
+        ) + ABDOMINAL_WALL_WHOLE,
 }
+#: Other skeletal muscles that lie on the L3 slice and join the union when labelled
+#: (not required): the deep back muscles beside the erector spinae (TotalSegmentator
+#: ``abdominal_muscles`` labels them ``transversospinalis``; its ``total`` task's
+#: ``autochthon`` already includes them) and the latissimus dorsi, which a whole
+#: skeletal-muscle mask includes too.
+L3_OPTIONAL_MUSCLES: tuple[str, ...] = ("transversospinalis", "multifidus",
+                                        "latissimus_dorsi")
 #: Label names that are themselves a whole skeletal-muscle mask.
 WHOLE_MUSCLE_NAMES = ("skeletal_muscle",)
 PSOAS_KEYS: tuple[tuple[str, str], ...] = (("psoas_major_left", "psoas_major_right"),
@@ -210,8 +230,10 @@ def _label_masks(labels: LabelMap, wanted: tuple[str, ...]) -> dict[str, np.ndar
     present = set(np.unique(labels.array).tolist())
     out = {k: labels.mask(k) for v, k in labels.structures.items()
            if (v in present or k in labels.overlays) and _base_name(k) in wanted}
-    out.update({n: labels.array == v for v, n in labels.unknown.items()
-                if v in present and _base_name(n) in wanted})
+    for v, n in labels.unknown.items():
+        if v in present and _base_name(n) in wanted:
+            # two values may carry one name: the mask is their union
+            out[n] = (labels.array == v) | out[n] if n in out else labels.array == v
     return out
 
 
@@ -226,22 +248,23 @@ def labelled_l3_muscle(labels: LabelMap) -> tuple[np.ndarray | None, str, list[s
     missing : list of str
         L3 muscle groups with no label (empty when the mask is complete).
     """
-    masks = _label_masks(labels, WHOLE_MUSCLE_NAMES + tuple(
+    masks = _label_masks(labels, WHOLE_MUSCLE_NAMES + L3_OPTIONAL_MUSCLES + tuple(
         n for names in L3_MUSCLE_GROUPS.values() for n in names))
     for name, m in masks.items():
         if _base_name(name) in WHOLE_MUSCLE_NAMES:
             return m, f"label '{name}'", []
+    found = [g for g, names in L3_MUSCLE_GROUPS.items()
+             if any(_base_name(n) in names for n in masks)]
+    missing = [g for g in L3_MUSCLE_GROUPS if g not in found]
+    optional = sorted({_base_name(n) for n in masks
+                       if _base_name(n) in L3_OPTIONAL_MUSCLES})
     union: np.ndarray | None = None
-    found, missing = [], []
-    for group, names in L3_MUSCLE_GROUPS.items():
-        members = [n for n in masks if _base_name(n) in names]
-        if not members:
-            missing.append(group)
-            continue
-        found.append(group)
-        for n in members:
-            union = masks[n].copy() if union is None else union | masks[n]
-    return union, "labels: " + (", ".join(found) or "none"), missing
+    for m in masks.values():
+        union = m.copy() if union is None else union | m
+    source = "labels: " + (", ".join(found) or "none")
+    if optional:
+        source += " (with " + ", ".join(n.replace("_", " ") for n in optional) + ")"
+    return union, source, missing
 
 
 def read_muscle_mask(path: str | os.PathLike[str], ct_geometry: Geometry) -> np.ndarray:
@@ -446,8 +469,9 @@ def measure_l3(ct: CTImage, labels: LabelMap, muscle_mask: np.ndarray | None = N
         out.muscle_source = source
         if missing:
             out.reason = (
-                f"the label map has no {', '.join(missing)} muscles; the {short} skeletal "
-                "muscle area needs every muscle on the slice: give a skeletal-muscle mask "
+                f"the label map has no label of these muscles: {'; '.join(missing)}; the "
+                f"{short} skeletal muscle area needs every muscle on the slice: give a "
+                "skeletal-muscle mask "
                 "(--muscle-mask, e.g. TotalSegmentator tissue_types skeletal_muscle)")
         elif union is not None:
             volumes["muscle"] = union
