@@ -92,9 +92,10 @@ def test_acr_indeterminate_from_one_vertebra():
     ct, labels = _spine_case(70.0)  # L1 only
     rows = M.measure_spine(ct, labels, CAL)
     acr = _row(rows, "lumbar_L1_L2", "acr_category")
-    assert acr.value is None
-    assert any(f.startswith("not_measurable: indeterminate: the ACR criteria are defined "
+    assert acr.value == "indeterminate"
+    assert any(f.startswith("warning: category withheld: the ACR criteria are defined "
                             "on the mean of 2 vertebrae") for f in acr.flags), acr.flags
+    assert not any(f.startswith("not_measurable") for f in acr.flags)
     for q in ("trabecular_vbmd", "trabecular_vbmd_ha"):  # the mean is still given, flagged
         r = _row(rows, "lumbar_L1_L2", q)
         assert r.value is not None
@@ -294,7 +295,7 @@ def test_acr_chart_leaves_out_cut_vertebrae():
     assert M.summary_exclusion(by["vertebrae_L1"]["trabecular_vbmd_ha"].flags) == \
         "vertebral body cut by the field of view"
     assert M.summary_exclusion(by["vertebrae_L2"]["trabecular_vbmd_ha"].flags) is None
-    assert by["lumbar_L1_L2"]["acr_category"].value is None  # L2 alone
+    assert by["lumbar_L1_L2"]["acr_category"].value == "indeterminate"  # L2 alone
     from CTMuscleBoneLib.report.build import _spine_section
     from CTMuscleBoneLib.results import Results
 

@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from CTMuscleBoneLib import plausibility
 from CTMuscleBoneLib.analysis import MeasureOptions, measure_case
 from CTMuscleBoneLib.errors import InputError
 from CTMuscleBoneLib.image import CTImage, Geometry, LabelMap
@@ -192,3 +193,72 @@ def test_bones_switched_off_with_only_bones_says_so(hip):
     lm = LabelMap(hip.labels.array, hip.labels.geometry, structures, source="test map")
     with pytest.raises(InputError, match="Bone measurement is switched off"):
         measure_case(hip.ct, lm, MeasureOptions(bones=False))
+
+
+# ------------------------------------------------------------------------------------
+# a short crop whose structures all touch its ends: the vertebrae's cross-sections
+# ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lumbar_slab():
+    """A 30 mm slab through L3 of a lumbar phantom: every structure touches its ends,
+    so no volume can be judged (like the real lumbar crop)."""
+    ph = make_phantom(PhantomSpec(region="lumbar", spacing_mm=3.0, seed=3))
+    g = ph.ct.geometry
+    l3 = next(v for v, k in ph.labels.structures.items() if k == "vertebrae_L3")
+    k = int(np.argwhere(ph.labels.array == l3)[:, 2].mean())
+    box = (slice(0, g.shape[0]), slice(0, g.shape[1]), slice(k - 5, k + 5))
+    lo = np.array([b.start for b in box], dtype=float)
+    g2 = Geometry(tuple(b.stop - b.start for b in box), g.spacing_mm,
+                  tuple(g.index_to_physical(lo)), g.direction)
+    ct = dataclasses.replace(ph.ct, hu=np.ascontiguousarray(ph.ct.hu[box]), geometry=g2)
+    labels = dataclasses.replace(ph.labels, array=np.ascontiguousarray(ph.labels.array[box]),
+                                 geometry=g2, overlays={})
+    return ct, labels
+
+
+def test_short_crop_in_cm_is_refused_from_the_vertebra_cross_section(lumbar_slab):
+    ct, labels = lumbar_slab
+    report = check_label_plausibility(ct, labels)
+    assert not report.map_implausible and not report.implausible  # right spacing: fine
+    small = _with_spacing(type("P", (), {"ct": ct, "labels": labels}), 0.1)
+    report = check_label_plausibility(*small)
+    assert report.map_implausible and report.cause == "spacing"
+    assert not report.implausible  # every structure touches the slab's ends
+    with pytest.raises(InputError) as exc:
+        apply_plausibility(*small)
+    msg = one_line(exc)
+    assert msg.startswith("The CT's voxel spacing looks wrong")
+    assert "widest vertebra label" in msg and "mm stored as cm" in msg
+    assert "Fix the voxel spacing" in msg and "label scheme" not in msg
+
+
+def test_vertebra_cross_section_is_the_larger_extent_and_ignores_side_cuts(lumbar_slab):
+    ct, labels = lumbar_slab
+    l3 = next(v for v, k in labels.structures.items() if k == "vertebrae_L3")
+    box = labels.boxes()[l3]
+    width = plausibility.vertebra_inplane_extent_mm(labels, l3, box)
+    idx = np.argwhere(labels.array == l3)
+    xy = ct.geometry.index_to_physical(idx)[:, :2]
+    expected = max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1])) + 3.0
+    assert width == pytest.approx(expected, abs=1e-6)
+    assert 40.0 <= width <= 110.0  # a lumbar vertebra with its processes
+    # cut through the middle by the right face: its cross-section is not whole
+    mid = int(idx[:, 0].mean())
+    cut = np.asarray(labels.array)[:mid + 1]
+    g = ct.geometry
+    g2 = Geometry((mid + 1,) + g.shape[1:], g.spacing_mm, g.origin_mm, g.direction)
+    cut_labels = dataclasses.replace(labels, array=cut, geometry=g2)
+    assert plausibility.vertebra_inplane_extent_mm(cut_labels, l3,
+                                                   cut_labels.boxes()[l3]) is None
+
+
+def test_real_crop_with_spacing_in_cm_is_refused(real_data_dir):
+    from CTMuscleBoneLib.io_ct import read_ct
+    ct = read_ct(real_data_dir / "lumbar_ct.nii.gz")
+    labels = read_labels(real_data_dir / "lumbar_seg_totalseg.nii.gz", ct.geometry)
+    assert not check_label_plausibility(ct, labels).map_implausible
+    small = _with_spacing(type("P", (), {"ct": ct, "labels": labels}), 0.1)
+    with pytest.raises(InputError) as exc:
+        apply_plausibility(*small)
+    msg = one_line(exc)
+    assert "voxel spacing looks wrong" in msg and "mm stored as cm" in msg

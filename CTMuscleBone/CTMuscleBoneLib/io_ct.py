@@ -939,11 +939,26 @@ def _uid_list(values: Iterable[Any]) -> tuple[str, ...] | None:
     return out if out and all(out) else None
 
 
+def _functional_group_value(group: Any, tag: str) -> Any:
+    """``tag`` from the first item of any sequence of a functional group item, or None."""
+    for element in group:
+        if element.VR == "SQ" and element.value and element.value[0].get(tag) is not None:
+            return element.value[0].get(tag)
+    return None
+
+
 def _dicom_metadata(path: Path, notes: list[str], source: str,
                     sop_instance_uids: tuple[str, ...] | None = None) -> CTMetadata:
     import pydicom
 
     ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    if shared_seq:  # enhanced multi-frame: acquisition facts live in functional groups
+        for tag in ("KVP", "SliceThickness", "ContrastBolusAgent"):
+            if ds.get(tag) is None:
+                value = _functional_group_value(shared_seq[0], tag)
+                if value is not None:
+                    setattr(ds, tag, value)
     sex = _str_or_none(ds.get("PatientSex"))
     sex = sex.upper() if sex and sex.upper() in ("M", "F") else None
     height = _float_or_none(ds.get("PatientSize"))
@@ -1024,46 +1039,135 @@ def _decoder_for(transfer_syntax: Any, where: str) -> Any:
     return decoder
 
 
-def _read_compressed_slices(items: list[tuple[Path, Any]], order: list[int], uid: str,
-                            folder: Path) -> tuple[np.ndarray, Geometry]:
-    """Decode a compressed single-frame series with pydicom (the ``dicom`` extra).
+#: Where an enhanced multi-frame header keeps each per-frame value: (functional group
+#: sequence, attribute). Looked up in the frame's PerFrameFunctionalGroupsSequence item,
+#: then in the SharedFunctionalGroupsSequence, then at the top level (DICOM PS3.3 C.7.6.16).
+_FRAME_TAGS: tuple[tuple[str, str], ...] = (
+    ("PlanePositionSequence", "ImagePositionPatient"),
+    ("PlaneOrientationSequence", "ImageOrientationPatient"),
+    ("PixelMeasuresSequence", "PixelSpacing"),
+    ("PixelMeasuresSequence", "SliceThickness"),
+    ("PixelValueTransformationSequence", "RescaleSlope"),
+    ("PixelValueTransformationSequence", "RescaleIntercept"),
+)
 
-    Returns HU in ITK index order ``[i, j, k]`` (``i`` = column, ``j`` = row, ``k`` =
-    slice sorted along the slice normal) and the geometry from the headers: origin =
-    ImagePositionPatient of the first sorted slice, direction columns = row direction,
-    column direction and slice normal, spacing = (column spacing, row spacing, median
-    slice gap) -- the same convention as SimpleITK's series reader.
+
+def _is_multiframe(ds: Any) -> bool:
+    try:
+        return int(ds.get("NumberOfFrames") or 1) > 1 or (
+            ds.get("PerFrameFunctionalGroupsSequence") is not None)
+    except (TypeError, ValueError):
+        return False
+
+
+def _frame_headers(path: Path, ds: Any) -> list[tuple[Path, Any]]:
+    """One small header per frame of a multi-frame file (Enhanced / Legacy Converted CT).
+
+    Each holds the frame's ImagePositionPatient, ImageOrientationPatient, PixelSpacing,
+    SliceThickness, RescaleSlope/RescaleIntercept (per-frame functional group, else
+    shared group, else top level), Rows, Columns, Modality, GantryDetectorTilt and
+    the attribute ``frame_index`` (the frame's 0-based index in the file), so that the checks of a
+    single-frame series (:func:`_check_slice_grid`, :func:`_sorted_slices`) apply to
+    frames unchanged. A file that is not multi-frame is returned as it is.
+    """
+    if not _is_multiframe(ds):
+        return [(path, ds)]
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    full = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    n = int(full.get("NumberOfFrames") or 1)
+    shared_seq = full.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    per = full.get("PerFrameFunctionalGroupsSequence") or []
+    frames = []
+    for k in range(n):
+        groups = [g for g in ((per[k] if k < len(per) else None), shared) if g is not None]
+        header = Dataset()
+        for seq, tag in _FRAME_TAGS:
+            value = None
+            for group in groups:
+                items = group.get(seq)
+                if items and items[0].get(tag) is not None:
+                    value = items[0].get(tag)
+                    break
+            if value is None:
+                value = full.get(tag)
+            if value is not None:
+                setattr(header, tag, value)
+        for tag in ("Rows", "Columns", "Modality", "GantryDetectorTilt", "SOPClassUID",
+                    "SeriesInstanceUID"):
+            if full.get(tag) is not None:
+                setattr(header, tag, full.get(tag))
+        header.frame_index = k  # a Python attribute, not a DICOM element
+        frames.append((path, header))
+    return frames
+
+
+def _read_slices_pydicom(items: list[tuple[Path, Any]], order: list[int], uid: str,
+                         folder: Path) -> tuple[np.ndarray, Geometry]:
+    """Decode a series with pydicom: compressed single-frame files and multi-frame files.
+
+    ``items`` are (file, header) per slice; a header with ``frame_index`` is one frame of
+    a multi-frame file (:func:`_frame_headers`). Rescale slope and intercept come from
+    each slice's header (per frame for multi-frame files). Returns HU in ITK index order
+    ``[i, j, k]`` (``i`` = column, ``j`` = row, ``k`` = slice sorted along the slice
+    normal) and the geometry from the headers: origin = ImagePositionPatient of the
+    first sorted slice, direction columns = row direction, column direction and slice
+    normal, spacing = (column spacing, row spacing, median slice gap) -- the same
+    convention as SimpleITK's series reader.
     """
     import pydicom
-    from pydicom.pixels import apply_rescale
 
     where = f"The DICOM series {uid} in '{folder}'"
-    _decoder_for(_transfer_syntax(items[order[0]][1]), where)
+    decoded: dict[Path, np.ndarray] = {}
     planes = []
     for idx in order:
-        path = items[idx][0]
-        try:
-            ds = pydicom.dcmread(path, force=True)
-            stored = ds.pixel_array
-        except (RuntimeError, ValueError, OSError, EOFError, TypeError, AttributeError) as exc:
-            detail = " ".join(str(exc).split())[:200]
-            raise InputError(
-                f"Cannot decode '{path}' of {where}: the file is damaged or truncated "
-                f"({detail}). Re-export the series."
-            ) from None
-        if stored.ndim != 2:
-            raise InputError(f"'{path}' holds {stored.ndim}-D pixel data (colour or several "
-                             "frames); a CT slice is a grey-scale image. Choose the CT series.")
-        slope = _float_or_none(ds.get("RescaleSlope"))
-        intercept = _float_or_none(ds.get("RescaleIntercept"))
+        path, header = items[idx]
+        frame = getattr(header, "frame_index", None)
+        stored = decoded.get(path)
+        if stored is None:
+            try:
+                ds = pydicom.dcmread(path, force=True)
+            except (ValueError, OSError, EOFError, TypeError, AttributeError, KeyError) as exc:
+                detail = " ".join(str(exc).split())[:200]
+                raise InputError(f"Cannot read '{path}' of {where}: the file is damaged "
+                                 f"({detail}). Re-export the series.") from None
+            syntax = _transfer_syntax(ds)
+            if bool(getattr(syntax, "is_compressed", False)):
+                _decoder_for(syntax, where)  # InputError naming what to install
+            try:
+                samples = int(ds.get("SamplesPerPixel") or 1)
+                stored = ds.pixel_array
+            except (RuntimeError, ValueError, OSError, EOFError, TypeError, AttributeError,
+                    KeyError) as exc:
+                detail = " ".join(str(exc).split())[:200]
+                raise InputError(
+                    f"Cannot decode '{path}' of {where}: the file is damaged or truncated "
+                    f"({detail}). Re-export the series."
+                ) from None
+            if samples != 1 or stored.ndim not in (2, 3) or (
+                    frame is None and stored.ndim != 2):
+                raise InputError(
+                    f"'{path}' holds {'colour' if samples != 1 else f'{stored.ndim}-D'} "
+                    "pixel data; a CT slice is a grey-scale image. Choose the CT series.")
+            if frame is not None:
+                if stored.ndim == 2:
+                    stored = stored[None]
+                decoded[path] = stored  # several frames of this file follow
+        plane = stored if frame is None else stored[int(frame)]
+        slope = _float_or_none(header.get("RescaleSlope"))
+        intercept = _float_or_none(header.get("RescaleIntercept"))
         if slope is not None and intercept is not None:
             if float(slope).is_integer() and float(intercept).is_integer():
-                plane = stored.astype(np.int32) * int(slope) + int(intercept)
+                plane = plane.astype(np.int32) * int(slope) + int(intercept)
             else:
-                plane = apply_rescale(stored, ds).astype(np.float32)
+                plane = (plane.astype(np.float64) * slope + intercept).astype(np.float32)
         else:
-            plane = stored.astype(np.int32)
+            plane = plane.astype(np.int32)
         planes.append(np.asarray(plane).T)  # rows = j, columns = i -> [i, j]
+    if any(p.dtype.kind == "f" for p in planes):
+        planes = [p.astype(np.float32) for p in planes]
     hu = np.stack(planes, axis=2)
     if hu.dtype.kind == "i" and hu.size and -32768 <= hu.min() and hu.max() <= 32767:
         hu = hu.astype(np.int16)
@@ -1074,7 +1178,10 @@ def _read_compressed_slices(items: list[tuple[Path, Any]], order: list[int], uid
     pos = np.array([[float(v) for v in items[i][1].get("ImagePositionPatient")]
                     for i in order])
     gaps = np.diff(pos @ normal)
-    spacing = ds0.get("PixelSpacing") or [1.0, 1.0]
+    spacing = ds0.get("PixelSpacing")
+    if spacing is None:
+        raise InputError(f"{where} has no PixelSpacing, so the voxel size is unknown. "
+                         "Export the series with its geometry tags.")
     dz = float(np.median(gaps)) if gaps.size else (_float_or_none(ds0.get("SliceThickness"))
                                                   or 1.0)
     geometry = Geometry(shape=hu.shape, spacing_mm=(float(spacing[1]), float(spacing[0]), dz),
@@ -1096,35 +1203,40 @@ def _read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = N
     items = [(p, ds) for p, ds in series[uid] if ds.get("Rows") is not None]
     if uid.startswith(NO_UID_PREFIX):
         notes.append(_fallback_note(uid, len(items)))
-    multiframe = len(items) == 1 and int(items[0][1].get("NumberOfFrames") or 1) > 1
+    multiframe = any(_is_multiframe(ds) for _, ds in items)
     transfer_syntax = _transfer_syntax(items[0][1])
     compressed = bool(getattr(transfer_syntax, "is_compressed", False))
     sop_uids: tuple[str, ...] | None = None
+    image = None
     try:
         if multiframe:
-            if compressed:
-                _decoder_for(transfer_syntax, f"The DICOM file '{items[0][0]}'")
-            image = sitk.ReadImage(str(items[0][0]))
-            files = [items[0][0]]
-        else:
-            if len(items) > 1:
-                _check_slice_grid(items, uid)
-            order = _sorted_slices(items) if len(items) > 1 else [0]
-            files = [items[i][0] for i in order]
+            # Per-frame geometry and rescale are read from the functional groups here:
+            # SimpleITK (GDCM) silently gives 1 mm spacing for unsorted or unevenly
+            # spaced frames and applies one rescale to all frames.
+            items = [frame for p, ds in items for frame in _frame_headers(p, ds)]
+        if len(items) > 1:
+            _check_slice_grid(items, uid)
+        order = _sorted_slices(items) if len(items) > 1 else [0]
+        files = list(dict.fromkeys(items[i][0] for i in order))
+        if not multiframe:
             sop_uids = _uid_list(items[i][1].get("SOPInstanceUID") for i in order)
-            if len(files) == 1:
-                raise InputError(
-                    f"The DICOM series {uid} has a single slice; CTMuscleBone needs a volume "
-                    "(a stack of slices). Choose the full axial series."
-                )
+        if len(order) == 1:
+            raise InputError(
+                f"The DICOM series {uid} has a single slice; CTMuscleBone needs a volume "
+                "(a stack of slices). Choose the full axial series."
+            )
+        if compressed or multiframe:
+            hu, geometry = _read_slices_pydicom(items, order, uid, folder)
             if compressed:
-                hu, geometry = _read_compressed_slices(items, order, uid, folder)
-                notes.append(f"Decoded from {transfer_syntax.name} with pydicom.")
-                image = None
+                kind = " (multi-frame)" if multiframe else ""
+                notes.append(f"Decoded from {transfer_syntax.name}{kind} with pydicom.")
             else:
-                reader = sitk.ImageSeriesReader()
-                reader.SetFileNames([str(f) for f in files])
-                image = reader.Execute()
+                notes.append("Multi-frame DICOM read with pydicom (positions and rescale of "
+                             "each frame from its functional groups).")
+        else:
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames([str(f) for f in files])
+            image = reader.Execute()
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:200]
         hint = (f" If the series is compressed, install the decoders: {DICOM_EXTRA_HINT}."
@@ -1135,8 +1247,7 @@ def _read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = N
             f"series.{hint}"
         ) from None
     if image is not None:
-        if image.GetDimension() == 2 or (image.GetDimension() == 3 and len(files) == 1
-                                         and not multiframe):
+        if image.GetDimension() == 2 or (image.GetDimension() == 3 and len(files) == 1):
             raise InputError(
                 f"The DICOM series {uid} has a single slice; CTMuscleBone needs a volume "
                 "(a stack of slices). Choose the full axial series."
@@ -1146,7 +1257,7 @@ def _read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = N
     ds0 = items[0][1]
     has_rescale = ds0.get("RescaleSlope") is not None and ds0.get("RescaleIntercept") is not None
     modality = (_str_or_none(ds0.get("Modality")) or "").upper()
-    if not has_rescale and not multiframe:
+    if not has_rescale:
         if modality == "CT" and hu.size and float(hu.min()) >= 0:
             raise InputError(
                 "The CT series has no RescaleSlope/RescaleIntercept and its values are all "

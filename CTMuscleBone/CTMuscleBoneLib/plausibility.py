@@ -72,6 +72,11 @@ they have a different fix:
   without air or fat, is already refused by :func:`CTMuscleBoneLib.validation.check_ct`;
   an offset keeps air below -500 HU and passes it.)
 
+* **Vertebra cross-section** (a short crop whose structures all touch its ends, so no
+  volume is judged): the widest vertebra label not cut at a side, front or back face
+  must span :data:`VERTEBRA_MIN_INPLANE_MM` across; narrower, the spacing is blamed.
+  This is checked whether or not any structure is implausible.
+
 A mislabelled map scatters: its structures are too small and too large, too dense and
 too light, by different amounts, or only one class or tissue is off (another tissue
 under its names), so neither pattern holds and the label-scheme message stays.
@@ -98,7 +103,7 @@ import numpy as np
 
 from . import anatomy
 from .errors import InputError
-from .fov import border_label_values, outside_fov, touches_border
+from .fov import border_faces, border_label_values, outside_fov, touches_border
 from .image import CTImage, LabelMap
 from .tissue import LEAN_HU_RANGE
 
@@ -196,6 +201,16 @@ CM_FACTOR_RANGE = (5.0, 20.0)
 #: Largest volume factor that the message also offers as one axis alone (a single
 #: axis off by more than 100x is not a unit slip).
 ONE_AXIS_FACTOR_MAX = 100.0
+#: Least in-plane extent (mm, the larger of left-right and front-back) that the widest
+#: vertebra label must reach when some vertebra is not cut at a side, front or back
+#: face. An adult lumbar vertebra spans about 40-50 mm across its body and 70-100 mm
+#: with its processes (left-right and front-back; e.g. Zhou et al., Eur Spine J 9:242,
+#: 2000); even a slice through a spinous or transverse process alone spans about
+#: 20-30 mm one way. With the spacing in cm (10x too small) the widest vertebra spans
+#: 10 mm or less. Project default, unvalidated. Unlike the volume checks it judges
+#: vertebrae cut at the superior or inferior face too (a cross-section is whole there),
+#: so it catches a short crop whose structures all touch its ends.
+VERTEBRA_MIN_INPLANE_MM = 15.0
 
 
 def structure_class(key: str) -> str | None:
@@ -414,6 +429,71 @@ def _hu_scale_cause(checks: list[StructureCheck]) -> str | None:
             "RescaleIntercept: air about -1000 HU, muscle about 40 HU)")
 
 
+def vertebra_inplane_extent_mm(labels: LabelMap, value: int, box: tuple[slice, ...],
+                               outside: np.ndarray | None = None) -> float | None:
+    """In-plane extent of one vertebra label: the larger of its left-right and
+    front-back extents, mm, or None when it is cut at a side, front or back face.
+
+    Parameters
+    ----------
+    labels : LabelMap
+        Array (n0, n1, n2) and geometry.
+    value : int
+        The vertebra's label value.
+    box : tuple of slice
+        Its bounding box.
+    outside : np.ndarray of bool, (n0, n1, n2), optional
+        Padding outside the reconstructed field of view (:func:`.fov.outside_fov`).
+
+    Returns
+    -------
+    float or None
+        Extent of the voxel centres along the patient's x (left-right) or y
+        (front-back) axis plus one voxel's extent along it, whichever is larger.
+    """
+    g = labels.geometry
+    mask = np.asarray(labels.array)[box] == value
+    if outside is not None:
+        mask &= ~outside[box]
+    if not mask.any():
+        return None
+    faces = border_faces(mask, g, box, outside)
+    if any(f in ("left", "right", "anterior", "posterior") for f in faces):
+        return None
+    idx = np.argwhere(mask) + np.array([b.start or 0 for b in box])
+    xy = g.index_to_physical(idx)[:, :2]
+    d = np.abs(np.asarray(g.direction, dtype=float)[:2, :]) @ np.asarray(g.spacing_mm)
+    return float(max(np.ptp(xy[:, 0]) + d[0], np.ptp(xy[:, 1]) + d[1]))
+
+
+def _vertebra_extent_cause(labels: LabelMap, boxes: dict[int, tuple[slice, ...]],
+                           outside: np.ndarray | None, ct: CTImage) -> str | None:
+    """A voxel spacing too small, read from the vertebrae's cross-sections, or None."""
+    widths = []
+    for value, key in labels.structures.items():
+        box = boxes.get(value)
+        if structure_class(key) != "vertebra" or box is None:
+            continue
+        n = int(np.count_nonzero(np.asarray(labels.array)[box] == value))
+        if n < MIN_VOXELS_TO_JUDGE:
+            continue
+        w = vertebra_inplane_extent_mm(labels, int(value), box, outside)
+        if w is not None:
+            widths.append((w, key))
+    if not widths:
+        return None
+    widest, key = max(widths)
+    if widest >= VERTEBRA_MIN_INPLANE_MM:
+        return None
+    spacing = " x ".join(f"{s:g}" for s in ct.geometry.spacing_mm)
+    return (f"the CT's voxel spacing looks wrong: the widest vertebra label ({key}) spans "
+            f"only {widest:.1f} mm across (left-right or front-back; an adult lumbar "
+            f"vertebra spans 40-100 mm), so the spacing ({spacing} mm) looks about "
+            f"{70.0 / widest:.0f}x too small. Spacing in mm stored as cm? Fix the voxel "
+            "spacing in the CT's header (and in the label map's, if it has the same "
+            "error) and save the images again; every volume and mass uses it")
+
+
 def check_label_plausibility(ct: CTImage, labels: LabelMap) -> PlausibilityReport:
     """Judge mean HU and volume of every labelled structure (rules: module docstring).
 
@@ -494,11 +574,16 @@ def check_label_plausibility(ct: CTImage, labels: LabelMap) -> PlausibilityRepor
                                             tuple(reasons)))
     bad = len(report.implausible)
     judged = len(report.checks)
-    if not bad:
+    whole = [] if not bad else [
+        (kind, text) for kind, text in (("spacing", _spacing_cause(report.checks, ct)),
+                                        ("hu_scale", _hu_scale_cause(report.checks)))
+        if text is not None]
+    if not any(kind == "spacing" for kind, _ in whole):
+        extent = _vertebra_extent_cause(labels, boxes, outside, ct)
+        if extent is not None:
+            whole.insert(0, ("spacing", extent))
+    if not bad and not whole:
         return report
-    whole = [(kind, text) for kind, text in (("spacing", _spacing_cause(report.checks, ct)),
-                                             ("hu_scale", _hu_scale_cause(report.checks)))
-             if text is not None]
     if whole:  # every value of the case would be wrong: refused whatever the count
         report.map_implausible = True
         report.cause = "+".join(kind for kind, _ in whole)
@@ -546,6 +631,9 @@ def apply_plausibility(ct: CTImage, labels: LabelMap) -> tuple[LabelMap, list[st
         more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
         claim = ("are implausible" if report.cause not in ("scheme", "segment")
                  else "do not look like what their labels claim")
+        if not bad:  # a whole-image cause read from plausible-looking structures
+            cause = report.likely_cause
+            raise InputError(f"{cause[0].upper()}{cause[1:]}.")
         raise InputError(
             f"{len(bad)} of {len(report.checks)} labelled structures {claim} "
             f"({shown}{more}): {report.likely_cause}."

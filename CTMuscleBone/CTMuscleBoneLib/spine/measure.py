@@ -647,10 +647,12 @@ def _summary_rows(
                   "osteoporosis (hydroxyapatite, mean of two vertebrae)")
     if len(used) < ACR_MIN_VERTEBRAE:
         levels = ", ".join(r.key.replace("vertebrae_", "") for r in used)
-        rows.append(ResultRow(name, "acr_category", None, "", acr_method, _na(
-            f"indeterminate: the ACR criteria are defined on the mean of "
-            f"{ACR_MIN_VERTEBRAE} vertebrae; only {len(used)} ({levels}) is complete, "
-            "measurable and unfractured") + hflags))
+        # a number exists (one vertebra's vBMD) but not on the criteria's scale (a mean
+        # of two): indeterminate, as every withheld category
+        rows.append(ResultRow(name, "acr_category", INDETERMINATE, "", acr_method, hflags + [
+            withheld_flag(f"the ACR criteria are defined on the mean of {ACR_MIN_VERTEBRAE} "
+                          f"vertebrae; only {len(used)} ({levels}) is complete, measurable "
+                          "and unfractured: check the other levels' rows")]))
         return rows
     if conv.converted:
         used_text = (f"applied to the HA-equivalent mean vBMD {ha_vbmd:.1f} mg/cm3 = "
