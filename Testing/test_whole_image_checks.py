@@ -232,6 +232,27 @@ def test_short_crop_in_cm_is_refused_from_the_vertebra_cross_section(lumbar_slab
     assert "Fix the voxel spacing" in msg and "label scheme" not in msg
 
 
+def test_stray_vertebra_fragment_on_a_normal_ct_is_not_blamed_on_the_spacing(hip):
+    """A 20-voxel fragment labelled L3 (a segmentation error) on a CT of normal size: the
+    cross-section rule needs the whole CT to be small too, so only the fragment is
+    left out (too small for a vertebra), the case is not refused."""
+    arr = np.asarray(hip.labels.array).copy()
+    l5 = next(v for v, k in hip.labels.structures.items() if k == "vertebrae_L5")
+    l3 = l5 - 2
+    assert hip.labels.structures[l3] == "vertebrae_L3"
+    arr[arr == l5] = 0  # the fragment is the only vertebra
+    arr[40:42, 10:12, 10:15] = l3  # 10 x 10 x 25 mm (20 voxels): 10 mm across
+    labels = dataclasses.replace(hip.labels, array=arr)
+    report = check_label_plausibility(hip.ct, labels)
+    assert not report.map_implausible and report.cause == "segment"
+    assert [c.key for c in report.implausible] == ["vertebrae_L3"]
+    kept, warnings = apply_plausibility(hip.ct, labels)
+    assert "vertebrae_L3" not in kept.structures.values() and len(warnings) == 1
+    # the same labels with the spacing 10x too small are refused
+    small = _with_spacing(type("P", (), {"ct": hip.ct, "labels": labels}), 0.1)
+    assert check_label_plausibility(*small).cause == "spacing"
+
+
 def test_vertebra_cross_section_is_the_larger_extent_and_ignores_side_cuts(lumbar_slab):
     ct, labels = lumbar_slab
     l3 = next(v for v, k in labels.structures.items() if k == "vertebrae_L3")

@@ -74,8 +74,9 @@ they have a different fix:
 
 * **Vertebra cross-section** (a short crop whose structures all touch its ends, so no
   volume is judged): the widest vertebra label not cut at a side, front or back face
-  must span :data:`VERTEBRA_MIN_INPLANE_MM` across; narrower, the spacing is blamed.
-  This is checked whether or not any structure is implausible.
+  must span :data:`VERTEBRA_MIN_INPLANE_MM` across; narrower, while the whole CT spans
+  less than :data:`VERTEBRA_RULE_MAX_CT_MM`, the spacing is blamed. This is checked
+  whether or not any structure is implausible.
 
 A mislabelled map scatters: its structures are too small and too large, too dense and
 too light, by different amounts, or only one class or tissue is off (another tissue
@@ -104,7 +105,7 @@ import numpy as np
 from . import anatomy
 from .errors import InputError
 from .fov import border_faces, border_label_values, outside_fov, touches_border
-from .image import CTImage, LabelMap
+from .image import CTImage, Geometry, LabelMap
 from .tissue import LEAN_HU_RANGE
 
 
@@ -211,6 +212,12 @@ ONE_AXIS_FACTOR_MAX = 100.0
 #: vertebrae cut at the superior or inferior face too (a cross-section is whole there),
 #: so it catches a short crop whose structures all touch its ends.
 VERTEBRA_MIN_INPLANE_MM = 15.0
+#: The vertebra cross-section rule applies only when the CT itself spans less than this
+#: across (mm, the larger of its left-right and front-back extents): a spacing 10x too
+#: small makes a 300-500 mm field of view 30-50 mm, while a stray fragment labelled as a
+#: vertebra on a CT of normal size (a segmentation error) must not refuse the case.
+#: Project default, unvalidated (an uncut vertebra of 70-100 mm fits in it).
+VERTEBRA_RULE_MAX_CT_MM = 120.0
 
 
 def structure_class(key: str) -> str | None:
@@ -466,6 +473,15 @@ def vertebra_inplane_extent_mm(labels: LabelMap, value: int, box: tuple[slice, .
     return float(max(np.ptp(xy[:, 0]) + d[0], np.ptp(xy[:, 1]) + d[1]))
 
 
+def ct_inplane_extent_mm(geometry: Geometry) -> tuple[float, float]:
+    """Left-right and front-back extent of the CT grid, mm (voxel edges included)."""
+    n = np.asarray(geometry.shape, dtype=float)
+    corners = np.array([[i, j, k] for i in (-0.5, n[0] - 0.5) for j in (-0.5, n[1] - 0.5)
+                        for k in (-0.5, n[2] - 0.5)])
+    xy = geometry.index_to_physical(corners)[:, :2]
+    return float(np.ptp(xy[:, 0])), float(np.ptp(xy[:, 1]))
+
+
 def _vertebra_extent_cause(labels: LabelMap, boxes: dict[int, tuple[slice, ...]],
                            outside: np.ndarray | None, ct: CTImage) -> str | None:
     """A voxel spacing too small, read from the vertebrae's cross-sections, or None."""
@@ -483,12 +499,14 @@ def _vertebra_extent_cause(labels: LabelMap, boxes: dict[int, tuple[slice, ...]]
     if not widths:
         return None
     widest, key = max(widths)
-    if widest >= VERTEBRA_MIN_INPLANE_MM:
+    ct_mm = ct_inplane_extent_mm(ct.geometry)
+    if widest >= VERTEBRA_MIN_INPLANE_MM or max(ct_mm) >= VERTEBRA_RULE_MAX_CT_MM:
         return None
     spacing = " x ".join(f"{s:g}" for s in ct.geometry.spacing_mm)
     return (f"the CT's voxel spacing looks wrong: the widest vertebra label ({key}) spans "
             f"only {widest:.1f} mm across (left-right or front-back; an adult lumbar "
-            f"vertebra spans 40-100 mm), so the spacing ({spacing} mm) looks about "
+            f"vertebra spans 40-100 mm) and the whole CT {ct_mm[0]:.0f} x {ct_mm[1]:.0f} "
+            f"mm, so the spacing ({spacing} mm) looks about "
             f"{70.0 / widest:.0f}x too small. Spacing in mm stored as cm? Fix the voxel "
             "spacing in the CT's header (and in the label map's, if it has the same "
             "error) and save the images again; every volume and mass uses it")
