@@ -35,9 +35,12 @@ Compressed transfer syntaxes (JPEG-LS, JPEG 2000, JPEG lossless, RLE, ...) of
 single-frame series are decoded with pydicom and the decoders of the ``dicom`` extra
 (pylibjpeg, pylibjpeg-openjpeg, pylibjpeg-libjpeg, pylibjpeg-rle, pyjpegls); a missing
 decoder is an :class:`InputError` naming ``pip install "ctmusclebone[dicom]"``.
-Uncompressed series are read with SimpleITK (GDCM). Slices must be evenly spaced (no
-missing slice), at distinct positions and not sheared (gantry tilt); the refusals name
-the slice positions and what to do.
+Uncompressed single-frame series are read with SimpleITK (GDCM); multi-frame files
+(Enhanced CT) with pydicom, frame by frame, each frame's position and rescale taken from
+its functional groups (:func:`_frame_headers`). Slices (or frames) must have a
+PixelSpacing, be evenly spaced (no missing slice), at distinct positions and not
+sheared (gantry tilt), and acquisitions of one series must not overlap; the refusals
+name the slice positions and what to do.
 
 Refusals common to every format (one place each): non-finite voxels
 (:func:`refuse_non_finite`; NIfTI also on its raw bytes, since ITK reads NaN as 0),
@@ -563,6 +566,22 @@ class DicomSeriesInfo:
         return 0 if (self.modality or "").upper() == _CT_MODALITY else 1
 
 
+def _looks_like_raw_dicom(head: bytes) -> bool:
+    """Whether bytes start like a DICOM data set without preamble and file meta (old
+    exports, often without a file name ending): a little-endian tag of group 0x0008
+    (identifying elements, the first in every image), explicit VR letters or an
+    implicit-VR length."""
+    if len(head) < 8 or head[:2] != b"\x08\x00":
+        return False
+    element = int.from_bytes(head[2:4], "little")
+    if element > 0x0100:
+        return False
+    vr = head[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True
+    return int.from_bytes(head[4:8], "little") < 1 << 16  # implicit VR: a sane length
+
+
 def _is_dicom_file(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -570,6 +589,8 @@ def _is_dicom_file(path: Path) -> bool:
     except OSError:
         return False
     if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    if _looks_like_raw_dicom(head):
         return True
     # Files without the 128-byte preamble (old ACR-NEMA style): ask pydicom to try.
     return path.suffix.lower() in (".dcm", ".ima", ".dicom")
@@ -594,7 +615,7 @@ def _scan_dicom(folder: Path) -> dict[str, list[tuple[Path, Any]]]:
                 continue
             try:
                 ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=_SCAN_TAGS,
-                                     force=p.suffix.lower() in (".dcm", ".ima", ".dicom"))
+                                     force=True)
             except (InvalidDicomError, OSError, EOFError, ValueError, TypeError,
                     AttributeError, KeyError):
                 continue
@@ -798,6 +819,36 @@ def _check_slice_grid(items: list[tuple[Path, Any]], uid: str) -> None:
             )
 
 
+def _refuse_overlapping_acquisitions(items: list[tuple[Path, Any]], along: np.ndarray) -> None:
+    """Refuse a series whose acquisitions (AcquisitionNumber) cover overlapping ranges.
+
+    Two scans sharing one SeriesInstanceUID (phases, a repeated scan) whose slices lie
+    at different but interleaved positions would otherwise be sorted into one evenly
+    spaced volume mixing both scans (wrong HU, half the slice gap). Acquisitions that
+    follow one another along the slice normal (step-and-shoot scans number each
+    rotation) are one volume and pass. Slices without AcquisitionNumber are not judged.
+    """
+    numbers = [_str_or_none(ds.get("AcquisitionNumber")) for _, ds in items]
+    if any(n is None for n in numbers) or len(set(numbers)) < 2:
+        return
+    ranges: dict[str, list[float]] = {}
+    for number, z in zip(numbers, along, strict=True):
+        lo_hi = ranges.setdefault(str(number), [float(z), float(z)])
+        lo_hi[0], lo_hi[1] = min(lo_hi[0], float(z)), max(lo_hi[1], float(z))
+    spans = sorted(ranges.items(), key=lambda kv: kv[1][0])
+    for (a, (_, a_hi)), (b, (b_lo, _)) in zip(spans, spans[1:], strict=False):
+        if b_lo < a_hi - 1e-3:
+            listed = "; ".join(
+                f"AcquisitionNumber {n}: {numbers.count(n)} slices from {lo:.4g} to {hi:.4g} mm"
+                for n, (lo, hi) in spans[:4])
+            raise InputError(
+                f"The DICOM series holds {len(spans)} acquisitions whose slice ranges "
+                f"overlap ({listed}, along the slice normal): acquisitions {a} and {b} "
+                "would be interleaved into one volume mixing two scans. Copy the files of "
+                "the acquisition you want into a folder of their own and read that folder."
+            )
+
+
 def _sorted_slices(items: list[tuple[Path, Any]]) -> list[int]:
     """Indices of a single-frame series' files sorted along the slice normal.
 
@@ -824,6 +875,7 @@ def _sorted_slices(items: list[tuple[Path, Any]]) -> list[int]:
                 "or a reformatted stack mixed in). Select a single axial series."
             )
     along = pos @ normal
+    _refuse_overlapping_acquisitions(items, along)
     order = np.argsort(along, kind="stable")
     along = along[order]
     gaps = np.diff(along)
@@ -1216,6 +1268,12 @@ def _read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = N
             items = [frame for p, ds in items for frame in _frame_headers(p, ds)]
         if len(items) > 1:
             _check_slice_grid(items, uid)
+        if items[0][1].get("PixelSpacing") is None:
+            raise InputError(
+                f"The DICOM series {uid} in '{folder}' has no PixelSpacing, so the in-plane "
+                "voxel size is unknown (readers would silently use 1 mm and areas and "
+                "volumes would be wrong). Export the series with its PixelSpacing tag."
+            )
         order = _sorted_slices(items) if len(items) > 1 else [0]
         files = list(dict.fromkeys(items[i][0] for i in order))
         if not multiframe:
