@@ -325,8 +325,9 @@ def lumbar_abmd_rows(ct: CTImage, labels: LabelMap, calibration: Calibration,
     projections: dict[str, VertebraProjection] = {}
     notes: list[str] = []
     for key in ABMD_KEYS:
+        level = key.removeprefix("vertebrae_")
         if key not in present:
-            notes.append(f"{key} not in the labels")
+            notes.append(f"{level} not in the labels")
             continue
         mask = labels.mask(key)
         flags: list[str] = []
@@ -345,13 +346,13 @@ def lumbar_abmd_rows(ct: CTImage, labels: LabelMap, calibration: Calibration,
             reason = "; ".join(x for x in (reason, NO_CALIBRATION_REASON) if x)
         if reason is not None:
             rows += _missing_rows(key, reason, flags, method_cal)
-            notes.append(f"{key} not measurable")
+            notes.append(f"{level} left out: {reason.split(':')[0]}")
             continue
         proj = project_vertebra(ct, labels, key, mask, ha_cal, margin_mm)
         projections[key] = proj
         if key in exclude:
             flags.append(f"info: excluded from {COMBINED}: {exclude[key]}")
-            notes.append(f"{key} excluded: {exclude[key]}")
+            notes.append(f"{level} excluded: {exclude[key]}")
         pv = (f"info: edge mineral restored: {100 * proj.restored_fraction:+.1f} % of the "
               "label's mineral") if margin_mm > 0 else "warning: no partial-volume restoration"
         rows += _value_rows(key, proj.abmd_g_cm2, proj.bmc_g, proj.area_cm2,
@@ -393,7 +394,8 @@ def _combined_rows(projections: dict[str, VertebraProjection], exclude: Mapping[
     info = [f"info: {n}" for n in notes]
     if len(used) < MIN_COMBINED:
         reason = (NO_CALIBRATION_REASON if not calibrated else
-                  f"{len(used)} measurable complete vertebrae of L1-L4; need >= "
+                  f"{len(used)} measurable complete "
+                  f"{'vertebra' if len(used) == 1 else 'vertebrae'} of L1-L4; need >= "
                   f"{MIN_COMBINED} (ISCD: no diagnosis from a single vertebra)")
         rows = _missing_rows(COMBINED, reason, info, method_cal)
         methods = score_methods(SITE, ctx)

@@ -617,7 +617,8 @@ def _summary_rows(
         flags.append(f"{DENSE_TAG}: dense voxels in the trabecular ROI of "
                      f"{', '.join(dense)} (see the vertebra's rows); the mean includes them")
     enough = len(used) >= min_count
-    few = _na(f"{len(used)} complete, measurable, unfractured vertebrae of {len(keys)}; "
+    few = _na(f"{len(used)} complete, measurable, unfractured "
+              f"{'vertebra' if len(used) == 1 else 'vertebrae'} of {len(keys)}; "
               f"need >= {min_count}"
               + (f" ({', '.join(cut)}: body cut by the field of view)" if cut else ""))
     rows = [ResultRow(name, "trabecular_mean_hu",
