@@ -55,7 +55,7 @@ import numpy as np
 from .contrast import agent_from_header
 from .errors import InputError
 from .image import CTImage, Geometry
-from .io_ct import UNDECIDED_MODALITIES
+from .io_common import UNDECIDED_MODALITIES
 from .tissue import METAL_HU
 
 #: Smallest and largest plausible voxel size, mm (CTMuscleBone choice: the finest
