@@ -209,3 +209,43 @@ def test_files_without_preamble_or_ending_are_read(tmp_path):
     ct = read_ct(folder)
     np.testing.assert_array_equal(ct.hu, hu)
     np.testing.assert_allclose(ct.geometry.spacing_mm, SPACING, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------
+# a localizer stored under the axial series' UID; a folder of one-slice series
+# ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("localizer_first", [False, True])
+def test_localizer_inside_the_axial_series_is_left_out(tmp_path, localizer_first):
+    """The scout shares the axial series' UID (some scanners): the axial images are read
+    (it was refused for mixed orientations, or, as the first file, the whole series was
+    skipped as a localizer) and a note names the localizer."""
+    hu = body_phantom()
+    folder = tmp_path / "ct"
+    uid = "1.2.826.0.1.3680043.8.498.77"
+    write_dicom_series(folder / "axial", hu, series_uid=uid, shuffle=False)
+    scout = np.full((24, 20, 1), -1000, dtype=np.int16)
+    write_dicom_series(folder / ("0scout" if localizer_first else "zscout"), scout,
+                       series_uid=uid, orientation=(1, 0, 0, 0, 0, -1),
+                       image_type="ORIGINAL\\PRIMARY\\LOCALIZER", shuffle=False)
+    before = sha256(folder)
+    ct = read_ct(folder)
+    assert sha256(folder) == before
+    np.testing.assert_array_equal(ct.hu, hu)
+    assert any("localizer" in n for n in ct.metadata.notes), ct.metadata.notes
+    # the UID given explicitly reads the axial images too
+    np.testing.assert_array_equal(read_ct(folder, series_uid=uid).hu, hu)
+
+
+def test_folder_of_single_slice_series_says_so(tmp_path):
+    hu = body_phantom()
+    folder = tmp_path / "split"
+    for k in range(hu.shape[2]):
+        write_dicom_series(folder / f"s{k}", hu[:, :, k:k + 1], series_number=10 + k,
+                           origin=(ORIGIN[0], ORIGIN[1], ORIGIN[2] + 2.5 * k),
+                           frame_of_reference_uid="1.2.826.0.1.3680043.8.498.5")
+    with pytest.raises(InputError) as exc:
+        read_ct(folder)
+    msg = str(exc.value)
+    assert "\n" not in msg and "has a single slice" in msg
+    assert f"{hu.shape[2]} single-slice series of this study" in msg
+    assert "Re-export the images as one series" in msg

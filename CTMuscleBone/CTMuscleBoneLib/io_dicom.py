@@ -108,6 +108,8 @@ FALLBACK_SERIES_TAGS: tuple[str, ...] = (
 )
 #: Prefix of the series key made from :data:`FALLBACK_SERIES_TAGS`.
 NO_UID_PREFIX = "no-uid-"
+#: Suffix of the key of localizer images split off a series (:func:`_split_localizers`).
+LOCALIZER_KEY_SUFFIX = " (its localizer images)"
 
 #: SOP class UID prefixes never read as a CT volume (DICOM PS3.4 B.5): Secondary
 #: Capture Image Storage (``...1.1.7``) and its multi-frame variants (``...1.1.7.1`` to
@@ -254,7 +256,32 @@ def _scan_dicom(folder: Path) -> dict[str, list[tuple[Path, Any]]]:
                 continue  # not a DICOM object we can name
             uid = _str_or_none(ds.get("SeriesInstanceUID")) or _fallback_series_key(ds)
             series.setdefault(uid, []).append((p, ds))
-    return series
+    return _split_localizers(series)
+
+
+def _is_localizer(ds: Any) -> bool:
+    image_type = _image_type(ds)
+    return "LOCALIZER" in image_type or "SCOUT" in image_type
+
+
+def _split_localizers(series: dict[str, list[tuple[Path, Any]]]
+                      ) -> dict[str, list[tuple[Path, Any]]]:
+    """Localizer images that share a series with axial images become their own group.
+
+    Some scanners store the scout (ImageType ``LOCALIZER``) under the axial series' UID;
+    left in, it would refuse the series (slices of different orientations) or, as its
+    first file, make the whole series look like a localizer. The key of the split group
+    is the UID plus :data:`LOCALIZER_KEY_SUFFIX`; ``--series UID`` reads the axial images.
+    """
+    out: dict[str, list[tuple[Path, Any]]] = {}
+    for uid, items in series.items():
+        scouts = [it for it in items if _is_localizer(it[1])]
+        if scouts and len(scouts) < len(items):
+            out[uid] = [it for it in items if not _is_localizer(it[1])]
+            out[uid + LOCALIZER_KEY_SUFFIX] = scouts
+        else:
+            out[uid] = items
+    return out
 
 
 def _image_type(ds: Any) -> list[str]:
@@ -874,6 +901,24 @@ def _read_slices_pydicom(items: list[tuple[Path, Any]], order: list[int], uid: s
     return hu, geometry
 
 
+def _single_slice_message(series: dict[str, list[tuple[Path, Any]]], uid: str) -> str:
+    """Why a single-slice series cannot be read, naming a folder of one-slice series."""
+    text = (f"The DICOM series {uid} has a single slice; CTMuscleBone needs a volume (a "
+            "stack of slices).")
+    study = _str_or_none(series[uid][0][1].get("StudyInstanceUID"))
+    singles = [u for u, items in series.items()
+               if len(items) == 1 and items[0][1].get("Rows") is not None
+               and not _is_localizer(items[0][1])
+               and _str_or_none(items[0][1].get("StudyInstanceUID")) == study]
+    if len(singles) >= 3:
+        return (f"{text} The folder holds {len(singles)} single-slice series of this study: "
+                "each image seems to have its own SeriesInstanceUID (an export that split "
+                "the series). Re-export the images as one series from the PACS or "
+                "workstation, or convert them to one NIfTI volume (e.g. dcm2niix) and give "
+                "that.")
+    return f"{text} Choose the full axial series."
+
+
 def read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = None) -> CTImage:
     sitk = _sitk()
     series = _scan_dicom(folder)
@@ -910,10 +955,7 @@ def read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = No
         if not multiframe:
             sop_uids = _uid_list(items[i][1].get("SOPInstanceUID") for i in order)
         if len(order) == 1:
-            raise InputError(
-                f"The DICOM series {uid} has a single slice; CTMuscleBone needs a volume "
-                "(a stack of slices). Choose the full axial series."
-            )
+            raise InputError(_single_slice_message(series, uid))
         if compressed or multiframe:
             hu, geometry = _read_slices_pydicom(items, order, uid, folder)
             if compressed:
@@ -925,7 +967,14 @@ def read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = No
         else:
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames([str(f) for f in files])
-            image = reader.Execute()
+            # the slice grid was judged above (_check_slice_grid): ITK's own warning on
+            # small spacing differences would only print to the terminal
+            shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+            sitk.ProcessObject.SetGlobalWarningDisplay(False)
+            try:
+                image = reader.Execute()
+            finally:
+                sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:200]
         hint = (f" If the series is compressed, install the decoders: {DICOM_EXTRA_HINT}."
@@ -937,10 +986,7 @@ def read_dicom(folder: Path, series_uid: str | None, only_file: Path | None = No
         ) from None
     if image is not None:
         if image.GetDimension() == 2 or (image.GetDimension() == 3 and len(files) == 1):
-            raise InputError(
-                f"The DICOM series {uid} has a single slice; CTMuscleBone needs a volume "
-                "(a stack of slices). Choose the full axial series."
-            )
+            raise InputError(_single_slice_message(series, uid))
         geometry = _geometry(image, f"DICOM series {uid} in {folder}")
         hu = _pixel_array_for_ct(image, f"DICOM series {uid} in {folder}")
     ds0 = items[0][1]
