@@ -6,10 +6,12 @@ Naming rule of a folder (:func:`discover_cases`):
   one CT, case id = its name without the image ending (``case01.nii.gz`` -> ``case01``);
 * every sub-folder is one DICOM study, case id = the folder name (its series are read
   with :func:`CTMuscleBoneLib.io_ct.read_ct`: one CT series per study);
-* an image named ``<case id>_labels.<image ending>`` beside them is the label map of
-  that case (its sidecar ``<case id>_labels.labels.json`` is read when present);
-  a case with a label map is measured, a case without one is segmented first;
-* hidden entries (``.name``), other files and the output folder are ignored.
+* an image named ``<case id>_labels.<image ending>`` (``_labels`` in any case:
+  ``_Labels``, ``_LABELS``) beside them is the label map of that case (its sidecar
+  ``<case id>_labels.labels.json`` is read when present); a case with a label map is
+  measured, a case without one is segmented first;
+* hidden entries (``.name``), other files, the output folder and any other batch's
+  output folder (:func:`is_batch_output`) are ignored.
 
 A CSV list has a header row with ``case_id`` and ``ct`` and optional ``labels``,
 ``sex``, ``age`` (years), ``height`` (m or cm), ``weight`` (kg); relative paths are
@@ -94,6 +96,20 @@ def _inside(path: Path, other: Path | None) -> bool:
     return p == o or o in p.parents or p in o.parents
 
 
+def is_batch_output(folder: Path) -> bool:
+    """True when ``folder`` is the output folder of a batch (it holds ``cases.json``,
+    ``cohort.csv`` or a ``cases/`` folder of case folders with a ``done.json`` or
+    ``error.json``): an earlier run's ``--out`` inside the input folder, not a study."""
+    if (folder / "cases.json").is_file() or (folder / "cohort.csv").is_file():
+        return True
+    cases = folder / "cases"
+    try:
+        return cases.is_dir() and any((c / m).is_file() for c in cases.iterdir()
+                                      for m in ("done.json", "error.json"))
+    except OSError:
+        return False
+
+
 def discover_folder(folder: Path, exclude: Path | None = None) -> list[CaseSpec]:
     """Cases of a folder, sorted by case id (the naming rule in the module docstring).
 
@@ -109,12 +125,13 @@ def discover_folder(folder: Path, exclude: Path | None = None) -> list[CaseSpec]
         if entry.name.startswith(".") or _inside(entry, exclude):
             continue
         if entry.is_dir():
-            studies[entry.name] = entry
+            if not is_batch_output(entry):
+                studies[entry.name] = entry
             continue
         stem = image_stem(entry.name)
         if stem is None:
             continue
-        if stem.endswith(LABELS_SUFFIX) and len(stem) > len(LABELS_SUFFIX):
+        if stem.lower().endswith(LABELS_SUFFIX) and len(stem) > len(LABELS_SUFFIX):
             target = labels
             stem = stem[: -len(LABELS_SUFFIX)]
         else:
@@ -144,28 +161,62 @@ def _cell(row: dict[str, str | None], key: str) -> str | None:
     return value or None
 
 
+def _header_problem(header: list[str], raw: list[str]) -> str | None:
+    """What is wrong with a case list's header (None when usable)."""
+    if len(header) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+            if sep in raw[0]:
+                return (f"separates its columns with {name}, not commas (save it as "
+                        "comma-separated CSV)")
+    twice = sorted({h for h in header if h and header.count(h) > 1})
+    if twice:
+        return f"has column(s) {', '.join(twice)} twice (keep one of each)"
+    missing = [c for c in ("case_id", "ct") if c not in header]
+    if missing:
+        return f"lacks column(s) {', '.join(missing)}"
+    unknown = [c for c in header if c and c not in CSV_COLUMNS]
+    if unknown:
+        return f"has unknown column(s) {', '.join(unknown)}"
+    return None
+
+
 def read_case_list(path: Path) -> list[CaseSpec]:
-    """Cases of a CSV list (columns :data:`CSV_COLUMNS`), in the file's order."""
+    """Cases of a CSV list (columns :data:`CSV_COLUMNS`), in the file's order.
+
+    Column names are read without regard to case and surrounding spaces (columns
+    without a name and without values are ignored); rows with every cell empty (blank
+    lines, or the ``,,,`` rows a spreadsheet leaves) are skipped. A header with a column
+    twice, a list separated by semicolons or tabs and a row with more cells than the
+    header are refused (a value would be dropped silently). Line numbers in messages
+    are the file's.
+    """
     text = read_text_file(path, "case list",
                           hint=f"Give a UTF-8 CSV with columns {', '.join(CSV_COLUMNS)}.")
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = list(reader)
+        reader = csv.reader(io.StringIO(text, newline=""))
+        raw = next(reader, [])
+        header = [h.strip().lower() for h in raw]
+        problem = _header_problem(header, raw)
+        if problem is not None:
+            raise InputError(f"The case list {path} {problem}: its header must use "
+                             f"{', '.join(CSV_COLUMNS)} (case_id and ct required).")
+        rows = [(reader.line_num, r) for r in reader]
     except csv.Error as exc:
         raise InputError(f"Cannot read the case list {path}: {exc}. Give a UTF-8 CSV "
                          f"with columns {', '.join(CSV_COLUMNS)}.") from exc
-    missing = [c for c in ("case_id", "ct") if c not in header]
-    unknown = [c for c in header if c not in CSV_COLUMNS]
-    if missing or unknown:
-        what = (f"lacks column(s) {', '.join(missing)}" if missing
-                else f"has unknown column(s) {', '.join(unknown)}")
-        raise InputError(f"The case list {path} {what}: its header must use "
-                         f"{', '.join(CSV_COLUMNS)} (case_id and ct required).")
     base = path.resolve().parent
     cases = []
-    for n, raw in enumerate(rows, start=2):
-        row = {(k or "").strip(): v for k, v in raw.items()}
+    for n, cells in rows:
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
+            raise InputError(f"Line {n} of {path} has {len(cells)} cells but the header "
+                             f"{len(header)}: quote values holding a comma, or add the "
+                             "column to the header.")
+        if any(c.strip() for h, c in zip(header, cells, strict=False) if not h):
+            raise InputError(f"Line {n} of {path} has a value in a column without a name: "
+                             "name the column in the header or empty it.")
+        row: dict[str, str | None] = dict(zip(header, cells, strict=False))
         case_id, ct = _cell(row, "case_id"), _cell(row, "ct")
         if case_id is None or ct is None:
             raise InputError(f"Line {n} of {path} has no case_id or no ct: every case "

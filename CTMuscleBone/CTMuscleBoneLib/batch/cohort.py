@@ -36,24 +36,55 @@ CASES_COLUMNS = ("case_id", "status", "mode", "resumed", "error_type", "error", 
 
 
 def case_rows(out_dir: Path, case_id: str) -> list[list[str]]:
-    """The rows of a finished case's ``results.csv``, each prefixed with its case id."""
+    """The rows of a finished case's ``results.csv``, each prefixed with its case id.
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read as UTF-8 CSV or lacks the columns of ``results.csv``.
+    OSError
+        The file cannot be opened (removed after the case finished).
+    """
     path = out_dir / CASES_DIR / case_id / "results.csv"
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(header) != CSV_COLUMNS:
-            raise ValueError(f"{path} does not have the columns {', '.join(CSV_COLUMNS)}")
-        return [[case_id, *row] for row in reader]
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None or tuple(header) != CSV_COLUMNS:
+                raise ValueError(f"{path} does not have the columns "
+                                 f"{', '.join(CSV_COLUMNS)}")
+            return [[case_id, *row] for row in reader]
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} cannot be read as CSV: {exc}") from exc
+
+
+def _fail_unreadable(record: CaseRecord, exc: Exception) -> None:
+    """Turn an ok record whose ``results.csv`` cannot be read into a failed one."""
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    record.status = "failed"
+    record.error_type = type(exc).__name__
+    record.error = (f"its results.csv was changed or removed after the case finished "
+                    f"({why.rstrip('.')}): run the batch again to recompute the case.")
 
 
 def write_cohort_csv(out_dir: Path, records: Sequence[CaseRecord]) -> Path:
-    """``cohort.csv`` from the finished cases' results (atomically)."""
+    """``cohort.csv`` from the finished cases' results (atomically).
+
+    A finished case whose ``results.csv`` cannot be read (edited, re-saved or removed
+    since it was written) gets no rows; its record becomes a failed one saying so (the
+    next run recomputes it: :mod:`.marker` checks the file's checksum).
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COHORT_COLUMNS)
     for r in records:
         if r.status == "ok":
-            w.writerows(case_rows(out_dir, r.case_id))
+            try:
+                rows = case_rows(out_dir, r.case_id)
+            except (OSError, ValueError) as exc:
+                _fail_unreadable(r, exc)
+                continue
+            w.writerows(rows)
     path = out_dir / "cohort.csv"
     atomic_write_text(path, buf.getvalue())
     return path

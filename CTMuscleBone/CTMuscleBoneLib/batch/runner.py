@@ -159,6 +159,61 @@ def _checksum(path: str, what: str) -> str:
     return sha256_of_path(path)
 
 
+#: Header formats whose voxels may lie in other files: the header's key naming them.
+_DETACHED_KEYS = {".mhd": re.compile(r"^\s*ElementDataFile\s*=\s*(.*?)\s*$", re.I),
+                  ".nhdr": re.compile(r"^\s*data ?file\s*:\s*(.*?)\s*$", re.I)}
+
+
+def detached_data_files(path: str) -> list[Path]:
+    """The data files a ``.mhd`` or ``.nhdr`` header names (``LOCAL``: none; ``LIST``:
+    the lines after it; ``name%03d.raw 1 40 1``: the numbered files); [] for any other
+    image or folder."""
+    p = Path(path)
+    key = _DETACHED_KEYS.get(p.suffix.lower())
+    if key is None or not p.is_file():
+        return []
+    lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+    for n, line in enumerate(lines):
+        m = key.match(line)
+        if m is None:
+            continue
+        value = m.group(1)
+        if value.upper() == "LOCAL":
+            return []
+        if value.split()[:1] == ["LIST"]:
+            names = [x.strip() for x in lines[n + 1:] if x.strip()]
+        else:
+            parts = value.split()
+            if "%" in parts[0] and len(parts) >= 4:
+                try:
+                    first, last, step = (int(x) for x in parts[1:4])
+                    names = [parts[0] % i for i in range(first, last + 1, step or 1)]
+                except (TypeError, ValueError):
+                    names = [value]
+            else:
+                names = [value]
+        return [q if q.is_absolute() else p.parent / q for q in map(Path, names)]
+    return []
+
+
+def _data_files_checksum(*paths: str | None) -> str | None:
+    """One SHA-256 over the detached data files of the given headers
+    (:func:`detached_data_files`; a missing one counts by its name), None when there is
+    none: the header's own checksum does not change when only its voxels do."""
+    import hashlib
+
+    from ..results import sha256_of_path
+
+    files = [f for p in paths if p for f in detached_data_files(p)]
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f).encode())
+        h.update(sha256_of_path(f).encode() if f.is_file() else b"missing")
+    return h.hexdigest()
+
+
 def _sidecar_checksum(labels: str, names: str | None) -> str | None:
     """SHA-256 of the names sidecar read beside a label map (``<stem>.labels.json``,
     ``.json`` or ``.csv``; :func:`~CTMuscleBoneLib.io_labels.label_input_files`), None
@@ -309,7 +364,9 @@ def _run(spec: CaseSpec, options: BatchOptions, case_dir: Path, record: CaseReco
     record.options_sha256, described = fingerprint(options, raw_facts,
                                                    segmented=not spec.labels)
     expected = {"ct_sha256": record.ct_sha256, "labels_sha256": record.labels_sha256,
-                "label_names_sha256": names_sha256, "options_sha256": record.options_sha256}
+                "label_names_sha256": names_sha256, "options_sha256": record.options_sha256,
+                "data_files_sha256": _data_files_checksum(spec.ct, spec.labels),
+                "software": f"CTMuscleBone {__version__}"}
     done = is_complete(case_dir, expected)
     if done is not None:
         _fill_from_marker(record, done)
@@ -355,6 +412,6 @@ def _run(spec: CaseSpec, options: BatchOptions, case_dir: Path, record: CaseReco
     write_marker(case_dir, {**expected, "status": "ok", "case_id": spec.case_id,
                             "mode": record.mode, "ct": record.ct,
                             "labels": record.labels or None,
-                            "options": described, "software": f"CTMuscleBone {__version__}",
+                            "options": described,
                             "time_s": record.time_s, "n_rows": record.n_rows,
                             "warnings": record.warnings, "finished_utc": record.finished_utc})
