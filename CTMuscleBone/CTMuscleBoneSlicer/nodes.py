@@ -708,8 +708,14 @@ class SegmentEditTracker:
             When given and voxel content changed, every segment's mask is also compared
             with ``label_map`` (finds segments that lost voxels to an overwriting edit).
         current : LabelMap, optional
-            The node's segments as they are now (:func:`label_map_from_segmentation_node`):
-            compared with ``label_map`` as above, without exporting each segment again.
+            The node's segments as they are now (:func:`label_map_from_segmentation_node`).
+            When given, the answer is the keys whose mask differs between ``label_map``
+            and ``current`` (:func:`changed_mask_keys`), whatever events were seen: an
+            edit no event names (Segment Editor undo/redo restores segments with
+            ``SegmentModified`` events of every segment, a script changing the internal
+            labelmap fires none) is found, and a change that leaves the mask as it was
+            (colour, name within the same structure, status tag, an undone edit) is not
+            reported as an edit.
 
         Returns
         -------
@@ -718,6 +724,8 @@ class SegmentEditTracker:
             key are mapped through :func:`segment_key`; a removed one through its id or
             the keys ``label_map`` knows).
         """
+        if current is not None:
+            return changed_mask_keys(label_map, current)
         keys: set[str] = set()
         for segment_id in self.changed_ids:
             segment = self._segmentation.GetSegment(segment_id)
@@ -725,17 +733,42 @@ class SegmentEditTracker:
                 segment_id if segment_id in anatomy.BY_KEY else anatomy.key_for_name(segment_id))
             if key is not None:
                 keys.add(key)
-        if self.content_changed and (current is not None or reference_volume_node is not None):
+        if self.content_changed and reference_volume_node is not None:
             for segment_id in self._segmentation.GetSegmentIDs():
                 segment = self._segmentation.GetSegment(segment_id)
                 key = segment_key(segment_id, segment)
                 if key is None or key in keys:
                     continue
-                mask = current.mask(key) if current is not None else segment_mask(
-                    self.segmentation_node, segment_id, reference_volume_node)
+                mask = segment_mask(self.segmentation_node, segment_id, reference_volume_node)
                 if not np.array_equal(mask, label_map.mask(key)):
                     keys.add(key)
         return keys
+
+
+def changed_mask_keys(before: LabelMap, after: LabelMap) -> set[str]:
+    """Anatomy keys whose mask differs between two label maps on the same grid.
+
+    One pass over the arrays finds the label values at the voxels that differ; the
+    structures with a full mask in ``overlays`` (in either map) are compared by their
+    full masks instead, so a structure is not reported because an overlapping neighbour
+    took or gave back voxels of its painted part. A structure present in one map only
+    counts as changed (added or removed).
+    """
+    keys: set[str] = set()
+    overlaid = set(before.overlays) | set(after.overlays)
+    if before.array.shape != after.array.shape:
+        return {k for k in (*before.structures.values(), *after.structures.values())}
+    differ = before.array != after.array
+    if differ.any():
+        for labels, values in ((before, before.array[differ]), (after, after.array[differ])):
+            for value in np.unique(values):
+                key = labels.structures.get(int(value))
+                if key is not None and key not in overlaid:
+                    keys.add(key)
+    for key in overlaid:
+        if not np.array_equal(before.mask(key), after.mask(key)):
+            keys.add(key)
+    return keys
 
 
 # ------------------------------------------------------------------------------------
@@ -809,18 +842,28 @@ def inferno_rgb(n: int = 256) -> np.ndarray:
 
 
 def heatmap_color_node(scene: Any, name: str = "CTMuscleBone Inferno") -> Any:
-    """The perceptual (inferno) colour table node for heatmaps; created once per scene."""
+    """The perceptual (inferno) colour table node for heatmaps; created once per scene.
+
+    Entry 0 (the lowest 1/256 of the window: zero uncertainty, e.g. outside the body) is
+    transparent: Slicer's scalar volume display takes the alpha of the colour table into
+    the foreground layer (``vtkMRMLScalarVolumeDisplayNode``: MapToColors RGBA, ExtractAlpha,
+    AlphaLogic), so an opaque near-black entry 0 would darken the whole CT under the map
+    by the heatmap opacity, not only where the model is uncertain.
+    """
     nodes = scene.GetNodesByClass("vtkMRMLColorTableNode")
     for i in range(nodes.GetNumberOfItems()):
         node = nodes.GetItemAsObject(i)
         if node.GetAttribute(ROLE_ATTRIBUTE) == "heatmap":
+            rgba = [0.0] * 4
+            if node.GetColor(0, rgba) and rgba[3] != 0.0:  # a scene saved by an older version
+                node.SetColor(0, "0", rgba[0], rgba[1], rgba[2], 0.0)
             return node
     node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
     node.SetTypeToUser()
     rgb = inferno_rgb(256)
     node.SetNumberOfColors(len(rgb))
     for i, (r, g, b) in enumerate(rgb):
-        node.SetColor(i, f"{i}", float(r), float(g), float(b), 1.0)
+        node.SetColor(i, f"{i}", float(r), float(g), float(b), 0.0 if i == 0 else 1.0)
     node.SetAttribute(ROLE_ATTRIBUTE, "heatmap")
     node.SetHideFromEditors(False)
     return node

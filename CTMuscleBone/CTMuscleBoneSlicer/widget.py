@@ -176,7 +176,10 @@ class PanelController:
 
     def on_input_changed(self, node: Any) -> None:
         """Fill sex/age/height/weight and the tube voltage from the DICOM header (or the
-        demo's attributes)."""
+        demo's attributes); show the results of this CT only (those of another CT stay
+        in the scene but leave the panel, so nothing of a previous case is read as this
+        one's)."""
+        self._show_case_of_input()
         if node is not None and not self._updating:
             info = self._patient_info(node)
             self._updating = True
@@ -216,7 +219,7 @@ class PanelController:
     def update_buttons(self, *_args) -> None:
         ui = self.ui
         running = self.logic.runner is not None and self.logic.runner.running
-        has_case = self.logic.case is not None and self.logic.case.results is not None
+        has_case = self._case_of_input() is not None and self.logic.case.results is not None
         ui.analyzeButton.enabled = ui.inputVolumeSelector.currentNode() is not None and not running
         ui.inputVolumeSelector.enabled = not running  # the results go to the volume segmented
         ui.cancelButton.enabled = running
@@ -255,7 +258,13 @@ class PanelController:
         if runner is None:
             self.timer.stop()
             return
-        for event in runner.poll():
+        try:
+            self._handle_events(runner.poll())
+        finally:  # also when the import raised: unlock the input, Analyze again
+            self.update_buttons()
+
+    def _handle_events(self, events: list) -> None:
+        for event in events:
             if isinstance(event, Progress):
                 self.ui.progressBar.value = int(round(100 * event.fraction))
                 self.ui.statusLabel.text = event.message
@@ -271,30 +280,69 @@ class PanelController:
                 if not event.cancelled:
                     slicer.util.errorDisplay(event.message, windowTitle="CTMuscleBone")
                 self.logic.cleanup_work_dir()
-        self.update_buttons()
 
     def _on_segmentation_done(self) -> None:
         # the volume and settings recorded when Analyze was pressed (logic.job), not what
         # the panel shows now
-        with slicer.util.tryWithErrorDisplay("Could not import or measure the segmentation.",
-                                             waitCursor=True):
-            try:
-                case = self.logic.import_segmentation()
-                self.ui.statusLabel.text = "Measuring..."
-                slicer.app.processEvents()
-                self.logic.measure(case.params)
-            finally:
-                self.logic.cleanup_work_dir()
-                self.ui.progressBar.visible = False
+        try:
+            # tryWithErrorDisplay shows the message, then raises again (Slicer util.py)
+            with slicer.util.tryWithErrorDisplay(
+                    "Could not import or measure the segmentation.", waitCursor=True):
+                try:
+                    case = self.logic.import_segmentation()
+                    self.ui.statusLabel.text = "Measuring..."
+                    slicer.app.processEvents()
+                    self.logic.measure(case.params)
+                finally:
+                    self.logic.cleanup_work_dir()
+                    self.ui.progressBar.visible = False
+        except Exception as e:  # noqa: BLE001  (shown above; the panel must stay usable)
+            logging.error(f"CTMuscleBone: import or measurement failed: {e}")
+            self.logic.job = None
+            self._show_case_of_input()  # an earlier case of this CT, or nothing
+            self.ui.statusLabel.text = "Import or measurement failed (see the message)."
+            return
+        self._show_case_of_input()
+        text = "Done."
+        if case.synthetic_model:
+            text += " " + case.clinical_use_warning
+        self.ui.statusLabel.text = text
+
+    def _case_of_input(self) -> Any:
+        """The logic's case when it belongs to the CT the input selector shows, else None."""
+        case = self.logic.case
+        node = self.ui.inputVolumeSelector.currentNode()
+        if case is None or node is None or case.volume_node is None:
+            return None
+        return case if case.volume_node.GetID() == node.GetID() else None
+
+    def _show_case_of_input(self) -> None:
+        """Show the case of the selected CT (measured), or clear the case views."""
+        case = self._case_of_input()
+        if case is not None and case.results is not None:
             self._show_case(case)
-            text = "Done."
-            if case.synthetic_model:
-                text += " " + case.clinical_use_warning
-            self.ui.statusLabel.text = text
+        else:
+            self._clear_case_views()
+
+    def _clear_case_views(self) -> None:
+        """Empty the results table view, the review list and the heatmap map list (the
+        nodes stay in the scene)."""
+        ui = self.ui
+        ui.resultsTableView.setMRMLTableNode(None)
+        ui.reviewTableWidget.clearContents()
+        ui.reviewTableWidget.setRowCount(0)
+        ui.openInSegmentEditorButton.enabled = False
+        ui.heatmapMapComboBox.blockSignals(True)
+        ui.heatmapMapComboBox.clear()
+        ui.heatmapMapComboBox.blockSignals(False)
 
     def _show_case(self, case: Any) -> None:
         ui = self.ui
-        ui.resultsTableView.setMRMLTableNode(case.table_node)
+        table_node = case.table_node
+        if table_node is not None and slicer.mrmlScene.GetNodeByID(table_node.GetID()) is None:
+            table_node = None
+        ui.resultsTableView.setMRMLTableNode(table_node)
+        ui.openInSegmentEditorButton.enabled = False
         ui.heatmapMapComboBox.blockSignals(True)
         ui.heatmapMapComboBox.clear()
         for name in case.heatmap_arrays:
@@ -357,13 +405,20 @@ class PanelController:
             self.ui.resultsTableView.setMRMLTableNode(self.logic.case.table_node)
 
     def on_measure_segmentation(self) -> None:
-        with slicer.util.tryWithErrorDisplay("Measurement failed.", waitCursor=True):
-            self.logic.measure_user_segmentation(self.ui.inputVolumeSelector.currentNode(),
-                                                 self.ui.measureSegmentationSelector.currentNode(),
-                                                 self.parameters())
-            self.ui.resultsTableView.setMRMLTableNode(self.logic.case.table_node)
-            self.ui.statusLabel.text = "Measured the selected segmentation."
-        self.update_buttons()
+        try:
+            with slicer.util.tryWithErrorDisplay("Measurement failed.", waitCursor=True):
+                self.logic.measure_user_segmentation(
+                    self.ui.inputVolumeSelector.currentNode(),
+                    self.ui.measureSegmentationSelector.currentNode(), self.parameters())
+                self.ui.statusLabel.text = "Measured the selected segmentation."
+        except Exception as e:  # noqa: BLE001  (shown above)
+            logging.error(f"CTMuscleBone: measurement failed: {e}")
+            self.ui.statusLabel.text = "Measurement failed (see the message)."
+        finally:
+            # the review list and uncertainty maps of an earlier analysis do not describe
+            # this segmentation: the new case has none, so they leave the panel
+            self._show_case_of_input()
+            self.update_buttons()
 
     def on_export(self) -> None:
         folder = self.ui.outputFolderPathLineEdit.currentPath
@@ -398,12 +453,7 @@ class PanelController:
         ui = self.ui
         ui.progressBar.visible = False
         ui.statusLabel.text = ""
-        ui.resultsTableView.setMRMLTableNode(None)
-        ui.reviewTableWidget.clearContents()
-        ui.reviewTableWidget.setRowCount(0)
-        ui.heatmapMapComboBox.blockSignals(True)
-        ui.heatmapMapComboBox.clear()
-        ui.heatmapMapComboBox.blockSignals(False)
+        self._clear_case_views()
         self.update_buttons()
 
     def cleanup(self) -> None:
