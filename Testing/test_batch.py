@@ -183,12 +183,13 @@ def test_broken_cases_are_reported_and_the_others_complete(local_run, cohort):
 def test_cohort_csv_holds_every_row_of_every_good_case(local_run, cohort):
     result, out = local_run
     rows = _read_csv(out / "cohort.csv")
-    assert list(rows[0]) == ["case_id", "structure", "display_name", "quantity", "value",
-                             "unit", "method", "flags"]
+    assert list(rows[0]) == ["case_id", "mode", "structure", "display_name", "quantity",
+                             "value", "unit", "method", "flags"]
     assert {r["case_id"] for r in rows} == set(GOOD)
+    assert {r["mode"] for r in rows} == {"measure"}  # every case has its label map
     for case_id in GOOD:  # the same lines as the case's own results.csv
         own = _read_csv(out / "cases" / case_id / "results.csv")
-        mine = [{k: v for k, v in r.items() if k != "case_id"} for r in rows
+        mine = [{k: v for k, v in r.items() if k not in ("case_id", "mode")} for r in rows
                 if r["case_id"] == case_id]
         assert mine == own and len(own) == next(
             x.n_rows for x in result.records if x.case_id == case_id)

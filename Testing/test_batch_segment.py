@@ -5,6 +5,7 @@ One tiny phantom (two 6 mm slices of the hip) keeps the network run short.
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -19,7 +20,7 @@ from CTMuscleBoneLib.phantoms import PhantomSpec, make_phantom  # noqa: E402
 from CTMuscleBoneLib.pipeline import SegmentOptions  # noqa: E402
 
 
-def test_case_without_labels_is_segmented_then_measured(tmp_path):
+def test_case_without_labels_is_segmented_then_measured(tmp_path, capsys):
     src = tmp_path / "in"
     src.mkdir()
     ph = make_phantom(PhantomSpec(region=(0.0, 12.0), spacing_mm=6.0, seed=4))
@@ -45,3 +46,14 @@ def test_case_without_labels_is_segmented_then_measured(tmp_path):
                          segment=SegmentOptions(samples=2, seed=0, device="cpu"))
     assert fingerprint(options, {}, True)[0] != fingerprint(other, {}, True)[0]
     assert fingerprint(options, {}, False)[0] == fingerprint(other, {}, False)[0]
+    # every row of cohort.csv says how its case was segmented; the summary names the
+    # cases the model segmented (a cohort may mix them with labelled cases)
+    with open(out / "cohort.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {r["mode"] for r in rows} == {"segment+measure"}
+    from CTMuscleBoneLib.cli.main import main
+    assert main(["batch", str(src), "--out", str(out), "--calibration", "none",
+                 "--samples", "1", "--seed", "0", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert ("1 of 1 case(s) had no label map and were segmented by the model "
+            "(column 'mode' of cohort.csv and cases.csv): s01") in err

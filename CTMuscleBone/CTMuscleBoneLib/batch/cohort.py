@@ -3,7 +3,9 @@ format), ``cases.csv`` and ``cases.json`` (one entry per case: status, error, ti
 input checksums).
 
 ``cohort.csv`` has the columns of a case's ``results.csv``
-(:data:`CTMuscleBoneLib.results.CSV_COLUMNS`) after a first column ``case_id``, one row
+(:data:`CTMuscleBoneLib.results.CSV_COLUMNS`) after the columns ``case_id`` and ``mode``
+(``measure``: from the case's label map; ``segment+measure``: segmented by the batch's
+model first, so that a cohort mixing the two methods shows it on every row), one row
 per case and quantity, cases in the batch's order and rows in each case's order. It is
 made from each finished case's ``results.csv`` (values rounded as there; each case's
 ``results.json`` keeps full precision), so cases resumed from an earlier run and cases
@@ -24,7 +26,7 @@ from ..atomic import atomic_write_text
 from ..results import CSV_COLUMNS
 from .runner import CASES_DIR, CaseRecord
 
-COHORT_COLUMNS = ("case_id", *CSV_COLUMNS)
+COHORT_COLUMNS = ("case_id", "mode", *CSV_COLUMNS)
 #: The tables a batch writes at the top of its output folder (never an input).
 TABLE_NAMES = ("cohort.csv", "cases.csv", "cases.json")
 
@@ -36,7 +38,8 @@ CASES_COLUMNS = ("case_id", "status", "mode", "resumed", "error_type", "error", 
 
 
 def case_rows(out_dir: Path, case_id: str) -> list[list[str]]:
-    """The rows of a finished case's ``results.csv``, each prefixed with its case id.
+    """The rows of a finished case's ``results.csv``, each prefixed with its case id
+    (:func:`write_cohort_csv` adds the mode after it).
 
     Raises
     ------
@@ -84,7 +87,7 @@ def write_cohort_csv(out_dir: Path, records: Sequence[CaseRecord]) -> Path:
             except (OSError, ValueError) as exc:
                 _fail_unreadable(r, exc)
                 continue
-            w.writerows(rows)
+            w.writerows([row[0], r.mode, *row[1:]] for row in rows)
     path = out_dir / "cohort.csv"
     atomic_write_text(path, buf.getvalue())
     return path

@@ -87,6 +87,7 @@ def batch_measure_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from ..batch import BatchOptions, BatchProgress, run_batch
+    from ..batch.runner import MODE_ANALYZE
 
     options = BatchOptions(measure=batch_measure_kwargs(args),
                            segment=segment_options_from_args(args),
@@ -103,6 +104,12 @@ def run(args: argparse.Namespace) -> int:
               f"{len(failed)} failed", file=sys.stderr)
         for r in failed:
             print(f"  {r.case_id}: {r.error}", file=sys.stderr)
+        segmented = [r.case_id for r in result.records if r.mode == MODE_ANALYZE]
+        if segmented:
+            listed = ", ".join(segmented[:10]) + (" ..." if len(segmented) > 10 else "")
+            print(f"{len(segmented)} of {n} case(s) had no label map and were segmented by "
+                  f"the model (column 'mode' of cohort.csv and cases.csv): {listed}",
+                  file=sys.stderr)
         out = Path(args.out)
         print(f"Wrote {out / 'cohort.csv'}, {out / 'cases.csv'} and {out / 'cases.json'}",
               file=sys.stderr)
