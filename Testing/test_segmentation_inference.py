@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from CTMuscleBoneLib.errors import CancelledError, ModelError  # noqa: E402
+from CTMuscleBoneLib.errors import CancelledError, InputError, ModelError  # noqa: E402
 from CTMuscleBoneLib.image import CTImage, Geometry  # noqa: E402
 from CTMuscleBoneLib.segmentation.config import (  # noqa: E402
     InferenceConfig,
@@ -414,3 +414,25 @@ def test_boundary_band_equals_the_thresholded_distance_transforms(spacing, band_
     band = boundary_band(mask, spacing, band_mm)
     np.testing.assert_array_equal(band, ref)
     assert band.sum() > 0 and (~band).sum() > 0
+
+
+@pytest.mark.parametrize("n_classes", [2, 5, 31])
+def test_two_class_tie_is_what_the_maps_give_for_a_coin_flip(n_classes):
+    """Half the samples one-hot on class 0, half on class 1: the accumulator's maps equal
+    the heatmap's full scale (variance 1 / (2 C), entropy and mutual information ln 2)."""
+    from CTMuscleBoneLib.segmentation.uncertainty import two_class_tie_value
+
+    probs = np.zeros((10, n_classes, 3), dtype=np.float64)
+    probs[:5, 0] = 1.0
+    probs[5:, 1] = 1.0
+    acc = MCAccumulator()
+    acc.update(probs[:3])
+    acc.update(probs[3:])  # merged in two batches, as windows are
+    for name, value in (("predictive_variance", acc.predictive_variance),
+                        ("predictive_entropy", acc.predictive_entropy),
+                        ("mutual_information", acc.mutual_information)):
+        np.testing.assert_allclose(value, two_class_tie_value(name, n_classes), rtol=1e-9)
+    with pytest.raises(InputError):
+        two_class_tie_value("variance", n_classes)
+    with pytest.raises(InputError):
+        two_class_tie_value("predictive_entropy", 1)

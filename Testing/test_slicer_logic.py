@@ -34,7 +34,8 @@ def _volume(scene, phantom, name="CT"):
     return nodes.volume_node_from_array(scene, phantom.ct.hu, phantom.geometry, name)
 
 
-def _fake_outputs(out_dir: Path, phantom, heatmap_geometry: Geometry | None = None) -> Path:
+def _fake_outputs(out_dir: Path, phantom, heatmap_geometry: Geometry | None = None,
+                  n_classes: int | None = 31) -> Path:
     """What the worker writes (outputs.json, labels, one uncertainty map, review.json)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     labels, _ = write_label_map(phantom.labels, out_dir / "labels.nrrd")
@@ -45,8 +46,10 @@ def _fake_outputs(out_dir: Path, phantom, heatmap_geometry: Geometry | None = No
     review.write_text(json.dumps({"structures": [{"key": "sartorius_left", "score": 0.5}]}))
     files = {"labels": str(labels), "uncertainty_predictive_variance": str(heatmap),
              "review_json": str(review)}
-    (out_dir / "outputs.json").write_text(json.dumps(
-        {"files": files, "synthetic": True, "clinical_use_warning": "SYNTHETIC"}))
+    summary = {"files": files, "synthetic": True, "clinical_use_warning": "SYNTHETIC"}
+    if n_classes is not None:  # written by the worker since the heatmap's fixed scale
+        summary["n_classes"] = n_classes
+    (out_dir / "outputs.json").write_text(json.dumps(summary))
     return out_dir
 
 
@@ -248,3 +251,29 @@ def test_remeasure_and_remove_leave_no_orphan_display_nodes(slicer_env):
     logic.remove_created_nodes(volume)
     assert _orphan_display_nodes(scene) == orphans
     assert scene.GetNodeByID(seg.GetID()) is not None  # the user's segmentation is kept
+
+
+# ------------------------------------------------------------------------------------
+# the heatmap's scale is the same on every case
+# ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_classes", [31, None])
+def test_heatmap_scale_is_the_two_class_tie_and_the_threshold_a_fraction(
+        slicer_env, tmp_path, phantom, n_classes):
+    """Full colour where the samples split evenly between two structures (1 / (2 C) for
+    the predictive variance), not at each map's own maximum (which made a confident case
+    look as hot as an uncertain one); the threshold is a fraction of that scale. Outputs
+    of an older worker without the class count keep the map's own maximum as the scale."""
+    scene = slicer_env.scene
+    volume = _volume(scene, phantom)
+    params = CTMuscleBoneParameters(input_volume_id=volume.GetID(), heatmap_threshold=0.4)
+    logic = AnalysisLogic()
+    job = logic.prepare_job(volume, params, work_dir=tmp_path / "work")
+    _fake_outputs(logic.work_dir / "out", phantom, n_classes=n_classes)
+    assert job is not None
+    case = logic.import_segmentation()
+    display = case.heatmap_nodes["predictive_variance"].GetDisplayNode()
+    full = 0.5 / 31 if n_classes else 1.0  # the fake map runs 0..1
+    assert display.GetWindowLevelMin() == pytest.approx(0.0)
+    assert display.GetWindowLevelMax() == pytest.approx(full)
+    assert display.GetApplyThreshold()
+    assert display.GetLowerThreshold() == pytest.approx(0.4 * full)

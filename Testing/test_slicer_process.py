@@ -221,6 +221,14 @@ def test_worker_on_tiny_ct_then_import_measure_edit_remeasure_export(tmp_path, s
                if r.get("present") and logic.segment_id_for(r["key"]) is None]
     assert not missing, missing
     assert set(case.heatmap_arrays) and case.heatmap_nodes
+    # the heatmap's full scale is the model's two-class tie, the same on every case
+    from CTMuscleBoneLib.segmentation import registry
+    n_classes = registry.check_model_folder(registry.find_model(registry.DEFAULT_MODEL)
+                                            ).n_channels
+    assert case.n_classes == n_classes
+    shown = next(iter(case.heatmap_nodes.values())).GetDisplayNode()
+    assert shown.GetWindowLevelMax() in (pytest.approx(0.5 / n_classes),
+                                         pytest.approx(np.log(2.0)))
 
     results = logic.measure(params)
     assert len(nodes.table_node_rows(case.table_node)) == len(results.rows)

@@ -70,6 +70,7 @@ class CaseState:
     synthetic_model: bool = False
     clinical_use_warning: str = ""
     params: CTMuscleBoneParameters | None = None  # settings the segmentation ran with
+    n_classes: int = 0  # the model's output channels (heatmap full scale); 0: unknown
 
 
 class AnalysisLogic:
@@ -300,7 +301,7 @@ class AnalysisLogic:
                              labels=labels, review=_review_rows(review),
                              synthetic_model=bool(summary.get("synthetic")),
                              clinical_use_warning=summary.get("clinical_use_warning", ""),
-                             params=params)
+                             params=params, n_classes=int(summary.get("n_classes") or 0))
             case.heatmap_arrays = heatmaps
             case.tracker = nodes.SegmentEditTracker(seg_node)
         except BaseException:
@@ -335,10 +336,22 @@ class AnalysisLogic:
                 f"CTMuscleBone uncertainty ({map_name})")
             _mark_created(node, case.volume_node)
             case.heatmap_nodes[map_name] = node
-        threshold = params.heatmap_threshold if params.heatmap_threshold > 0 else None
+        import numpy as np
+        from CTMuscleBoneLib.segmentation.uncertainty import two_class_tie_value
+
+        # one scale for every case: full colour where the samples split evenly between
+        # two structures; the threshold is a fraction of that scale
+        # (outputs of an older worker lack the class count: the map's own maximum)
+        if case.n_classes >= 2:
+            full = two_class_tie_value(map_name, case.n_classes)
+        else:
+            top = float(np.nanmax(case.heatmap_arrays[map_name]))
+            full = top if np.isfinite(top) and top > 0 else 1.0
+        fraction = min(max(params.heatmap_threshold, 0.0), 1.0)
+        threshold = fraction * full if fraction > 0 else None
         nodes.show_uncertainty_heatmap(slicer.mrmlScene, node, case.volume_node,
                                        opacity=params.heatmap_opacity, threshold=threshold,
-                                       visible=params.heatmap_visible)
+                                       visible=params.heatmap_visible, full_scale=full)
         return node
 
     def remove_created_nodes(self, volume_node: Any = None, keep: set[str] = frozenset()

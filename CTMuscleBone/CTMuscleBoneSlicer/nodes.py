@@ -871,7 +871,7 @@ def heatmap_color_node(scene: Any, name: str = "CTMuscleBone Inferno") -> Any:
 
 def show_uncertainty_heatmap(scene: Any, uncertainty_node: Any, ct_node: Any,
                              opacity: float = 0.5, threshold: float | None = None,
-                             visible: bool = True) -> Any:
+                             visible: bool = True, full_scale: float | None = None) -> Any:
     """Show an uncertainty map over the CT in every slice view.
 
     Parameters
@@ -887,20 +887,27 @@ def show_uncertainty_heatmap(scene: Any, uncertainty_node: Any, ct_node: Any,
         Values below it are transparent (None: all shown).
     visible : bool
         False sets the foreground opacity to 0 (the layers are kept).
+    full_scale : float or None
+        The value shown in full colour, the same for every case
+        (:func:`CTMuscleBoneLib.segmentation.uncertainty.two_class_tie_value`); None:
+        the map's own maximum (colours then differ in meaning between cases).
 
     Returns
     -------
     vtkMRMLColorTableNode
-        The inferno colour node assigned; window/level spans 0..max of the map.
+        The inferno colour node assigned; window/level spans 0..full scale.
     """
     color = heatmap_color_node(scene)
     if uncertainty_node.GetDisplayNode() is None:
         uncertainty_node.CreateDefaultDisplayNodes()
     display = uncertainty_node.GetDisplayNode()
-    values = _slicer().util.arrayFromVolume(uncertainty_node)
-    vmax = float(np.nanmax(values)) if values.size else 0.0
-    if not np.isfinite(vmax) or vmax <= 0:
-        vmax = 1.0
+    if full_scale is not None and np.isfinite(full_scale) and full_scale > 0:
+        vmax = float(full_scale)
+    else:
+        values = _slicer().util.arrayFromVolume(uncertainty_node)
+        vmax = float(np.nanmax(values)) if values.size else 0.0
+        if not np.isfinite(vmax) or vmax <= 0:
+            vmax = 1.0
     was_modifying = display.StartModify()
     try:
         display.SetAndObserveColorNodeID(color.GetID())

@@ -60,7 +60,8 @@ class CTMuscleBoneParameters:
     heatmap_opacity : float
         Foreground opacity of the uncertainty heatmap, 0..1.
     heatmap_threshold : float
-        Uncertainty below this value is not shown (map units).
+        Uncertainty below this fraction of the heatmap's full scale (a tie between two
+        structures, the same for every case) is not shown, 0..1.
     heatmap_visible : bool
     output_folder : str
         Export folder.
@@ -148,6 +149,7 @@ class CTMuscleBoneParameters:
             if getattr(out, name) not in allowed:
                 setattr(out, name, getattr(defaults, name))
         out.heatmap_opacity = min(max(out.heatmap_opacity, 0.0), 1.0)
+        out.heatmap_threshold = min(max(out.heatmap_threshold, 0.0), 1.0)
         out.mc_samples = max(out.mc_samples, 0)
         return out
 

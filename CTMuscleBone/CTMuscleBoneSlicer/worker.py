@@ -91,6 +91,8 @@ def run(args: argparse.Namespace, cancel: threading.Event | None = None) -> int:
             "synthetic": bool(getattr(card, "synthetic", False)),
             "clinical_use_warning": str(getattr(card, "clinical_use_warning", "") or ""),
             "model": str(getattr(card, "name", args.model or "")),
+            # output channels, background included: the heatmap's fixed full scale
+            "n_classes": int(getattr(card, "n_channels", 0) or 0),
         }
         atomic.atomic_write_text(out / OUTPUTS_FILE, json.dumps(summary, indent=1) + "\n")
         progress(1.0, "segmentation done")

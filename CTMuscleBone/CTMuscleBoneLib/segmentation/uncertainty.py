@@ -66,6 +66,39 @@ def entropy(p: Any, axis: int = 0) -> Any:
     return -(p * np.log(np.clip(p, _EPS, None))).sum(axis=axis)
 
 
+def two_class_tie_value(map_name: str, n_classes: int) -> float:
+    """A map's value where the samples split evenly between two classes: the full scale of
+    a heatmap that means the same on every case.
+
+    With half of the T samples one-hot on one class and half on another (a coin flip
+    between two structures), the mean softmax is (1/2, 1/2) on those two classes, so the
+    predictive entropy is ln 2 nats, the expected entropy 0 and the mutual information
+    ln 2; each of the two classes has a variance of 1/4 across the samples and the others
+    0, so the class-averaged predictive variance is 1 / (2 C). Voxels more uncertain
+    than that (ties among three or more classes) saturate the scale.
+
+    Parameters
+    ----------
+    map_name : {'predictive_variance', 'predictive_entropy', 'mutual_information'}
+    n_classes : int
+        Output channels of the model, background included (C >= 2).
+
+    Returns
+    -------
+    float
+        In the map's units (variance: probability squared; entropy and mutual
+        information: nats).
+    """
+    if map_name not in UNCERTAINTY_MAPS:
+        raise InputError(f"Unknown uncertainty map '{map_name}'; expected one of "
+                         f"{', '.join(UNCERTAINTY_MAPS)}.")
+    if int(n_classes) < 2:
+        raise InputError(f"A segmentation model has at least 2 classes, not {n_classes}.")
+    if map_name == "predictive_variance":
+        return 0.5 / int(n_classes)
+    return float(np.log(2.0))
+
+
 class MCAccumulator:
     """Running statistics of Monte-Carlo softmax samples for one window or volume.
 
