@@ -262,6 +262,44 @@ def test_overview_figure_legends_labels_and_orientation(phantom, measured, tmp_p
         plt.close(fig)
 
 
+def test_heatmap_colours_mean_the_same_on_every_case(phantom) -> None:
+    """With the model's full scale (a two-structure tie) a voxel's colour depends on its
+    value only: the same value is drawn alike on a confident and an uncertain case, and a
+    case with only small values stays dark (its own maximum used to be drawn in full
+    colour, and its upper half always shown)."""
+    from CTMuscleBoneLib.figures import build_overview
+    from CTMuscleBoneLib.segmentation import uncertainty as U
+
+    full = U.two_class_tie_value("predictive_variance", 31)
+    body = phantom.labels.array > 0
+    ramp = phantom.labels.array / phantom.labels.array.max()  # 0 outside, up to 1
+    confident = np.where(body, 0.05 * full * ramp, 0.0).astype(np.float32)
+    uncertain = confident.copy()
+    uncertain[phantom.labels.array == phantom.labels.array.max()] = full
+
+    def drawn(unc, scale):
+        fig = build_overview(phantom.ct.hu, phantom.labels, uncertainty=unc,
+                             uncertainty_full_scale=scale)
+        try:
+            im = _panel(fig, "uncertainty").images[-1]
+            return im.norm.vmin, im.norm.vmax, np.ma.getmaskarray(im.get_array())
+        finally:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+
+    for unc in (confident, uncertain):
+        vmin, vmax, masked = drawn(unc, full)
+        assert (vmin, vmax) == (0.0, pytest.approx(full))  # the same scale on both
+        assert not masked.all()  # up to 5 % of the scale is drawn (above 1/256 of it)
+    # without the class count: each case on its own maximum (the earlier behaviour)
+    assert drawn(confident, None)[1] == pytest.approx(0.05 * full)
+    # the full scale a report reads from a Results provenance
+    assert U.variance_full_scale([{"kind": "segmentation model", "n_classes": 31}]) == full
+    assert U.variance_full_scale([{"kind": "alm model"}, {"kind": "segmentation model"}]
+                                 ) is None
+
+
 def test_overview_absent_panels_say_why(phantom, measured, tmp_path) -> None:
     import matplotlib.pyplot as plt
     from CTMuscleBoneLib.figures import build_overview

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -268,6 +269,13 @@ def test_worker_on_tiny_ct_then_import_measure_edit_remeasure_export(tmp_path, s
     html = (tmp_path / "export" / "report.html").read_text(encoding="utf-8")
     assert '<figure data-key="muscles"><h3>' in html  # the muscle slices with the heatmap,
     assert "uncertainty map shown" in html  # drawn from the panel's uncertainty map
+    # the report, the summary and the results say the segmentation came from the
+    # synthetic demo model, as the panel does
+    warning = case.clinical_use_warning
+    assert warning and warning in html
+    assert warning in (tmp_path / "export" / "summary.txt").read_text(encoding="utf-8")
+    exported = json.loads((tmp_path / "export" / "results.json").read_text(encoding="utf-8"))
+    assert any(m.get("synthetic") for m in exported["provenance"]["models"])
     _check_dicom_and_deidentified_export(logic, tmp_path, save_node, key)
     logic.cleanup_work_dir()
     assert not (tmp_path / "work").exists()

@@ -235,13 +235,17 @@ def draw_slice(ax: Any, ct_view: np.ndarray, spacing_mm: tuple[float, ...], plan
                index: int, labels_view: np.ndarray | None = None,
                structures: dict[int, str] | None = None,
                uncertainty_view: np.ndarray | None = None, title: str = "",
-               ct_colorbar: bool = False) -> None:
+               ct_colorbar: bool = False,
+               uncertainty_full_scale: float | None = None) -> None:
     """Draw a CT slice of an LPS view, optionally with the label overlay or the
-    uncertainty heatmap (the upper half of the positive values in the slice, with a
-    colour bar), axis labels and orientation letters.
+    uncertainty heatmap (with a colour bar), axis labels and orientation letters.
 
     ``ct_view``, ``labels_view``, ``uncertainty_view``: (nx, ny, nz) LPS views on one
     grid; ``structures``: label value -> anatomy key (colours of the anatomy table).
+    ``uncertainty_full_scale``: the predictive variance drawn in full colour, the same on
+    every case (:func:`CTMuscleBoneLib.segmentation.uncertainty.two_class_tie_value`);
+    values below 1/256 of it are transparent. None (the model's class count unknown):
+    the upper half of the slice's positive values, scaled to their own maximum.
     """
     plt = _mpl()
     p = PLANES[plane]
@@ -257,11 +261,18 @@ def draw_slice(ax: Any, ct_view: np.ndarray, spacing_mm: tuple[float, ...], plan
     if uncertainty_view is not None:
         u, _ = slice_of_view(uncertainty_view, spacing_mm, plane, index)
         u = np.asarray(u, dtype=float)
-        pos = u[np.isfinite(u) & (u > 0)]
-        cut = float(np.percentile(pos, 50)) if pos.size else 0.0
-        shown = np.ma.masked_where(~np.isfinite(u) | (u <= cut), u)
-        hm = ax.imshow(shown, origin=p["origin"], cmap="inferno", extent=ext, alpha=0.8)
-        colorbar(plt, hm, ax, "predictive variance\n(upper half inside the body shown)")
+        if uncertainty_full_scale is not None and uncertainty_full_scale > 0:
+            full = float(uncertainty_full_scale)
+            shown = np.ma.masked_where(~np.isfinite(u) | (u < full / 256.0), u)
+            hm = ax.imshow(shown, origin=p["origin"], cmap="inferno", extent=ext,
+                           alpha=0.8, vmin=0.0, vmax=full)
+            colorbar(plt, hm, ax, "predictive variance\n(top: a tie of two structures)")
+        else:
+            pos = u[np.isfinite(u) & (u > 0)]
+            cut = float(np.percentile(pos, 50)) if pos.size else 0.0
+            shown = np.ma.masked_where(~np.isfinite(u) | (u <= cut), u)
+            hm = ax.imshow(shown, origin=p["origin"], cmap="inferno", extent=ext, alpha=0.8)
+            colorbar(plt, hm, ax, "predictive variance\n(upper half inside the body shown)")
     ax.set_title(title, fontsize=8)
     ax.set_xlabel(p["xlabel"], fontsize=7)
     ax.set_ylabel(p["ylabel"], fontsize=7)
@@ -358,6 +369,7 @@ def build_overview(
     results: Any = None,
     uncertainty_reason: str = "no uncertainty map: the labels were not made by the "
                               "segmentation model",
+    uncertainty_full_scale: float | None = None,
 ) -> Any:
     """The overview figure of a case (a matplotlib Figure; close it when done).
 
@@ -378,6 +390,8 @@ def build_overview(
         Gives the aBMD values and, for a femur without a DXA view, the reason.
     uncertainty_reason : str
         Written in the uncertainty panel when ``uncertainty`` is None.
+    uncertainty_full_scale : float, optional
+        The heatmap's full colour (see :func:`draw_slice`).
     """
     plt = _mpl()
     g = labels.geometry
@@ -408,7 +422,8 @@ def build_overview(
             absent_panel(ax, "uncertainty", uncertainty_reason)
             continue
         draw_slice(ax, ct_v, sp, "coronal", y, labels_view=lab, structures=labels.structures,
-                   uncertainty_view=unc, title=name + oblique, ct_colorbar=bar)
+                   uncertainty_view=unc, title=name + oblique, ct_colorbar=bar,
+                   uncertainty_full_scale=uncertainty_full_scale)
 
     for ax, side in zip(axes[3:], femur_panels, strict=True):
         if side is None:

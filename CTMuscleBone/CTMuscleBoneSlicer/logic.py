@@ -71,6 +71,9 @@ class CaseState:
     clinical_use_warning: str = ""
     params: CTMuscleBoneParameters | None = None  # settings the segmentation ran with
     n_classes: int = 0  # the model's output channels (heatmap full scale); 0: unknown
+    # the segmentation model's provenance entry (Segmentation.provenance_entry), recorded
+    # in every measurement of the case: exported results and reports name the model
+    model_provenance: dict | None = None
 
 
 class AnalysisLogic:
@@ -301,7 +304,8 @@ class AnalysisLogic:
                              labels=labels, review=_review_rows(review),
                              synthetic_model=bool(summary.get("synthetic")),
                              clinical_use_warning=summary.get("clinical_use_warning", ""),
-                             params=params, n_classes=int(summary.get("n_classes") or 0))
+                             params=params, n_classes=int(summary.get("n_classes") or 0),
+                             model_provenance=summary.get("model_provenance"))
             case.heatmap_arrays = heatmaps
             case.tracker = nodes.SegmentEditTracker(seg_node)
         except BaseException:
@@ -393,12 +397,23 @@ class AnalysisLogic:
         case = self._require_case()
         labels = nodes.label_map_from_segmentation_node(case.segmentation_node, case.volume_node)
         case.labels = labels
-        case.results = pipeline.measure(case.ct, labels, params.to_measure_options())
+        case.results = pipeline.measure(case.ct, labels, params.to_measure_options(),
+                                        provenance=self._model_provenance(case))
         case.changed_rows = set()
         self._show_results()
         if case.tracker is not None:
             case.tracker.reset()
         return case.results
+
+    @staticmethod
+    def _model_provenance(case: CaseState) -> Any:
+        """A Provenance naming the model that segmented the case (None for a user's
+        segmentation): its synthetic-model warning then heads the summary and report."""
+        if not case.model_provenance:
+            return None
+        from CTMuscleBoneLib.results import Provenance
+
+        return Provenance(models=[dict(case.model_provenance)])
 
     def measure_user_segmentation(self, volume_node: Any, segmentation_node: Any,
                                   params: CTMuscleBoneParameters) -> Any:

@@ -93,6 +93,9 @@ def run(args: argparse.Namespace, cancel: threading.Event | None = None) -> int:
             "model": str(getattr(card, "name", args.model or "")),
             # output channels, background included: the heatmap's fixed full scale
             "n_classes": int(getattr(card, "n_channels", 0) or 0),
+            # what the results' provenance records about this run (the report and the
+            # summary name the model from it, and warn when it is synthetic)
+            "model_provenance": seg.provenance_entry(),
         }
         atomic.atomic_write_text(out / OUTPUTS_FILE, json.dumps(summary, indent=1) + "\n")
         progress(1.0, "segmentation done")

@@ -125,6 +125,7 @@ def write_overview_figure(results: Results, ct: CTImage, seg, path: Path,
                      if results.get(f"femur_{side}", q)}
               for side in (femur.projections if femur else {})}
     from ..segmentation.pipeline import compact_uncertainty, uncertainty_region
+    from ..segmentation.uncertainty import two_class_tie_value
 
     unc = seg.result.uncertainty.get("predictive_variance")
     if unc is not None:  # the heatmap inside the body only: no background speckle
@@ -135,7 +136,9 @@ def write_overview_figure(results: Results, ct: CTImage, seg, path: Path,
                     uncertainty=unc,
                     femur_projections=femur.projections if femur else None,
                     femur_values=values, results=results,
-                    title=seg.card.clinical_use_warning if seg.card.synthetic else "")
+                    title=seg.card.clinical_use_warning if seg.card.synthetic else "",
+                    uncertainty_full_scale=two_class_tie_value("predictive_variance",
+                                                               seg.card.n_channels))
 
 
 def run(args: argparse.Namespace) -> int:

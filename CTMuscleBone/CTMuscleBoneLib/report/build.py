@@ -260,12 +260,16 @@ def _uncertainty_map(results: Results, ct: CTImage) -> np.ndarray | None:
     return compact_uncertainty(unc, uncertainty_region(ct, seg.result.label_map))
 
 
-def _muscle_section(ct: CTImage, labels: LabelMap, by: dict[str, dict[str, ResultRow]],
+def _muscle_section(results: Results, ct: CTImage, labels: LabelMap,
+                    by: dict[str, dict[str, ResultRow]],
                     uncertainty: np.ndarray | None, reason: str) -> Section:
     sec = Section("muscles", "Muscles")
     muscles = [k for k in by if k in BY_KEY and BY_KEY[k].group == "muscle"]
     totals = [k for k in by if k not in BY_KEY and "volume" in by[k] and "mass" in by[k]]
-    fig = images.muscle_figure(ct, labels, uncertainty, reason)
+    from ..segmentation.uncertainty import variance_full_scale
+
+    fig = images.muscle_figure(ct, labels, uncertainty, reason,
+                               variance_full_scale(results.provenance.models))
     tables = []
     if muscles:
         tables.append(pivot_table("muscles", "Muscles", muscles, by))
@@ -525,7 +529,8 @@ def build_report(results: Results, ct: CTImage, labels: LabelMap,
     report.sections.append(_femur_section(results, labels, by, score if femurs else None))
     report.sections.append(_spine_section(results, ct, labels, by,
                                           score if not femurs else None))
-    report.sections.append(_muscle_section(ct, labels, by, uncertainty, uncertainty_reason))
+    report.sections.append(_muscle_section(results, ct, labels, by, uncertainty,
+                                           uncertainty_reason))
     smi = _smi_section(results, by)
     if smi is not None:
         report.sections.append(smi)

@@ -174,7 +174,8 @@ def _muscle_slices(lab_v: np.ndarray, muscle_values: list[int]) -> tuple[int, in
 
 
 def muscle_figure(ct: CTImage, labels: LabelMap, uncertainty: np.ndarray | None,
-                  uncertainty_reason: str) -> Figure:
+                  uncertainty_reason: str, uncertainty_full_scale: float | None = None
+                  ) -> Figure:
     """Axial and coronal CT slices with the segmentation overlay (left) and the
     uncertainty heatmap (right), and the segment legend.
 
@@ -204,7 +205,8 @@ def muscle_figure(ct: CTImage, labels: LabelMap, uncertainty: np.ndarray | None,
             F.absent_panel(axu, f"uncertainty, {plane} slice", uncertainty_reason)
         else:
             F.draw_slice(axu, ct_v, sp, plane, index, uncertainty_view=unc_v,
-                         title=f"uncertainty (predictive variance), {plane} slice")
+                         title=f"uncertainty (predictive variance), {plane} slice",
+                         uncertainty_full_scale=uncertainty_full_scale)
     leg = fig.add_subplot(grid[2, :])
     leg.set_axis_off()
     present = F.structures_in(np.concatenate([s.ravel() for s in shown]), labels.structures)

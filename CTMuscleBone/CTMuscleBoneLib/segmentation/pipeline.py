@@ -49,6 +49,9 @@ class Segmentation:
             "seed": self.result.seed,
             "device": self.result.device,
             "dropout_placement": self.result.dropout_placement,
+            # output channels, background included: the heatmaps' full scale
+            # (uncertainty.two_class_tie_value)
+            "n_classes": self.card.n_channels,
             "warning": self.card.clinical_use_warning if self.card.synthetic else None,
             # how the one lumbar class was split and numbered (segmentation.vertebra_levels)
             "vertebra_levels": (self.result.vertebra_levels.to_dict()

@@ -99,6 +99,17 @@ def two_class_tie_value(map_name: str, n_classes: int) -> float:
     return float(np.log(2.0))
 
 
+def variance_full_scale(models: Iterable[Mapping[str, Any]]) -> float | None:
+    """The predictive variance's :func:`two_class_tie_value` for the segmentation model
+    of a Results provenance (``provenance.models``), or None when none records its
+    class count (``n_classes``)."""
+    for m in models:
+        n = m.get("n_classes") if m.get("kind") == "segmentation model" else None
+        if isinstance(n, int) and not isinstance(n, bool) and n >= 2:
+            return two_class_tie_value("predictive_variance", n)
+    return None
+
+
 class MCAccumulator:
     """Running statistics of Monte-Carlo softmax samples for one window or volume.
 
