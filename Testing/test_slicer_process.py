@@ -273,7 +273,10 @@ def test_worker_on_tiny_ct_then_import_measure_edit_remeasure_export(tmp_path, s
     # synthetic demo model, as the panel does
     warning = case.clinical_use_warning
     assert warning and warning in html
-    assert warning in (tmp_path / "export" / "summary.txt").read_text(encoding="utf-8")
+    summary_text = (tmp_path / "export" / "summary.txt").read_text(encoding="utf-8")
+    assert summary_text.count(warning) == 1  # once, at the top
+    assert summary_text.lstrip().startswith(warning) or \
+        summary_text.index(warning) < summary_text.index("Patient")
     exported = json.loads((tmp_path / "export" / "results.json").read_text(encoding="utf-8"))
     assert any(m.get("synthetic") for m in exported["provenance"]["models"])
     _check_dicom_and_deidentified_export(logic, tmp_path, save_node, key)

@@ -530,7 +530,8 @@ class AnalysisLogic:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         extra = ""
-        if case.synthetic_model:
+        if case.synthetic_model and not case.model_provenance:
+            # (with the model's provenance entry the summary's banner already says it)
             extra = f"Segmentation model: {case.clinical_use_warning}"
         results = pipeline.deidentify_results(case.results, case.ct) if deidentify \
             else case.results
