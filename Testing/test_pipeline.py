@@ -173,6 +173,26 @@ def test_remeasure_reuses_calibration_and_unedited_femur(hip_case):
     assert not any(s == "femur_right" for s, _ in upd.changed_rows)
 
 
+def test_remeasure_refuses_new_settings_and_names_them(hip_case):
+    """Re-measuring keeps the unedited femurs' rows (their T-scores and categories were
+    computed for the earlier age) and marks changed rows as hand edits: new settings are
+    refused, naming the fields, so that no stale row is kept and no setting's effect is
+    called an edit. The same settings, the calibration as fitted, pass."""
+    ph, options, before = hip_case
+    with pytest.raises(InputError) as exc:
+        pipeline.remeasure(ph.ct, ph.labels, before, [], replace(options, age_years=40.0,
+                                                                  height_m=1.8))
+    msg = str(exc.value)
+    assert "(height_m, age_years)" in msg and "measure()" in msg and "\n" not in msg
+    assert pipeline.changed_settings(before, options) == []
+    again = pipeline.remeasure(ph.ct, ph.labels, before, [], options)
+    assert not again.changed_rows
+    # after a re-measurement the settings still compare by method name, not the fit
+    assert pipeline.changed_settings(again.results, options) == []
+    assert pipeline.changed_settings(again.results,
+                                     replace(options, calibration="none")) == ["calibration"]
+
+
 def test_remeasure_refuses_unknown_keys(hip_case):
     ph, _, before = hip_case
     with pytest.raises(KeyError):

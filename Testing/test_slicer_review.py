@@ -333,3 +333,51 @@ def test_failed_import_leaves_the_panel_usable(slicer_env, phantom, panel):
     assert not ui.cancelButton.enabled
     assert "failed" in ui.statusLabel.text
     assert panel.logic.work_dir is None  # the worker's folder is removed
+
+
+# ------------------------------------------------------------------------------------
+# changed settings on *Update measurements*: measured again, not called hand edits
+# ------------------------------------------------------------------------------------
+def test_update_with_changed_settings_measures_again_and_marks_only_edits(slicer_env,
+                                                                         phantom):
+    """The panel's settings changed (density model) and one muscle edited: every value is
+    measured with the new settings (as a fresh measurement would give), only the edited
+    muscle's rows (and the totals it enters) are marked edited, and the status says
+    both. Before, pipeline.remeasure kept the earlier settings' femur rows and marked
+    every settings-driven change as a hand edit; the status said nothing changed."""
+    from CTMuscleBoneLib import pipeline
+    from CTMuscleBoneSlicer.logic import remeasure_status
+
+    logic, volume, seg, params = _measured_case(slicer_env.scene, phantom)
+    try:
+        other = "sartorius_left"
+        mass_before = _value(logic.case.results, other, "mass")
+        params.density_model = "hu_linear"
+        re = logic.remeasure(params)  # settings only
+        assert re.settings_changed == ["density_model"] and not re.edited_structures
+        assert _value(re.results, other, "mass") != pytest.approx(mass_before)
+        assert not any(pipeline.EDITED_FLAG in r.flags for r in re.results.rows)
+        assert remeasure_status(re).startswith(
+            "Measured again with the changed settings (density_model)")
+        fresh = pipeline.measure(logic.case.ct, logic.case.labels,
+                                 params.to_measure_options())
+        assert {(r.structure, r.quantity): r.value for r in re.results.rows} == \
+            {(r.structure, r.quantity): r.value for r in fresh.rows}
+        # an edit and a setting at once: only the edit's rows are marked
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, KEY, volume)
+        eroded = mask.copy()
+        eroded[: int(np.flatnonzero(mask.any(axis=(1, 2))).mean())] = 0
+        slicer.util.updateSegmentBinaryLabelmapFromArray(eroded, seg, KEY, volume)
+        params.density_model = "constant"
+        re = logic.remeasure(params)
+        assert re.settings_changed == ["density_model"] and re.edited_structures == {KEY}
+        marked = {r.structure for r in re.results.rows if pipeline.EDITED_FLAG in r.flags}
+        assert KEY in marked and other not in marked
+        assert _value(re.results, other, "mass") == pytest.approx(mass_before)
+        assert "re-measured the edited structures: " + KEY in remeasure_status(re)
+        # nothing edited, nothing changed
+        re = logic.remeasure(params)
+        assert remeasure_status(re) == ("No edited structure and no changed setting: "
+                                        "nothing to update.")
+    finally:
+        logic.reset()

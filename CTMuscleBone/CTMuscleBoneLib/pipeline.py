@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
+
 from .analysis import (
     CalibrationMethod,
     CriteriaName,
@@ -49,8 +51,6 @@ from .progress import ProgressCallback, no_progress, sub_progress
 from .results import EDITED, Provenance, ResultRow, Results
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    import numpy as np
-
     from .segmentation.pipeline import Segmentation
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -71,6 +71,7 @@ __all__ = [
     "Sex",
     "analyze",
     "calibrate_phantom_scan",
+    "changed_settings",
     "check_ct",
     "measure",
     "remeasure",
@@ -303,11 +304,16 @@ class Remeasurement:
     edited_structures : set of str
         The anatomy keys named as edited (those present in the label map or the
         previous results).
+    settings_changed : list of str
+        Settings (:class:`MeasureOptions` fields) a caller changed by measuring the
+        unedited labels with them before re-measuring the edits (the Slicer panel does;
+        :func:`remeasure` itself refuses new settings); empty otherwise.
     """
 
     results: Results
     changed_rows: set[tuple[str, str]] = field(default_factory=set)
     edited_structures: set[str] = field(default_factory=set)
+    settings_changed: list[str] = field(default_factory=list)
 
 
 def remeasure(
@@ -339,20 +345,37 @@ def remeasure(
     changed : iterable of str
         Anatomy keys of the structures that were edited (added or removed included).
     options : MeasureOptions, optional
-        Default: the options of ``previous``; a calibration in ``previous`` always wins
-        over the options' calibration method.
+        Default: the options of ``previous``. Given, they must be the settings
+        ``previous`` was measured with (its calibration, fitted once, is reused whatever
+        the options' calibration method): re-measuring keeps the unedited femurs' rows
+        and marks every changed row as edited, so new settings would leave stale rows
+        and mark settings' effects as hand edits. To change settings, :func:`measure`
+        the unedited labels with them first, then re-measure the edits.
     progress : callable, optional
 
     Returns
     -------
     Remeasurement
+
+    Raises
+    ------
+    InputError
+        ``options`` differ from the settings of ``previous`` (names the fields).
     """
     from .anatomy import structure
 
     changed_keys = set(changed)
     for key in changed_keys:
         structure(key)  # KeyError -> not an anatomy key
-    opts = options or previous.artifacts.get("options") or MeasureOptions()
+    settings = changed_settings(previous, options) if options is not None else []
+    if settings:
+        raise InputError(
+            f"The settings differ from those the results were measured with "
+            f"({', '.join(settings)}); re-measuring edits keeps the earlier settings' rows. "
+            "Measure the unedited labels with the new settings first (measure()), then "
+            "re-measure the edits.")
+    settings_given = options or previous.artifacts.get("options") or MeasureOptions()
+    opts = settings_given
     calibration = previous.artifacts.get("calibration")
     if calibration is not None:
         opts = replace(opts, calibration=calibration, notes=[])
@@ -363,6 +386,9 @@ def remeasure(
     results = measure_case(ct, labels, opts, progress=progress or no_progress,
                            provenance=prov, reuse=previous,
                            reuse_structures=frozenset(reusable))
+    # the settings as given (the calibration method's name, not the reused fit), so
+    # that the next changed_settings() still sees a change of method
+    results.artifacts["options"] = settings_given
     banner = previous.artifacts.get("model_warning")
     if banner:  # the demo-model warning of analyze() stays first
         results.warnings.insert(0, banner)
@@ -386,6 +412,33 @@ def remeasure(
     results.provenance.notes.append(
         "re-measured after hand edits of: " + (", ".join(sorted(changed_keys)) or "nothing"))
     return Remeasurement(results, changed_rows, changed_keys)
+
+
+def changed_settings(previous: Results, options: MeasureOptions) -> list[str]:
+    """Names of the :class:`MeasureOptions` fields in which ``options`` differ from the
+    settings ``previous`` was measured with (``previous.artifacts['options']``).
+
+    The calibration method is compared only when ``previous`` kept a method name (after
+    :func:`remeasure` it holds the fitted calibration itself); ``notes`` are not settings.
+    An empty list when ``previous`` records no options.
+    """
+    from dataclasses import fields
+
+    before = previous.artifacts.get("options")
+    if before is None:
+        return []
+    out = []
+    for f in fields(MeasureOptions):
+        if f.name == "notes":
+            continue
+        old, new = getattr(before, f.name), getattr(options, f.name)
+        if f.name == "calibration" and not isinstance(old, str):
+            continue
+        same = (np.array_equal(old, new) if isinstance(old, np.ndarray)
+                or isinstance(new, np.ndarray) else old == new)
+        if not same:
+            out.append(f.name)
+    return out
 
 
 def _same_row(a: ResultRow, b: ResultRow) -> bool:

@@ -76,6 +76,31 @@ class CaseState:
     model_provenance: dict | None = None
 
 
+def _changed_rows(before: Any, after: Any) -> set[tuple[str, str]]:
+    """(structure, quantity) of the rows whose value or flags differ between two Results,
+    or that only one of them has (the table highlights them)."""
+    a = {(r.structure, r.quantity): (r.value, r.unit, tuple(r.flags)) for r in before.rows}
+    b = {(r.structure, r.quantity): (r.value, r.unit, tuple(r.flags)) for r in after.rows}
+    return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+
+def remeasure_status(re: Any) -> str:
+    """The panel's status line after *Update measurements* (a
+    :class:`CTMuscleBoneLib.pipeline.Remeasurement` with ``settings_changed``)."""
+    edited = sorted(getattr(re, "edited_structures", ()) or ())
+    settings = list(getattr(re, "settings_changed", ()) or ())
+    n = len(getattr(re, "changed_rows", ()) or ())
+    parts = []
+    if settings:
+        parts.append(f"Measured again with the changed settings ({', '.join(settings)})")
+    if edited:
+        parts.append("re-measured the edited structures: " + ", ".join(edited))
+    if not parts:
+        return "No edited structure and no changed setting: nothing to update."
+    text = "; ".join(parts)
+    return f"{text[0].upper()}{text[1:]} ({n} row{'s' if n != 1 else ''} changed)."
+
+
 class AnalysisLogic:
     """Stateful logic of the panel (one case at a time)."""
 
@@ -447,8 +472,19 @@ class AnalysisLogic:
         changed: set[str] = set()
         if case.tracker is not None:  # masks compared with ``labels``: no second export
             changed = case.tracker.changed_keys(case.labels, current=labels)
-        re = pipeline.remeasure(case.ct, labels, case.results, changed,
-                                params.to_measure_options())
+        options = params.to_measure_options()
+        before = case.results
+        base = before
+        settings = pipeline.changed_settings(before, options)
+        if settings:
+            # new settings: every value of the unedited labels measured again with them
+            # (new calibration when its settings changed), then the edits on top, so
+            # that only the edits' effects are marked as hand edits
+            base = pipeline.measure(case.ct, case.labels, options,
+                                    provenance=self._model_provenance(case))
+        re = pipeline.remeasure(case.ct, labels, base, changed, options)
+        re.settings_changed = settings
+        re.changed_rows = _changed_rows(before, re.results) if settings else re.changed_rows
         case.labels, case.results = labels, re.results
         case.changed_rows = set(re.changed_rows)
         self._show_results()

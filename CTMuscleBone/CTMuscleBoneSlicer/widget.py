@@ -20,7 +20,7 @@ import slicer
 from CTMuscleBoneLib.results import display_name
 
 from .install import DependencyError, ensure_export_dependencies, ensure_segmentation_dependencies
-from .logic import AnalysisLogic
+from .logic import AnalysisLogic, remeasure_status
 from .parameters import (
     BMD_REFERENCES,
     CALIBRATION_METHODS,
@@ -399,9 +399,7 @@ class PanelController:
     def on_update_measurements(self) -> None:
         with slicer.util.tryWithErrorDisplay("Re-measurement failed.", waitCursor=True):
             re = self.logic.remeasure(self.parameters())
-            edited = sorted(getattr(re, "edited_structures", []) or [])
-            self.ui.statusLabel.text = ("Re-measured: " + ", ".join(edited)) if edited else \
-                "No edited structure found; nothing changed."
+            self.ui.statusLabel.text = remeasure_status(re)
             self.ui.resultsTableView.setMRMLTableNode(self.logic.case.table_node)
 
     def on_measure_segmentation(self) -> None:

@@ -29,7 +29,8 @@ SEG_NAME = "segmentation.dcm"
 SR_NAME = "measurements_sr.dcm"
 SOURCE_FOLDER = "ct"
 
-__all__ = ["SEG_NAME", "SOURCE_FOLDER", "SR_NAME", "require_dicom", "write_dicom"]
+__all__ = ["SEG_NAME", "SOURCE_FOLDER", "SR_NAME", "require_dicom",
+           "synthetic_model_warning", "write_dicom"]
 
 
 def require_dicom() -> None:
@@ -45,9 +46,22 @@ def require_dicom() -> None:
         )
 
 
+def synthetic_model_warning(results: Results | None) -> str | None:
+    """The clinical-use warning of a synthetic (demo) segmentation model the results
+    came from (``provenance.models``), else None."""
+    if results is None:
+        return None
+    for entry in results.provenance.models:
+        if isinstance(entry, dict) and entry.get("synthetic"):
+            return str(entry.get("warning") or results.artifacts.get("model_warning")
+                       or f"Segmentation by the synthetic demo model {entry.get('name', '')}"
+                       " - not for clinical use.")
+    return None
+
+
 def write_dicom(results: Results | None, ct: CTImage, labels: LabelMap,
                 out_dir: str | os.PathLike[str], deidentify: bool = False,
-                seg_only: bool = False) -> dict[str, Path]:
+                seg_only: bool = False, model_warning: str | None = None) -> dict[str, Path]:
     """Write the DICOM SEG (and SR) of a case into ``out_dir``, each file atomically.
 
     Parameters
@@ -68,6 +82,10 @@ def write_dicom(results: Results | None, ct: CTImage, labels: LabelMap,
         size and weight are kept (PS3.15 Retain Patient Characteristics Option).
     seg_only : bool
         Write the SEG (and ``ct/`` when needed) only.
+    model_warning : str, optional
+        Clinical-use warning of a synthetic segmentation model (default: taken from
+        ``results.provenance.models``): the SEG's and SR's series descriptions say
+        SYNTHETIC DEMO MODEL and the SR carries the warning.
 
     Returns
     -------
@@ -102,8 +120,10 @@ def write_dicom(results: Results | None, ct: CTImage, labels: LabelMap,
     if sources.derived:
         write_source_series(ct, sources, out / SOURCE_FOLDER)
         paths["ct_series"] = out / SOURCE_FOLDER
+    model_warning = model_warning or synthetic_model_warning(results)
     seg = build_seg(labels, sources, segments, series_uid=generate_uid(),
-                    sop_uid=generate_uid(), deidentify=deidentify)
+                    sop_uid=generate_uid(), deidentify=deidentify,
+                    model_warning=model_warning)
     paths["seg"] = out / SEG_NAME
     with atomic_path(paths["seg"]) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
@@ -115,7 +135,7 @@ def write_dicom(results: Results | None, ct: CTImage, labels: LabelMap,
         sr = build_sr(results, seg, segments,
                       source_series_uid=sources.datasets[0].SeriesInstanceUID,
                       series_uid=generate_uid(), sop_uid=generate_uid(),
-                      deidentify=deidentify)
+                      deidentify=deidentify, model_warning=model_warning)
         paths["sr"] = out / SR_NAME
         with atomic_path(paths["sr"]) as tmp:
             sr.save_as(tmp, enforce_file_format=True)

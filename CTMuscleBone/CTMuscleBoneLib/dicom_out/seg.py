@@ -9,7 +9,8 @@ anatomy table does not know are left out: they have no code). Segment numbers ar
 * SegmentedPropertyCategory / SegmentedPropertyType: the SNOMED CT codes of the anatomy
   table (:mod:`CTMuscleBoneLib.anatomy`, the codes the 3D Slicer terminology uses), and
   the laterality (SNOMED CT Left / Right) as SegmentedPropertyTypeModifier;
-* SegmentAlgorithmType AUTOMATIC with the algorithm named after the label source.
+* SegmentAlgorithmType AUTOMATIC with the algorithm named after the label source
+  (:func:`algorithm_name`: the model or reader, never a file path).
 
 The segmentation type is BINARY (viewers without the 2024 LABELMAP type can read it);
 frames are the source slices (:mod:`.source`): frame ``k`` of a segment is
@@ -33,6 +34,37 @@ from .source import SourceImages
 
 #: Series number of the SEG (a CTMuscleBone choice).
 SEG_SERIES_NUMBER = 9002
+#: Label sources (``LabelMap.source``) that end in the path of the file or folder read,
+#: or a Slicer node name: the SEG names the reader only (a path or node name often
+#: carries the patient's name or ID, and it is no algorithm name).
+_SOURCE_PREFIXES = ("TotalSegmentator v1 (total)", "TotalSegmentator v2 (total)",
+                    "TotalSegmentator folder", "3D Slicer segmentation",
+                    "CTMuscleBone label map")
+#: Algorithm name of labels read from a label-map file with a names table.
+LABEL_FILE_ALGORITHM = "label map file"
+#: Series / content description words of a SEG or SR from a synthetic demo model.
+SYNTHETIC_TAG = "SYNTHETIC DEMO MODEL"
+
+
+def algorithm_name(source: str | None) -> str:
+    """SegmentAlgorithmName of a label source: the model or reader, never a path.
+
+    ``"ctmb-demo 0.3"`` (a model) stays; ``"TotalSegmentator v2 (total) /data/x.nii.gz"``
+    becomes ``"TotalSegmentator v2 (total)"``; a label file read with a names table
+    (``"/data/x.nii.gz (names: x.json)"``) or any other path becomes
+    :data:`LABEL_FILE_ALGORITHM`. At most 64 characters (LO).
+    """
+    text = (source or "").strip()
+    if not text:
+        return "unspecified"
+    for prefix in _SOURCE_PREFIXES:
+        if text == prefix or text.startswith(prefix + " "):
+            return prefix
+    lowered = text.lower()
+    if ("/" in text or "\\" in text or " (names: " in text
+            or lowered.endswith((".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm"))):
+        return LABEL_FILE_ALGORITHM
+    return text[:64]
 
 
 @dataclass
@@ -62,7 +94,8 @@ def _coded(code: tuple[str, str, str]) -> Any:
 
 
 def build_seg(labels: LabelMap, sources: SourceImages, segments: list[SegmentInfo],
-              series_uid: str, sop_uid: str, deidentify: bool = False) -> Any:
+              series_uid: str, sop_uid: str, deidentify: bool = False,
+              model_warning: str | None = None) -> Any:
     """Build the SEG dataset.
 
     Parameters
@@ -75,6 +108,9 @@ def build_seg(labels: LabelMap, sources: SourceImages, segments: list[SegmentInf
         From :func:`segments_of` (not empty).
     series_uid, sop_uid : str
         UIDs of the SEG.
+    model_warning : str, optional
+        The clinical-use warning of a synthetic (demo) segmentation model: the series
+        and content descriptions then say :data:`SYNTHETIC_TAG` (what a PACS lists).
 
     Returns
     -------
@@ -84,7 +120,7 @@ def build_seg(labels: LabelMap, sources: SourceImages, segments: list[SegmentInf
     from pydicom.dataset import Dataset
 
     algorithm = hd.AlgorithmIdentificationSequence(
-        name=(labels.source or "unspecified")[:64], family=_coded(ALGORITHM_FAMILY_AI),
+        name=algorithm_name(labels.source), family=_coded(ALGORITHM_FAMILY_AI),
         version=__version__)
     descriptions = []
     for seg in segments:
@@ -122,9 +158,11 @@ def build_seg(labels: LabelMap, sources: SourceImages, segments: list[SegmentInf
         manufacturer_model_name="CTMuscleBone",
         software_versions=__version__,
         device_serial_number="0",
-        content_description="Bone and muscle segmentation"[:64],
+        content_description=(f"{SYNTHETIC_TAG} - not for clinical use" if model_warning
+                             else "Bone and muscle segmentation"),
         content_label="CTMB_SEG",
-        series_description="CTMuscleBone segmentation",
+        series_description=("CTMuscleBone segmentation" + (f" ({SYNTHETIC_TAG})"
+                                                           if model_warning else "")),
     )
     if deidentify:
         from .source import mark_deidentified

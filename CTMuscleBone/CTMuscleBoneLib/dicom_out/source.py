@@ -191,11 +191,39 @@ def _slice_header(ct: CTImage, meta: CTMetadata, k: int, study_uid: str, series_
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     ds.PixelRepresentation = 1
     ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, 0, "HU"
-    if meta.kvp is not None and not deidentify:
-        ds.KVP = f"{meta.kvp:g}"
+    # type 2 attributes of the CT Image and General Series modules (PS3.3 C.8.2.1,
+    # C.7.3.1: PatientPosition is required for CT): present, empty when unknown
+    ds.KVP = f"{meta.kvp:g}" if meta.kvp is not None and not deidentify else ""
+    ds.AcquisitionNumber = ""
+    ds.PatientPosition = ""
     if deidentify:
         mark_deidentified(ds)
+    set_character_set(ds)
     return ds
+
+
+#: Text value representations whose values follow SpecificCharacterSet (PS3.5 6.1.2.3).
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "PN", "UC"})
+#: Unicode in UTF-8 (PS3.3 C.12.1.1.2), for headers holding non-ASCII text.
+UTF8_CHARACTER_SET = "ISO_IR 192"
+
+
+def needs_utf8(texts: Any) -> bool:
+    """True when any of ``texts`` (strings) has a character outside ASCII."""
+    return any(not str(t).isascii() for t in texts if t is not None)
+
+
+def set_character_set(ds: Any) -> None:
+    """Declare UTF-8 (``ISO_IR 192``) on a dataset whose text has non-ASCII characters.
+
+    Without SpecificCharacterSet a DICOM reader takes text as ASCII (ISO-IR 6):
+    pydicom then writes ``Müller`` as Latin-1 bytes and ``山田`` as ``??``, so the
+    SEG and SR would name another patient than the source. ASCII-only headers are
+    left without the attribute (the default).
+    """
+    texts = [e.value for e in ds.iterall() if e.VR in _TEXT_VRS and e.value]
+    if needs_utf8(texts):
+        ds.SpecificCharacterSet = UTF8_CHARACTER_SET
 
 
 def mark_deidentified(ds: Any) -> None:

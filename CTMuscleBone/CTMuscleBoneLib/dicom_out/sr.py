@@ -18,6 +18,9 @@ Layout (one Measurement Group per result structure, in the order of the rows):
   has no UCUM code is a TEXT item ``<quantity>: <value> <unit>``;
 * warning flags of a row (``partial: ...``, ``unvalidated: ...``) are TEXT items
   (``99CTMB`` ``warning``) ``<quantity>: <flags>``.
+* the case's warnings (``Results.warnings``; a synthetic model's clinical-use warning
+  first) are TEXT items (``99CTMB`` ``warning``) of the report's TID 1500 Qualitative
+  Evaluations container (UMLS C0034375).
 
 Concept names: :func:`codes.quantity_concept` (DCM / SNOMED CT where PS3.16 has one,
 else ``99CTMB``); the SR's CodingSchemeIdentificationSequence names ``99CTMB``.
@@ -32,13 +35,40 @@ from .. import __version__
 from ..anatomy import BY_KEY
 from ..results import ResultRow, Results, display_name
 from . import codes
-from .seg import SegmentInfo
+from .seg import SYNTHETIC_TAG, SegmentInfo
+from .source import UTF8_CHARACTER_SET, needs_utf8
 
 #: Series number of the SR (a CTMuscleBone choice).
 SR_SERIES_NUMBER = 9003
 #: Local concepts of the TEXT items.
 WARNING_CONCEPT = codes.local_code("warning", "Warning")
 UNMAPPED_CONCEPT = codes.local_code("value_without_ucum_unit", "Value without UCUM unit")
+#: TID 1500 row "Qualitative Evaluations" (UMLS C0034375): the case-level warnings
+#: (a synthetic segmentation model first) as TEXT items of :data:`WARNING_CONCEPT`.
+QUALITATIVE_EVALUATIONS: codes.Code = ("C0034375", "UMLS", "Qualitative Evaluations")
+
+
+def _case_evaluations(warnings: list[str]) -> Any:
+    """The report-level Qualitative Evaluations container holding ``warnings``."""
+    import highdicom as hd
+    from highdicom.sr import RelationshipTypeValues as Rel
+
+    container = hd.sr.ContainerContentItem(
+        name=_coded(QUALITATIVE_EVALUATIONS), relationship_type=Rel.CONTAINS)
+    container.ContentSequence = [
+        hd.sr.TextContentItem(name=_coded(WARNING_CONCEPT), value=w,
+                              relationship_type=Rel.CONTAINS) for w in warnings]
+    return container
+
+
+def _character_set(seg: Any, results: Results, extra: list[str]) -> dict[str, Any]:
+    """``specific_character_set`` for the SR: UTF-8 when the SEG (patient, study) or
+    any text of the report has non-ASCII characters; else none (ASCII, the default)."""
+    if seg.get("SpecificCharacterSet"):
+        return {"specific_character_set": seg.SpecificCharacterSet}
+    texts = [*extra, *(t for r in results.rows
+                       for t in (r.structure, r.quantity, str(r.value), r.unit, *r.flags))]
+    return {"specific_character_set": UTF8_CHARACTER_SET} if needs_utf8(texts) else {}
 
 
 def _coded(code: tuple[str, str, str]) -> Any:
@@ -67,7 +97,8 @@ def _group_rows(results: Results) -> dict[str, list[ResultRow]]:
 
 
 def build_sr(results: Results, seg: Any, segments: list[SegmentInfo], source_series_uid: str,
-             series_uid: str, sop_uid: str, deidentify: bool = False) -> Any:
+             series_uid: str, sop_uid: str, deidentify: bool = False,
+             model_warning: str | None = None) -> Any:
     """Build the SR dataset.
 
     Parameters
@@ -82,6 +113,9 @@ def build_sr(results: Results, seg: Any, segments: list[SegmentInfo], source_ser
         SeriesInstanceUID of the SEG's source CT series.
     series_uid, sop_uid : str
         UIDs of the SR.
+    model_warning : str, optional
+        The clinical-use warning of a synthetic (demo) segmentation model: it opens the
+        report's case warnings and the series description says so.
 
     Returns
     -------
@@ -109,6 +143,9 @@ def build_sr(results: Results, seg: Any, segments: list[SegmentInfo], source_ser
                 reason = "; ".join(f.partition(":")[2].strip() for f in r.flags
                                    if f.startswith("not_measurable")) or "not measured"
                 texts.append((codes.NOT_MEASURABLE_REASON, f"{r.quantity}: {reason}"))
+                other = [w for w in r.warnings if not w.startswith("not_measurable")]
+                if other:
+                    texts.append((WARNING_CONCEPT, f"{r.quantity}: {'; '.join(other)}"))
                 continue
             if value is not None:
                 unit = codes.ucum_unit(r.unit)
@@ -153,6 +190,10 @@ def build_sr(results: Results, seg: Any, segments: list[SegmentInfo], source_ser
         imaging_measurements=groups,
         title=_coded(codes.REPORT_TITLE),
     )
+    case_warnings = list(dict.fromkeys(
+        ([model_warning] if model_warning else []) + [w for w in results.warnings if w]))
+    if case_warnings:
+        report[0].ContentSequence.append(_case_evaluations(case_warnings))
     scheme = hd.coding_schemes.CodingSchemeIdentificationItem(
         designator=codes.LOCAL_SCHEME, name=codes.LOCAL_SCHEME_NAME,
         responsible_organization=codes.LOCAL_SCHEME_ORGANIZATION)
@@ -165,8 +206,10 @@ def build_sr(results: Results, seg: Any, segments: list[SegmentInfo], source_ser
         instance_number=1,
         manufacturer="CTMuscleBone",
         is_complete=True,
-        series_description="CTMuscleBone measurements",
+        series_description="CTMuscleBone measurements" + (
+            f" ({SYNTHETIC_TAG})" if model_warning else ""),
         coding_schemes=[scheme],
+        **_character_set(seg, results, case_warnings),
     )
     if deidentify:
         from .source import mark_deidentified
