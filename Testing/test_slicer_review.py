@@ -375,6 +375,14 @@ def test_update_with_changed_settings_measures_again_and_marks_only_edits(slicer
         assert KEY in marked and other not in marked
         assert _value(re.results, other, "mass") == pytest.approx(mass_before)
         assert "re-measured the edited structures: " + KEY in remeasure_status(re)
+        # settings changed again, no new edit: the hand-corrected muscle stays marked
+        params.density_model = "hu_linear"
+        re = logic.remeasure(params)
+        assert not re.edited_structures
+        assert all(pipeline.EDITED_FLAG in r.flags for r in re.results.rows
+                   if r.structure == KEY)
+        assert not any(pipeline.EDITED_FLAG in r.flags for r in re.results.rows
+                       if r.structure == other)
         # nothing edited, nothing changed
         re = logic.remeasure(params)
         assert remeasure_status(re) == ("No edited structure and no changed setting: "

@@ -482,6 +482,12 @@ class AnalysisLogic:
             # that only the edits' effects are marked as hand edits
             base = pipeline.measure(case.ct, case.labels, options,
                                     provenance=self._model_provenance(case))
+            # rows corrected by hand in an earlier round stay marked
+            marked = {(r.structure, r.quantity) for r in before.rows
+                      if pipeline.EDITED_FLAG in r.flags}
+            for r in base.rows:
+                if (r.structure, r.quantity) in marked and pipeline.EDITED_FLAG not in r.flags:
+                    r.flags.append(pipeline.EDITED_FLAG)
         re = pipeline.remeasure(case.ct, labels, base, changed, options)
         re.settings_changed = settings
         re.changed_rows = _changed_rows(before, re.results) if settings else re.changed_rows
