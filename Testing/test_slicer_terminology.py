@@ -68,6 +68,14 @@ def test_entry_round_trips_to_key_where_codes_are_unique():
     assert terminology.key_for_terminology_entry(ts) == "gluteus_maximus_right"
     assert terminology.key_for_terminology_entry("") is None
     assert terminology.key_for_terminology_entry("garbage") is None
+    # SlicerTotalSegmentator tags psoas major with SCT 64038003 ("Intercostal lymph node"
+    # in SNOMED CT): read as psoas major, never written by us
+    legacy = ("Segmentation category and type - Total Segmentator~SCT^123037004^Anatomical "
+              "Structure~SCT^64038003^Psoas major muscle~SCT^7771000^Left~Anatomic codes "
+              "- DICOM master list~^^~^^")
+    assert terminology.key_for_terminology_entry(legacy) == "psoas_major_left"
+    assert "64038003" not in terminology.TERMINOLOGY_FILE.read_text(encoding="utf-8")
+    assert "64038003" not in terminology.terminology_entry_for("psoas_major_left")
 
 
 def test_slicer_loads_the_file_and_finds_colours():

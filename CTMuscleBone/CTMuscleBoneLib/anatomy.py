@@ -67,7 +67,7 @@ region, the code TotalSegmentator uses for the hip bone]; sacrum 54735007 [TS, S
 L1-L5 66794005, 14293000, 36470004, 11994002, 49668003 [TS, SL, DICOM]; lumbar spine
 122496007 [DICOM CID 7151; used for a lumbar vertebra of unassigned level]; iliopsoas
 68455001 [TS, SL]; gluteus maximus 181674001, medius 78333006, minimus 75297007 [TS, SL];
-psoas major 64038003 [SL]; erector spinae 44947003 [SL, DICOM CID 7151]; aorta 15825003,
+erector spinae 44947003 [SL, DICOM CID 7151]; aorta 15825003,
 inferior vena cava 64131007 [TS, SL, DICOM]; subcutaneous fatty tissue 67769002 [TS];
 phantom 706342009 [DICOM CID 7151]; muscle of lower limb 102292000 [DICOM]; categories
 Anatomical Structure 123037004 [TS, SL; current DICOM CID 7150 lists 91723000 for
@@ -79,7 +79,11 @@ CID 244].
 Corrected (the old code meant something else): iliacus 22356005 is "Ilium" [DICOM CID
 4031] -> 102292000; vastus medialis 22823000 is "Sternocleidomastoid muscle" [DICOM] ->
 102292000; sartorius 71616004 is "Muscle" [DICOM] -> 102292000; psoas major 71915001
-(not found in any source) -> 64038003; erector spinae 22921004 (not found) -> 44947003;
+(not found in any source) -> 64038003 (the code [SL] gives psoas major) -> 102292000, since
+64038003 is "Intercostal lymph node" [DICOM concepts in pydicom 3.0.2; SNOMED CT as mapped
+by HL7 mCODE's TG-263 concept map] (no psoas major code was found in a source; segments
+coded 64038003 by SlicerTotalSegmentator are still read as psoas major, never written:
+CTMuscleBoneSlicer.terminology); erector spinae 22921004 (not found) -> 44947003;
 calibration rods 102418009 (not found) -> 706342009 "Phantom".
 
 Unverified (kept; no source at hand listed them): tensor fasciae latae 63141008,
@@ -201,7 +205,7 @@ def _build_table() -> tuple[Structure, ...]:
     muscles: list[tuple[str, str, Code, str, tuple[int, int, int], tuple[str, ...]]] = [
         ("iliacus", "Iliacus", MUSCLE_OF_LOWER_LIMB, "hip_flexor",
          (200, 90, 90), ()),
-        ("psoas_major", "Psoas major", ("64038003", "SCT", "Psoas major muscle"),
+        ("psoas_major", "Psoas major", MUSCLE_OF_LOWER_LIMB,
          "hip_flexor", (210, 100, 110), ("psoas",)),
         ("iliopsoas", "Iliopsoas", ("68455001", "SCT", "Iliopsoas muscle"), "hip_flexor",
          (220, 110, 100), ("iliopsoas_muscle",)),

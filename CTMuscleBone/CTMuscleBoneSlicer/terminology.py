@@ -185,6 +185,12 @@ def _parse_code(part: str) -> tuple[str, str]:
     return scheme, value
 
 
+#: Type codes other tools use for a structure with another meaning in SNOMED CT: read as
+#: that structure, never written. SlicerTotalSegmentator codes psoas major as SCT
+#: 64038003, which is "Intercostal lymph node" (CTMuscleBoneLib.anatomy.SNOMED_SOURCE).
+LEGACY_TYPE_CODES: dict[tuple[str, str], str] = {("SCT", "64038003"): "psoas_major"}
+
+
 def key_for_terminology_entry(entry: str | None) -> str | None:
     """Anatomy key whose category, type and laterality codes match a serialized entry.
 
@@ -211,6 +217,10 @@ def key_for_terminology_entry(entry: str | None) -> str | None:
     for s, code in anatomy.LATERALITY.items():
         if mod == (code[1], code[0]):
             side = s
+    legacy = LEGACY_TYPE_CODES.get(typ)
+    if legacy is not None:
+        key = legacy if side == "none" else f"{legacy}_{side}"
+        return key if key in anatomy.BY_KEY else None
     hits = [
         st.key for st in anatomy.ANATOMY
         if (st.snomed_type[1], st.snomed_type[0]) == typ and st.side == side
