@@ -143,3 +143,21 @@ def test_ct_copy_has_the_type2_attributes_of_the_ct_image_iod(tmp_path: Path) ->
     ds = pydicom.dcmread(sorted(paths["ct_series"].glob("*.dcm"))[0])
     for keyword in ("KVP", "AcquisitionNumber", "PatientPosition"):
         assert keyword in ds, keyword
+
+
+def test_segment_dicom_of_the_demo_model_says_synthetic(tmp_path: Path) -> None:
+    """`ctmusclebone segment --dicom` writes the SEG without results: the model's warning
+    is passed on, so the SEG still says SYNTHETIC DEMO MODEL (it said nothing)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("monai")
+    from CTMuscleBoneLib.cli.main import main
+    from CTMuscleBoneLib.io_ct import write_image
+    from CTMuscleBoneLib.phantoms import PhantomSpec, make_phantom
+
+    ph = make_phantom(PhantomSpec(region=(0.0, 12.0), spacing_mm=6.0, seed=4))
+    write_image(ph.ct.hu, ph.ct.geometry, tmp_path / "ct.nii.gz")
+    out = tmp_path / "seg"
+    assert main(["segment", "--ct", str(tmp_path / "ct.nii.gz"), "--samples", "1",
+                 "--device", "cpu", "--dicom", "--out", str(out), "--quiet"]) == 0
+    seg = pydicom.dcmread(out / "segmentation.dcm")
+    assert SYNTHETIC_TAG in seg.SeriesDescription

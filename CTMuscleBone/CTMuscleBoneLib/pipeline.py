@@ -575,7 +575,8 @@ def write_report(
 
 
 def write_dicom(results: Results | None, ct: CTImage, labels: LabelMap,
-                out_dir: str | os.PathLike[str], deidentify: bool = False) -> dict[str, Path]:
+                out_dir: str | os.PathLike[str], deidentify: bool = False,
+                model_warning: str | None = None) -> dict[str, Path]:
     """Write the DICOM SEG of the labels and the DICOM SR of the results into ``out_dir``.
 
     ``segmentation.dcm``: DICOM Segmentation, one segment per labelled anatomy structure
@@ -598,6 +599,11 @@ def write_dicom(results: Results | None, ct: CTImage, labels: LabelMap,
     deidentify : bool
         Leave out patient name, IDs, birth date, dates, accession, institution and the
         source UIDs; sex, age, size and weight are kept.
+    model_warning : str, optional
+        The clinical-use warning of a synthetic segmentation model (default: read from
+        ``results.provenance.models``; give it for a SEG without results, e.g.
+        ``segment(...).card.clinical_use_warning``): the series descriptions say
+        SYNTHETIC DEMO MODEL and the SR carries the warning.
 
     Returns
     -------
@@ -613,4 +619,5 @@ def write_dicom(results: Results | None, ct: CTImage, labels: LabelMap,
     """
     from .dicom_out import write_dicom as _write
 
-    return _write(results, ct, labels, out_dir, deidentify=deidentify)
+    return _write(results, ct, labels, out_dir, deidentify=deidentify,
+                  model_warning=model_warning)

@@ -115,7 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Dice below which a structure counts as failed (default 0.8)")
     p.add_argument("--no-surface", action="store_true", help="skip the surface distance")
     p.add_argument("--out", help="folder for evaluation.csv, evaluation.json, "
-                   "uncertainty_variants.csv/.json and the plots (default: print only)")
+                   "uncertainty_variants.csv/.json, volume_agreement.csv and the plots "
+                   "(default: print only)")
     p.set_defaults(func=run)
 
 

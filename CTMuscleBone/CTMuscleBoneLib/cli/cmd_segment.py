@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
         pipeline.write_segmentation(seg, ct, stage, prov)
         if args.dicom:  # the SEG only: segment measures nothing
             pipeline.write_dicom(None, ct, seg.result.label_map, stage,
-                                 deidentify=bool(getattr(args, "deidentify", False)))
+                                 deidentify=bool(getattr(args, "deidentify", False)),
+                                 model_warning=(seg.card.clinical_use_warning
+                                                if seg.card.synthetic else None))
     print(format_review(seg))
     if seg.card.synthetic:  # once, on stderr: the review list on stdout stays clean
         print(f"*** {seg.card.clinical_use_warning} ***", file=sys.stderr)
