@@ -161,3 +161,27 @@ def test_segment_dicom_of_the_demo_model_says_synthetic(tmp_path: Path) -> None:
                  "--device", "cpu", "--dicom", "--out", str(out), "--quiet"]) == 0
     seg = pydicom.dcmread(out / "segmentation.dcm")
     assert SYNTHETIC_TAG in seg.SeriesDescription
+
+
+def test_hand_corrected_segments_are_semiautomatic(tmp_path: Path) -> None:
+    """A structure re-measured after a hand edit (rows flagged edited:) is SEMIAUTOMATIC
+    in the SEG, the others stay AUTOMATIC (every segment was called AUTOMATIC)."""
+    from CTMuscleBoneLib.pipeline import EDITED_FLAG
+
+    ct, labels, results = _case()
+    key = "gluteus_maximus_left"
+    other = "gluteus_medius_left"
+    arr = labels.array.copy()
+    arr[2:6, 2:6, 3] = BY_KEY[other].label_value
+    labels = LabelMap(arr, labels.geometry, {**labels.structures,
+                                             BY_KEY[other].label_value: other},
+                      source=labels.source)
+    paths = write_dicom(results, ct, labels, tmp_path / "auto")
+    types = {s.TrackingID: s.SegmentAlgorithmType
+             for s in pydicom.dcmread(paths["seg"]).SegmentSequence}
+    assert types == {key: "AUTOMATIC", other: "AUTOMATIC"}
+    results.rows[0].flags.append(EDITED_FLAG)
+    paths = write_dicom(results, ct, labels, tmp_path / "edited")
+    types = {s.TrackingID: s.SegmentAlgorithmType
+             for s in pydicom.dcmread(paths["seg"]).SegmentSequence}
+    assert types == {key: "SEMIAUTOMATIC", other: "AUTOMATIC"}

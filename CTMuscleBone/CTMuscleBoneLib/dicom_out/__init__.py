@@ -102,7 +102,7 @@ def write_dicom(results: Results | None, ct: CTImage, labels: LabelMap,
     require_dicom()
     from pydicom.uid import generate_uid
 
-    from .seg import build_seg, segments_of
+    from .seg import build_seg, edited_keys, segments_of
     from .source import source_images, write_source_series
     from .sr import build_sr
 
@@ -123,7 +123,7 @@ def write_dicom(results: Results | None, ct: CTImage, labels: LabelMap,
     model_warning = model_warning or synthetic_model_warning(results)
     seg = build_seg(labels, sources, segments, series_uid=generate_uid(),
                     sop_uid=generate_uid(), deidentify=deidentify,
-                    model_warning=model_warning)
+                    model_warning=model_warning, edited=edited_keys(results))
     paths["seg"] = out / SEG_NAME
     with atomic_path(paths["seg"]) as tmp:
         seg.save_as(tmp, enforce_file_format=True)

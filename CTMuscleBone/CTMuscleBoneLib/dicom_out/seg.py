@@ -10,7 +10,8 @@ anatomy table does not know are left out: they have no code). Segment numbers ar
   table (:mod:`CTMuscleBoneLib.anatomy`, the codes the 3D Slicer terminology uses), and
   the laterality (SNOMED CT Left / Right) as SegmentedPropertyTypeModifier;
 * SegmentAlgorithmType AUTOMATIC with the algorithm named after the label source
-  (:func:`algorithm_name`: the model or reader, never a file path).
+  (:func:`algorithm_name`: the model or reader, never a file path); SEMIAUTOMATIC for a
+  structure corrected by hand after it (its result rows flagged ``edited:``).
 
 The segmentation type is BINARY (viewers without the 2024 LABELMAP type can read it);
 frames are the source slices (:mod:`.source`): frame ``k`` of a segment is
@@ -29,6 +30,7 @@ import numpy as np
 from .. import __version__
 from ..anatomy import BY_KEY
 from ..image import LabelMap
+from ..results import EDITED, flag_tag
 from .codes import ALGORITHM_FAMILY_AI
 from .source import SourceImages
 
@@ -93,9 +95,19 @@ def _coded(code: tuple[str, str, str]) -> Any:
     return hd.sr.CodedConcept(value=code[0], scheme_designator=code[1], meaning=code[2])
 
 
+def edited_keys(results: Any) -> frozenset[str]:
+    """Anatomy keys with a result row flagged as corrected by hand (``edited:``, the
+    flag :func:`CTMuscleBoneLib.pipeline.remeasure` sets), none without results."""
+    if results is None:
+        return frozenset()
+    return frozenset(r.structure for r in results.rows if r.structure in BY_KEY
+                     and any(flag_tag(f) == EDITED for f in r.flags))
+
+
 def build_seg(labels: LabelMap, sources: SourceImages, segments: list[SegmentInfo],
               series_uid: str, sop_uid: str, deidentify: bool = False,
-              model_warning: str | None = None) -> Any:
+              model_warning: str | None = None,
+              edited: frozenset[str] = frozenset()) -> Any:
     """Build the SEG dataset.
 
     Parameters
@@ -111,6 +123,9 @@ def build_seg(labels: LabelMap, sources: SourceImages, segments: list[SegmentInf
     model_warning : str, optional
         The clinical-use warning of a synthetic (demo) segmentation model: the series
         and content descriptions then say :data:`SYNTHETIC_TAG` (what a PACS lists).
+    edited : frozenset of str
+        Anatomy keys corrected by hand after the algorithm (:func:`edited_keys`): their
+        segments are SEMIAUTOMATIC, the others AUTOMATIC.
 
     Returns
     -------
@@ -130,7 +145,9 @@ def build_seg(labels: LabelMap, sources: SourceImages, segments: list[SegmentInf
             segment_label=st.display_name[:64],
             segmented_property_category=_coded(st.snomed_category),
             segmented_property_type=_coded(st.snomed_type),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+                            if seg.key in edited
+                            else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC),
             algorithm_identification=algorithm,
             tracking_uid=hd.UID(),
             tracking_id=seg.key,
