@@ -185,3 +185,19 @@ def test_hand_corrected_segments_are_semiautomatic(tmp_path: Path) -> None:
     types = {s.TrackingID: s.SegmentAlgorithmType
              for s in pydicom.dcmread(paths["seg"]).SegmentSequence}
     assert types == {key: "SEMIAUTOMATIC", other: "AUTOMATIC"}
+
+
+def test_sr_evidence_lists_the_ct_images_beside_the_seg(tmp_path: Path) -> None:
+    """Readers that load an SR's sources from its evidence (dcmqi, QuantitativeReporting)
+    find the CT slices, not only the SEG (the evidence named the SEG alone)."""
+    ct, labels, results = _case()
+    paths = write_dicom(results, ct, labels, tmp_path / "o")
+    sr = pydicom.dcmread(paths["sr"])
+    seg = pydicom.dcmread(paths["seg"])
+    slices = {pydicom.dcmread(p).SOPInstanceUID for p in paths["ct_series"].glob("*.dcm")}
+    listed = {i.ReferencedSOPInstanceUID
+              for study in sr.CurrentRequestedProcedureEvidenceSequence
+              for series in study.ReferencedSeriesSequence
+              for i in series.ReferencedSOPSequence}
+    assert listed == slices | {seg.SOPInstanceUID}
+    assert hd.sr.srread(paths["sr"]).content is not None  # still read by highdicom

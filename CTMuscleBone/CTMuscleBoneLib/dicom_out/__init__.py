@@ -135,7 +135,8 @@ def write_dicom(results: Results | None, ct: CTImage, labels: LabelMap,
         sr = build_sr(results, seg, segments,
                       source_series_uid=sources.datasets[0].SeriesInstanceUID,
                       series_uid=generate_uid(), sop_uid=generate_uid(),
-                      deidentify=deidentify, model_warning=model_warning)
+                      deidentify=deidentify, model_warning=model_warning,
+                      source_images=sources.datasets)
         paths["sr"] = out / SR_NAME
         with atomic_path(paths["sr"]) as tmp:
             sr.save_as(tmp, enforce_file_format=True)

@@ -29,6 +29,7 @@ else ``99CTMB``); the SR's CodingSchemeIdentificationSequence names ``99CTMB``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
@@ -98,7 +99,7 @@ def _group_rows(results: Results) -> dict[str, list[ResultRow]]:
 
 def build_sr(results: Results, seg: Any, segments: list[SegmentInfo], source_series_uid: str,
              series_uid: str, sop_uid: str, deidentify: bool = False,
-             model_warning: str | None = None) -> Any:
+             model_warning: str | None = None, source_images: Sequence[Any] = ()) -> Any:
     """Build the SR dataset.
 
     Parameters
@@ -116,6 +117,10 @@ def build_sr(results: Results, seg: Any, segments: list[SegmentInfo], source_ser
     model_warning : str, optional
         The clinical-use warning of a synthetic (demo) segmentation model: it opens the
         report's case warnings and the series description says so.
+    source_images : sequence of pydicom.Dataset
+        The CT slice headers the SEG was made on: listed in the SR's evidence beside the
+        SEG, so that a reader that loads an SR's sources (dcmqi, QuantitativeReporting)
+        finds the CT, not only the SEG.
 
     Returns
     -------
@@ -198,7 +203,7 @@ def build_sr(results: Results, seg: Any, segments: list[SegmentInfo], source_ser
         designator=codes.LOCAL_SCHEME, name=codes.LOCAL_SCHEME_NAME,
         responsible_organization=codes.LOCAL_SCHEME_ORGANIZATION)
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[seg],
+        evidence=[seg, *source_images],
         content=report,
         series_instance_uid=series_uid,
         series_number=SR_SERIES_NUMBER,
