@@ -53,13 +53,16 @@ def test_smi_arithmetic_and_awgs_flag() -> None:
 
 def test_sarcopenia_flag_values_and_criteria_differ_at_the_margin() -> None:
     model = alm.ALMModel("t", "lower_limb_total/mass", 0.0, 1.0, validated=True)
-    h = 1.0
+    h = 1.6  # adult ALM values (13.95 and 17.66 kg), inside the plausible range
     # SMI 5.45 kg/m2 woman: not low by AWGS (< 5.4), low by EWGSOP2 (< 5.5)
-    awgs = rows_by_quantity(alm.alm_rows(totals(5450.0), model, h, "F", alm.CRITERIA["awgs2019"]))
-    ew = rows_by_quantity(alm.alm_rows(totals(5450.0), model, h, "F", alm.CRITERIA["ewgsop2"]))
+    mass = 5450.0 * h * h
+    awgs = rows_by_quantity(alm.alm_rows(totals(mass), model, h, "F", alm.CRITERIA["awgs2019"]))
+    ew = rows_by_quantity(alm.alm_rows(totals(mass), model, h, "F", alm.CRITERIA["ewgsop2"]))
+    assert awgs["smi"].value == pytest.approx(5.45)
     assert awgs["sarcopenia_low_muscle_mass"].value == "no"
     assert ew["sarcopenia_low_muscle_mass"].value == "yes"
-    men = rows_by_quantity(alm.alm_rows(totals(6900.0), model, h, "M", alm.CRITERIA["awgs2019"]))
+    men = rows_by_quantity(alm.alm_rows(totals(6900.0 * h * h), model, h, "M",
+                                        alm.CRITERIA["awgs2019"]))
     assert men["sarcopenia_low_muscle_mass"].value == "yes"
 
 

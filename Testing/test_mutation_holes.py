@@ -287,11 +287,14 @@ def test_cutoff_constants_are_the_published_values():
     ("awgs2019", "M", 7.0), ("awgs2019", "F", 5.4),
     ("ewgsop2", "M", 7.0), ("ewgsop2", "F", 5.5),
 ])
-def test_sarcopenia_flag_boundaries(criteria, sex, cut_kg_m2):
+def test_sarcopenia_flag_boundaries(criteria, sex, cut_kg_m2, monkeypatch):
     """SMI exactly at the cut-off is not low; one ulp below is. Height 1 m and a
-    slope-1 model make SMI = mass_g / 1000 exactly.
+    slope-1 model make SMI = mass_g / 1000 exactly (an ALM of 5-7 kg, below the adult
+    range that withholds the yes/no: that check is lifted here, this test is about the
+    comparison).
 
     Kills: ``smi < cut`` -> ``smi <= cut``; men / women cut-offs swapped."""
+    monkeypatch.setattr(alm, "PLAUSIBLE_ALM_KG_RANGE", (0.0, float("inf")))
     model = alm.ALMModel("t", "lower_limb_total/mass", intercept_kg=0.0, slope=1.0,
                          validated=True)
 

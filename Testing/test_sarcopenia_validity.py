@@ -34,7 +34,7 @@ def test_unvalidated_default_gives_values_but_no_yes_no() -> None:
 
 def test_partial_predictor_gives_indeterminate_with_a_validated_model() -> None:
     model = alm.ALMModel("site", "lower_limb_total/lean_mass", 0.0, 1.0, validated=True)
-    q = by_q(alm.alm_rows(totals(6000.0, 5000.0, partial=True), model, 1.0, "F",
+    q = by_q(alm.alm_rows(totals(15000.0, 12800.0, partial=True), model, 1.6, "F",
                           alm.CRITERIA["awgs2019"]))
     assert q["smi"].value == pytest.approx(5.0)
     assert any(f.startswith("partial") for f in q["smi"].flags)
@@ -42,8 +42,29 @@ def test_partial_predictor_gives_indeterminate_with_a_validated_model() -> None:
     assert row.value == alm.INDETERMINATE
     assert [f for f in row.flags if f.startswith("partial")]
     # the same numbers, complete: a real yes/no (5.0 < 5.4)
-    q = by_q(alm.alm_rows(totals(6000.0, 5000.0), model, 1.0, "F", alm.CRITERIA["awgs2019"]))
+    q = by_q(alm.alm_rows(totals(15000.0, 12800.0), model, 1.6, "F",
+                          alm.CRITERIA["awgs2019"]))
     assert q["sarcopenia_low_muscle_mass"].value == "yes"
+
+
+@pytest.mark.parametrize("lean_g", [2150.0, 60000.0])
+def test_alm_outside_the_adult_range_gets_no_yes_no(lean_g: float) -> None:
+    """A validated model predicting 2.2 kg (the demo's partial thighs through the
+    default) or 60 kg of ALM: off the scale of the cut-offs, flagged, no yes/no; the
+    same model at an adult value gives one."""
+    model = alm.ALMModel("site", "lower_limb_total/lean_mass", 0.0, 1.0, validated=True)
+    q = by_q(alm.alm_rows(totals(lean_g * 1.2, lean_g), model, 1.6, "F",
+                          alm.CRITERIA["awgs2019"]))
+    for k in ("alm", "smi"):
+        assert q[k].value is not None
+        assert any("outside the adult range" in f for f in q[k].flags), q[k].flags
+    row = q["sarcopenia_low_muscle_mass"]
+    assert row.value == alm.INDETERMINATE
+    assert any("outside the adult range" in f and "no yes/no" in f for f in row.flags)
+    q = by_q(alm.alm_rows(totals(18000.0, 15000.0), model, 1.6, "F",
+                          alm.CRITERIA["awgs2019"]))
+    assert q["sarcopenia_low_muscle_mass"].value == "no"
+    assert not any("outside the adult range" in f for f in q["alm"].flags)
 
 
 def test_default_predictor_is_lean_mass() -> None:
@@ -201,9 +222,9 @@ def test_predictor_from_another_density_model_gives_indeterminate() -> None:
     --density-model hu_linear: ALM and SMI flagged, no yes/no."""
     model = alm.ALMModel("site", "lower_limb_total/lean_mass", 0.0, 1.0, validated=True)
     assert model.density_model == "constant"  # the documented default
-    t = totals(6000.0, 5000.0)
+    t = totals(15000.0, 12800.0)
     t["lower_limb_total"]["density_model"] = "hu_linear"
-    q = by_q(alm.alm_rows(t, model, 1.0, "F", alm.CRITERIA["awgs2019"]))
+    q = by_q(alm.alm_rows(t, model, 1.6, "F", alm.CRITERIA["awgs2019"]))
     assert q["smi"].value == pytest.approx(5.0)
     assert any("density model 'hu_linear'" in f for f in q["smi"].flags)
     row = q[SARC]
@@ -213,7 +234,7 @@ def test_predictor_from_another_density_model_gives_indeterminate() -> None:
     # a model fitted on hu_linear masses matches the case: a real yes/no (5.0 < 5.4)
     fitted_hu = alm.ALMModel("site", "lower_limb_total/lean_mass", 0.0, 1.0, validated=True,
                              density_model="hu_linear")
-    q = by_q(alm.alm_rows(t, fitted_hu, 1.0, "F", alm.CRITERIA["awgs2019"]))
+    q = by_q(alm.alm_rows(t, fitted_hu, 1.6, "F", alm.CRITERIA["awgs2019"]))
     assert q[SARC].value == "yes"
     assert not any("density model" in f for r in q.values() for f in r.flags)
 
@@ -225,7 +246,8 @@ def test_measure_case_checks_the_density_model_of_the_alm_model(density, expecte
     default (constant) masses gives no yes/no."""
     g, _, lab, hu = _two_muscles_in_fat()
     ct = CTImage(hu, g, CTMetadata(modality="CT"))
-    model = alm.ALMModel("site", "lower_limb_total/lean_mass", 1.0, 2.0, validated=True,
+    # (intercept 10 kg: the two small phantom muscles then give an adult ALM, 10-11 kg)
+    model = alm.ALMModel("site", "lower_limb_total/lean_mass", 10.0, 2.0, validated=True,
                          required_regions=("gluteal", "thigh"))
     res = measure_case(ct, lab, MeasureOptions(height_m=1.6, sex="F", bones=False,
                                                density_model=density, alm_model=model))

@@ -64,6 +64,13 @@ PREDICTOR_KG_RANGE: tuple[float, float] = (0.5, 50.0)
 #: 4-12 kg/m2 at 1.4-2.0 m); 2 kg and 60 kg are beyond any adult, and the same masses
 #: in grams are far above 60.
 DXA_ALM_KG_RANGE: tuple[float, float] = (2.0, 60.0)
+#: ALM a model predicts for an adult, kg: outside it (adults about 10-35 kg, above) the
+#: prediction is off the scale the model and the cut-offs were made for (e.g. the
+#: shipped default on a CT showing only part of the legs, or a model fitted on another
+#: field of view): ALM and SMI are flagged and no sarcopenia yes/no is given. Narrower
+#: than DXA_ALM_KG_RANGE (a wrong unit) and wider than the adult range (an unusual
+#: patient keeps the yes/no).
+PLAUSIBLE_ALM_KG_RANGE: tuple[float, float] = (8.0, 50.0)
 #: Slope of an ALM model, kg ALM per kg CT muscle. ALM includes the arms and the whole
 #: legs, the CT only part of the legs: slopes near 1-3 are expected (the shipped default
 #: is 1.333); 0.1-20 leaves room for a CT showing only part of the thigh. A predictor in
@@ -431,6 +438,14 @@ def alm_rows(
         alm = model.predict_alm_kg(total[unit_key] / 1000.0, sex)
     except InputError as exc:
         return not_measurable(str(exc), flags)
+    lo, hi = PLAUSIBLE_ALM_KG_RANGE
+    off_scale = None
+    if not lo <= alm <= hi:
+        off_scale = (f"ALM {alm:.1f} kg is outside the adult range ({lo:g}-{hi:g} kg; "
+                     "adults about 10-35 kg): the CT probably does not show the muscles the "
+                     f"model {model.name} assumes (e.g. only part of the thighs), or the "
+                     "model does not fit this field of view")
+        flags.append(f"warning: {off_scale}")
     rows = [ResultRow("patient", "alm", alm, "kg", method, list(flags))]
     if height_m is None:
         return not_measurable("no height (give --height or a DICOM PatientSize)", flags,
@@ -447,7 +462,8 @@ def alm_rows(
     cut = criteria.cutoff(sex)
     method = (f"{criteria.name}: SMI < {cut:g} kg/m2 ({'men' if sex == 'M' else 'women'}); "
               f"{criteria.source}")
-    if model.validated and not partial and not incomplete and not density_mismatch:
+    if (model.validated and not partial and not incomplete and not density_mismatch
+            and not off_scale):
         rows.append(ResultRow("patient", "sarcopenia_low_muscle_mass",
                               "yes" if smi < cut else "no", "", method, list(flags)))
         return rows
@@ -462,6 +478,8 @@ def alm_rows(
     why += [f"warning: {w}; no yes/no" for w in incomplete]
     if density_mismatch:
         why.append(f"warning: {density_mismatch}; no yes/no")
+    if off_scale:
+        why.append(f"warning: {off_scale}; no yes/no")
     rows.append(ResultRow("patient", "sarcopenia_low_muscle_mass", INDETERMINATE, "", method,
                           why))
     return rows
