@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from ..calibration import Calibration
 from ..dxa.material import MaterialConversion, to_hydroxyapatite
@@ -44,7 +45,7 @@ from ..dxa.scores import (
 )
 from ..errors import InputError, NotMeasurableError
 from ..fov import border_voxel_indices, inside_fov, outside_fov
-from ..image import CTImage, LabelMap
+from ..image import CTImage, LabelMap, mask_bounding_box
 from ..results import NO_CALIBRATION_REASON, ResultRow
 from .checks import check_femur, cut_edges
 from .dxa_projection import PIXEL_MM, Projection, project
@@ -53,10 +54,12 @@ from .partial_volume import EDGE_MARGIN_MM, restore_edge_mineral
 from .rois import (
     DISTAL_BELOW_LT_MM,
     PlaneLandmarks,
+    neck_band,
     neck_mask,
     plane_landmarks,
     roi_value,
     total_hip_mask,
+    total_hip_region,
 )
 from .vbmd import REGIONS, region_masks, region_stats
 
@@ -305,6 +308,36 @@ def _category_withheld(fov_flag: str | None) -> str | None:
             "shows the whole proximal femur")
 
 
+def fill_cavities(mask: np.ndarray, labels: LabelMap | None = None,
+                  outside: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """The femur mask with its enclosed cavities filled, and the number of voxels filled.
+
+    A cavity is a set of voxels that the label encloses completely (not connected to the
+    rest of the image through non-femur voxels, 6-connectivity): unlabelled marrow or
+    segmentation noise inside the bone. Left unfilled, a cavity has no density in the
+    projection and vBMD, and it shrinks the largest inscribed ball the head is found by
+    (1 % of the interior voxels missing made the femur not measurable, "no femoral head
+    found"; a 12 mm unlabelled core in the head put the head on the trochanter). Voxels
+    of another labelled structure (``labels``) or outside the field of view
+    (``outside``) are not filled.
+    """
+    box = mask_bounding_box(mask)
+    if box is None:
+        return mask, 0
+    crop = mask[box]
+    holes = ndimage.binary_fill_holes(crop) & ~crop
+    if labels is not None:
+        holes &= np.asarray(labels.array)[box] == 0
+    if outside is not None:
+        holes &= ~np.asarray(outside)[box]
+    n = int(holes.sum())
+    if n == 0:
+        return mask, 0
+    filled = mask.copy()
+    filled[box] |= holes
+    return filled, n
+
+
 def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibration,
                   scores: ScoreContext | None = None, labels: LabelMap | None = None,
                   margin_mm: float = EDGE_MARGIN_MM
@@ -319,8 +352,13 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
     outside = outside_fov(ct.hu)  # padding outside the reconstructed field of view
     edges = cut_edges(mask, ct.geometry, outside) if mask.any() else []
     mask = inside_fov(mask, outside)  # labelled padding is not bone
-    checks = check_femur(ct, mask, side)
     g = ct.geometry
+    mask, n_filled = fill_cavities(mask, labels, outside)
+    checks = check_femur(ct, mask, side)
+    if n_filled:
+        checks.warnings.append(
+            f"info: {n_filled} voxels ({n_filled * g.voxel_volume_cm3:.2f} cm3) enclosed by "
+            "the femur label but not in it were counted as femur (holes in the label)")
     ha_cal, conversion = to_hydroxyapatite(calibration, ct.metadata.kvp)
     rows = _Rows(structure, calibration, checks.warnings, scores, conversion)
     if checks.blocking:
@@ -395,14 +433,18 @@ def measure_femur(ct: CTImage, mask: np.ndarray, side: str, calibration: Calibra
                                           lm.lesser_trochanter_mm)
     roi_masks: dict[str, np.ndarray] = {}
     site_masks = {"femoral_neck": neck_mask(proj.footprint, frame, plm)}
+    # the ROIs' cut lines: the edge-mineral band outside the outline counts only beside
+    # the ROI (rois.roi_value)
+    site_regions = {"femoral_neck": neck_band(frame, plm)}
     if th_reason is None:
         site_masks["total_hip"] = total_hip_mask(proj.footprint, frame, plm)
+        site_regions["total_hip"] = total_hip_region(frame, plm)
     for site in SITES:
         if site not in site_masks:
             rows.site_missing(site, th_reason or "ROI not found")
             continue
         rv = roi_value(proj.areal_density_g_cm2, site_masks[site], frame.pixel_mm,
-                       proj.footprint, proj.spill_px)
+                       proj.footprint, proj.spill_px, site_regions[site])
         roi_masks[site] = rv.mask
         roi_name = site.replace("_", " ")
         if not np.isfinite(rv.abmd_g_cm2):
