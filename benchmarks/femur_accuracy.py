@@ -31,7 +31,9 @@ from femur_pv import femur_values  # noqa: E402
 from femur_raster import ORIENTATIONS, analytic_abmd, grid_around, rasterize  # noqa: E402
 
 SCANNER = ScannerModel()
-CAL = Calibration("phantom", "K2HPO4", SCANNER.slope_mg_cm3_per_hu, SCANNER.intercept_mg_cm3,
+#: The phantom's own HU-to-density line, named hydroxyapatite: measure_femurs converts a
+#: K2HPO4 calibration to HA (x 1/0.827 at 120 kVp), which the phantom's truth is not.
+CAL = Calibration("phantom", "HA", SCANNER.slope_mg_cm3_per_hu, SCANNER.intercept_mg_cm3,
                   1.0, 5, "synthetic truth")
 SIZES = {
     "small": dict(head_radius_mm=20.0, neck_radius_mm=13.0, shaft_radius_mm=12.5,
