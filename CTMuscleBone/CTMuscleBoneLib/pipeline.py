@@ -71,6 +71,7 @@ __all__ = [
     "Sex",
     "analyze",
     "calibrate_phantom_scan",
+    "changed_rows_between",
     "changed_settings",
     "check_ct",
     "measure",
@@ -397,10 +398,7 @@ def remeasure(
         results.artifacts["segmentation"] = previous.artifacts["segmentation"]
 
     before = {(r.structure, r.quantity): r for r in previous.rows}
-    after = {(r.structure, r.quantity): r for r in results.rows}
-    changed_rows = {k for k in before.keys() | after.keys()
-                    if k not in before or k not in after
-                    or not _same_row(before[k], after[k])}
+    changed_rows = changed_rows_between(previous, results)
     for r in results.rows:
         if r.structure in changed_keys or (r.structure, r.quantity) in changed_rows:
             r.flags = [f for f in r.flags if f != EDITED_FLAG] + [EDITED_FLAG]
@@ -439,6 +437,15 @@ def changed_settings(previous: Results, options: MeasureOptions) -> list[str]:
         if not same:
             out.append(f.name)
     return out
+
+
+def changed_rows_between(before: Results, after: Results) -> set[tuple[str, str]]:
+    """(structure, quantity) of the rows whose value, unit or flags (the
+    :data:`EDITED_FLAG` aside) differ between two results, and of rows only one has."""
+    a = {(r.structure, r.quantity): r for r in before.rows}
+    b = {(r.structure, r.quantity): r for r in after.rows}
+    return {k for k in a.keys() | b.keys()
+            if k not in a or k not in b or not _same_row(a[k], b[k])}
 
 
 def _same_row(a: ResultRow, b: ResultRow) -> bool:

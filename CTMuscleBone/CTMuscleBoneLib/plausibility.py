@@ -482,25 +482,28 @@ def ct_inplane_extent_mm(geometry: Geometry) -> tuple[float, float]:
     return float(np.ptp(xy[:, 0])), float(np.ptp(xy[:, 1]))
 
 
-def _vertebra_extent_cause(labels: LabelMap, boxes: dict[int, tuple[slice, ...]],
+def _vertebra_extent_cause(checks: list[StructureCheck], labels: LabelMap,
+                           boxes: dict[int, tuple[slice, ...]],
                            outside: np.ndarray | None, ct: CTImage) -> str | None:
-    """A voxel spacing too small, read from the vertebrae's cross-sections, or None."""
+    """A voxel spacing too small, read from the vertebrae's cross-sections, or None.
+
+    ``checks``: the judged structures (:data:`MIN_VOXELS_TO_JUDGE` voxels or more). The
+    CT's own extent is tested first: on a CT of normal size no vertebra is looked at."""
+    ct_mm = ct_inplane_extent_mm(ct.geometry)
+    if max(ct_mm) >= VERTEBRA_RULE_MAX_CT_MM:
+        return None
     widths = []
-    for value, key in labels.structures.items():
-        box = boxes.get(value)
-        if structure_class(key) != "vertebra" or box is None:
+    for c in checks:
+        box = boxes.get(c.value)
+        if c.structure_class != "vertebra" or box is None:
             continue
-        n = int(np.count_nonzero(np.asarray(labels.array)[box] == value))
-        if n < MIN_VOXELS_TO_JUDGE:
-            continue
-        w = vertebra_inplane_extent_mm(labels, int(value), box, outside)
+        w = vertebra_inplane_extent_mm(labels, c.value, box, outside)
         if w is not None:
-            widths.append((w, key))
+            widths.append((w, c.key))
     if not widths:
         return None
     widest, key = max(widths)
-    ct_mm = ct_inplane_extent_mm(ct.geometry)
-    if widest >= VERTEBRA_MIN_INPLANE_MM or max(ct_mm) >= VERTEBRA_RULE_MAX_CT_MM:
+    if widest >= VERTEBRA_MIN_INPLANE_MM:
         return None
     spacing = " x ".join(f"{s:g}" for s in ct.geometry.spacing_mm)
     return (f"the CT's voxel spacing looks wrong: the widest vertebra label ({key}) spans "
@@ -597,7 +600,7 @@ def check_label_plausibility(ct: CTImage, labels: LabelMap) -> PlausibilityRepor
                                         ("hu_scale", _hu_scale_cause(report.checks)))
         if text is not None]
     if not any(kind == "spacing" for kind, _ in whole):
-        extent = _vertebra_extent_cause(labels, boxes, outside, ct)
+        extent = _vertebra_extent_cause(report.checks, labels, boxes, outside, ct)
         if extent is not None:
             whole.insert(0, ("spacing", extent))
     if not bad and not whole:

@@ -76,14 +76,6 @@ class CaseState:
     model_provenance: dict | None = None
 
 
-def _changed_rows(before: Any, after: Any) -> set[tuple[str, str]]:
-    """(structure, quantity) of the rows whose value or flags differ between two Results,
-    or that only one of them has (the table highlights them)."""
-    a = {(r.structure, r.quantity): (r.value, r.unit, tuple(r.flags)) for r in before.rows}
-    b = {(r.structure, r.quantity): (r.value, r.unit, tuple(r.flags)) for r in after.rows}
-    return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
-
-
 def remeasure_status(re: Any) -> str:
     """The panel's status line after *Update measurements* (a
     :class:`CTMuscleBoneLib.pipeline.Remeasurement` with ``settings_changed``)."""
@@ -490,7 +482,8 @@ class AnalysisLogic:
                     r.flags.append(pipeline.EDITED_FLAG)
         re = pipeline.remeasure(case.ct, labels, base, changed, options)
         re.settings_changed = settings
-        re.changed_rows = _changed_rows(before, re.results) if settings else re.changed_rows
+        if settings:  # the table highlights what changed since the rows it showed
+            re.changed_rows = pipeline.changed_rows_between(before, re.results)
         case.labels, case.results = labels, re.results
         case.changed_rows = set(re.changed_rows)
         self._show_results()
